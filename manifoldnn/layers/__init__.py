@@ -1,0 +1,3 @@
+"""Neural-network layers acting on manifold-valued data."""
+
+__all__: list[str] = []

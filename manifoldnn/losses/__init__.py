@@ -1,0 +1,3 @@
+"""Losses for manifold-valued representations."""
+
+__all__: list[str] = []

