@@ -37,7 +37,9 @@ def qr_positive(a: torch.Tensor) -> torch.Tensor:
     backward composed with a locally constant sign flip).
     """
     if a.dim() < 2 or a.shape[-2] < a.shape[-1]:
-        raise ValueError(f"qr_positive needs a tall matrix (..., n, p) with n >= p, got {tuple(a.shape)}")
+        raise ValueError(
+            f"qr_positive needs a tall matrix (..., n, p) with n >= p, got {tuple(a.shape)}"
+        )
     q, r = torch.linalg.qr(a, mode="reduced")
     signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)

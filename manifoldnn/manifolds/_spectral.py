@@ -1,0 +1,151 @@
+"""Spectral functions of symmetric matrices with a gap-safe backward pass.
+
+``F(S) = Q f(Lambda) Q^T`` for symmetric ``S = Q Lambda Q^T``. The backward pass uses the
+Daleckii-Krein formula (Higham, *Functions of Matrices*, 2008, Thm. 3.11):
+
+    dF = Q (L o (Q^T dS Q)) Q^T,   L_ij = (f(l_i) - f(l_j)) / (l_i - l_j),   L_ii = f'(l_i),
+
+with the divided difference replaced by ``f'`` at the midpoint when two eigenvalues (nearly)
+coincide. Unlike back-propagating through ``torch.linalg.eigh``, nothing is divided by an
+eigenvalue gap, so the gradient stays finite for repeated eigenvalues (e.g. ``S = 0``).
+
+The scalar functions used by the Grassmann exponential and logarithm are analytic in the squared
+singular value ``lam = sigma^2 >= 0``; each comes with a Taylor branch near ``lam = 0`` where the
+closed form cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+ScalarFn = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+_SMALL = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-2, torch.float64: 1e-3}
+
+
+def _series(lam: torch.Tensor, coeffs: Sequence[float]) -> torch.Tensor:
+    out = torch.full_like(lam, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        out = out * lam + c
+    return out
+
+
+def _branch(lam, small_coeffs, closed_form):
+    """Evaluate ``closed_form`` away from 0 and a Taylor polynomial near 0 (NaN-free in both)."""
+    small = lam.abs() < _SMALL.get(lam.dtype, 1e-3)
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    return torch.where(small, _series(lam, small_coeffs), closed_form(safe))
+
+
+# Each coefficient list is the Taylor series in lam around 0, enough terms for float64 at |lam| < 1e-2.
+def atan_sqrt_over_sqrt(lam: torch.Tensor) -> torch.Tensor:
+    """``atan(sqrt(lam)) / sqrt(lam)`` (= 1 at 0)."""
+    return _branch(
+        lam,
+        [1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9, -1 / 11, 1 / 13, -1 / 15, 1 / 17],
+        lambda x: torch.atan(x.sqrt()) / x.sqrt(),
+    )
+
+
+def atan_sqrt_over_sqrt_prime(lam: torch.Tensor) -> torch.Tensor:
+    return _branch(
+        lam,
+        [-1 / 3, 2 / 5, -3 / 7, 4 / 9, -5 / 11, 6 / 13, -7 / 15, 8 / 17],
+        lambda x: (1.0 / (1.0 + x) - torch.atan(x.sqrt()) / x.sqrt()) / (2.0 * x),
+    )
+
+
+def cos_sqrt(lam: torch.Tensor) -> torch.Tensor:
+    """``cos(sqrt(lam))``."""
+    return _branch(
+        lam,
+        [1.0, -1 / 2, 1 / 24, -1 / 720, 1 / 40320, -1 / 3628800, 1 / 479001600],
+        lambda x: torch.cos(x.sqrt()),
+    )
+
+
+def cos_sqrt_prime(lam: torch.Tensor) -> torch.Tensor:
+    return _branch(
+        lam,
+        [-1 / 2, 2 / 24, -3 / 720, 4 / 40320, -5 / 3628800, 6 / 479001600],
+        lambda x: -torch.sin(x.sqrt()) / (2.0 * x.sqrt()),
+    )
+
+
+def sinc_sqrt(lam: torch.Tensor) -> torch.Tensor:
+    """``sin(sqrt(lam)) / sqrt(lam)`` (= 1 at 0)."""
+    return _branch(
+        lam,
+        [1.0, -1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800, 1 / 6227020800],
+        lambda x: torch.sin(x.sqrt()) / x.sqrt(),
+    )
+
+
+def sinc_sqrt_prime(lam: torch.Tensor) -> torch.Tensor:
+    return _branch(
+        lam,
+        [-1 / 6, 2 / 120, -3 / 5040, 4 / 362880, -5 / 39916800, 6 / 6227020800],
+        lambda x: (torch.cos(x.sqrt()) - torch.sin(x.sqrt()) / x.sqrt()) / (2.0 * x),
+    )
+
+
+ATAN_SQRT_OVER_SQRT: ScalarFn = (atan_sqrt_over_sqrt, atan_sqrt_over_sqrt_prime)
+COS_SQRT: ScalarFn = (cos_sqrt, cos_sqrt_prime)
+SINC_SQRT: ScalarFn = (sinc_sqrt, sinc_sqrt_prime)
+
+
+def _divided_differences(lam: torch.Tensor, f: ScalarFn) -> tuple[torch.Tensor, torch.Tensor]:
+    fn, fprime = f
+    values = fn(lam)
+    li, lj = lam.unsqueeze(-1), lam.unsqueeze(-2)
+    gap = li - lj
+    scale = torch.maximum(li.abs(), lj.abs()).clamp_min(1.0)
+    close = gap.abs() <= scale * (torch.finfo(lam.dtype).eps ** 0.5)
+    safe_gap = torch.where(close, torch.ones_like(gap), gap)
+    dd = (values.unsqueeze(-1) - values.unsqueeze(-2)) / safe_gap
+    dd = torch.where(close, fprime(0.5 * (li + lj)), dd)
+    return values, dd
+
+
+class _SymmetricSpectralFunctions(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s: torch.Tensor, fns: tuple[ScalarFn, ...]):
+        lam, q = torch.linalg.eigh(s)
+        outs, dds = [], []
+        for f in fns:
+            values, dd = _divided_differences(lam, f)
+            outs.append((q * values.unsqueeze(-2)) @ q.transpose(-1, -2))
+            dds.append(dd)
+        ctx.save_for_backward(q, *dds)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        q, *dds = ctx.saved_tensors
+        total = None
+        for g, dd in zip(grads, dds):
+            if g is None:
+                continue
+            gs = 0.5 * (g + g.transpose(-1, -2))
+            term = dd * (q.transpose(-1, -2) @ gs @ q)
+            total = term if total is None else total + term
+        if total is None:
+            return None, None
+        return q @ total @ q.transpose(-1, -2), None
+
+
+def symmetric_functions(s: torch.Tensor, *fns: ScalarFn) -> tuple[torch.Tensor, ...]:
+    """Apply scalar functions to a symmetric matrix ``s`` of shape ``(..., k, k)``.
+
+    Parameters
+    ----------
+    s : symmetric tensor ``(..., k, k)``; only its symmetric part is used by the backward pass.
+    fns : pairs ``(f, f')`` of elementwise functions of the eigenvalues and their derivatives.
+
+    Returns
+    -------
+    tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one eigendecomposition.
+    """
+    return _SymmetricSpectralFunctions.apply(s, tuple(fns))
