@@ -1,3 +1,7 @@
 """Neural-network layers acting on manifold-valued data."""
 
 __all__: list[str] = []
+
+from .orthogonal_fusion import OrthogonalDirectSum, OrthonormalFrame  # noqa: E402
+
+__all__ += ["OrthogonalDirectSum", "OrthonormalFrame"]
