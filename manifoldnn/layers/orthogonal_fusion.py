@@ -588,17 +588,23 @@ class OrthogonalDirectSum(nn.Module):
 
     # ------------------------------------------------------------------ full-batch fit
     def alignment_loss(
-        self, A: torch.Tensor, B: torch.Tensor, temperature: float = 0.1
+        self, A: torch.Tensor, B: torch.Tensor, temperature: float = 0.1, *, normalize: bool = False
     ) -> torch.Tensor:
         """Symmetric InfoNCE between ``readout(phi(A))`` and ``readout(psi(B))`` over the batch.
 
         A ``(N, n)``, B ``(N, K, V)`` or ids ``(N, K)``; pair i is the positive of row i, every
-        other row an in-batch negative. Returns a scalar.
+        other row an in-batch negative. Returns a scalar. The default dot-product similarity
+        (``normalize=False``) is smooth on the whole Stiefel manifold; with cosine similarity
+        the loss is blind to how much of S_A (S_B) reaches the read-out, so a frame whose
+        read-out of one modality shrinks towards zero costs nothing and has exploding gradients.
         """
         from ..losses.infonce import info_nce_loss
 
         return info_nce_loss(
-            self.readout(self.encode_a(A)), self.readout(self.encode_b(B)), temperature
+            self.readout(self.encode_a(A)),
+            self.readout(self.encode_b(B)),
+            temperature,
+            normalize=normalize,
         )
 
     def reconstruction_loss(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -615,6 +621,7 @@ class OrthogonalDirectSum(nn.Module):
         *,
         objective: Literal["infonce", "reconstruction"] = "infonce",
         temperature: float = 0.1,
+        normalize: bool = False,
         solver: Literal["trust_regions", "conjugate_gradient"] = "trust_regions",
         max_iterations: int = 100,
         min_gradient_norm: float = 1e-6,
@@ -624,7 +631,8 @@ class OrthogonalDirectSum(nn.Module):
         r"""Full-batch fit of the orthonormal frames with pymanopt (PyTorch backend).
 
         ``objective="infonce"`` optimises the embedding frame Q on St(c, r_A + r_B) for
-        :meth:`alignment_loss` (the rotation; reconstruction is invariant to Q).
+        :meth:`alignment_loss` (the rotation; reconstruction is invariant to Q), with the same
+        ``temperature`` and ``normalize``.
         ``objective="reconstruction"`` optimises the retained directions U_A, U_B (lossy mode
         only) for :meth:`reconstruction_loss`, whose minimum is the PCA solution
         (Eckart, Young 1936). Solvers: Riemannian trust regions (Absil, Baker, Gallivan 2007) or
@@ -667,7 +675,7 @@ class OrthogonalDirectSum(nn.Module):
             def cost(point: torch.Tensor) -> torch.Tensor:
                 z_a = x_a @ point[:s, :r_a].transpose(-1, -2)
                 z_b = x_b @ point[:s, r_a:].transpose(-1, -2)
-                return info_nce_loss(z_a, z_b, temperature)
+                return info_nce_loss(z_a, z_b, temperature, normalize=normalize)
 
             start: list | np.ndarray = q.numpy()
         else:
