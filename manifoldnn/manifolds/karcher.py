@@ -73,24 +73,67 @@ def _riemannian_gradient(manifold, mean, points, w):
     return (_expand(w, manifold.ndim) * logs).sum(1)
 
 
+def _inner(manifold: geoopt.Manifold, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
+    """Riemannian inner product ``<u, v>_x`` with shape ``x.shape[:-ndim]``."""
+    product = manifold.inner(x, u, v, keepdim=True)
+    batch = x.shape[: x.dim() - manifold.ndim]
+    return product.expand(batch + product.shape[product.dim() - manifold.ndim :]).reshape(batch)
+
+
 def _solve(manifold, points, w, init, *, max_iter, tol, step_size):
-    """Riemannian gradient descent with unit step, per set until its gradient norm is below tol."""
+    """Riemannian gradient descent ``m <- Exp_m(t * sum_i w_i Log_m(x_i))``, per set.
+
+    The first step is ``t = step_size`` (1 gives the classical fixed-point iteration); later steps
+    are Barzilai-Borwein steps ``t = <s, s> / <s, y>`` (Iannazzo & Porcelli 2018, "The Riemannian
+    Barzilai-Borwein method with nonmonotone line search and the matrix geometric mean"), with
+    ``s`` the last step and ``y`` the change of the (transported) gradient. Where the gradient norm
+    grows more than tenfold, the set goes back to its previous iterate with half its last step.
+    Each set stops when its own gradient norm is at most ``tol``.
+    """
+    batch = init.shape[0]
     mean = init.clone()
-    grad_norm = torch.full(mean.shape[:1], math.inf, dtype=mean.dtype, device=mean.device)
-    iterations = torch.zeros(mean.shape[:1], dtype=torch.long, device=mean.device)
-    active = torch.arange(mean.shape[0], device=mean.device)
+    previous = init.clone()
+    previous_grad = torch.zeros_like(init)
+    previous_norm = torch.full((batch,), math.inf, dtype=mean.dtype, device=mean.device)
+    step = torch.full((batch,), float(step_size), dtype=mean.dtype, device=mean.device)
+    grad_norm = torch.full_like(previous_norm, math.inf)
+    iterations = torch.zeros((batch,), dtype=torch.long, device=mean.device)
+    active = torch.arange(batch, device=mean.device)
+    shape = (-1,) + (1,) * manifold.ndim
     for _ in range(max_iter + 1):
         m = mean[active]
         grad = _riemannian_gradient(manifold, m, points[active], w[active])
         norm = _tangent_norm(manifold, m, grad)
-        grad_norm[active] = norm
         if torch.isnan(norm).any():
+            grad_norm[active] = norm
             break
+        started = iterations[active] > 0
+        worse = started & (norm > 10 * previous_norm[active])
+        if bool(worse.any()):
+            back = active[worse]
+            m[worse], grad[worse], norm[worse] = (
+                previous[back],
+                previous_grad[back],
+                previous_norm[back],
+            )
+            step[back] *= 0.5
+        bb = started & ~worse
+        if bool(bb.any()):
+            idx = active[bb]
+            old_grad = manifold.transp(previous[idx], m[bb], previous_grad[idx])
+            s = step[idx].reshape(shape) * old_grad
+            y = old_grad - grad[bb]
+            ss, sy = _inner(manifold, m[bb], s, s), _inner(manifold, m[bb], s, y)
+            ok = sy > 0
+            step[idx] = torch.where(ok, ss / torch.where(ok, sy, 1.0), step[idx]).clamp(1e-3, 1e3)
+        grad_norm[active] = norm
         moving = norm > tol
         if not bool(moving.any()) or int(iterations[active].max()) >= max_iter:
             break
+        previous[active], previous_grad[active], previous_norm[active] = m, grad, norm
         active = active[moving]
-        mean[active] = manifold.expmap(m[moving], step_size * grad[moving])
+        tangent = step[active].reshape(shape) * grad[moving]
+        mean[active] = manifold.expmap(m[moving], tangent)
         iterations[active] += 1
     return mean, grad_norm, iterations
 
