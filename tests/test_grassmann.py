@@ -268,3 +268,30 @@ def test_origin_float32_and_dtype_preserved():
     y = G.random(3, 7, 2)
     for out in (G.logmap(x, y), G.expmap(x, G.proju(x, y)), G.dist(x, y), G.principal_angles(x, y)):
         assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_squared_distance_hessian_matches_autograd():
+    """Closed-form Hessian of 1/2 d^2(., X) equals minus the derivative of Log_.(X) along retractions."""
+    torch.manual_seed(11)
+    n, p = 7, 3
+    y, x = G.random(n, p, dtype=torch.float64), G.random(n, p, dtype=torch.float64)
+    dim = n * p
+    xi = torch.zeros(n, p, dtype=torch.float64, requires_grad=True)
+    field = G.proju(y, G.logmap(G.retr(y, G.proju(y, xi)), x))
+    basis = torch.eye(dim, dtype=torch.float64).reshape(dim, n, p)
+    autograd_rows = torch.stack(
+        [torch.autograd.grad(field, xi, grad_outputs=e, retain_graph=True)[0] for e in basis]
+    )
+    log = G.logmap(y, x)
+    closed_form = torch.stack([G.squared_distance_hessian(y, log, G.proju(y, e)) for e in basis])
+    torch.testing.assert_close(closed_form, -autograd_rows, atol=1e-11, rtol=0)
+    # its spectrum: s cot s at s = theta_k +- theta_l, theta_l (n - 2p times), and 1 (p times)
+    theta = G.principal_angles(y, x)
+    expected = [1.0] * p + [float(t / torch.tan(t)) for t in theta] * (n - 2 * p)
+    for k in range(p):
+        for l in range(k + 1, p):
+            for s in (theta[k] + theta[l], theta[k] - theta[l]):
+                expected.append(float(s / torch.tan(s)))
+    eigenvalues = torch.linalg.eigvalsh(closed_form.reshape(dim, dim))
+    nonzero = eigenvalues[eigenvalues.abs() > 1e-9]
+    np.testing.assert_allclose(np.sort(nonzero.numpy()), np.sort(expected), atol=1e-10)

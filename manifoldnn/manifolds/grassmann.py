@@ -31,6 +31,13 @@ def _distance_from_squared(d2: torch.Tensor, p: int) -> torch.Tensor:
     return torch.where(above, safe.sqrt(), torch.zeros_like(d2))
 
 
+def _s_cot_s(s: torch.Tensor) -> torch.Tensor:
+    """``s cot(s)`` (= 1 at 0), even in ``s``."""
+    small = s.abs() < 1e-4
+    safe = torch.where(small, torch.ones_like(s), s)
+    return torch.where(small, 1.0 - s * s / 3.0, safe / torch.tan(safe))
+
+
 class Grassmann(Manifold):
     r"""Grassmann manifold of ``p``-dimensional subspaces of :math:`\mathbb{R}^n`.
 
@@ -194,6 +201,42 @@ class Grassmann(Manifold):
         self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         return self.transp(x, self.expmap(x, u), v)
+
+    def squared_distance_hessian(
+        self, y: torch.Tensor, log: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
+        r"""Riemannian Hessian of ``1/2 d^2(., X)`` at ``Y`` applied to ``U``, given ``log = Log_Y(X)``.
+
+        On a symmetric space, ``Hess(1/2 d_X^2)(Y) = f(R_v)`` with ``v = Log_Y(X)``, ``R_v = R(., v) v``
+        the Jacobi operator and ``f(lambda) = sqrt(lambda) cot(sqrt(lambda))`` (Karcher 1977; Ferreira,
+        Xavier, Costeira & Barroso 2013). With ``v = W diag(theta) V^T`` (thin SVD), the eigenvectors
+        of ``R_v`` on the Grassmannian are ``w_k v_l^T + w_l v_k^T`` with eigenvalue
+        ``(theta_k - theta_l)^2`` and ``w_k v_l^T - w_l v_k^T`` with ``(theta_k + theta_l)^2`` (k < l),
+        ``w_k v_k^T`` with 0, and ``z v_l^T`` (``z`` orthogonal to ``Y`` and ``W``) with ``theta_l^2``.
+
+        ``y``, ``log``, ``u``: ``(..., n, p)`` (``u`` horizontal at ``y``) -> ``(..., n, p)``.
+        """
+        return self.squared_distance_hessian_operator(y, log)(u)
+
+    def squared_distance_hessian_operator(self, y: torch.Tensor, log: torch.Tensor):
+        """The map ``U -> Hess(1/2 d^2(., X))(Y)[U]`` of ``squared_distance_hessian``, with the SVD of
+        ``log`` computed once (for repeated application, e.g. in conjugate gradients)."""
+        w, theta, vt = torch.linalg.svd(log, full_matrices=False)
+        v = vt.transpose(-1, -2)
+        column_factor = _s_cot_s(theta).unsqueeze(-2)
+        symmetric_factor = _s_cot_s(theta.unsqueeze(-1) - theta.unsqueeze(-2))
+        skew_factor = _s_cot_s(theta.unsqueeze(-1) + theta.unsqueeze(-2))
+        diagonal = torch.eye(theta.shape[-1], dtype=torch.bool, device=theta.device)
+
+        def apply(u: torch.Tensor) -> torch.Tensor:
+            uv = u @ v
+            c = w.transpose(-1, -2) @ uv
+            rest = (uv - w @ c) * column_factor
+            sym, skew = 0.5 * (c + c.transpose(-1, -2)), 0.5 * (c - c.transpose(-1, -2))
+            top = torch.where(diagonal, c, symmetric_factor * sym + skew_factor * skew)
+            return self.proju(y, (w @ top + rest) @ vt)
+
+        return apply
 
     # --------------------------------------------------------------- helpers
     @staticmethod

@@ -162,37 +162,86 @@ class _KarcherMean(torch.autograd.Function):
         need_points, need_weights = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         if not (need_points or need_weights):
             return None, None, None, None
-        batch, n_points = points.shape[:2]
-        point_shape = mean.shape[1:]
-        dim = math.prod(point_shape)
+        m = mean.detach()
+        rhs = manifold.proju(m, grad_mean)
         with torch.enable_grad():
             x = points.detach().requires_grad_(need_points)
             w = weights.detach().requires_grad_(need_weights)
-            m = mean.detach()
-            xi = torch.zeros_like(m, requires_grad=True)
-            moved = manifold.retr(m, manifold.proju(m, xi))
             w_normalised = w / w.sum(-1, keepdim=True)
-            residual = manifold.proju(m, _riemannian_gradient(manifold, moved, x, w_normalised))
-            basis = torch.eye(dim, dtype=m.dtype, device=m.device)
-            basis = basis.reshape((dim, 1) + point_shape).expand((dim, batch) + point_shape)
-            jac = _batched_vjp(residual, xi, basis)  # (dim, B, *shape): row k is J^T e_k
-            jac = jac.reshape(dim, batch, dim).transpose(0, 1)  # (B, dim, dim) = J
-            proj = manifold.proju(m.unsqueeze(0), basis).reshape(dim, batch, dim).transpose(0, 1)
-            eye = torch.eye(dim, dtype=m.dtype, device=m.device)
-            rhs = manifold.proju(m, grad_mean).reshape(batch, dim, 1)
-            lam = torch.linalg.solve(jac.transpose(-1, -2) + (eye - proj), rhs)
-            lam = lam.reshape((batch,) + point_shape)
+            lam = None
+            if isinstance(manifold, Grassmann):
+                logs = _log(manifold, m.unsqueeze(1), x)
+                residual = manifold.proju(m, (_expand(w_normalised, 2) * logs).sum(1))
+                lam = _grassmann_adjoint(manifold, m, logs.detach(), w_normalised.detach(), rhs)
+            if lam is None:
+                xi = torch.zeros_like(m, requires_grad=True)
+                moved = manifold.retr(m, manifold.proju(m, xi))
+                residual = manifold.proju(m, _riemannian_gradient(manifold, moved, x, w_normalised))
+                lam = _dense_adjoint(manifold, m, xi, residual, rhs)
             inputs = [t for t, need in ((x, need_points), (w, need_weights)) if need]
-            grads = torch.autograd.grad(residual, inputs, grad_outputs=-lam, allow_unused=True)
-        grads = list(grads)
+            grads = list(torch.autograd.grad(residual, inputs, grad_outputs=lam, allow_unused=True))
         grad_points = grads.pop(0) if need_points else None
         grad_weights = grads.pop(0) if need_weights else None
         if grad_points is None and need_points:
             grad_points = torch.zeros_like(points)
         if grad_weights is None and need_weights:
             grad_weights = torch.zeros_like(weights)
-        del n_points
         return None, grad_points, grad_weights, None
+
+
+def _dense_adjoint(manifold, m, xi, residual, rhs):
+    """Solve ``-J^T lambda = P rhs`` with the Jacobian ``J = dF/dxi`` built from ``D`` VJPs."""
+    batch, point_shape = m.shape[0], m.shape[1:]
+    dim = math.prod(point_shape)
+    basis = torch.eye(dim, dtype=m.dtype, device=m.device)
+    basis = basis.reshape((dim, 1) + point_shape).expand((dim, batch) + point_shape)
+    jac = _batched_vjp(residual, xi, basis)  # (dim, B, *shape): slice k is J^T e_k
+    jac = jac.reshape(dim, batch, dim).transpose(0, 1)  # (B, dim, dim) = J
+    proj = manifold.proju(m.unsqueeze(0), basis).reshape(dim, batch, dim).transpose(0, 1)
+    eye = torch.eye(dim, dtype=m.dtype, device=m.device)
+    lam = torch.linalg.solve(-jac.transpose(-1, -2) + (eye - proj), rhs.reshape(batch, dim, 1))
+    return lam.reshape((batch,) + point_shape)
+
+
+def _grassmann_adjoint(manifold, m, logs, w, rhs):
+    """Solve ``H lambda = rhs`` by conjugate gradients, ``H = sum_i w_i Hess(1/2 d^2(., x_i))(m)``.
+
+    ``H = -J`` is the Riemannian Hessian of the Karcher cost, in closed form on the Grassmannian
+    (``Grassmann.squared_distance_hessian``), symmetric and positive definite at a strict minimum.
+    Returns ``None`` (the caller then builds ``J`` densely) if CG meets negative curvature or does
+    not converge within the dimension of the tangent space.
+    """
+    operators = manifold.squared_distance_hessian_operator(m.unsqueeze(1), logs)
+    weights = _expand(w, 2)
+
+    def hessian(u):
+        return (weights * operators(u.unsqueeze(1))).sum(1)
+
+    def dot(a, b):
+        return (a * b).sum((-2, -1))
+
+    tol = 1e-13 if m.dtype == torch.float64 else 1e-6
+    target = tol * dot(rhs, rhs).sqrt()
+    lam = torch.zeros_like(rhs)
+    r = rhs.clone()
+    direction = r.clone()
+    rr = dot(r, r)
+    for _ in range(m.shape[-1] * m.shape[-2] + 1):
+        if bool((rr.sqrt() <= target).all()):
+            return lam
+        hd = hessian(direction)
+        curvature = dot(direction, hd)
+        live = rr.sqrt() > target
+        if bool((curvature[live] <= 0).any()):
+            return None
+        alpha = torch.where(live, rr / torch.where(live, curvature, 1.0), 0.0)
+        lam = lam + alpha[:, None, None] * direction
+        r = r - alpha[:, None, None] * hd
+        rr_new = dot(r, r)
+        beta = torch.where(live, rr_new / torch.where(live, rr, 1.0), 0.0)
+        direction = r + beta[:, None, None] * direction
+        rr = rr_new
+    return lam if bool((rr.sqrt() <= target).all()) else None
 
 
 def _batched_vjp(output: torch.Tensor, wrt: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
