@@ -217,6 +217,16 @@ def test_per_set_stopping():
     assert iterations[0] > 0 and iterations[1] == 0
 
 
+def test_widely_spread_float32_sets_converge_and_stay_on_the_manifold():
+    g = Grassmann()
+    gen = torch.Generator().manual_seed(6)
+    points = g.projx(torch.randn(16, 30, 10, 3, generator=gen))  # uniform: no concentration at all
+    mean, grad_norm, _ = karcher_mean(g, points, return_info=True, max_iter=200)
+    assert torch.all(grad_norm <= 1e-5)
+    ok, reason = g.check_point_on_manifold(mean, explain=True, atol=1e-6)
+    assert ok, reason
+
+
 def test_float32():
     for name in ("grassmann", "sphere", "spd", "poincare"):
         manifold, points, weights, _ = CASES[name]
@@ -311,6 +321,8 @@ def test_bad_inputs_raise_value_errors():
         karcher_mean(g, torch.zeros(3, 2, 5))
     with pytest.raises(ValueError, match=r"\(\.\.\., N, \*point_shape\)"):
         karcher_mean(g, torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="has no logmap"):
+        karcher_mean(geoopt.Stiefel(), geoopt.Stiefel().random(2, 3, 5, 2))
     # with checks off, off-manifold points are the caller's responsibility
     karcher_mean(g, points[:2], check=False)
 

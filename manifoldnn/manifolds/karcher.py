@@ -133,7 +133,8 @@ def _solve(manifold, points, w, init, *, max_iter, tol, step_size):
         previous[active], previous_grad[active], previous_norm[active] = m, grad, norm
         active = active[moving]
         tangent = step[active].reshape(shape) * grad[moving]
-        mean[active] = manifold.expmap(m[moving], tangent)
+        # re-project: rounding errors of repeated exponential maps otherwise grow from step to step
+        mean[active] = manifold.projx(manifold.expmap(m[moving], tangent))
         iterations[active] += 1
     return mean, grad_norm, iterations
 
@@ -308,6 +309,14 @@ def karcher_mean(
     RuntimeWarning (warning)
         when a set does not reach ``tol`` within ``max_iter``; the message gives the gradient norm.
     """
+    if not isinstance(manifold, geoopt.Manifold):
+        raise ValueError(f"manifold must be a geoopt manifold, got {type(manifold).__name__}")
+    for method in ("expmap", "logmap"):
+        if getattr(type(manifold), method) is getattr(geoopt.Manifold, method):
+            raise ValueError(
+                f"karcher_mean needs a manifold with expmap and logmap; {manifold.name} "
+                f"({type(manifold).__name__}) has no {method}"
+            )
     ndim = manifold.ndim
     if points.dim() < ndim + 1:
         raise ValueError(
