@@ -148,4 +148,8 @@ def symmetric_functions(s: torch.Tensor, *fns: ScalarFn) -> tuple[torch.Tensor, 
     -------
     tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one eigendecomposition.
     """
-    return _SymmetricSpectralFunctions.apply(s, tuple(fns))
+    if torch.is_grad_enabled() and s.requires_grad:
+        return _SymmetricSpectralFunctions.apply(s, tuple(fns))
+    lam, q = torch.linalg.eigh(s)
+    qt = q.transpose(-1, -2)
+    return tuple((q * f(lam).unsqueeze(-2)) @ qt for f, _ in fns)
