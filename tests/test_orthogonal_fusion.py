@@ -11,6 +11,8 @@ import geoopt
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.func import functional_call
 
 from manifoldnn.layers import OrthogonalDirectSum, OrthonormalFrame
@@ -98,6 +100,35 @@ def test_exact_reconstruction_random(parametrization: str, dtype: torch.dtype, t
     torch.testing.assert_close(module.project_a(c), module.encode_a(a), rtol=0, atol=tol)
     inner = (module.project_a(c) * module.project_b(c)).sum(-1)
     assert inner.abs().max() <= tol * c.norm(dim=-1).max() ** 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    K=st.integers(1, 3),
+    V=st.integers(1, 4),
+    extra=st.integers(0, 3),
+    lead=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    parametrization=st.sampled_from(PARAMETRIZATIONS),
+    seed=st.integers(0, 2**16),
+)
+def test_property_exact_roundtrip_any_sizes(n, K, V, extra, lead, parametrization, seed) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    module = OrthogonalDirectSum(
+        n, K, V, n + K * V + extra, parametrization=parametrization, dtype=torch.float64
+    )
+    a = torch.randn(*lead, n, generator=gen, dtype=torch.float64)
+    b = torch.randn(*lead, K, V, generator=gen, dtype=torch.float64)
+    c = module(a, b)
+    assert c.shape == (*lead, n + K * V + extra)
+    a_hat, b_hat = module.decompose(c)
+    torch.testing.assert_close(a_hat, a, rtol=0, atol=1e-12)
+    torch.testing.assert_close(b_hat, b, rtol=0, atol=1e-12)
+    # An orthonormal embedding preserves lengths: ||C||^2 = ||A||^2 + ||B||_F^2.
+    torch.testing.assert_close(
+        c.pow(2).sum(-1), a.pow(2).sum(-1) + b.pow(2).sum((-2, -1)), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("method", ["random", "cca"])

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from ..linalg import qr_positive
+from ..losses.infonce import info_nce_loss
 
 __all__ = ["OrthogonalDirectSum", "OrthonormalFrame", "PARAMETRIZATIONS"]
 
@@ -81,6 +82,9 @@ class OrthonormalFrame(nn.Module):
     dtype, device : of the stored frame.
 
     Calling the module returns the frame ``(n, p)``; ``load_(frame)`` sets it to a given point.
+    Train ``"stiefel"`` frames with a geoopt Riemannian optimiser (``RiemannianAdam``/``SGD``);
+    a plain torch optimiser would step off the manifold. The other two stay orthogonal under
+    any optimiser.
     """
 
     def __init__(
@@ -598,8 +602,6 @@ class OrthogonalDirectSum(nn.Module):
         the loss is blind to how much of S_A (S_B) reaches the read-out, so a frame whose
         read-out of one modality shrinks towards zero costs nothing and has exploding gradients.
         """
-        from ..losses.infonce import info_nce_loss
-
         return info_nce_loss(
             self.readout(self.encode_a(A)),
             self.readout(self.encode_b(B)),
@@ -664,8 +666,6 @@ class OrthogonalDirectSum(nn.Module):
         r_a = self.rank_a
 
         if objective == "infonce":
-            from ..losses.infonce import info_nce_loss
-
             x_a = self._reduce(a, mean_a, u_a)
             x_b = self._reduce(b, mean_b, u_b)
             s = self.readout_dim
