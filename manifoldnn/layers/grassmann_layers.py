@@ -1,0 +1,382 @@
+r"""Layers of Grassmann networks (GrNet, Huang, Wu & Van Gool, AAAI 2018, "Building deep networks on
+Grassmann manifolds", Sec. 3).
+
+A point of the Grassmannian :math:`\mathrm{Gr}(n, p)` is stored as an orthonormal basis
+:math:`Y \in \mathbb{R}^{n \times p}`, :math:`Y^\top Y = I_p`, or as its projector :math:`Y Y^\top`.
+
+Channel convention (shared by every layer here): a tensor of bases has shape ``(..., n, p)``; a
+multi-channel tensor has its channel axis at dimension ``-3``: ``(..., C, n, p)`` for bases and
+``(..., C, n, n)`` for projectors.  ``...`` are any batch dimensions; they broadcast.
+
+* ``FRMap(in_dim, out_dim, channels=1)``: no channel axis, ``(..., in_dim, p) -> (..., out_dim, p)``.
+* ``FRMap(in_dim, out_dim, channels=C)`` with ``C > 1``: ``(..., C or 1, in_dim, p) ->
+  (..., C, out_dim, p)``; a size-1 channel axis is broadcast, so ``frmap(Y.unsqueeze(-3))`` maps one
+  basis through the C weights (the multi-channel first layer of GrNet).
+* ``ReOrth``, ``ProjMap``, ``OrthMap``, ``SubspaceEmbedding`` act on the last two dimensions and
+  keep every leading dimension (channels included).
+* ``ProjPooling("across")`` and ``KarcherPool`` reduce the channel axis ``-3``.
+"""
+
+from __future__ import annotations
+
+import geoopt
+import torch
+from torch import nn
+
+from ..linalg import qr_positive
+from ..manifolds import Grassmann, karcher_mean
+from .functional import eigh_top
+
+__all__ = [
+    "FRMap",
+    "ReOrth",
+    "ProjMap",
+    "ProjPooling",
+    "KarcherPool",
+    "OrthMap",
+    "SubspaceEmbedding",
+]
+
+
+def _check_matrix(x: torch.Tensor, name: str, layer: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{layer}: {name} must be a tensor (..., rows, cols), got {shape}")
+    if not x.is_floating_point():
+        raise ValueError(f"{layer}: {name} must be floating point, got {x.dtype}")
+
+
+def _check_square(x: torch.Tensor, layer: str) -> None:
+    _check_matrix(x, "input", layer)
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"{layer}: input must be square (..., n, n), got {tuple(x.shape)}")
+
+
+class FRMap(nn.Module):
+    r"""Full-rank mapping :math:`Y \mapsto W Y` with :math:`W W^\top = I` (GrNet, Huang et al. 2018,
+    eq. 1), one weight per channel.
+
+    The weight is stored as ``weight`` of shape ``(channels, in_dim, out_dim)``: a
+    :class:`geoopt.ManifoldParameter` on :class:`geoopt.EuclideanStiefel`, i.e. :math:`W^\top` has
+    orthonormal columns, so :math:`W = \text{weight}^\top` has orthonormal rows and
+    :class:`geoopt.optim.RiemannianAdam` / ``RiemannianSGD`` keep it exactly on the manifold (the
+    original GrNet updated W in Euclidean space and let it drift).  Rows orthonormal means W is
+    full rank, so :math:`W Y` has rank p and ``ReOrth`` after it is well defined.
+
+    Shapes
+    ------
+    * ``channels == 1``: ``(..., in_dim, p) -> (..., out_dim, p)`` (no channel axis).
+    * ``channels == C > 1``: ``(..., C, in_dim, p)`` or ``(..., 1, in_dim, p)`` (broadcast) ->
+      ``(..., C, out_dim, p)``; channel c is multiplied by ``weight[c].T``.
+
+    Raises ``ValueError`` if ``out_dim > in_dim`` (no orthonormal rows exist), on a wrong ``in_dim``
+    or channel count, and if ``p > out_dim`` (the output would not have full column rank).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, channels: int = 1) -> None:
+        super().__init__()
+        if in_dim < 1 or out_dim < 1 or channels < 1:
+            raise ValueError(
+                f"FRMap needs positive sizes, got in_dim={in_dim}, out_dim={out_dim}, "
+                f"channels={channels}"
+            )
+        if out_dim > in_dim:
+            raise ValueError(
+                f"FRMap needs out_dim <= in_dim for W (out_dim, in_dim) to have orthonormal rows, "
+                f"got out_dim={out_dim} > in_dim={in_dim}"
+            )
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.channels = channels
+        self.weight = geoopt.ManifoldParameter(
+            torch.empty(channels, in_dim, out_dim), manifold=geoopt.EuclideanStiefel()
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random orthonormal W (sign-fixed QR of a standard normal matrix: Haar distributed)."""
+        gaussian = torch.randn(
+            self.weight.shape, dtype=self.weight.dtype, device=self.weight.device
+        )
+        self.weight.copy_(qr_positive(gaussian))
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """W of shape ``(channels, out_dim, in_dim)`` (orthonormal rows)."""
+        return self.weight.transpose(-1, -2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_matrix(x, "input", "FRMap")
+        if x.shape[-2] != self.in_dim:
+            raise ValueError(
+                f"FRMap expects (..., {'C, ' if self.channels > 1 else ''}in_dim={self.in_dim}, p), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[-1] > self.out_dim:
+            raise ValueError(
+                f"FRMap: p = {x.shape[-1]} columns cannot stay independent in out_dim = "
+                f"{self.out_dim} rows (need p <= out_dim)"
+            )
+        if self.channels == 1:
+            return self.matrix[0] @ x
+        if x.dim() < 3 or x.shape[-3] not in (1, self.channels):
+            raise ValueError(
+                f"FRMap with channels={self.channels} expects the channel axis at dim -3 with size "
+                f"{self.channels} or 1: (..., C, in_dim, p), got shape {tuple(x.shape)}"
+            )
+        return self.matrix @ x
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, channels={self.channels}"
+
+
+class ReOrth(nn.Module):
+    r"""QR re-orthonormalisation :math:`X = Q R \mapsto Q` with :math:`\operatorname{diag}(R) > 0`
+    (GrNet, Huang et al. 2018, eq. 2).
+
+    ``(..., n, p) -> (..., n, p)`` with ``p <= n`` and X of full column rank.  The positive-diagonal
+    convention makes Q a function of X (Gram-Schmidt), so an input with orthonormal columns comes
+    back unchanged; the backward is PyTorch's QR backward (Walter & Lehmann 2018, "Algorithmic
+    differentiation of linear algebra functions with application in optimum experimental design",
+    Sec. 3.2 for the tall case) times a locally constant sign.  GrNet's released code used a
+    hand-written backward; here autograd supplies it and ``gradcheck`` checks it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_matrix(x, "input", "ReOrth")
+        if x.shape[-1] > x.shape[-2]:
+            raise ValueError(
+                f"ReOrth needs p <= n in (..., n, p), got n={x.shape[-2]}, p={x.shape[-1]}"
+            )
+        return qr_positive(x)
+
+
+class ProjMap(nn.Module):
+    r"""Projection map :math:`Y \mapsto Y Y^\top` (GrNet, Huang et al. 2018, eq. 3).
+
+    ``(..., n, p) -> (..., n, n)``.  Invariant to the choice of basis of the subspace, and an
+    isometric embedding of :math:`\mathrm{Gr}(n, p)` into symmetric matrices up to a factor
+    :math:`\sqrt 2` (projection distance, Edelman, Arias, Smith 1998, Sec. 4.3).
+    """
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        _check_matrix(y, "input", "ProjMap")
+        if y.shape[-1] > y.shape[-2]:
+            raise ValueError(
+                f"ProjMap needs a basis (..., n, p) with p <= n, got shape {tuple(y.shape)}"
+            )
+        return y @ y.transpose(-1, -2)
+
+
+class ProjPooling(nn.Module):
+    r"""Mean pooling of projectors (GrNet, Huang et al. 2018, Sec. 3.2, ProjPooling).
+
+    * ``mode="across"``: average of the projectors of ``kernel_size`` neighbouring channels,
+      ``(..., C, n, n) -> (..., C / kernel_size, n, n)``; ``kernel_size=None`` averages all channels
+      and drops the channel axis, ``(..., C, n, n) -> (..., n, n)``.  The mean of projectors is the
+      extrinsic (projection-metric) mean of the subspaces before re-projection by ``OrthMap``.
+    * ``mode="within"``: average over ``kernel_size x kernel_size`` blocks of each projector,
+      ``(..., n, n) -> (..., n / k, n / k)``.  For :math:`P = Y Y^\top` this equals
+      :math:`\tilde Y \tilde Y^\top` where :math:`\tilde Y` averages groups of k neighbouring rows of
+      Y (pooling over neighbouring rows).
+
+    The output is symmetric positive semi-definite but no longer a projector: follow it with
+    ``OrthMap(p)`` to return to the Grassmannian.
+    """
+
+    def __init__(self, mode: str = "across", kernel_size: int | None = None) -> None:
+        super().__init__()
+        if mode not in ("across", "within"):
+            raise ValueError(f"ProjPooling mode must be 'across' or 'within', got {mode!r}")
+        if kernel_size is not None and kernel_size < 1:
+            raise ValueError(f"ProjPooling kernel_size must be >= 1, got {kernel_size}")
+        if mode == "within" and kernel_size is None:
+            raise ValueError("ProjPooling(mode='within') needs a kernel_size")
+        self.mode = mode
+        self.kernel_size = kernel_size
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        _check_square(p, "ProjPooling")
+        k = self.kernel_size
+        if self.mode == "across":
+            if p.dim() < 3:
+                raise ValueError(
+                    f"ProjPooling('across') needs a channel axis (..., C, n, n), got {tuple(p.shape)}"
+                )
+            channels = p.shape[-3]
+            if k is None:
+                return p.mean(dim=-3)
+            if channels % k:
+                raise ValueError(
+                    f"ProjPooling('across'): {channels} channels are not divisible by "
+                    f"kernel_size={k}"
+                )
+            grouped = p.reshape(p.shape[:-3] + (channels // k, k) + p.shape[-2:])
+            return grouped.mean(dim=-3)
+        n = p.shape[-1]
+        if n % k:
+            raise ValueError(f"ProjPooling('within'): n={n} is not divisible by kernel_size={k}")
+        blocks = p.reshape(p.shape[:-2] + (n // k, k, n // k, k))
+        return blocks.mean(dim=(-3, -1))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, kernel_size={self.kernel_size}"
+
+
+class KarcherPool(nn.Module):
+    r"""Karcher (Fréchet) mean of groups of subspaces on the Grassmannian (GrNet's pooling with the
+    intrinsic mean, Huang et al. 2018, Sec. 3.2; Karcher 1977).
+
+    Pools dimension ``dim`` (default ``-3``, the channel axis) of a tensor of bases
+    ``(..., C, n, p)``: groups of ``group_size`` neighbouring entries are replaced by their geodesic
+    mean, ``(..., C, n, p) -> (..., C / group_size, n, p)``; ``group_size=None`` pools all of them and
+    drops the axis, ``(..., C, n, p) -> (..., n, p)``.  Computed by
+    :func:`manifoldnn.manifolds.karcher_mean` with its implicit-function backward (exact gradient at
+    the optimum).  The output basis is arbitrary within the mean subspace: use basis-invariant
+    quantities (``ProjMap``) downstream.
+
+    With ``learn_weights=True`` (needs ``size``, the length of the pooled axis) each group has a
+    learnable weight vector, softmax-normalised, initialised uniform: ``weights`` of shape
+    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None).
+    """
+
+    def __init__(
+        self,
+        group_size: int | None = None,
+        *,
+        dim: int = -3,
+        learn_weights: bool = False,
+        size: int | None = None,
+        max_iter: int = 50,
+        tol: float | None = None,
+    ) -> None:
+        super().__init__()
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"KarcherPool group_size must be >= 1, got {group_size}")
+        if dim >= -2:
+            raise ValueError(
+                f"KarcherPool dim must index a set axis before the (n, p) matrix axes, i.e. dim <= -3, "
+                f"got {dim}"
+            )
+        self.group_size = group_size
+        self.dim = dim
+        self.max_iter = max_iter
+        self.tol = tol
+        self.manifold = Grassmann()
+        if learn_weights:
+            if size is None:
+                raise ValueError(
+                    "KarcherPool(learn_weights=True) needs size, the pooled axis length"
+                )
+            k = size if group_size is None else group_size
+            if size % k:
+                raise ValueError(f"KarcherPool: size={size} is not divisible by group_size={k}")
+            self.weight_logits = nn.Parameter(torch.zeros(size // k, k))
+        else:
+            self.register_parameter("weight_logits", None)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        _check_matrix(y, "input", "KarcherPool")
+        if y.dim() < -self.dim:
+            raise ValueError(
+                f"KarcherPool(dim={self.dim}) needs at least {-self.dim} dimensions, got "
+                f"{tuple(y.shape)}"
+            )
+        if y.shape[-1] > y.shape[-2]:
+            raise ValueError(
+                f"KarcherPool needs bases (..., n, p) with p <= n, got {tuple(y.shape)}"
+            )
+        y = y.movedim(self.dim, -3)
+        size = y.shape[-3]
+        k = size if self.group_size is None else self.group_size
+        if size % k:
+            raise ValueError(f"KarcherPool: {size} entries are not divisible by group_size={k}")
+        grouped = y.reshape(y.shape[:-3] + (size // k, k) + y.shape[-2:])
+        weights = None
+        if self.weight_logits is not None:
+            if self.weight_logits.shape != (size // k, k):
+                raise ValueError(
+                    f"KarcherPool was built for {self.weight_logits.numel()} entries in groups of "
+                    f"{self.weight_logits.shape[1]}, got {size}"
+                )
+            weights = torch.softmax(self.weight_logits, dim=-1).to(y.dtype)
+        mean = karcher_mean(
+            self.manifold, grouped, weights, max_iter=self.max_iter, tol=self.tol, check=False
+        )
+        if self.group_size is None:
+            return mean.squeeze(-3)
+        return mean.movedim(-3, self.dim)
+
+    def extra_repr(self) -> str:
+        learn = self.weight_logits is not None
+        return f"group_size={self.group_size}, dim={self.dim}, learn_weights={learn}"
+
+
+class OrthMap(nn.Module):
+    r"""Orthonormal map: symmetric matrix -> its top-p eigenvectors (GrNet, Huang et al. 2018,
+    eq. 5), ``(..., n, n) -> (..., n, p)``.
+
+    Returns an orthonormal basis of the dominant p-dimensional eigenspace of ``sym(input)``, columns
+    ordered by decreasing eigenvalue, each signed so that its largest-magnitude entry is positive.
+    The backward (:func:`manifoldnn.layers.functional.eigh_top`) uses a Lorentzian-broadened
+    eigenvector kernel and stays finite when eigenvalues repeat, as they always do for projectors;
+    it is exact for span-dependent losses when :math:`\lambda_p > \lambda_{p+1}` by more than the
+    broadening.  ``broadening`` is the relative broadening (default depends on the dtype).
+    """
+
+    def __init__(self, p: int, *, broadening: float | None = None) -> None:
+        super().__init__()
+        if p < 1:
+            raise ValueError(f"OrthMap needs p >= 1, got {p}")
+        self.p = p
+        self.broadening = broadening
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        _check_square(a, "OrthMap")
+        if self.p > a.shape[-1]:
+            raise ValueError(f"OrthMap: p={self.p} exceeds the matrix size n={a.shape[-1]}")
+        return eigh_top(a, self.p, broadening=self.broadening)[1]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class SubspaceEmbedding(nn.Module):
+    r"""Data -> Grassmannian: orthonormal basis of the dominant p-dimensional subspace spanned by the
+    columns of a feature matrix, ``(..., n, m) -> (..., n, p)``.
+
+    Input: ``(..., n, m)``, m vectors of :math:`\mathbb{R}^n` as columns (e.g. n sensor channels by m
+    time steps); pass ``x.transpose(-1, -2)`` for a set stored as rows.  Output: the top-p left
+    singular vectors of X (optionally of :math:`X - \bar x 1^\top` with ``center=True``), computed as
+    the top-p eigenvectors of :math:`X X^\top` (PCA subspace; the standard image-set / video
+    representation on the Grassmannian, e.g. Hamm & Lee, ICML 2008, "Grassmann discriminant
+    analysis", Sec. 2) with the gap-safe backward of :func:`~manifoldnn.layers.functional.eigh_top`.
+    Needs ``p <= min(n, m)``.
+    """
+
+    def __init__(self, p: int, *, center: bool = False, broadening: float | None = None) -> None:
+        super().__init__()
+        if p < 1:
+            raise ValueError(f"SubspaceEmbedding needs p >= 1, got {p}")
+        self.p = p
+        self.center = center
+        self.broadening = broadening
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_matrix(x, "input", "SubspaceEmbedding")
+        n, m = x.shape[-2], x.shape[-1]
+        if self.p > n:
+            raise ValueError(f"SubspaceEmbedding: p={self.p} exceeds the ambient dimension n={n}")
+        if self.p > m:
+            raise ValueError(
+                f"SubspaceEmbedding: p={self.p} exceeds the number of vectors m={m}: the span has "
+                f"dimension at most {m}"
+            )
+        if self.center:
+            x = x - x.mean(dim=-1, keepdim=True)
+        gram = x @ x.transpose(-1, -2)
+        return eigh_top(gram, self.p, broadening=self.broadening)[1]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, center={self.center}"

@@ -1,0 +1,322 @@
+"""Tests of the Grassmann network layers against closed forms, numpy/scipy references and gradcheck."""
+
+from __future__ import annotations
+
+import geoopt
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from manifoldnn.layers import (
+    FRMap,
+    KarcherPool,
+    OrthMap,
+    ProjMap,
+    ProjPooling,
+    ReOrth,
+    SubspaceEmbedding,
+)
+from manifoldnn.layers.functional import eigh_top
+from manifoldnn.manifolds import Grassmann, karcher_mean
+
+DTYPES = [torch.float32, torch.float64]
+ATOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def random_basis(*shape: int, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    gaussian = torch.randn(*shape, generator=generator, dtype=torch.float64)
+    return torch.linalg.qr(gaussian)[0].to(dtype)
+
+
+def orthonormality_error(y: torch.Tensor) -> float:
+    eye = torch.eye(y.shape[-1], dtype=y.dtype)
+    return (y.transpose(-1, -2) @ y - eye).abs().max().item()
+
+
+# ----------------------------------------------------------------------------------- FRMap
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_frmap_matches_matrix_product_and_has_orthonormal_rows(dtype):
+    torch.manual_seed(0)
+    layer = FRMap(9, 5, channels=3).to(dtype)
+    layer.reset_parameters()  # re-draw W in the target precision
+    assert isinstance(layer.weight, geoopt.ManifoldParameter)
+    w = layer.matrix.detach()
+    assert w.shape == (3, 5, 9)
+    eye = torch.eye(5, dtype=dtype)
+    assert torch.allclose(w @ w.transpose(-1, -2), eye.expand(3, 5, 5), atol=ATOL[dtype] * 10)
+    y = random_basis(4, 3, 9, 2, dtype=dtype)
+    out = layer(y)
+    reference = np.einsum("coi,bcip->bcop", w.double().numpy(), y.double().numpy())
+    assert out.shape == (4, 3, 5, 2)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out.detach().double().numpy(), reference, atol=ATOL[dtype] * 10)
+
+
+def test_frmap_broadcasts_channel_and_batch_dimensions():
+    torch.manual_seed(1)
+    layer = FRMap(8, 4, channels=3).double()
+    y = random_basis(2, 5, 8, 2)
+    fanned = layer(y.unsqueeze(-3))  # (2, 5, 1, 8, 2) -> (2, 5, 3, 4, 2)
+    assert fanned.shape == (2, 5, 3, 4, 2)
+    for c in range(3):
+        assert torch.allclose(fanned[:, :, c], layer.matrix[c] @ y)
+    single = FRMap(8, 4).double()
+    assert single(y).shape == (2, 5, 4, 2)
+    assert torch.allclose(single(y), single.matrix[0] @ y)
+
+
+def test_frmap_errors():
+    with pytest.raises(ValueError, match="out_dim <= in_dim"):
+        FRMap(4, 5)
+    layer = FRMap(6, 4, channels=2)
+    with pytest.raises(ValueError, match="in_dim=6"):
+        layer(torch.randn(2, 5, 2))
+    with pytest.raises(ValueError, match="channel axis"):
+        layer(torch.randn(3, 6, 2))
+    with pytest.raises(ValueError, match="p <= out_dim"):
+        layer(torch.randn(2, 6, 5))
+
+
+def test_frmap_gradcheck():
+    torch.manual_seed(2)
+    layer = FRMap(6, 4, channels=2).double()
+    layer.reset_parameters()
+    y = random_basis(3, 2, 6, 2).requires_grad_()
+    weight = layer.weight.detach().clone().requires_grad_()
+
+    def f(y, weight):
+        return weight.transpose(-1, -2) @ y
+
+    assert torch.autograd.gradcheck(f, (y, weight))
+    assert torch.autograd.gradcheck(layer, (y,))
+
+
+# ----------------------------------------------------------------------------------- ReOrth
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reorth_is_gram_schmidt_and_fixes_valid_bases(dtype):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 7, 3, generator=generator, dtype=torch.float64).to(dtype)
+    q = ReOrth()(x)
+    assert orthonormality_error(q) < ATOL[dtype] * 10
+    r = q.transpose(-1, -2) @ x  # must be upper triangular with a positive diagonal
+    assert torch.allclose(torch.tril(r, -1), torch.zeros_like(r), atol=ATOL[dtype] * 10)
+    assert (torch.diagonal(r, dim1=-2, dim2=-1) > 0).all()
+    # Same span as x: projector equals X (X^T X)^{-1} X^T.
+    xd = x.double()
+    reference = xd @ torch.linalg.solve(xd.transpose(-1, -2) @ xd, xd.transpose(-1, -2))
+    assert torch.allclose((q @ q.transpose(-1, -2)).double(), reference, atol=ATOL[dtype] * 100)
+    # Against scipy's QR with the same sign convention.
+    qs, rs = scipy.linalg.qr(xd[0, 0].numpy(), mode="economic")
+    qs = qs * np.sign(np.diag(rs))
+    np.testing.assert_allclose(q[0, 0].double().numpy(), qs, atol=ATOL[dtype] * 100)
+    # A valid basis comes back unchanged.
+    assert torch.allclose(ReOrth()(q), q, atol=ATOL[dtype] * 10)
+
+
+def test_reorth_gradcheck_and_errors():
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 6, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ReOrth(), (x,))
+    with pytest.raises(ValueError, match="p <= n"):
+        ReOrth()(torch.randn(3, 4))
+
+
+# ----------------------------------------------------------------------------------- ProjMap
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_projmap_closed_form_and_basis_invariance(dtype):
+    y = random_basis(3, 6, 2, dtype=dtype, seed=5)
+    p = ProjMap()(y)
+    assert p.shape == (3, 6, 6)
+    np.testing.assert_allclose(
+        p.double().numpy(), np.einsum("bip,bjp->bij", y.double(), y.double()), atol=ATOL[dtype]
+    )
+    assert torch.allclose(p @ p, p, atol=ATOL[dtype] * 10)  # idempotent
+    rotation = random_basis(2, 2, dtype=dtype, seed=6)
+    assert torch.allclose(ProjMap()(y @ rotation), p, atol=ATOL[dtype] * 10)
+    assert torch.allclose(
+        torch.diagonal(p, dim1=-2, dim2=-1).sum(-1), torch.full((3,), 2.0, dtype=dtype)
+    )
+    x = torch.randn(2, 5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ProjMap(), (x,))
+    with pytest.raises(ValueError, match="p <= n"):
+        ProjMap()(torch.randn(2, 3))
+
+
+# ----------------------------------------------------------------------------- SubspaceEmbedding
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_subspace_embedding_matches_svd(dtype):
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 2, 12, 20, generator=generator, dtype=torch.float64)
+    y = SubspaceEmbedding(4)(x.to(dtype))
+    assert y.shape == (3, 2, 12, 4)
+    assert orthonormality_error(y) < ATOL[dtype] * 10
+    for index in np.ndindex(3, 2):
+        u = np.linalg.svd(x[index].numpy())[0][:, :4]
+        reference = u @ u.T
+        projector = (y[index] @ y[index].T).double().numpy()
+        np.testing.assert_allclose(projector, reference, atol=ATOL[dtype] * 100)
+    # Centred variant: principal subspace of the centred data.
+    yc = SubspaceEmbedding(4, center=True)(x.to(dtype))
+    xc = x[0, 0].numpy() - x[0, 0].numpy().mean(axis=1, keepdims=True)
+    u = np.linalg.svd(xc)[0][:, :4]
+    np.testing.assert_allclose(
+        (yc[0, 0] @ yc[0, 0].T).double().numpy(), u @ u.T, atol=ATOL[dtype] * 100
+    )
+
+
+def test_subspace_embedding_invariant_to_mixing_the_vectors_and_gradcheck():
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 6, 3, generator=generator, dtype=torch.float64)  # rank 3: span is exact
+    mixing = torch.randn(3, 3, generator=generator, dtype=torch.float64)
+    p1 = ProjMap()(SubspaceEmbedding(3)(x))
+    p2 = ProjMap()(SubspaceEmbedding(3)(x @ mixing))
+    assert torch.allclose(p1, p2, atol=1e-10)
+    x = torch.randn(2, 6, 9, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SubspaceEmbedding(2), (x,))
+    with pytest.raises(ValueError, match="ambient dimension"):
+        SubspaceEmbedding(7)(torch.randn(6, 9))
+    with pytest.raises(ValueError, match="number of vectors"):
+        SubspaceEmbedding(4)(torch.randn(6, 3))
+
+
+# ----------------------------------------------------------------------------------- OrthMap
+
+
+def test_eigh_top_gradcheck_on_distinct_eigenvalues():
+    generator = torch.Generator().manual_seed(9)
+    a = torch.randn(3, 6, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: eigh_top(a, 3), (a,))
+    values, vectors = eigh_top(a.detach(), 3)
+    reference = np.linalg.eigvalsh(((a + a.transpose(-1, -2)) / 2).detach().numpy())[..., ::-1]
+    np.testing.assert_allclose(values.numpy(), reference[..., :3], atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_orthmap_on_projector_with_repeated_eigenvalues(dtype):
+    y = random_basis(2, 7, 3, dtype=dtype, seed=10)
+    projector = ProjMap()(y)  # eigenvalue 1 three times, 0 four times
+    out = OrthMap(3)(projector)
+    assert out.shape == (2, 7, 3)
+    assert orthonormality_error(out) < ATOL[dtype] * 10
+    assert torch.allclose(ProjMap()(out), projector, atol=ATOL[dtype] * 10)
+    # Backward through the eigenvectors themselves (not basis invariant) stays finite.
+    a = projector.clone().requires_grad_()
+    target = torch.randn(2, 7, 3, dtype=dtype, generator=torch.Generator().manual_seed(11))
+    (OrthMap(3)(a) * target).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    # and a span-dependent loss has a finite gradient too.
+    b = projector.clone().requires_grad_()
+    ProjMap()(OrthMap(3)(b)).square().sum().backward()
+    assert torch.isfinite(b.grad).all()
+
+
+def test_orthmap_gradcheck_with_repeated_top_eigenvalues():
+    """The subspace of a matrix whose top eigenvalue is repeated is smooth in the matrix: gradcheck
+    of the projector of OrthMap passes there, with exact ties inside the top block."""
+    q = random_basis(6, 6, seed=12)
+    a = (q * torch.tensor([3.0, 3.0, 3.0, 1.0, 0.5, 0.0], dtype=torch.float64)) @ q.T
+    a.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: ProjMap()(OrthMap(3)(a)), (a,))
+    # Analytic first-order check: dP = sum_{i in top, j not} (u_i^T E u_j)/(l_i - l_j)(u_i u_j^T + u_j u_i^T).
+    generator = torch.Generator().manual_seed(13)
+    direction = torch.randn(6, 6, generator=generator, dtype=torch.float64)
+    direction = (direction + direction.T) / 2
+    (grad,) = torch.autograd.grad((ProjMap()(OrthMap(3)(a)) * direction).sum(), a)
+    values = torch.tensor([3.0, 3.0, 3.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    expected = torch.zeros(6, 6, dtype=torch.float64)
+    for i in range(3):
+        for j in range(3, 6):
+            outer = torch.outer(q[:, i], q[:, j])
+            d_p_coeff = (q[:, i] @ direction @ q[:, j] * 2) / (values[i] - values[j])
+            expected += d_p_coeff * (outer + outer.T) / 2
+    assert torch.allclose(grad, expected, atol=1e-10)
+
+
+def test_orthmap_errors():
+    with pytest.raises(ValueError, match="square"):
+        OrthMap(2)(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="exceeds"):
+        OrthMap(5)(torch.eye(4))
+
+
+# ------------------------------------------------------------------------------- ProjPooling
+
+
+def test_projpooling_across_and_within():
+    y = random_basis(2, 4, 6, 2, seed=14)
+    p = ProjMap()(y)
+    assert torch.allclose(ProjPooling("across")(p), p.mean(1))
+    pooled = ProjPooling("across", kernel_size=2)(p)
+    assert pooled.shape == (2, 2, 6, 6)
+    assert torch.allclose(pooled[:, 1], (p[:, 2] + p[:, 3]) / 2)
+    within = ProjPooling("within", kernel_size=3)(p)
+    assert within.shape == (2, 4, 2, 2)
+    # Equivalent form: average groups of neighbouring rows of Y, then take Y~ Y~^T.
+    y_rows = y.reshape(2, 4, 2, 3, 2).mean(-2)
+    assert torch.allclose(within, y_rows @ y_rows.transpose(-1, -2))
+    with pytest.raises(ValueError, match="divisible"):
+        ProjPooling("across", kernel_size=3)(p)
+    with pytest.raises(ValueError, match="divisible"):
+        ProjPooling("within", kernel_size=4)(p)
+    with pytest.raises(ValueError, match="channel axis"):
+        ProjPooling("across")(p[0, 0])
+    with pytest.raises(ValueError, match="mode"):
+        ProjPooling("max")
+
+
+# ------------------------------------------------------------------------------- KarcherPool
+
+
+def test_karcherpool_agrees_with_karcher_mean():
+    y = random_basis(3, 4, 7, 2, seed=15)
+    grassmann = Grassmann()
+    pooled = KarcherPool()(y)
+    assert pooled.shape == (3, 7, 2)
+    reference = karcher_mean(grassmann, y)
+    assert torch.allclose(ProjMap()(pooled), ProjMap()(reference), atol=1e-8)
+    # First-order optimality: the Riemannian gradient sum_i Log_m(y_i) vanishes.
+    logs = grassmann.logmap(pooled.unsqueeze(1), y).sum(1)
+    assert logs.abs().max() < 1e-7
+    grouped = KarcherPool(group_size=2)(y)
+    assert grouped.shape == (3, 2, 7, 2)
+    assert torch.allclose(
+        ProjMap()(grouped[:, 1]), ProjMap()(karcher_mean(grassmann, y[:, 2:])), atol=1e-8
+    )
+    # Pooling a different axis: (B, S, C, n, p) over S.
+    stacked = torch.stack([y, y.flip(1)], dim=2)  # (3, 4, 2, 7, 2)
+    over_set = KarcherPool(dim=-4)(stacked)
+    assert over_set.shape == (3, 2, 7, 2)
+    assert torch.allclose(ProjMap()(over_set[:, 0]), ProjMap()(reference), atol=1e-8)
+
+
+def test_karcherpool_learnable_weights_and_gradients():
+    y = random_basis(2, 4, 6, 2, seed=16)
+    pool = KarcherPool(group_size=2, learn_weights=True, size=4).double()
+    assert torch.allclose(ProjMap()(pool(y)), ProjMap()(KarcherPool(group_size=2)(y)), atol=1e-8)
+    with torch.no_grad():
+        pool.weight_logits.copy_(torch.tensor([[0.0, 1.0], [2.0, -1.0]]))
+    weights = torch.softmax(pool.weight_logits.detach(), -1)
+    expected = karcher_mean(Grassmann(), y.reshape(2, 2, 2, 6, 2), weights)
+    assert torch.allclose(ProjMap()(pool(y)), ProjMap()(expected), atol=1e-8)
+    ProjMap()(pool(y)).square().mul(
+        torch.arange(36.0, dtype=torch.float64).reshape(6, 6)
+    ).sum().backward()
+    assert pool.weight_logits.grad is not None
+    assert torch.isfinite(pool.weight_logits.grad).all() and pool.weight_logits.grad.abs().sum() > 0
+    x = torch.randn(3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(17))
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: ProjMap()(KarcherPool()(ReOrth()(x))), (x,))
+    with pytest.raises(ValueError, match="divisible"):
+        KarcherPool(group_size=3)(y)
+    with pytest.raises(ValueError, match="size"):
+        KarcherPool(learn_weights=True)
