@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     text32 = torch.from_numpy(text).float()
     max_err_a = max_err_b = 0.0
     recovered = total = 0
-    with torch.no_grad():
+    with torch.no_grad(), exact.cached():
         for i in tqdm(range(args.words), desc="exact fuse/decompose", disable=not progress):
             stream = exact(text32[i].unsqueeze(0), tokens[i])  # (T, c): A broadcast over time
             a_hat, b_hat = exact.decompose(stream)
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     def evaluate(module: OrthogonalDirectSum) -> dict[str, float]:
-        with torch.no_grad():
+        with torch.no_grad(), module.cached():
             a_hat, b_hat = module.decompose(module(a_te, b_te))
             var_a = (a_te - a_te.mean(0)).pow(2).sum()
             var_b = (b_te - b_te.mean(0)).pow(2).sum()

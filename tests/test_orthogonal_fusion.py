@@ -160,6 +160,30 @@ def test_token_ids_recovered_exactly(num_tokens: int) -> None:
     assert (a_hat - a).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("parametrization", ["cayley", "matrix_exp"])
+def test_cached_frames_computed_once_and_identical(parametrization: str) -> None:
+    torch.manual_seed(9)
+    module = OrthogonalDirectSum(4, 2, 3, 12, parametrization=parametrization, num_tokens=3)
+    with torch.no_grad():
+        module.frame.skew_weight.normal_()
+    calls = []
+    module.frame.register_forward_hook(lambda *_: calls.append(1))
+    a, ids = torch.randn(5, 4), torch.randint(3, (5, 2))
+    c = module(a, ids)
+    a_hat, b_hat = module.decompose(c)
+    assert len(calls) == 2  # forward evaluates the frame once, decompose once more
+    calls.clear()
+    with module.cached():
+        c_cached = module(a, ids)
+        a_cached, b_cached = module.decompose(c_cached)
+        assert torch.equal(module.decode_tokens(c_cached), ids)
+    assert len(calls) == 1
+    assert (
+        torch.equal(c, c_cached) and torch.equal(a_hat, a_cached) and torch.equal(b_hat, b_cached)
+    )
+    assert module._frames_cache is None  # released on exit
+
+
 # ---------------------------------------------------------------- sequences, gradients
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
 def test_sequence_equals_loop_over_time(parametrization: str) -> None:

@@ -35,7 +35,9 @@ step for every parametrisation.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import geoopt
@@ -68,6 +70,19 @@ def _orthonormal_completion(frame: torch.Tensor) -> torch.Tensor:
     return torch.cat([frame, complete[:, p:]], dim=1)
 
 
+class _RoundOnceEuclideanStiefel(geoopt.manifolds.EuclideanStiefel):
+    """geoopt's EuclideanStiefel with its QR retraction evaluated in float64, rounded once.
+
+    A float32 Householder QR leaves ``||Q^T Q - I||`` near ``p * eps`` (about 1e-6 at p = 64);
+    rounding a float64 QR factor leaves it at the storage rounding floor (about 3e-7 at p = 64).
+    """
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float64 or x.device.type == "mps":
+            return super().retr(x, u)
+        return super().retr(x.to(torch.float64), u.to(torch.float64)).to(x.dtype)
+
+
 class OrthonormalFrame(nn.Module):
     r"""An ``(n, p)`` matrix with orthonormal columns, :math:`Q^\top Q = I_p`, kept on St(n, p).
 
@@ -77,8 +92,9 @@ class OrthonormalFrame(nn.Module):
     parametrization : ``"stiefel"`` (geoopt ManifoldParameter, Riemannian optimiser),
         ``"cayley"`` or ``"matrix_exp"`` (always-orthogonal maps of an unconstrained skew matrix
         around a fixed base Q_0; any optimiser). See the module docstring for the formulas.
-    high_precision : evaluate exp / Cayley in float64 (except on MPS) and round once to the
-        storage dtype, so that ``||Q^T Q - I||`` stays at storage rounding however large X grows.
+    high_precision : evaluate exp / Cayley / the QR retraction in float64 (except on MPS) and
+        round once to the storage dtype, so that ``||Q^T Q - I||`` stays at the storage rounding
+        floor however large X grows or however many retractions are taken.
     dtype, device : of the stored frame.
 
     Calling the module returns the frame ``(n, p)``; ``load_(frame)`` sets it to a given point.
@@ -111,9 +127,12 @@ class OrthonormalFrame(nn.Module):
         factory = {"dtype": dtype, "device": device}
         eye = torch.eye(n, p, **factory)
         if parametrization == "stiefel":
-            self.weight = geoopt.ManifoldParameter(
-                eye, manifold=geoopt.manifolds.EuclideanStiefel()
+            manifold = (
+                _RoundOnceEuclideanStiefel()
+                if high_precision
+                else geoopt.manifolds.EuclideanStiefel()
             )
+            self.weight = geoopt.ManifoldParameter(eye, manifold=manifold)
         else:
             self.register_buffer("base", torch.eye(n, **factory))
             self.skew_weight = nn.Parameter(torch.zeros(n, n, **factory))
@@ -326,6 +345,8 @@ class OrthogonalDirectSum(nn.Module):
             if rank_b < full_b
             else None
         )
+        self._caching = 0
+        self._frames_cache: tuple | None = None
         self.register_buffer("mean_a", torch.zeros(n, **factory))
         self.register_buffer("mean_b", torch.zeros(full_b, **factory))
         if num_tokens is not None:
@@ -509,10 +530,31 @@ class OrthogonalDirectSum(nn.Module):
     # ------------------------------------------------------------------ the operator
     def frames(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(Q_A (c, r_A), Q_B (c, r_B), U_A (n, r_A) or None, U_B (K*V, r_B) or None)``."""
+        if self._caching and self._frames_cache is not None:
+            return self._frames_cache
         q = self.frame()
         u_a = None if self.retained_a is None else self.retained_a()
         u_b = None if self.retained_b is None else self.retained_b()
-        return q[:, : self.rank_a], q[:, self.rank_a :], u_a, u_b
+        result = (q[:, : self.rank_a], q[:, self.rank_a :], u_a, u_b)
+        if self._caching:
+            self._frames_cache = result
+        return result
+
+    @contextlib.contextmanager
+    def cached(self) -> Iterator[OrthogonalDirectSum]:
+        """Context in which the frames are computed once and reused by every call.
+
+        The Cayley / exponential maps cost an ``(c, c)`` solve / exponential per evaluation;
+        use this around inference loops (as ``torch.nn.utils.parametrize.cached``). Do not keep
+        it open across optimiser steps: the cached frames would be stale.
+        """
+        self._caching += 1
+        try:
+            yield self
+        finally:
+            self._caching -= 1
+            if not self._caching:
+                self._frames_cache = None
 
     @staticmethod
     def _reduce(x: torch.Tensor, mean: torch.Tensor, retained: torch.Tensor | None) -> torch.Tensor:
@@ -534,7 +576,8 @@ class OrthogonalDirectSum(nn.Module):
 
     def forward(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """Fused stream ``C = phi(A) + psi(B)`` ``(..., c)``; A ``(..., n)``, B ``(..., K, V)``/ids."""
-        phi, psi = self.encode_a(A), self.encode_b(B)
+        with self.cached():
+            phi, psi = self.encode_a(A), self.encode_b(B)
         try:
             torch.broadcast_shapes(phi.shape[:-1], psi.shape[:-1])
         except RuntimeError as err:
@@ -602,17 +645,16 @@ class OrthogonalDirectSum(nn.Module):
         the loss is blind to how much of S_A (S_B) reaches the read-out, so a frame whose
         read-out of one modality shrinks towards zero costs nothing and has exploding gradients.
         """
-        return info_nce_loss(
-            self.readout(self.encode_a(A)),
-            self.readout(self.encode_b(B)),
-            temperature,
-            normalize=normalize,
-        )
+        with self.cached():
+            z_a = self.readout(self.encode_a(A))
+            z_b = self.readout(self.encode_b(B))
+        return info_nce_loss(z_a, z_b, temperature, normalize=normalize)
 
     def reconstruction_loss(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """Mean over samples of ``||A - A_hat||^2 + ||B - B_hat||_F^2`` after fuse/decompose."""
         a, b = self._flatten_pair(A, B)
-        a_hat, b_hat = self.decompose(self.forward(a, b.reshape(-1, self.K, self.V)))
+        with self.cached():
+            a_hat, b_hat = self.decompose(self.forward(a, b.reshape(-1, self.K, self.V)))
         b_err = (b - b_hat.reshape(b.shape)).pow(2).sum(-1)
         return ((a - a_hat).pow(2).sum(-1) + b_err).mean()
 
