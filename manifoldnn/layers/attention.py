@@ -1,0 +1,425 @@
+r"""Geodesic-distance attention on manifolds.
+
+Scores are a decreasing function of the geodesic distance between query and key tokens,
+:math:`s_{ij} = -d^2(q_i, k_j) / \tau` or GDLNet's similarity
+:math:`1 / (1 + \log(1 + d^2(q_i, k_j)))` (Wang et al., IJCAI 2024, "A Grassmannian manifold
+self-attention network for signal classification", eq. 6), and values are aggregated on the
+manifold: by the weighted Karcher mean :math:`\arg\min_m \sum_j a_{ij} d^2(m, v_j)`, by one
+Riemannian gradient step from the query :math:`\mathrm{Exp}_{q_i}(\sum_j a_{ij} \mathrm{Log}_{q_i} v_j)`,
+or extrinsically (weighted mean in an embedding, mapped back to the manifold).
+
+Memory. Distances that are inner products of features (``attention_maps.SDPA_DISTANCES``: the
+Euclidean distance, the sphere's chord, the Grassmann projection metric
+:math:`d^2 = p - \langle \mathrm{vec}\, QQ^\top, \mathrm{vec}\, KK^\top \rangle`, the SPD
+log-Euclidean distance) with extrinsic aggregation run through
+:func:`torch.nn.functional.scaled_dot_product_attention` on those features. Every other combination
+(except Karcher aggregation, which needs all weights at once) runs over key chunks with an online
+softmax (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"), so the forward
+pass holds ``L_q x chunk_size`` pairwise quantities at a time, never the ``L_q x L_k`` matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import geoopt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..manifolds import karcher_mean
+from .attention_maps import (
+    SDPA_DISTANCES,
+    SUPPORTED_DISTANCES,
+    ManifoldLinear,
+    expmap,
+    extrinsic_aggregate,
+    extrinsic_value_features,
+    manifold_kind,
+    pairwise_differential,
+    pairwise_log,
+    pairwise_sq_dist,
+    sdpa_features,
+)
+
+__all__ = ["GeodesicAttention", "geodesic_attention", "SCORES", "AGGREGATIONS"]
+
+SCORES = ("neg_sq", "gdlnet")
+AGGREGATIONS = ("extrinsic", "tangent", "karcher")
+
+
+def _score(d2: torch.Tensor, score: str, tau: torch.Tensor, scale: float) -> torch.Tensor:
+    if score == "neg_sq":
+        return d2 * (-scale / tau)
+    return (1.0 / (1.0 + torch.log1p(d2))) * (scale / tau)
+
+
+def _check_inputs(kind, manifold, q, k, v, key_padding_mask):
+    nd = manifold.ndim
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor")
+        if t.dim() < nd + 1:
+            raise ValueError(
+                f"{name} must have shape (..., L, *point_shape) with {nd} point dimension(s), "
+                f"got {tuple(t.shape)}"
+            )
+    if q.shape[-nd:] != k.shape[-nd:]:
+        raise ValueError(
+            f"query and key points differ in shape: {tuple(q.shape)} vs {tuple(k.shape)}"
+        )
+    if k.shape[-nd - 1] != v.shape[-nd - 1]:
+        raise ValueError(
+            f"key and value must have the same length, got {k.shape[-nd - 1]} and {v.shape[-nd - 1]}"
+        )
+    if kind == "grassmann" and q.shape[-2] < q.shape[-1]:
+        raise ValueError(f"Grassmann tokens must be bases (..., n, p) with n >= p, got {q.shape}")
+    if kind == "spd" and q.shape[-1] != q.shape[-2]:
+        raise ValueError(f"SPD tokens must be square (..., n, n), got {tuple(q.shape)}")
+    if key_padding_mask is not None:
+        lk = k.shape[-nd - 1]
+        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[-1] != lk:
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor (..., L_k={lk}) with True = padded, got "
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
+        if bool(key_padding_mask.all(-1).any()):
+            raise ValueError("key_padding_mask masks every key of some sequence; nothing to attend")
+
+
+def _mask_logits(logits, start, stop, key_padding_mask, causal):
+    """Apply the key-padding and causal (key index <= query index) masks to a key chunk."""
+    if key_padding_mask is not None:
+        pad = key_padding_mask[..., start:stop].unsqueeze(-2)
+        logits = logits.masked_fill(pad, -math.inf)
+    if causal:
+        lq = logits.shape[-2]
+        rows = torch.arange(lq, device=logits.device).unsqueeze(-1)
+        cols = torch.arange(start, stop, device=logits.device)
+        logits = logits.masked_fill(cols > rows, -math.inf)
+    return logits
+
+
+def geodesic_attention(
+    manifold: geoopt.Manifold,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    tau: torch.Tensor | float = 1.0,
+    distance: str | None = None,
+    score: str = "neg_sq",
+    aggregation: str = "extrinsic",
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float = 1.0,
+    metric: Callable | None = None,
+    chunk_size: int = 1024,
+    return_weights: bool = False,
+    karcher_kwargs: dict | None = None,
+):
+    r"""Attention with geodesic-distance scores and manifold aggregation (no learnable maps).
+
+    Parameters
+    ----------
+    manifold : ``Euclidean(ndim=1)``, ``Sphere()``, ``Grassmann()``, ``SymmetricPositiveDefinite()``
+        or ``PoincareBall()``.
+    query : ``(..., L_q, *point_shape)``; key ``(..., L_k, *point_shape)``; value
+        ``(..., L_k, *point_shape)`` (batch dimensions broadcast).
+    tau : positive temperature (scalar tensor or float).
+    distance : see ``attention_maps.SUPPORTED_DISTANCES``; default the first for the manifold.
+    score : ``"neg_sq"`` (logits ``-d^2 / tau``) or ``"gdlnet"`` (``1 / (1 + log(1 + d^2)) / tau``).
+    aggregation : ``"extrinsic"``, ``"tangent"`` (one step at the query) or ``"karcher"``.
+    key_padding_mask : bool ``(..., L_k)``, True where a key is padding.
+    causal : query i sees keys ``j <= i`` (top-left aligned, as ``is_causal`` of SDPA).
+    scale : extra multiplier of the logits (entropy-invariant scaling passes ``log L / log L_train``).
+    metric : optional :class:`~manifoldnn.layers.FairnessMetric` (or any object with its
+        ``query_terms`` interface): adds ``alpha sum_m w_m(q) <g_m(q), Log_q k>^2`` to ``d^2``.
+    chunk_size : keys per chunk on the chunked path.
+    return_weights : also return the attention weights ``(..., L_q, L_k)`` (materialises them).
+
+    Returns
+    -------
+    ``(..., L_q, *point_shape)`` (and the weights if asked).
+    """
+    kind = manifold_kind(manifold)
+    distance = distance or SUPPORTED_DISTANCES[kind][0]
+    if distance not in SUPPORTED_DISTANCES[kind]:
+        raise ValueError(
+            f"distance {distance!r} is not available on {kind}; choose from {SUPPORTED_DISTANCES[kind]}"
+        )
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    _check_inputs(kind, manifold, query, key, value, key_padding_mask)
+    tau = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
+    if bool((tau <= 0).any()):
+        raise ValueError(f"tau must be positive, got {tau}")
+    nd = manifold.ndim
+    point_shape = value.shape[value.dim() - nd :]
+    lq, lk = query.shape[-nd - 1], key.shape[-nd - 1]
+    if causal and lq > lk:
+        raise ValueError(f"causal attention needs L_q <= L_k, got {lq} > {lk}")
+    batch = torch.broadcast_shapes(
+        query.shape[: -nd - 1], key.shape[: -nd - 1], value.shape[: -nd - 1]
+    )
+    query = query.expand(batch + query.shape[-nd - 1 :])
+    key = key.expand(batch + key.shape[-nd - 1 :])
+    value = value.expand(batch + value.shape[-nd - 1 :])
+    if key_padding_mask is not None:
+        key_padding_mask = key_padding_mask.expand(batch + (lk,))
+
+    terms = metric.query_terms(manifold, query) if metric is not None else None
+    linear_agg = aggregation == "extrinsic" or kind == "euclidean"
+    sdpa_ok = (
+        score == "neg_sq"
+        and (kind, distance) in SDPA_DISTANCES
+        and linear_agg
+        and not return_weights
+        and (terms is None or (kind == "euclidean" and metric.linear_directions is not None))
+    )
+    if sdpa_ok:
+        return _sdpa_path(
+            kind, manifold, distance, query, key, value, tau, scale, key_padding_mask, causal,
+            metric, terms, point_shape,
+        )  # fmt: skip
+
+    def logits_for(start: int, stop: int) -> torch.Tensor:
+        k = key.narrow(-nd - 1, start, stop - start)
+        d2 = pairwise_sq_dist(kind, manifold, distance, query, k)
+        if terms is not None:
+            egrad, coeff = terms
+            diff = pairwise_differential(kind, manifold, query, egrad, k)  # (..., Lq, c, M)
+            d2 = d2 + (coeff.unsqueeze(-2) * diff.pow(2)).sum(-1)
+        logits = _score(d2, score, tau, scale)
+        return _mask_logits(logits, start, stop, key_padding_mask, causal)
+
+    if aggregation == "karcher" or return_weights:
+        logits = torch.cat(
+            [logits_for(s, min(s + chunk_size, lk)) for s in range(0, lk, chunk_size)], -1
+        )
+        weights = torch.softmax(logits, -1)
+        if aggregation == "karcher":
+            points = value.unsqueeze(-nd - 2).expand(batch + (lq, lk) + tuple(point_shape))
+            out = karcher_mean(manifold, points, weights, **(karcher_kwargs or {}))
+        else:
+            out = _aggregate_with_weights(kind, manifold, aggregation, query, value, weights)
+        return (out, weights) if return_weights else out
+
+    # chunked online softmax
+    running_max = None
+    total = None
+    acc = None
+    shared = aggregation == "extrinsic" or kind == "euclidean"
+    features = extrinsic_value_features(kind, manifold, value) if shared else None
+    for start in range(0, lk, chunk_size):
+        stop = min(start + chunk_size, lk)
+        logits = logits_for(start, stop)
+        chunk_max = logits.detach().amax(-1)
+        new_max = chunk_max if running_max is None else torch.maximum(running_max, chunk_max)
+        safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        p = torch.exp(logits - safe_max.unsqueeze(-1))
+        if shared:
+            contribution = p @ features[..., start:stop, :]
+        else:
+            chunk = value.narrow(-nd - 1, start, stop - start)
+            logs = pairwise_log(kind, manifold, query, chunk)
+            contribution = (p.reshape(p.shape + (1,) * nd) * logs).sum(-nd - 1)
+        if running_max is None:
+            total, acc = p.sum(-1), contribution
+        else:
+            correction = torch.exp(running_max - safe_max)
+            total = total * correction + p.sum(-1)
+            acc = acc * correction.reshape(correction.shape + (1,) * (acc.dim() - correction.dim()))
+            acc = acc + contribution
+        running_max = new_max
+    mean = acc / total.reshape(total.shape + (1,) * (acc.dim() - total.dim()))
+    if shared:
+        return extrinsic_aggregate(kind, manifold, mean, point_shape)
+    return expmap(kind, manifold, query, mean)
+
+
+def _aggregate_with_weights(kind, manifold, aggregation, query, value, weights):
+    nd = manifold.ndim
+    if aggregation == "extrinsic" or kind == "euclidean":
+        features = extrinsic_value_features(kind, manifold, value)
+        return extrinsic_aggregate(
+            kind, manifold, weights @ features, value.shape[value.dim() - nd :]
+        )
+    logs = pairwise_log(kind, manifold, query, value)
+    step = (weights.reshape(weights.shape + (1,) * nd) * logs).sum(-nd - 1)
+    return expmap(kind, manifold, query, step)
+
+
+def _sdpa_path(
+    kind, manifold, distance, query, key, value, tau, scale, key_padding_mask, causal, metric,
+    terms, point_shape,
+):  # fmt: skip
+    phi, psi = sdpa_features(kind, distance, query, key)
+    if terms is not None:
+        _, coeff = terms  # (..., Lq, M)
+        directions = metric.linear_directions.to(query)  # (M, d)
+        aq, ak = query @ directions.T, key @ directions.T
+        phi = torch.cat([phi, -coeff, 2.0 * coeff * aq], -1)
+        psi = torch.cat([psi, ak.pow(2), ak], -1)
+    phi = phi * (scale / tau)  # folding 1/tau into the queries keeps tau learnable
+    if key_padding_mask is not None:
+        big = -math.sqrt(torch.finfo(query.dtype).max)
+        phi = torch.cat([phi, torch.ones_like(phi[..., :1])], -1)
+        pad = torch.where(key_padding_mask, big, 0.0).to(psi.dtype).unsqueeze(-1)
+        psi = torch.cat([psi, pad], -1)
+    features = extrinsic_value_features(kind, manifold, value)
+    batch = phi.shape[:-2]
+    flat = (-1,) + phi.shape[-2:]
+    mean = F.scaled_dot_product_attention(
+        phi.reshape(flat),
+        psi.reshape((-1,) + psi.shape[-2:]),
+        features.reshape((-1,) + features.shape[-2:]),
+        is_causal=causal,
+        scale=1.0,
+    )
+    mean = mean.reshape(batch + mean.shape[-2:])
+    return extrinsic_aggregate(kind, manifold, mean, point_shape)
+
+
+class GeodesicAttention(nn.Module):
+    r"""Multi-head attention between manifold-valued tokens with geodesic-distance scores.
+
+    Each head maps queries, keys and values with a :class:`~manifoldnn.layers.attention_maps.ManifoldLinear`
+    (FRMap + ReOrth on the Grassmannian, congruence on SPD, Möbius matrix-vector product on the
+    Poincaré ball, normalised linear map on the sphere, affine map in Euclidean space), scores pairs
+    with :math:`-d^2/\tau` (learnable :math:`\tau`) or GDLNet's similarity, and aggregates values
+    with :func:`geodesic_attention`. In Euclidean space with ``score="neg_sq"`` it is ordinary
+    attention with logits :math:`-\|q - k\|^2 / \tau` (run through ``scaled_dot_product_attention``).
+
+    Entropy-invariant scaling (``train_length``): logits are multiplied by
+    :math:`\log L_k / \log L_{train}` so that attention entropy does not grow with the sequence
+    length (Chiang & Cholak 2022, "Overcoming a theoretical limitation of self-attention", Sec. 5).
+
+    Parameters
+    ----------
+    manifold : see :func:`geodesic_attention`.
+    in_size : input size: d (vectors), n (Grassmann ``(n, p)`` bases, SPD ``(n, n)``).
+    head_size : per-head output size (``<= in_size`` on Grassmann and SPD).
+    num_heads : H.
+    tau : initial temperature; ``learn_tau`` makes ``log tau`` a parameter.
+    project : if False, no maps (requires ``num_heads == 1`` and ``head_size == in_size``).
+    distance, score, aggregation, chunk_size, metric : as in :func:`geodesic_attention`.
+    train_length : enables entropy-invariant scaling with this training length.
+
+    Shapes: ``query (..., L_q, *point)``, ``key``/``value (..., L_k, *point)`` (default: self
+    attention) -> ``(..., L_q, H, *head_point)``.
+    """
+
+    def __init__(
+        self,
+        manifold: geoopt.Manifold,
+        in_size: int,
+        head_size: int | None = None,
+        num_heads: int = 1,
+        *,
+        tau: float = 1.0,
+        learn_tau: bool = True,
+        project: bool = True,
+        distance: str | None = None,
+        score: str = "neg_sq",
+        aggregation: str = "extrinsic",
+        metric: nn.Module | None = None,
+        train_length: int | None = None,
+        chunk_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.kind = manifold_kind(manifold)
+        self.manifold = manifold
+        head_size = in_size if head_size is None else head_size
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be positive, got {num_heads}")
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if not project and (num_heads != 1 or head_size != in_size):
+            raise ValueError("project=False needs num_heads == 1 and head_size == in_size")
+        if train_length is not None and train_length < 2:
+            raise ValueError(f"train_length must be >= 2, got {train_length}")
+        distance = distance or SUPPORTED_DISTANCES[self.kind][0]
+        if distance not in SUPPORTED_DISTANCES[self.kind]:
+            raise ValueError(
+                f"distance {distance!r} is not available on {self.kind}; "
+                f"choose from {SUPPORTED_DISTANCES[self.kind]}"
+            )
+        if score not in SCORES or aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"score must be in {SCORES} and aggregation in {AGGREGATIONS}, got "
+                f"{score!r}, {aggregation!r}"
+            )
+        self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
+        self.project = project
+        self.distance, self.score, self.aggregation = distance, score, aggregation
+        self.metric = metric
+        self.train_length = train_length
+        self.chunk_size = chunk_size
+        log_tau = torch.tensor(math.log(tau))
+        self.log_tau = nn.Parameter(log_tau) if learn_tau else None
+        if not learn_tau:
+            self.register_buffer("fixed_log_tau", log_tau)
+        if project:
+            self.query_map = ManifoldLinear(manifold, in_size, head_size, num_heads)
+            self.key_map = ManifoldLinear(manifold, in_size, head_size, num_heads)
+            self.value_map = ManifoldLinear(manifold, in_size, head_size, num_heads)
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """Current temperature ``exp(log_tau)``."""
+        return (self.log_tau if self.log_tau is not None else self.fixed_log_tau).exp()
+
+    def _heads(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
+        nd = self.manifold.ndim
+        if not self.project:
+            return x.unsqueeze(-nd - 1)
+        y = getattr(self, f"{which}_map")(x)  # (..., L, H, *head_point)
+        return y.movedim(-nd - 1, -nd - 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = False,
+        return_weights: bool = False,
+    ):
+        key = query if key is None else key
+        value = key if value is None else value
+        nd = self.manifold.ndim
+        if query.dim() < nd + 1:
+            raise ValueError(f"query must be (..., L, *point_shape), got {tuple(query.shape)}")
+        q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
+        lk = k.shape[-nd - 1]
+        scale = 1.0
+        if self.train_length is not None:
+            scale = math.log(max(lk, 2)) / math.log(self.train_length)
+        mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
+        tau = self.tau
+        out = geodesic_attention(
+            self.manifold, q, k, v, tau=tau,
+            distance=self.distance, score=self.score, aggregation=self.aggregation,
+            key_padding_mask=mask, causal=causal, scale=scale, metric=self.metric,
+            chunk_size=self.chunk_size, return_weights=return_weights,
+        )  # fmt: skip
+        weights = None
+        if return_weights:
+            out, weights = out
+        out = out.movedim(-nd - 2, -nd - 1)  # (..., L_q, H, *head_point)
+        return (out, weights) if return_weights else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.kind}, in_size={self.in_size}, head_size={self.head_size}, "
+            f"num_heads={self.num_heads}, distance={self.distance}, score={self.score}, "
+            f"aggregation={self.aggregation}, project={self.project}"
+        )

@@ -1,0 +1,222 @@
+r"""A fairness metric: the Riemannian metric stretched along the gradients of bias losses.
+
+.. math::
+
+    G_{fair}(x) = G(x) + \alpha \sum_m w_m(x)\, g_m(x) g_m(x)^\top,
+
+with :math:`g_m` the Riemannian gradient of the m-th bias loss :math:`b_m` and :math:`w_m` a
+locality kernel around centre :math:`c_m`. To first order in the stretch (the metric frozen at the
+query, the base geodesic kept as the path),
+
+.. math::
+
+    d_{fair}^2(q, k) \approx d^2(q, k) + \alpha \sum_m w_m(q)\, \langle g_m(q), \mathrm{Log}_q k \rangle^2,
+
+and :math:`\langle g_m(q), \mathrm{Log}_q k\rangle = db_m(q)[\mathrm{Log}_q k]` is computed as the
+ambient pairing of the Euclidean gradient with the logarithm. The approximation is exact in
+Euclidean space for linear bias losses, and on a curved manifold its error is
+:math:`O(\alpha^2 d^2) + O(\alpha d^3)` (``tests/test_fairness.py`` compares it with the length of the
+minimising path under :math:`G_{fair}` found numerically on the sphere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import geoopt
+import torch
+from torch import nn
+
+from .attention_maps import manifold_kind, pairwise_differential, pairwise_sq_dist
+
+__all__ = ["FairnessMetric", "AssociationBias", "LinearBias"]
+
+
+class LinearBias(nn.Module):
+    r"""Linear bias loss :math:`b(x) = \langle a, x \rangle` (projection on a bias direction, e.g. the
+    gender direction of Bolukbasi et al. 2016, Sec. 5). ``x (..., d)`` -> ``(...)``."""
+
+    def __init__(self, direction: torch.Tensor) -> None:
+        super().__init__()
+        if direction.dim() != 1:
+            raise ValueError(f"direction must be a vector (d,), got {tuple(direction.shape)}")
+        self.register_buffer("direction", direction.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.direction.to(x)
+
+
+class AssociationBias(nn.Module):
+    r"""Difference of mean cosine association with two attribute sets,
+    :math:`b(x) = \mathrm{mean}_{a \in A} \cos(x, a) - \mathrm{mean}_{b \in B} \cos(x, b)`
+    (the WEAT association s(w, A, B) of Caliskan, Bryson & Narayanan 2017, eq. 1, without its
+    standard-deviation normalisation). ``A (n_a, d)``, ``B (n_b, d)``; ``x (..., d)`` -> ``(...)``.
+    """
+
+    def __init__(self, first: torch.Tensor, second: torch.Tensor) -> None:
+        super().__init__()
+        if first.dim() != 2 or second.dim() != 2 or first.shape[-1] != second.shape[-1]:
+            raise ValueError(
+                f"attribute sets must be (n_a, d) and (n_b, d), got {tuple(first.shape)}, "
+                f"{tuple(second.shape)}"
+            )
+        unit_a = first / first.norm(dim=-1, keepdim=True)
+        unit_b = second / second.norm(dim=-1, keepdim=True)
+        self.register_buffer("direction", unit_a.mean(0) - unit_b.mean(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.direction.to(x)) / x.norm(dim=-1)
+
+
+class FairnessMetric(nn.Module):
+    r"""Stretched metric :math:`G + \alpha \sum_m w_m g_m g_m^\top` used as a squared distance.
+
+    Parameters
+    ----------
+    manifold : a manifold supported by :class:`~manifoldnn.layers.GeodesicAttention`.
+    bias_losses : M differentiable functions ``x (..., *point_shape) -> (...)``.
+    alpha : stretch; 0 gives the base metric. Negative values contract the metric along the bias
+        gradients; they are accepted while :math:`1 + \alpha w_m |g_m|^2 > 0` at every query
+        (positive definiteness, checked in :meth:`query_terms`).
+    centres : optional ``(M, *point_shape)``: locality kernel
+        :math:`w_m(x) = \exp(-d^2(x, c_m) / (2 \sigma^2))`; default :math:`w_m \equiv 1`.
+    bandwidth : :math:`\sigma`.
+
+    ``linear_directions`` is the ``(M, d)`` stack of directions when every bias loss is a
+    :class:`LinearBias` (then the stretched distance runs through SDPA in Euclidean space).
+    """
+
+    def __init__(
+        self,
+        manifold: geoopt.Manifold,
+        bias_losses: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+        alpha: float = 1.0,
+        *,
+        centres: torch.Tensor | None = None,
+        bandwidth: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.kind = manifold_kind(manifold)
+        self.manifold = manifold
+        if len(bias_losses) == 0:
+            raise ValueError("FairnessMetric needs at least one bias loss")
+        if bandwidth <= 0:
+            raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+        self.bias_losses = nn.ModuleList(
+            [b if isinstance(b, nn.Module) else _Wrapped(b) for b in bias_losses]
+        )
+        self.alpha = float(alpha)
+        if centres is not None and centres.shape[0] != len(bias_losses):
+            raise ValueError(
+                f"centres must have one point per bias loss ({len(bias_losses)}), got "
+                f"{tuple(centres.shape)}"
+            )
+        self.register_buffer("centres", None if centres is None else centres.clone())
+        self.bandwidth = float(bandwidth)
+        if all(isinstance(b, LinearBias) for b in self.bias_losses):
+            self.register_buffer(
+                "linear_directions", torch.stack([b.direction for b in self.bias_losses])
+            )
+        else:
+            self.linear_directions = None
+
+    def locality(self, x: torch.Tensor) -> torch.Tensor:
+        """Kernel weights ``(..., M)`` for points ``x (..., *point_shape)``."""
+        nd = self.manifold.ndim
+        m = len(self.bias_losses)
+        if self.centres is None:
+            return torch.ones(x.shape[: x.dim() - nd] + (m,), dtype=x.dtype, device=x.device)
+        flat = x.reshape((-1,) + x.shape[x.dim() - nd :])
+        d2 = pairwise_sq_dist(
+            self.kind, self.manifold, _default_distance(self.kind), flat, self.centres.to(x)
+        )
+        return torch.exp(-d2 / (2 * self.bandwidth**2)).reshape(x.shape[: x.dim() - nd] + (m,))
+
+    def euclidean_gradients(self, x: torch.Tensor) -> torch.Tensor:
+        """Euclidean gradients of the bias losses ``(..., M, *point_shape)`` (differentiable)."""
+        create = torch.is_grad_enabled() and x.requires_grad
+        grads = []
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            for loss in self.bias_losses:
+                value = loss(xg)
+                if value.shape != x.shape[: x.dim() - self.manifold.ndim]:
+                    raise ValueError(
+                        f"a bias loss must map (..., *point_shape) to (...), got {tuple(value.shape)}"
+                    )
+                (g,) = torch.autograd.grad(value.sum(), xg, create_graph=create)
+                grads.append(g)
+        return torch.stack(grads, x.dim() - self.manifold.ndim)
+
+    def query_terms(self, manifold: geoopt.Manifold, query: torch.Tensor):
+        """``(egrad (..., Lq, M, *point), coeff (..., Lq, M))`` with ``coeff = alpha w_m(q)``.
+
+        Raises ``ValueError`` if the metric is not positive definite at some query (alpha < 0).
+        """
+        if manifold_kind(manifold) != self.kind:
+            raise ValueError(
+                f"FairnessMetric was built for {self.kind}, used on {manifold_kind(manifold)}"
+            )
+        egrad = self.euclidean_gradients(query)
+        coeff = self.alpha * self.locality(query)
+        if self.alpha < 0:
+            sq = self.gradient_sq_norms(query, egrad)
+            if bool((1 + coeff * sq <= 0).any()):
+                raise ValueError(
+                    f"alpha={self.alpha} makes the fairness metric indefinite at some query "
+                    "(need 1 + alpha w |g|^2 > 0)"
+                )
+        return egrad, coeff
+
+    def gradient_sq_norms(self, x: torch.Tensor, egrad: torch.Tensor) -> torch.Tensor:
+        """Riemannian squared norms ``|g_m(x)|^2`` ``(..., M)``."""
+        nd = self.manifold.ndim
+        xb = x.unsqueeze(x.dim() - nd).expand_as(egrad)
+        rgrad = self.manifold.egrad2rgrad(xb, egrad)
+        sq = self.manifold.inner(xb, rgrad, rgrad, keepdim=True)
+        return sq.reshape(sq.shape[: sq.dim() - nd])
+
+    def extra_sq(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        r"""``alpha sum_m w_m(q) <g_m(q), Log_q k>^2`` for every pair: ``(..., Lq, Lk)``."""
+        egrad, coeff = self.query_terms(self.manifold, query)
+        diff = pairwise_differential(self.kind, self.manifold, query, egrad, key)
+        return (coeff.unsqueeze(-2) * diff.pow(2)).sum(-1)
+
+    def sq_dist(self, query: torch.Tensor, key: torch.Tensor, distance: str | None = None):
+        """First-order stretched squared distance ``(..., Lq, *s), (..., Lk, *s) -> (..., Lq, Lk)``."""
+        base = pairwise_sq_dist(
+            self.kind, self.manifold, distance or _default_distance(self.kind), query, key
+        )
+        return base + self.extra_sq(query, key)
+
+    def quadratic_form(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        r"""``G_fair(x)(u, u) = <u, u>_x + alpha sum_m w_m(x) (db_m(x)[u])^2`` for tangent ``u``;
+        ``x``, ``u``: ``(..., *point_shape)`` -> ``(...)``."""
+        nd = self.manifold.ndim
+        dims = tuple(range(-nd, 0))
+        base = self.manifold.inner(x, u, u, keepdim=True).sum(dims)
+        egrad = self.euclidean_gradients(x)  # (..., M, *s)
+        pairing = (egrad * u.unsqueeze(u.dim() - nd)).sum(dims)
+        return base + self.alpha * (self.locality(x) * pairing.pow(2)).sum(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, losses={len(self.bias_losses)}, alpha={self.alpha}"
+
+
+def _default_distance(kind: str) -> str:
+    return {
+        "euclidean": "euclidean",
+        "sphere": "geodesic",
+        "grassmann": "geodesic",
+        "spd": "affine",
+        "ball": "geodesic",
+    }[kind]
+
+
+class _Wrapped(nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
