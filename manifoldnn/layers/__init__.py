@@ -25,3 +25,16 @@ __all__ += [
     "ReOrth",
     "SubspaceEmbedding",
 ]
+
+from .attention import GeodesicAttention, geodesic_attention  # noqa: E402
+from .attention_maps import ManifoldLinear  # noqa: E402
+from .fairness import AssociationBias, FairnessMetric, LinearBias  # noqa: E402
+
+__all__ += [
+    "GeodesicAttention",
+    "geodesic_attention",
+    "ManifoldLinear",
+    "AssociationBias",
+    "FairnessMetric",
+    "LinearBias",
+]
