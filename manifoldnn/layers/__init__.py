@@ -26,6 +26,10 @@ __all__ += [
     "SubspaceEmbedding",
 ]
 
+from .grnet import GrNet, ProjectorClassifier, symmetric_vectorize  # noqa: E402
+
+__all__ += ["GrNet", "ProjectorClassifier", "symmetric_vectorize"]
+
 from .attention import GeodesicAttention, geodesic_attention  # noqa: E402
 from .attention_maps import ManifoldLinear  # noqa: E402
 from .fairness import AssociationBias, FairnessMetric, LinearBias  # noqa: E402

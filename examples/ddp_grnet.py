@@ -1,0 +1,197 @@
+r"""Multi-process (DistributedDataParallel) training of GrNet with geoopt's RiemannianAdam.
+
+Each process holds a replica of :class:`~manifoldnn.layers.GrNet`; every step each rank computes the
+mean cross-entropy on its own shard of the global batch, DDP averages the gradients (all-reduce), and
+every rank applies the same RiemannianAdam step, so the FRMap weights stay identical across ranks and
+on the Stiefel manifold.  With equal shards the averaged gradient is the gradient of the mean loss on
+the whole global batch, i.e. the run equals single-process training on the combined batch.
+
+Launch on one machine with 2 CPU processes (gloo backend)::
+
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 examples/ddp_grnet.py --steps 200
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; the script reads them
+through ``init_method="env://"``.  Several machines: ``torchrun --nnodes N --node_rank K
+--rdzv_endpoint HOST:PORT --nproc_per_node P examples/ddp_grnet.py``.  Without ``torchrun`` the
+script spawns the processes itself: ``python examples/ddp_grnet.py --nprocs 2`` (it binds
+127.0.0.1 on a free port chosen by the OS).  Data: JapaneseVowels from aeon's bundled copy (see
+``examples/grassmann_classification.py``); rank 0 prints the test accuracy at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import geoopt
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from manifoldnn.layers import GrNet
+
+ModelFactory = Callable[[], nn.Module]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
+
+
+def train_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+) -> list[float]:
+    """One optimiser step per (inputs, labels) batch on the mean cross-entropy; returns the losses."""
+    losses = []
+    for inputs, labels in batches:
+        loss = nn.functional.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def shard(batch: tuple[torch.Tensor, torch.Tensor], rank: int, world_size: int):
+    """Rank's contiguous equal shard of a global batch (its size must be divisible by world_size)."""
+    inputs, labels = batch
+    if len(inputs) % world_size:
+        raise ValueError(
+            f"global batch size {len(inputs)} is not divisible by world size {world_size}"
+        )
+    size = len(inputs) // world_size
+    return inputs[rank * size : (rank + 1) * size], labels[rank * size : (rank + 1) * size]
+
+
+def ddp_worker(
+    rank: int,
+    world_size: int,
+    init_method: str,
+    model_factory: ModelFactory,
+    initial_state: dict[str, torch.Tensor],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    out_dir: str,
+) -> None:
+    """Train a DDP replica on this rank's shards and save its final state to ``out_dir/rank{r}.pt``."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size)
+    try:
+        model = model_factory()
+        model.load_state_dict(initial_state)
+        replica = DistributedDataParallel(model)
+        optimizer = make_optimizer(replica, lr)
+        local = [shard(batch, rank, world_size) for batch in batches]
+        losses = train_steps(replica, optimizer, local)
+        torch.save(
+            {"state_dict": model.state_dict(), "losses": losses}, Path(out_dir) / f"rank{rank}.pt"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_training(
+    model_factory: ModelFactory,
+    initial_state: dict[str, torch.Tensor],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    out_dir: str | Path,
+    world_size: int = 2,
+) -> list[dict]:
+    """Run :func:`ddp_worker` in ``world_size`` spawned CPU processes (gloo, 127.0.0.1, a free port)
+    and return each rank's ``{"state_dict", "losses"}``.  ``model_factory`` must be picklable."""
+    init_method = f"tcp://127.0.0.1:{free_port()}"
+    mp.spawn(
+        ddp_worker,
+        args=(world_size, init_method, model_factory, initial_state, batches, lr, str(out_dir)),
+        nprocs=world_size,
+        join=True,
+    )
+    return [torch.load(Path(out_dir) / f"rank{rank}.pt") for rank in range(world_size)]
+
+
+class GrNetFactory:
+    """Picklable model factory for spawned processes: ``GrNetFactory(**kwargs)()`` is
+    ``GrNet(**kwargs)`` converted to ``dtype``.  The default is the GrNet of
+    ``examples/grassmann_classification.py`` on Gr(13, 3)."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32, **kwargs) -> None:
+        defaults = dict(in_dim=13, p=3, num_classes=9, dims=(12, 10), channels=4, pool_size=2)
+        self.kwargs = defaults | {"embed": False} | kwargs
+        self.dtype = dtype
+
+    def __call__(self) -> nn.Module:
+        return GrNet(**self.kwargs).to(self.dtype)
+
+
+def _torchrun_main(args: argparse.Namespace) -> None:
+    from grassmann_classification import load_data, standardise, subspaces
+
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="env://")
+    try:
+        x_train, y_train, x_test, y_test = load_data()
+        x_train, x_test = standardise(x_train, x_test)
+        bases, bases_test = subspaces(x_train, 3).float(), subspaces(x_test, 3).float()
+        labels, labels_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
+        torch.manual_seed(
+            args.seed
+        )  # same initial weights everywhere (DDP also broadcasts rank 0's)
+        model = GrNetFactory()()
+        replica = DistributedDataParallel(model)
+        optimizer = make_optimizer(replica, args.lr)
+        generator = torch.Generator().manual_seed(args.seed)  # same global batches on every rank
+        for step in range(args.steps):
+            index = torch.randperm(len(bases), generator=generator)[: args.batch_size]
+            local = shard((bases[index], labels[index]), rank, world_size)
+            loss = train_steps(replica, optimizer, [local])[0]
+            if rank == 0 and (step + 1) % 50 == 0:
+                print(f"step {step + 1}: rank-0 loss {loss:.4f}", flush=True)
+        if rank == 0:
+            with torch.no_grad():
+                acc = (model(bases_test).argmax(-1) == labels_test).float().mean().item()
+            print(f"test accuracy {acc:.4f} after {args.steps} steps on {world_size} processes")
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_worker(rank: int, world_size: int, port: int, args: argparse.Namespace) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    _torchrun_main(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DDP training of GrNet on JapaneseVowels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=30, help="global batch size")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--nprocs", type=int, default=2, help="processes when not under torchrun")
+    args = parser.parse_args(argv)
+    if "RANK" in os.environ:
+        _torchrun_main(args)
+    else:
+        mp.spawn(_spawn_worker, args=(args.nprocs, free_port(), args), nprocs=args.nprocs)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()

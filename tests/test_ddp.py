@@ -1,0 +1,63 @@
+"""DistributedDataParallel training of GrNet on 2 CPU processes (gloo) with RiemannianAdam equals
+single-process training on the combined batch, and keeps every FRMap weight on the Stiefel manifold."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from examples.ddp_grnet import GrNetFactory, make_optimizer, spawn_training, train_steps
+from manifoldnn.layers import FRMap
+
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
+)
+
+
+def make_batches(steps: int, batch_size: int, seed: int = 0):
+    """Class-dependent feature matrices (8 x 5): class k's vectors lie near a fixed 2-plane."""
+    generator = torch.Generator().manual_seed(seed)
+    planes = torch.linalg.qr(torch.randn(3, 8, 2, generator=generator, dtype=torch.float64))[0]
+    batches = []
+    for _ in range(steps):
+        labels = torch.randint(0, 3, (batch_size,), generator=generator)
+        coefficients = torch.randn(batch_size, 2, 5, generator=generator, dtype=torch.float64)
+        noise = 0.3 * torch.randn(batch_size, 8, 5, generator=generator, dtype=torch.float64)
+        batches.append((planes[labels] @ coefficients + noise, labels))
+    return batches
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    torch.manual_seed(0)
+    # A small float64 GrNet on Gr(8, 2) with projection pooling (ProjMap -> ProjPooling -> OrthMap);
+    # the factory lives in an example module so the spawned processes do not import this test file.
+    factory = GrNetFactory(
+        torch.float64, in_dim=8, p=2, num_classes=3, dims=(6, 4), channels=2, embed=True
+    )
+    reference = factory()
+    for module in reference.modules():
+        if isinstance(module, FRMap):
+            module.reset_parameters()  # W drawn directly in float64
+    initial_state = copy.deepcopy(reference.state_dict())
+    batches = make_batches(steps=6, batch_size=8)
+    lr = 0.05
+
+    ranks = spawn_training(factory, initial_state, batches, lr, tmp_path, world_size=2)
+
+    single_losses = train_steps(reference, make_optimizer(reference, lr), batches)
+    expected = reference.state_dict()
+    assert single_losses[-1] < single_losses[0]  # the run actually trains
+    for name, value in expected.items():
+        first, second = ranks[0]["state_dict"][name], ranks[1]["state_dict"][name]
+        assert torch.equal(first, second), f"{name} differs across ranks"
+        assert torch.allclose(first, value, atol=1e-5, rtol=0), f"{name} differs from 1 process"
+        assert not torch.equal(value, initial_state[name]), f"{name} was not updated"
+        if name.endswith("weight") and value.dim() == 3:  # FRMap: W^T on the Stiefel manifold
+            gram = first.transpose(-1, -2) @ first
+            assert torch.allclose(gram, torch.eye(gram.shape[-1], dtype=gram.dtype), atol=1e-10)
+    # The mean of the two shard losses is the combined-batch loss at every step.
+    shard_means = [(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])]
+    assert torch.allclose(torch.tensor(shard_means), torch.tensor(single_losses), atol=1e-8)
