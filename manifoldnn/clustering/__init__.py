@@ -1,3 +1,27 @@
 """Scikit-learn-style clustering estimators and clustering metrics."""
 
-__all__: list[str] = []
+from .kmeans import GrassmannKMeans, extrinsic_mean
+from .metrics import (
+    adjusted_rand_index,
+    best_matching,
+    clustering_accuracy,
+    clustering_report,
+    contingency_matrix,
+    normalized_mutual_info,
+    purity,
+)
+from .spectral import GrassmannSpectralClustering, projection_affinity
+
+__all__ = [
+    "GrassmannKMeans",
+    "GrassmannSpectralClustering",
+    "extrinsic_mean",
+    "projection_affinity",
+    "adjusted_rand_index",
+    "best_matching",
+    "clustering_accuracy",
+    "clustering_report",
+    "contingency_matrix",
+    "normalized_mutual_info",
+    "purity",
+]

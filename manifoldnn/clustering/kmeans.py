@@ -1,0 +1,234 @@
+r"""k-means on the Grassmann manifold, in the style of scikit-learn's ``KMeans``.
+
+Points are subspaces given by orthonormal bases ``(N, n, p)``. Assignments use the projection metric
+:math:`d^2(X, Y) = p - \|X^\top Y\|_F^2` (Hamm & Lee, ICML 2008, eq. 6). Centres are either
+
+* ``"extrinsic"`` -- the minimiser of the summed squared projection distances, the top-p
+  eigenvectors of the mean projector :math:`\frac1{|C|}\sum_{i\in C} Y_i Y_i^\top` (Chikuse 2003,
+  "Statistics on special manifolds", Sec. 8.2; Srivastava & Klassen 2002), which makes Lloyd's
+  iteration monotone for this objective; or
+* ``"karcher"`` -- the Karcher (geodesic) mean of the cluster (Karcher 1977), computed by
+  :func:`manifoldnn.manifolds.karcher_mean`, warm-started from the extrinsic mean.
+
+Seeding is k-means++ with the same distance (Arthur & Vassilvitskii, SODA 2007, Sec. 2.2), and the
+best of ``n_init`` restarts (lowest inertia, the sum of squared projection distances) is kept. All
+restarts run as one batch of torch operations.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..losses.projection_metric import projection_metric_similarity
+from ..manifolds import Grassmann, karcher_mean
+
+__all__ = ["GrassmannKMeans", "extrinsic_mean"]
+
+
+def extrinsic_mean(points: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Top-p eigenvectors of the (weighted) mean projector :math:`\sum_i w_i Y_i Y_i^\top`.
+
+    ``points`` ``(..., N, n, p)``, optional ``weights`` ``(..., N)`` (normalised here) ->
+    ``(..., n, p)``; the basis is arbitrary within the mean subspace. Chikuse 2003, Sec. 8.2.
+    """
+    if points.dim() < 3:
+        raise ValueError(f"points must have shape (..., N, n, p), got {tuple(points.shape)}")
+    p = points.shape[-1]
+    if weights is None:
+        projector = (points @ points.transpose(-1, -2)).mean(-3)
+    else:
+        weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
+        projector = torch.einsum("...i,...iab,...icb->...ac", weights, points, points)
+    return torch.linalg.eigh(projector)[1][..., -p:]
+
+
+class GrassmannKMeans:
+    r"""k-means clustering of subspaces (points of Gr(n, p)) with the projection metric.
+
+    Parameters
+    ----------
+    n_clusters : number of clusters K.
+    mean : ``"extrinsic"`` (default; the exact Lloyd centre for the projection metric) or
+        ``"karcher"`` (geodesic mean).
+    n_init : number of k-means++ restarts; the one with the lowest inertia is kept.
+    max_iter : maximum Lloyd iterations per restart.
+    tol : stop when the relative decrease of the inertia is below ``tol``.
+    random_state : int seed (or ``None``) for the k-means++ draws.
+
+    Attributes
+    ----------
+    cluster_centers_ : ``(K, n, p)`` tensor, orthonormal bases of the centres.
+    labels_ : ``(N,)`` NumPy int64 array of cluster indices of the training points.
+    inertia_ : sum of squared projection distances of the points to their centres.
+    n_iter_ : Lloyd iterations run by the kept restart.
+
+    Input to ``fit``/``predict``: a tensor or array ``(N, n, p)`` of orthonormal bases (any floating
+    dtype, any device; the centres live on the same device and dtype).
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        mean: Literal["extrinsic", "karcher"] = "extrinsic",
+        n_init: int = 10,
+        max_iter: int = 100,
+        tol: float = 1e-6,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.mean = mean
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def _validate(self, points) -> torch.Tensor:
+        if not isinstance(points, torch.Tensor):
+            points = torch.as_tensor(np.asarray(points))
+        if points.dim() != 3:
+            raise ValueError(
+                f"GrassmannKMeans expects bases of shape (N, n, p), got {tuple(points.shape)}"
+            )
+        if not points.is_floating_point():
+            points = points.to(torch.get_default_dtype())
+        if points.shape[-2] < points.shape[-1]:
+            raise ValueError(f"bases must be tall (n >= p), got n, p = {tuple(points.shape[-2:])}")
+        if not torch.isfinite(points).all():
+            raise ValueError("points contain NaN or infinite values")
+        gram = points.transpose(-1, -2) @ points
+        eye = torch.eye(points.shape[-1], dtype=points.dtype, device=points.device)
+        tol = 1e-4 if points.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
+        if (gram - eye).abs().amax() > tol:
+            raise ValueError(
+                "points must have orthonormal columns (Y^T Y = I); orthonormalise them first, e.g. "
+                "with manifoldnn.linalg.qr_positive"
+            )
+        return points
+
+    def _check_params(self, num_points: int) -> None:
+        if not isinstance(self.n_clusters, int) or self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be a positive int, got {self.n_clusters!r}")
+        if self.n_clusters > num_points:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} exceeds the number of points {num_points}"
+            )
+        if self.mean not in ("extrinsic", "karcher"):
+            raise ValueError(f"mean must be 'extrinsic' or 'karcher', got {self.mean!r}")
+        if self.n_init < 1 or self.max_iter < 1:
+            raise ValueError(
+                f"n_init and max_iter must be >= 1, got {self.n_init}, {self.max_iter}"
+            )
+
+    @staticmethod
+    def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """``points`` ``(N, n, p)``, ``centers`` ``(R, K, n, p)`` -> ``(R, N, K)`` squared distances."""
+        p = points.shape[-1]
+        similarity = projection_metric_similarity(
+            points.expand(centers.shape[0], *points.shape), centers
+        )
+        return (p - similarity).clamp_min(0.0)
+
+    def _seed(self, points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """k-means++ seeding for ``n_init`` restarts at once -> ``(R, K, n, p)``."""
+        num_points = points.shape[0]
+        restarts = self.n_init
+        first = torch.randint(num_points, (restarts,), generator=generator)
+        chosen = [first]
+        closest = self._squared_distances(points, points[first][:, None])[..., 0]  # (R, N)
+        for _ in range(1, self.n_clusters):
+            weights = closest.double().cpu()
+            totals = weights.sum(-1, keepdim=True)
+            # all points coincide with a centre already: draw uniformly
+            weights = torch.where(totals > 0, weights, torch.ones_like(weights))
+            index = torch.multinomial(weights, 1, generator=generator)[:, 0]
+            chosen.append(index)
+            new = self._squared_distances(points, points[index.to(points.device)][:, None])[..., 0]
+            closest = torch.minimum(closest, new)
+        indices = torch.stack(chosen, dim=1).to(points.device)  # (R, K)
+        return points[indices]
+
+    def _centres(
+        self, points: torch.Tensor, labels: torch.Tensor, old: torch.Tensor
+    ) -> torch.Tensor:
+        """New centres ``(R, K, n, p)`` from labels ``(R, N)``; empty clusters keep their centre."""
+        one_hot = torch.nn.functional.one_hot(labels, self.n_clusters).to(points.dtype)  # (R, N, K)
+        counts = one_hot.sum(1)  # (R, K)
+        weights = one_hot.transpose(1, 2)  # (R, K, N)
+        batch = points.expand(*weights.shape[:2], *points.shape)  # (R, K, N, n, p)
+        if self.mean == "extrinsic":
+            centres = extrinsic_mean(batch, weights)
+        else:
+            safe = torch.where(counts[..., None] > 0, weights, torch.ones_like(weights))
+            init = extrinsic_mean(batch, safe)
+            centres = karcher_mean(Grassmann(), batch, safe, init=init, check=False)
+        return torch.where((counts > 0)[..., None, None], centres, old)
+
+    # -------------------------------------------------------------- public API
+    def fit(self, points, y=None) -> GrassmannKMeans:
+        """Cluster ``points`` ``(N, n, p)``; returns ``self``."""
+        points = self._validate(points)
+        self._check_params(points.shape[0])
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence(self.random_state).generate_state(1)[0])
+            if self.random_state is not None
+            else int(torch.randint(2**31 - 1, ()).item())
+        )
+        with torch.no_grad():
+            centres = self._seed(points, generator)
+            previous = torch.full(
+                (self.n_init,), float("inf"), dtype=points.dtype, device=points.device
+            )
+            active = torch.ones(self.n_init, dtype=torch.bool, device=points.device)
+            iterations = torch.zeros(self.n_init, dtype=torch.long)
+            for _ in range(self.max_iter):
+                distances = self._squared_distances(points, centres)
+                closest, labels = distances.min(-1)
+                inertia = closest.sum(-1)
+                converged = (previous - inertia) <= self.tol * inertia.abs().clamp_min(
+                    torch.finfo(points.dtype).tiny
+                )
+                active = active & ~converged
+                if not bool(active.any()):
+                    break
+                iterations += active.cpu().long()
+                previous = torch.where(active, inertia, previous)
+                updated = self._centres(points, labels, centres)
+                centres = torch.where(active[:, None, None, None], updated, centres)
+            distances = self._squared_distances(points, centres)
+            closest, labels = distances.min(-1)
+            inertia = closest.sum(-1)
+            best = int(inertia.argmin())
+        self.cluster_centers_ = centres[best]
+        self.labels_ = labels[best].cpu().numpy().astype(np.int64)
+        self.inertia_ = float(inertia[best])
+        self.n_iter_ = int(iterations[best])
+        return self
+
+    def predict(self, points) -> np.ndarray:
+        """Index of the nearest centre (projection metric) for each of ``points`` ``(N, n, p)``."""
+        if not hasattr(self, "cluster_centers_"):
+            raise ValueError("this GrassmannKMeans is not fitted yet; call fit first")
+        points = self._validate(points)
+        centres = self.cluster_centers_.to(points.device, points.dtype)
+        if points.shape[-2:] != centres.shape[-2:]:
+            raise ValueError(
+                f"points live in Gr{tuple(points.shape[-2:])}, the centres in Gr{tuple(centres.shape[-2:])}"
+            )
+        with torch.no_grad():
+            distances = self._squared_distances(points, centres[None])[0]
+        return distances.argmin(-1).cpu().numpy().astype(np.int64)
+
+    def fit_predict(self, points, y=None) -> np.ndarray:
+        """``fit(points)`` then return ``labels_``."""
+        return self.fit(points).labels_
+
+    def __repr__(self) -> str:
+        return (
+            f"GrassmannKMeans(n_clusters={self.n_clusters}, mean={self.mean!r}, n_init={self.n_init}, "
+            f"max_iter={self.max_iter}, tol={self.tol}, random_state={self.random_state})"
+        )

@@ -1,0 +1,298 @@
+r"""Projection-metric losses for multi-view subspace learning and deep clustering.
+
+* :func:`projection_metric_distance` -- pairwise projection metric between two batches of subspaces,
+  :math:`d(Y_1, Y_2) = \|Y_1 Y_1^\top - Y_2 Y_2^\top\|_F / \sqrt 2
+  = \sqrt{p - \|Y_1^\top Y_2\|_F^2}` (Hamm & Lee, ICML 2008, "Grassmann discriminant analysis",
+  eq. 6; Edelman, Arias & Smith 1998, Sec. 4.3), computed without forming ``n x n`` projectors.
+* :class:`ProjectionMetricContrastiveLoss` -- InfoNCE over views (van den Oord et al. 2018, eq. 4)
+  with the similarity :math:`-d^2 / \tau` between the subspaces of two views of the samples, the
+  instance-level loss of DGMVCL (Electronic Research Archive 2024, eq. 10) and CVCL (ICCV 2023).
+* :class:`ClusterContrastiveLoss` -- contrastive loss between the cluster-assignment columns of two
+  views with an entropy term against collapse (Li et al., AAAI 2021, "Contrastive clustering",
+  eqs. 6-9).
+* :class:`DECClusteringLoss` -- self-training KL divergence to a sharpened target distribution
+  (Xie, Girshick & Farhadi, ICML 2016, "Unsupervised deep embedding for clustering analysis",
+  eqs. 2-3).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "projection_metric_distance",
+    "projection_metric_similarity",
+    "ProjectionMetricContrastiveLoss",
+    "ClusterContrastiveLoss",
+    "DECClusteringLoss",
+    "dec_target_distribution",
+]
+
+Reduction = Literal["mean", "sum", "none"]
+
+# p - ||Y1^T Y2||^2 is computed with an absolute rounding error of a few p * eps, so squared distances
+# below _ROUNDING * p * eps are rounding noise: they are reported as exactly 0 with zero gradient
+# (the gradient of sqrt at 0 is infinite). Distances above sqrt(_ROUNDING * p * eps) are exact.
+_ROUNDING = 8.0
+
+
+def _check_bases(name: str, y: torch.Tensor) -> None:
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(y).__name__}")
+    if y.dim() < 2:
+        raise ValueError(f"{name} must have shape (..., n, p), got {tuple(y.shape)}")
+    if not y.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {y.dtype}")
+    if y.shape[-2] < y.shape[-1]:
+        raise ValueError(
+            f"{name} must be a tall basis (..., n, p) with n >= p, got {tuple(y.shape)}"
+        )
+
+
+def projection_metric_similarity(
+    y1: torch.Tensor, y2: torch.Tensor, *, pairwise: bool = True
+) -> torch.Tensor:
+    r"""Squared Frobenius norm :math:`\|Y_1^\top Y_2\|_F^2 = \sum_k \cos^2\theta_k` (in ``[0, p]``).
+
+    It equals :math:`\langle Y_1 Y_1^\top, Y_2 Y_2^\top \rangle_F` (the projection kernel of Hamm & Lee,
+    ICML 2008, eq. 5) and :math:`p - d^2` for the projection metric ``d``.
+
+    Parameters
+    ----------
+    y1 : ``(..., N, n, p)`` orthonormal bases when ``pairwise`` (``(..., n, p)`` otherwise).
+    y2 : ``(..., M, n, p)`` when ``pairwise`` (``(..., n, p)`` otherwise); leading dims broadcast.
+    pairwise : all pairs ``(..., N, M)`` when True, element-wise ``(...)`` when False.
+    """
+    _check_bases("y1", y1)
+    _check_bases("y2", y2)
+    if y1.shape[-2:] != y2.shape[-2:]:
+        raise ValueError(
+            f"y1 and y2 must be bases of the same Gr(n, p), got {tuple(y1.shape[-2:])} and "
+            f"{tuple(y2.shape[-2:])}"
+        )
+    if y1.dtype != y2.dtype:
+        raise ValueError(f"y1 and y2 must share a dtype, got {y1.dtype} and {y2.dtype}")
+    if not pairwise:
+        return (y1.transpose(-1, -2) @ y2).pow(2).sum(dim=(-2, -1))
+    if y1.dim() < 3 or y2.dim() < 3:
+        raise ValueError(
+            "pairwise projection metric needs batches (..., N, n, p) and (..., M, n, p), got "
+            f"{tuple(y1.shape)} and {tuple(y2.shape)}"
+        )
+    # <Y1 Y1^T, Y2 Y2^T>_F = sum_{a,b} (y1_a . y2_b)^2: cross products of all basis vectors
+    n, p = y1.shape[-2:]
+    a = y1.transpose(-1, -2).reshape(*y1.shape[:-2], p, n)  # (..., N, p, n)
+    b = y2.transpose(-1, -2).reshape(*y2.shape[:-2], p, n)  # (..., M, p, n)
+    a = a.flatten(-3, -2)  # (..., N p, n)
+    b = b.flatten(-3, -2)  # (..., M p, n)
+    cross = (a @ b.transpose(-1, -2)).pow(2)  # (..., N p, M p)
+    rows, cols = y1.shape[-3], y2.shape[-3]
+    cross = cross.unflatten(-1, (cols, p)).sum(-1)  # (..., N p, M)
+    return cross.unflatten(-2, (rows, p)).sum(-2)  # (..., N, M)
+
+
+def projection_metric_distance(
+    y1: torch.Tensor, y2: torch.Tensor, *, pairwise: bool = True, squared: bool = False
+) -> torch.Tensor:
+    r"""Projection metric :math:`\|Y_1 Y_1^\top - Y_2 Y_2^\top\|_F / \sqrt 2` between subspaces.
+
+    Computed as :math:`\sqrt{\max(p - \|Y_1^\top Y_2\|_F^2, 0)}` (Hamm & Lee, ICML 2008, eq. 6;
+    Edelman, Arias & Smith 1998, Sec. 4.3) from ``p x p`` products, never the ``n x n`` projectors.
+    The formula resolves squared distances down to its rounding error, a few ``p * eps``; below
+    ``8 p eps`` (``eps`` of the dtype) the distance is returned as exactly 0 with a zero gradient, so
+    equal subspaces are at distance 0 whatever their bases and the gradient stays finite there.
+
+    Parameters
+    ----------
+    y1, y2 : orthonormal bases, ``(..., N, n, p)`` and ``(..., M, n, p)`` when ``pairwise``
+        (result ``(..., N, M)``), or broadcastable ``(..., n, p)`` when not (result ``(...)``).
+    pairwise : all pairs, or element-wise.
+    squared : return :math:`d^2` (smooth everywhere, no floor needed).
+
+    Returns
+    -------
+    Distances in ``[0, sqrt(p)]``.
+    """
+    p = y1.shape[-1] if isinstance(y1, torch.Tensor) and y1.dim() >= 1 else 0
+    d2 = (p - projection_metric_similarity(y1, y2, pairwise=pairwise)).clamp_min(0.0)
+    if squared:
+        return d2
+    floor = _ROUNDING * max(p, 1) * torch.finfo(d2.dtype).eps
+    d2_safe = torch.where(d2 > floor, d2, torch.full_like(d2, floor))
+    # below the floor the distance is reported as 0 with zero gradient (locally constant branch)
+    return torch.where(d2 > floor, d2_safe.sqrt(), torch.zeros_like(d2))
+
+
+def _reduce(per_item: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    if reduction == "none":
+        return per_item
+    return per_item.mean() if reduction == "mean" else per_item.sum()
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+class ProjectionMetricContrastiveLoss(nn.Module):
+    r"""InfoNCE across views with the projection metric as (negative) similarity.
+
+    For views ``a != b`` of N samples with subspaces :math:`Y^a_i` and logits
+    :math:`s_{ij} = -d^2(Y^a_i, Y^b_j) / \tau`, the loss of the pair of views is
+    :math:`\frac1N \sum_i -\log \frac{e^{s_{ii}}}{\sum_j e^{s_{ij}}}` (van den Oord, Li & Vinyals 2018,
+    eq. 4): positives are the same sample seen in another view, negatives the other samples of the
+    batch. It is averaged over all ordered pairs of views (any number V >= 2), as the instance-level
+    loss of DGMVCL (ERA 2024, eq. 10) with the projection metric of its eq. 4. Because
+    :math:`d^2 = p - \|Y_1^\top Y_2\|_F^2`, the logits are, up to a constant that cancels in the
+    softmax, the projection-kernel similarities :math:`\|Y^{a\top}_i Y^b_j\|_F^2 / \tau`.
+
+    Parameters
+    ----------
+    temperature : positive tau. Distances lie in ``[0, p]``; ``tau`` around ``0.1 p`` to ``0.5 p``
+        works for small p.
+    reduction : ``"mean"``, ``"sum"`` or ``"none"`` (``(V, N)`` per view and sample, each averaged
+        over the other views).
+
+    Shape
+    -----
+    ``forward(views)`` with ``views`` a tensor ``(V, N, n, p)`` or a sequence of V tensors
+    ``(N, n, p)`` of orthonormal bases; returns a scalar (or ``(V, N)``).
+    """
+
+    def __init__(self, temperature: float = 0.5, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        _check_reduction(reduction)
+        self.temperature = float(temperature)
+        self.reduction = reduction
+
+    def forward(self, views: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]):
+        if not isinstance(views, torch.Tensor):
+            shapes = {tuple(v.shape) for v in views}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"all views must have the same shape (N, n, p), got {sorted(shapes)}"
+                )
+            views = torch.stack(list(views))
+        if views.dim() != 4:
+            raise ValueError(f"views must have shape (V, N, n, p), got {tuple(views.shape)}")
+        num_views, num_samples = views.shape[:2]
+        if num_views < 2:
+            raise ValueError(f"the contrastive loss needs at least 2 views, got {num_views}")
+        if num_samples < 2:
+            raise ValueError(f"in-batch negatives need N >= 2 samples, got {num_samples}")
+        # (V, V, N, N) similarities between every pair of views
+        sims = projection_metric_similarity(views[:, None], views[None, :])
+        logits = sims / self.temperature
+        log_prob = logits.diagonal(dim1=-2, dim2=-1) - torch.logsumexp(logits, dim=-1)  # (V, V, N)
+        off_diagonal = ~torch.eye(num_views, dtype=torch.bool, device=views.device)
+        per_sample = -(log_prob * off_diagonal[..., None]).sum(1) / (num_views - 1)  # (V, N)
+        return _reduce(per_sample, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+
+
+class ClusterContrastiveLoss(nn.Module):
+    r"""Cluster-level contrastive loss between views of soft cluster assignments.
+
+    Each cluster k of view a is represented by the column :math:`q^a_{\cdot k} \in \mathbb R^N` of the
+    assignment matrix; the same cluster in another view is its positive and the other clusters are
+    negatives, with cosine similarity over temperature (Li, Hu, Liu, Peng, Zhou & Peng, AAAI 2021,
+    "Contrastive clustering", eqs. 6-8; used across views by CVCL, ICCV 2023). The entropy of the
+    mean assignment of each view, :math:`\log K - H(\bar q^a)` (ibid., eq. 9), is added with weight
+    ``entropy_weight`` to keep clusters from collapsing.
+
+    Shape
+    -----
+    ``forward(probs)``: ``probs`` ``(V, N, K)`` (or a sequence of V ``(N, K)``) rows summing to one;
+    returns a scalar.
+    """
+
+    def __init__(self, temperature: float = 1.0, entropy_weight: float = 1.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if entropy_weight < 0:
+            raise ValueError(f"entropy_weight must be non-negative, got {entropy_weight}")
+        self.temperature = float(temperature)
+        self.entropy_weight = float(entropy_weight)
+
+    def forward(self, probs: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]):
+        if not isinstance(probs, torch.Tensor):
+            shapes = {tuple(v.shape) for v in probs}
+            if len(shapes) > 1:
+                raise ValueError(f"all views must have the same shape (N, K), got {sorted(shapes)}")
+            probs = torch.stack(list(probs))
+        if probs.dim() != 3:
+            raise ValueError(f"probs must have shape (V, N, K), got {tuple(probs.shape)}")
+        num_views, _, num_clusters = probs.shape
+        if num_views < 2 or num_clusters < 2:
+            raise ValueError(
+                f"need at least 2 views and 2 clusters, got shape {tuple(probs.shape)}"
+            )
+        columns = F.normalize(probs.transpose(-1, -2), dim=-1)  # (V, K, N)
+        logits = columns[:, None] @ columns[None, :].transpose(-1, -2) / self.temperature
+        log_prob = logits.diagonal(dim1=-2, dim2=-1) - torch.logsumexp(logits, dim=-1)  # (V, V, K)
+        off_diagonal = ~torch.eye(num_views, dtype=torch.bool, device=probs.device)
+        contrast = -(log_prob * off_diagonal[..., None]).sum((0, 1)).mean() / (
+            num_views * (num_views - 1)
+        )
+        mean_assignment = probs.mean(1).clamp_min(torch.finfo(probs.dtype).tiny)  # (V, K)
+        entropy = -(mean_assignment * mean_assignment.log()).sum(-1)
+        balance = (math.log(num_clusters) - entropy).mean()
+        return contrast + self.entropy_weight * balance
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, entropy_weight={self.entropy_weight}"
+
+
+def dec_target_distribution(q: torch.Tensor) -> torch.Tensor:
+    r"""DEC's sharpened target :math:`p_{ik} \propto q_{ik}^2 / f_k`, :math:`f_k = \sum_i q_{ik}`.
+
+    Xie, Girshick & Farhadi, ICML 2016, eq. 3. ``q``: ``(..., N, K)`` -> ``(..., N, K)`` rows summing
+    to one. No gradient flows through the target (it is a fixed self-training label).
+    """
+    if q.dim() < 2:
+        raise ValueError(f"q must have shape (..., N, K), got {tuple(q.shape)}")
+    q = q.detach()
+    weight = q.pow(2) / q.sum(-2, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+    return weight / weight.sum(-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+
+
+class DECClusteringLoss(nn.Module):
+    r"""DEC self-training loss :math:`\mathrm{KL}(P \| Q) = \sum_{ik} p_{ik} \log(p_{ik} / q_{ik})`.
+
+    Xie, Girshick & Farhadi, ICML 2016, eqs. 2-3: ``Q`` are soft assignments, ``P`` the sharpened
+    target of :func:`dec_target_distribution` (computed from ``Q`` unless given). Averaged over samples
+    (``reduction="mean"``), summed, or per sample (``"none"``).
+
+    Shape
+    -----
+    ``forward(q, target=None)``: ``q`` ``(..., N, K)`` rows summing to one; returns a scalar
+    (``(..., N)`` for ``"none"``).
+    """
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, q: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        if q.dim() < 2:
+            raise ValueError(f"q must have shape (..., N, K), got {tuple(q.shape)}")
+        target = dec_target_distribution(q) if target is None else target.detach()
+        if target.shape != q.shape:
+            raise ValueError(f"target shape {tuple(target.shape)} differs from q {tuple(q.shape)}")
+        tiny = torch.finfo(q.dtype).tiny
+        per_sample = (target * (target.clamp_min(tiny).log() - q.clamp_min(tiny).log())).sum(-1)
+        return _reduce(per_sample, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

@@ -1,0 +1,149 @@
+"""Projection-metric distance and the contrastive / clustering losses built on it."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from manifoldnn.linalg import qr_positive
+from manifoldnn.losses import (
+    ClusterContrastiveLoss,
+    DECClusteringLoss,
+    ProjectionMetricContrastiveLoss,
+    dec_target_distribution,
+    projection_metric_distance,
+)
+
+
+def _bases(*shape, dtype=torch.float64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return qr_positive(torch.randn(*shape, generator=generator, dtype=dtype))
+
+
+def test_distance_matches_explicit_projectors():
+    x, y = _bases(5, 7, 3, seed=1), _bases(4, 7, 3, seed=2)
+    px, py = x @ x.transpose(-1, -2), y @ y.transpose(-1, -2)
+    reference = torch.linalg.matrix_norm(px[:, None] - py[None], dim=(-2, -1)) / math.sqrt(2)
+    assert torch.allclose(projection_metric_distance(x, y), reference, atol=1e-10, rtol=0)
+    elementwise = projection_metric_distance(x[:4], y, pairwise=False)
+    assert torch.allclose(elementwise, reference.diagonal()[:4], atol=1e-10, rtol=0)
+
+
+def test_distance_matches_principal_angles_scipy():
+    import scipy.linalg
+
+    x, y = _bases(6, 2, seed=3), _bases(6, 2, seed=4)
+    angles = scipy.linalg.subspace_angles(x.numpy(), y.numpy())
+    expected = np.linalg.norm(np.sin(angles))
+    assert abs(projection_metric_distance(x, y, pairwise=False).item() - expected) < 1e-12
+
+
+def test_distance_symmetric_and_basis_invariant():
+    x = _bases(6, 9, 4, seed=5)
+    d = projection_metric_distance(x, x)
+    assert torch.allclose(d, d.T, atol=1e-14)
+    rotation = _bases(6, 4, 4, seed=6)  # another basis of each subspace
+    same = projection_metric_distance(x, x @ rotation, pairwise=False)
+    assert same.abs().max() == 0.0
+    assert d.diagonal().abs().max() == 0.0
+    assert (d + torch.eye(6, dtype=d.dtype)).min() > 0.1  # distinct subspaces are apart
+
+
+def test_distance_gradcheck_and_finite_at_coincidence():
+    x = _bases(3, 5, 2, seed=7).requires_grad_(True)
+    y = _bases(2, 5, 2, seed=8).requires_grad_(True)
+    assert torch.autograd.gradcheck(projection_metric_distance, (x, y))
+    assert torch.autograd.gradcheck(
+        lambda a, b: projection_metric_distance(a, b, squared=True), (x, y)
+    )
+    z = _bases(4, 6, 3, dtype=torch.float32, seed=9)
+    a = z.clone().requires_grad_(True)
+    b = (z @ _bases(4, 3, 3, dtype=torch.float32, seed=10)).requires_grad_(True)
+    projection_metric_distance(a, b, pairwise=False).sum().backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_distance_errors():
+    with pytest.raises(ValueError, match="same Gr"):
+        projection_metric_distance(_bases(2, 5, 2), _bases(2, 6, 2))
+    with pytest.raises(ValueError, match="tall"):
+        projection_metric_distance(torch.randn(2, 2, 5), torch.randn(2, 2, 5))
+
+
+def _contrastive_reference(views, tau):
+    """Direct loop over view pairs and samples with explicit projectors."""
+    num_views, num_samples = views.shape[:2]
+    projectors = views @ views.transpose(-1, -2)
+    total = 0.0
+    for a in range(num_views):
+        for b in range(num_views):
+            if a == b:
+                continue
+            for i in range(num_samples):
+                d2 = [
+                    0.5 * torch.linalg.matrix_norm(projectors[a, i] - projectors[b, j]) ** 2
+                    for j in range(num_samples)
+                ]
+                logits = -torch.stack(d2) / tau
+                total = total - torch.log_softmax(logits, 0)[i]
+    return total / (num_views * (num_views - 1) * num_samples)
+
+
+@pytest.mark.parametrize("num_views", [2, 3])
+def test_contrastive_matches_reference(num_views):
+    views = _bases(num_views, 5, 6, 2, seed=11)
+    loss = ProjectionMetricContrastiveLoss(temperature=0.3)(views)
+    assert torch.allclose(loss, _contrastive_reference(views, 0.3), atol=1e-10)
+    as_list = ProjectionMetricContrastiveLoss(temperature=0.3)(list(views))
+    assert torch.allclose(loss, as_list)
+
+
+def test_contrastive_prefers_aligned_views_and_gradcheck():
+    anchor = _bases(8, 6, 2, seed=12)
+    loss = ProjectionMetricContrastiveLoss(temperature=0.2)
+    aligned = loss(torch.stack([anchor, anchor @ _bases(8, 2, 2, seed=13)]))
+    shuffled = loss(torch.stack([anchor, anchor[torch.randperm(8)]]))
+    assert aligned < shuffled
+    views = _bases(2, 4, 5, 2, seed=14).requires_grad_(True)
+    assert torch.autograd.gradcheck(loss, (views,))
+
+
+def test_contrastive_errors():
+    loss = ProjectionMetricContrastiveLoss()
+    with pytest.raises(ValueError, match="at least 2 views"):
+        loss(_bases(1, 4, 5, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        loss([_bases(4, 5, 2), _bases(3, 5, 2)])
+    with pytest.raises(ValueError, match="temperature"):
+        ProjectionMetricContrastiveLoss(temperature=0.0)
+
+
+def test_cluster_contrastive_reference_and_balance():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 10, 3, generator=generator, dtype=torch.float64), -1)
+    loss = ClusterContrastiveLoss(temperature=0.5, entropy_weight=0.0)(probs)
+    columns = torch.nn.functional.normalize(probs.transpose(1, 2), dim=-1)
+    reference = 0.0
+    for a, b in [(0, 1), (1, 0)]:
+        logits = columns[a] @ columns[b].T / 0.5
+        reference = reference - torch.log_softmax(logits, -1).diagonal().mean()
+    assert torch.allclose(loss, reference / 2, atol=1e-12)
+    # a collapsed assignment pays the full entropy penalty log K
+    collapsed = torch.zeros(2, 10, 3, dtype=torch.float64)
+    collapsed[..., 0] = 1.0
+    only_entropy = ClusterContrastiveLoss(entropy_weight=1.0)
+    difference = only_entropy(collapsed) - ClusterContrastiveLoss(entropy_weight=0.0)(collapsed)
+    assert abs(difference.item() - math.log(3)) < 1e-9
+
+
+def test_dec_target_and_kl():
+    q = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]], dtype=torch.float64)
+    target = dec_target_distribution(q)
+    weight = q**2 / q.sum(0)
+    assert torch.allclose(target, weight / weight.sum(1, keepdim=True))
+    assert torch.allclose(target.sum(1), torch.ones(3, dtype=torch.float64))
+    kl = DECClusteringLoss()(q)
+    reference = torch.nn.functional.kl_div(q.log(), target, reduction="batchmean")
+    assert torch.allclose(kl, reference)
+    assert DECClusteringLoss()(target, target) == 0.0
