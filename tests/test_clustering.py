@@ -1,0 +1,166 @@
+"""GrassmannKMeans, projection-affinity spectral clustering and the clustering metrics."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from manifoldnn.clustering import (
+    GrassmannKMeans,
+    GrassmannSpectralClustering,
+    adjusted_rand_index,
+    best_matching,
+    clustering_accuracy,
+    clustering_report,
+    extrinsic_mean,
+    normalized_mutual_info,
+    projection_affinity,
+    purity,
+)
+from manifoldnn.linalg import qr_positive
+from manifoldnn.manifolds import Grassmann, karcher_mean
+
+
+def _planted(clusters=4, per_cluster=15, n=10, p=3, spread=0.15, seed=0, dtype=torch.float64):
+    """Subspaces scattered around ``clusters`` random centres, each with a random basis."""
+    generator = torch.Generator().manual_seed(seed)
+    grassmann = Grassmann()
+    centres = qr_positive(torch.randn(clusters, n, p, generator=generator, dtype=dtype))
+    tangent = grassmann.proju(
+        centres[:, None], torch.randn(clusters, per_cluster, n, p, generator=generator, dtype=dtype)
+    )
+    points = grassmann.expmap(centres[:, None], spread * tangent)
+    rotations = qr_positive(
+        torch.randn(clusters, per_cluster, p, p, generator=generator, dtype=dtype)
+    )
+    labels = torch.arange(clusters).repeat_interleave(per_cluster)
+    order = torch.randperm(clusters * per_cluster, generator=generator)
+    return (points @ rotations).reshape(-1, n, p)[order], labels[order].numpy(), centres
+
+
+@pytest.mark.parametrize("mean", ["extrinsic", "karcher"])
+def test_kmeans_recovers_planted_clusters(mean):
+    points, labels, centres = _planted()
+    model = GrassmannKMeans(4, mean=mean, n_init=4, random_state=0).fit(points)
+    assert adjusted_rand_score(labels, model.labels_) == 1.0
+    assert np.array_equal(model.predict(points), model.labels_)
+    # each centre is the mean of its cluster (a fixed point of Lloyd's iteration), near a planted one
+    grassmann = Grassmann()
+    for k in range(4):
+        members = points[torch.as_tensor(model.labels_ == k)]
+        mean_k = (
+            extrinsic_mean(members) if mean == "extrinsic" else karcher_mean(grassmann, members)
+        )
+        assert grassmann.projection_distance(model.cluster_centers_[k], mean_k) < 1e-6
+    distance = grassmann.projection_distance(model.cluster_centers_[:, None], centres[None])
+    assert distance.min(1).values.max() < 0.4 < distance.max(1).values.min()
+    ones = model.cluster_centers_.transpose(-1, -2) @ model.cluster_centers_
+    assert torch.allclose(ones, torch.eye(3, dtype=ones.dtype).expand_as(ones), atol=1e-10)
+
+
+def test_kmeans_float32_and_deterministic():
+    points, labels, _ = _planted(seed=1, dtype=torch.float32)
+    first = GrassmannKMeans(4, n_init=3, random_state=5).fit(points)
+    second = GrassmannKMeans(4, n_init=3, random_state=5).fit(points)
+    assert np.array_equal(first.labels_, second.labels_)
+    assert first.cluster_centers_.dtype == torch.float32
+    assert adjusted_rand_score(labels, first.labels_) == 1.0
+
+
+def test_kmeans_lines_agree_with_sklearn_up_to_sign():
+    # p = 1: lines through the origin; sign-aligned unit vectors clustered by scikit-learn's KMeans
+    rng = np.random.default_rng(0)
+    directions = np.linalg.qr(rng.standard_normal((5, 5)))[0][:, :4].T  # orthogonal centre lines
+    vectors = np.repeat(directions, 25, axis=0) + 0.1 * rng.standard_normal((100, 5))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    signs = rng.choice([-1.0, 1.0], size=(100, 1))
+    lines = torch.as_tensor(vectors * signs)[..., None]
+    ours = GrassmannKMeans(4, n_init=5, random_state=0).fit_predict(lines)
+    reference = KMeans(4, n_init=10, random_state=0).fit_predict(vectors)
+    assert adjusted_rand_score(reference, ours) == 1.0
+    # with random signs scikit-learn's Euclidean k-means no longer sees lines
+    assert (
+        adjusted_rand_score(
+            reference, KMeans(4, n_init=10, random_state=0).fit_predict(vectors * signs)
+        )
+        < 1.0
+    )
+
+
+def test_extrinsic_mean_is_top_eigenspace():
+    points, _, _ = _planted(clusters=1, per_cluster=20, seed=2)
+    projector = (points @ points.transpose(-1, -2)).mean(0).numpy()
+    expected = np.linalg.eigh(projector)[1][:, -3:]
+    mean = extrinsic_mean(points).numpy()
+    assert np.allclose(mean @ mean.T, expected @ expected.T, atol=1e-10)
+
+
+def test_kmeans_errors():
+    with pytest.raises(ValueError, match="orthonormal"):
+        GrassmannKMeans(2).fit(torch.randn(10, 5, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(N, n, p\)"):
+        GrassmannKMeans(2).fit(torch.randn(10, 5))
+    with pytest.raises(ValueError, match="exceeds"):
+        GrassmannKMeans(20).fit(_planted(clusters=2, per_cluster=5)[0])
+    with pytest.raises(ValueError, match="not fitted"):
+        GrassmannKMeans(2).predict(_planted(clusters=2, per_cluster=5)[0])
+
+
+def test_spectral_on_projection_affinity_recovers_clusters():
+    points, labels, _ = _planted(clusters=3, per_cluster=20, spread=0.2, seed=3)
+    for kernel in ("projection", "heat"):
+        model = GrassmannSpectralClustering(3, n_neighbors=8, kernel=kernel, random_state=0)
+        assert adjusted_rand_score(labels, model.fit_predict(points)) == 1.0
+    affinity = projection_affinity(points, n_neighbors=None)
+    p = points.shape[-1]
+    expected = (points.transpose(-1, -2)[:, None] @ points[None]).pow(2).sum((-2, -1)) / p
+    expected.fill_diagonal_(0.0)
+    assert np.allclose(affinity, expected.numpy(), atol=1e-12)
+    sparse = projection_affinity(points, n_neighbors=5)
+    assert np.allclose(sparse, sparse.T) and ((sparse > 0).sum(1) >= 5).all()
+
+
+def test_metrics_agree_with_sklearn_on_random_labelings():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        truth = rng.integers(0, 4, 200)
+        pred = rng.integers(0, 6, 200)
+        assert (
+            abs(normalized_mutual_info(truth, pred) - normalized_mutual_info_score(truth, pred))
+            < 1e-12
+        )
+        assert abs(adjusted_rand_index(truth, pred) - adjusted_rand_score(truth, pred)) < 1e-12
+        # ACC by brute force over injective cluster -> class maps is what Hungarian maximises
+        counts = np.zeros((4, 6), dtype=int)
+        np.add.at(counts, (truth, pred), 1)
+        from itertools import permutations
+
+        best = max(counts[list(perm), range(4)].sum() for perm in permutations(range(4)))
+        best = max(
+            best,
+            max(
+                sum(counts[i, c] for i, c in enumerate(cols)) for cols in permutations(range(6), 4)
+            ),
+        )
+        assert clustering_accuracy(truth, pred) == pytest.approx(best / 200)
+        assert purity(truth, pred) == pytest.approx(counts.max(0).sum() / 200)
+
+
+def test_accuracy_is_one_for_permuted_labels():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 5, 100)
+    permutation = np.array([3, 0, 4, 1, 2])
+    pred = permutation[truth] + 10
+    report = clustering_report(truth, pred)
+    assert report == pytest.approx({"acc": 1.0, "nmi": 1.0, "ari": 1.0, "purity": 1.0}, abs=1e-12)
+    assert report["acc"] == 1.0
+    mapping = best_matching(truth, pred)
+    assert all(mapping[permutation[c] + 10] == c for c in range(5))
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match="same length"):
+        clustering_accuracy([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="integer"):
+        purity([0.5, 1.0], [0, 1])
