@@ -270,7 +270,7 @@ def _sdpa_path(
     if key_padding_mask is not None:
         big = -math.sqrt(torch.finfo(query.dtype).max)
         phi = torch.cat([phi, torch.ones_like(phi[..., :1])], -1)
-        pad = torch.where(key_padding_mask, big, 0.0).to(psi.dtype).unsqueeze(-1)
+        pad = torch.zeros_like(psi[..., 0]).masked_fill(key_padding_mask, big).unsqueeze(-1)
         psi = torch.cat([psi, pad], -1)
     features = extrinsic_value_features(kind, manifold, value)
     batch = phi.shape[:-2]
@@ -379,7 +379,7 @@ class GeodesicAttention(nn.Module):
         """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
         nd = self.manifold.ndim
         if not self.project:
-            return x.unsqueeze(-nd - 1)
+            return x.unsqueeze(-nd - 2)
         y = getattr(self, f"{which}_map")(x)  # (..., L, H, *head_point)
         return y.movedim(-nd - 1, -nd - 2)
 

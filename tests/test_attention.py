@@ -1,0 +1,296 @@
+"""Tests of GeodesicAttention / geodesic_attention against independent references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from manifoldnn.layers import GeodesicAttention, geodesic_attention
+from manifoldnn.layers.attention_maps import pack_symmetric, pairwise_sq_dist
+from manifoldnn.manifolds import (
+    Euclidean,
+    Grassmann,
+    PoincareBall,
+    Sphere,
+    SymmetricPositiveDefinite,
+    karcher_mean,
+)
+
+E, S, G, P, B = (
+    Euclidean(ndim=1),
+    Sphere(),
+    Grassmann(),
+    SymmetricPositiveDefinite(),
+    PoincareBall(),
+)
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def spd(*shape, dtype=torch.float64):
+    a = torch.randn(*shape, dtype=dtype)
+    return a @ a.transpose(-1, -2) / shape[-1] + 0.5 * torch.eye(shape[-1], dtype=dtype)
+
+
+def tokens(manifold, batch, length, dtype=torch.float64):
+    if manifold is G:
+        return G.random(*batch, length, 6, 2, dtype=dtype)
+    if manifold is P:
+        return spd(*batch, length, 3, 3, dtype=dtype)
+    x = torch.randn(*batch, length, 4, dtype=dtype)
+    if manifold is S:
+        return unit(x)
+    if manifold is B:
+        return B.expmap0(0.4 * x)
+    return x
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
+def test_euclidean_equals_sdpa_with_distance_scores(dtype, tol):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, dtype=dtype) for n in (5, 7, 7))
+    tau = 0.8
+    bias = (-k.pow(2).sum(-1) / tau).unsqueeze(-2)  # -|k|^2/tau; -|q|^2/tau cancels
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=2 / tau)
+    out = geodesic_attention(E, q, k, v, tau=tau)
+    assert (out - ref).abs().max() < tol
+    # the chunked path (forced by return_weights) agrees, and its weights are softmax(-d^2/tau)
+    out2, w = geodesic_attention(E, q, k, v, tau=tau, return_weights=True, chunk_size=3)
+    d2 = torch.cdist(q.double(), k.double()).pow(2)
+    assert torch.allclose(w.double(), torch.softmax(-d2 / tau, -1), atol=tol * 10)
+    assert (out2 - ref).abs().max() < tol * 10
+
+
+def test_module_with_maps_matches_sdpa_on_mapped_tokens():
+    torch.manual_seed(1)
+    layer = GeodesicAttention(E, 6, 4, num_heads=3, tau=0.5).double()
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    out = layer(x)
+    assert out.shape == (2, 9, 3, 4)
+    q, k, v = (m(x).transpose(-3, -2) for m in (layer.query_map, layer.key_map, layer.value_map))
+    mask = (-k.pow(2).sum(-1) / 0.5).unsqueeze(-2)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=2 / 0.5)
+    assert torch.allclose(out, ref.transpose(-3, -2), atol=1e-12)
+
+
+def test_grassmann_projection_scores_and_extrinsic_output():
+    torch.manual_seed(2)
+    q, k, v = (G.random(2, n, 6, 2, dtype=torch.float64) for n in (5, 7, 7))
+    _, w = geodesic_attention(G, q, k, v, tau=0.3, distance="projection", return_weights=True)
+    d = G.projection_distance(q.unsqueeze(-3), k.unsqueeze(-4))
+    assert torch.allclose(w, torch.softmax(-d.pow(2) / 0.3, -1), atol=1e-13)
+    out = geodesic_attention(G, q, k, v, tau=0.3, distance="projection")  # SDPA path
+    mean = torch.einsum("bij,bjnm->binm", w, v @ v.transpose(-1, -2)).numpy()
+    _, vecs = np.linalg.eigh(mean)
+    ref = torch.from_numpy(vecs[..., -2:])
+    assert torch.allclose(G.projector(out), G.projector(ref), atol=1e-10)
+
+
+def test_pairwise_distances_match_manifold_distances():
+    torch.manual_seed(3)
+    for manifold, distances in (
+        (
+            G,
+            {
+                "geodesic": G.dist,
+                "projection": G.projection_distance,
+                "chordal": G.chordal_distance,
+            },
+        ),
+        (P, {"affine": P.dist}),
+        (B, {"geodesic": B.dist}),
+    ):
+        q, k = tokens(manifold, (2,), 4), tokens(manifold, (2,), 3)
+        nd = manifold.ndim
+        for name, fn in distances.items():
+            got = pairwise_sq_dist(
+                {G: "grassmann", P: "spd", B: "ball"}[manifold], manifold, name, q, k
+            )
+            ref = fn(q.unsqueeze(-nd - 1), k.unsqueeze(-nd - 2)).pow(2)
+            assert torch.allclose(got, ref.reshape(got.shape), atol=1e-10), (manifold, name)
+
+
+def test_sphere_geodesic_distance_accurate_near_zero_and_pi():
+    torch.manual_seed(4)
+    q = unit(torch.randn(3, 5, dtype=torch.float64))
+    u = torch.randn(3, 5, dtype=torch.float64)
+    u = unit(u - (u * q).sum(-1, keepdim=True) * q)
+    for t in (1e-7, 1e-3, 1.0, math.pi - 1e-6):
+        k = math.cos(t) * q + math.sin(t) * u
+        d2 = pairwise_sq_dist("sphere", S, "geodesic", q, k).diagonal()
+        assert torch.allclose(d2.sqrt(), torch.full_like(d2, t), rtol=1e-8, atol=0), t
+
+
+def test_gdlnet_score():
+    torch.manual_seed(5)
+    q, k = (
+        unit(torch.randn(4, 3, dtype=torch.float64)),
+        unit(torch.randn(6, 3, dtype=torch.float64)),
+    )
+    _, w = geodesic_attention(S, q, k, k, tau=0.5, score="gdlnet", return_weights=True)
+    theta = torch.acos((q @ k.T).clamp(-1, 1))
+    ref = torch.softmax(1 / (1 + torch.log1p(theta**2)) / 0.5, -1)
+    assert torch.allclose(w, ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("manifold", [S, G, P, B], ids=["sphere", "grassmann", "spd", "ball"])
+def test_karcher_aggregation_is_weighted_karcher_mean(manifold):
+    torch.manual_seed(6)
+    q, k, v = tokens(manifold, (), 3), tokens(manifold, (), 5), tokens(manifold, (), 5)
+    out, w = geodesic_attention(
+        manifold, q, k, v, tau=1.0, aggregation="karcher", return_weights=True
+    )
+    for i in range(3):
+        ref = karcher_mean(manifold, v, w[i])
+        if manifold is G:
+            assert torch.allclose(G.projector(out[i]), G.projector(ref), atol=1e-8)
+        else:
+            assert torch.allclose(out[i], ref, atol=1e-8)
+        # first-order optimality sum_j w_j Log_m(v_j) = 0 at the output (independent check)
+        m = out[i].unsqueeze(0).expand_as(v)
+        grad = (w[i].reshape((-1,) + (1,) * manifold.ndim) * manifold.logmap(m, v)).sum(0)
+        assert grad.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "manifold,distance,aggregation",
+    [
+        (S, "geodesic", "extrinsic"),
+        (S, "geodesic", "tangent"),
+        (G, "geodesic", "extrinsic"),
+        (G, "projection", "tangent"),
+        (P, "affine", "tangent"),
+        (B, "geodesic", "tangent"),
+    ],
+)
+def test_chunked_online_softmax_equals_full_weights(manifold, distance, aggregation):
+    torch.manual_seed(7)
+    q, k, v = tokens(manifold, (2,), 4), tokens(manifold, (2,), 7), tokens(manifold, (2,), 7)
+    kw = dict(tau=0.7, distance=distance, aggregation=aggregation)
+    full, _ = geodesic_attention(manifold, q, k, v, return_weights=True, **kw)
+    for chunk in (1, 3, 100):
+        out = geodesic_attention(manifold, q, k, v, chunk_size=chunk, **kw)
+        assert torch.allclose(out, full, atol=1e-10), chunk
+
+
+@pytest.mark.parametrize(
+    "manifold,distance",
+    [(E, "euclidean"), (S, "chordal"), (S, "geodesic"), (G, "projection"), (P, "log_euclidean")],
+)
+def test_key_padding_and_causal_masks(manifold, distance):
+    torch.manual_seed(8)
+    q, k, v = tokens(manifold, (2,), 6), tokens(manifold, (2,), 6), tokens(manifold, (2,), 6)
+    pad = torch.tensor([[False] * 4 + [True] * 2, [False] * 6])
+    kw = dict(tau=0.6, distance=distance)
+    out = geodesic_attention(manifold, q, k, v, key_padding_mask=pad, **kw)
+    _, w = geodesic_attention(manifold, q, k, v, key_padding_mask=pad, return_weights=True, **kw)
+    assert torch.all(w[0, :, 4:] == 0) and torch.all(w[1] > 0)
+    v2, k2 = v.clone(), k.clone()
+    v2[0, 4:], k2[0, 4:] = tokens(manifold, (), 2), tokens(manifold, (), 2)
+    out2 = geodesic_attention(manifold, q, k2, v2, key_padding_mask=pad, **kw)
+    assert torch.allclose(out, out2, atol=1e-9)
+    # causal: output i does not depend on keys/values j > i
+    c1 = geodesic_attention(manifold, q, k, v, causal=True, **kw)
+    k3, v3 = k.clone(), v.clone()
+    k3[:, 3:], v3[:, 3:] = tokens(manifold, (2,), 3), tokens(manifold, (2,), 3)
+    c2 = geodesic_attention(manifold, q, k3, v3, causal=True, **kw)
+    assert torch.allclose(c1[:, :3], c2[:, :3], atol=1e-9)
+    assert not torch.allclose(c1[:, 3:], c2[:, 3:], atol=1e-6)
+    _, wc = geodesic_attention(manifold, q, k, v, causal=True, return_weights=True, **kw)
+    assert torch.all(wc.triu(1) == 0)
+
+
+def test_all_keys_masked_raises():
+    q = torch.randn(1, 3, 4)
+    with pytest.raises(ValueError, match="masks every key"):
+        geodesic_attention(E, q, q, q, key_padding_mask=torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_bad_arguments_raise():
+    q = unit(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="distance"):
+        geodesic_attention(S, q, q, q, distance="projection")
+    with pytest.raises(ValueError, match="aggregation"):
+        geodesic_attention(S, q, q, q, aggregation="sum")
+    with pytest.raises(ValueError, match="tau"):
+        geodesic_attention(S, q, q, q, tau=0.0)
+    with pytest.raises(ValueError, match="same length"):
+        geodesic_attention(S, q, q, q[:2])
+    with pytest.raises(ValueError, match="supports"):
+        GeodesicAttention(torch.nn.Identity(), 4)
+
+
+@pytest.mark.parametrize(
+    "manifold,distance,aggregation",
+    [
+        (E, "euclidean", "extrinsic"),
+        (S, "geodesic", "tangent"),
+        (S, "chordal", "extrinsic"),
+        (G, "projection", "extrinsic"),
+        (G, "geodesic", "tangent"),
+        (P, "affine", "tangent"),
+        (B, "geodesic", "extrinsic"),
+    ],
+)
+def test_gradcheck(manifold, distance, aggregation):
+    torch.manual_seed(9)
+    q, k, v = tokens(manifold, (), 3), tokens(manifold, (), 4), tokens(manifold, (), 4)
+    tau = torch.tensor(0.9, dtype=torch.float64, requires_grad=True)
+
+    def f(q, k, v, tau):
+        if manifold is P:  # perturb within symmetric matrices
+            q, k, v = (0.5 * (t + t.transpose(-1, -2)) for t in (q, k, v))
+        out = geodesic_attention(
+            manifold, q, k, v, tau=tau, distance=distance, aggregation=aggregation, chunk_size=2
+        )
+        if manifold is G:  # basis-invariant output
+            out = G.projector(out)
+        return out
+
+    inputs = [t.clone().requires_grad_(True) for t in (q, k, v)] + [tau]
+    if manifold in (G, P):  # perturbations must stay meaningful: differentiate in an ambient chart
+        assert torch.autograd.gradcheck(f, inputs, atol=1e-6, rtol=1e-5)
+    else:
+        assert torch.autograd.gradcheck(f, inputs, atol=1e-7)
+
+
+def test_entropy_invariant_scaling():
+    torch.manual_seed(10)
+    layer = GeodesicAttention(S, 4, project=False, tau=0.5, train_length=8).double()
+    x = unit(torch.randn(2, 32, 4, dtype=torch.float64))
+    out = layer(x).squeeze(-2)
+    ref = geodesic_attention(S, x, x, x, tau=layer.tau, scale=math.log(32) / math.log(8))
+    assert torch.allclose(out, ref, atol=1e-12)
+    plain = geodesic_attention(S, x, x, x, tau=layer.tau)
+    assert not torch.allclose(out, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("manifold", [S, G, P, B], ids=["sphere", "grassmann", "spd", "ball"])
+def test_multihead_maps_keep_points_on_manifold(manifold):
+    torch.manual_seed(11)
+    n = {S: 4, G: 6, P: 3, B: 4}[manifold]
+    layer = GeodesicAttention(manifold, n, n - 1, num_heads=2, aggregation="tangent").double()
+    x = tokens(manifold, (2,), 5)
+    out = layer(x)
+    assert out.shape[:3] == (2, 5, 2)
+    ok, reason = manifold.check_point_on_manifold(out, explain=True, atol=1e-8, rtol=1e-8)
+    assert ok, reason
+    out.sum().backward()
+    assert layer.log_tau.grad is not None and torch.isfinite(layer.log_tau.grad)
+
+
+def test_learnable_tau_gets_gradient_on_sdpa_path():
+    layer = GeodesicAttention(G, 6, 4, num_heads=2).double()
+    x = G.random(3, 5, 6, 2, dtype=torch.float64)
+    G.projector(layer(x)).pow(2).sum().backward()
+    assert layer.log_tau.grad is not None and layer.log_tau.grad != 0
+
+
+def test_pack_symmetric_is_isometric():
+    a, b = spd(5, 4, 4), spd(5, 4, 4)
+    ref = (a * b).sum((-2, -1))
+    assert torch.allclose((pack_symmetric(a) * pack_symmetric(b)).sum(-1), ref, atol=1e-12)
