@@ -42,3 +42,7 @@ __all__ += [
     "FairnessMetric",
     "LinearBias",
 ]
+
+from .multiview import MultiViewGrassmannNet, MultiViewOutput, fuse_subspaces  # noqa: E402
+
+__all__ += ["MultiViewGrassmannNet", "MultiViewOutput", "fuse_subspaces"]

@@ -1,0 +1,106 @@
+"""Multi-view data loading (errors on bad input), the multi-view Grassmann model and the example."""
+
+import geoopt
+import numpy as np
+import pytest
+import scipy.io
+import torch
+
+from manifoldnn.data import check_multiview, load_digits_views, load_multiview_file
+from manifoldnn.layers import MultiViewGrassmannNet, fuse_subspaces
+from manifoldnn.losses import ClusterContrastiveLoss, ProjectionMetricContrastiveLoss
+
+
+def test_npz_roundtrip_images_scale_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 4, 4), dtype=np.uint8)
+    channels = rng.standard_normal((12, 2, 3, 3)).astype(np.float32)
+    path = tmp_path / "set.npz"
+    np.savez(path, X1=images, X1_scale=np.float32(0.5), X2=channels, y=np.arange(12) % 3 + 7)
+    data = load_multiview_file(path)
+    assert [v.shape for v in data.views] == [(12, 16), (12, 18)]
+    assert np.allclose(data.views[0], images.reshape(12, -1) * 0.5)
+    assert np.array_equal(data.labels, np.arange(12) % 3) and data.n_clusters == 3
+
+
+def test_mat_file_views_and_cell_array(tmp_path):
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal((10, 5)), rng.standard_normal((10, 3))
+    labels = (np.arange(10) % 2 + 1).reshape(-1, 1).astype(float)  # MATLAB column vector
+    scipy.io.savemat(tmp_path / "a.mat", {"X1": x1, "X2": x2, "Y": labels})
+    data = load_multiview_file(tmp_path / "a.mat")
+    assert np.allclose(data.views[1], x2) and np.array_equal(data.labels, np.arange(10) % 2)
+    cell = np.empty((1, 2), dtype=object)
+    cell[0, 0], cell[0, 1] = x1, x2
+    scipy.io.savemat(tmp_path / "b.mat", {"X": cell, "Y": labels})
+    data = load_multiview_file(tmp_path / "b.mat")
+    assert np.allclose(data.views[0], x1) and len(data.views) == 2
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(ValueError, match="different sample counts.*X1: 10.*X2: 9"):
+        check_multiview([np.zeros((10, 3)), np.zeros((9, 3))])
+    with pytest.raises(ValueError, match="label vector has length 8 but the views have 10"):
+        check_multiview([np.zeros((10, 3)), np.zeros((10, 2))], np.zeros(8))
+    np.savez(tmp_path / "noviews.npz", features=np.zeros((5, 2)), y=np.zeros(5))
+    with pytest.raises(ValueError, match="no view arrays: expected X1"):
+        load_multiview_file(tmp_path / "noviews.npz")
+    scipy.io.savemat(tmp_path / "noviews.mat", {"data": np.zeros((5, 2))})
+    with pytest.raises(ValueError, match="no view arrays"):
+        load_multiview_file(tmp_path / "noviews.mat")
+    with pytest.raises(ValueError, match="NaN"):
+        check_multiview([np.full((3, 2), np.nan)])
+    (tmp_path / "file.txt").write_text("1 2 3")
+    with pytest.raises(ValueError, match="unsupported"):
+        load_multiview_file(tmp_path / "file.txt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_multiview_file(tmp_path / "missing.npz")
+
+
+def test_digits_views():
+    data = load_digits_views()
+    assert [v.shape for v in data.views] == [(1797, 64), (1797, 32), (1797, 31)]
+    # the ink profiles sum to the total ink, as the pixels do
+    assert np.allclose(data.views[2][:, :8].sum(1), data.views[0].sum(1))
+    assert data.n_clusters == 10
+
+
+def test_model_shapes_manifold_and_training_step():
+    torch.manual_seed(0)
+    model = MultiViewGrassmannNet(
+        [7, 5, 3], 4, hidden=(16,), ambient_dim=8, rank=2, projected_dim=5
+    )
+    views = [torch.randn(12, d) for d in (7, 5, 3)]
+    out = model(views)
+    assert out.subspaces.shape == (3, 12, 5, 2) and out.probabilities.shape == (3, 12, 4)
+    gram = out.subspaces.transpose(-1, -2) @ out.subspaces
+    assert torch.allclose(gram, torch.eye(2).expand_as(gram), atol=1e-5)
+    assert torch.allclose(out.probabilities.sum(-1), torch.ones(3, 12))
+    optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=1e-2)
+    instance, cluster = ProjectionMetricContrastiveLoss(0.5), ClusterContrastiveLoss()
+    for _ in range(5):
+        out = model(views)
+        loss = instance(out.subspaces) + cluster(out.probabilities)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    weight = model.frmap.matrix[0]
+    assert torch.allclose(weight @ weight.T, torch.eye(5), atol=1e-5)
+    fused = fuse_subspaces(model(views).subspaces)
+    assert fused.shape == (12, 5, 2)
+    with pytest.raises(ValueError, match="different sample counts"):
+        model([torch.randn(12, 7), torch.randn(11, 5), torch.randn(12, 3)])
+    with pytest.raises(ValueError, match="rank"):
+        MultiViewGrassmannNet([3], 2, ambient_dim=4, rank=5, projected_dim=4)
+
+
+def test_fuse_subspaces_is_mean_projector_eigenspace():
+    generator = torch.Generator().manual_seed(0)
+    subspaces = torch.linalg.qr(torch.randn(3, 4, 6, 2, generator=generator, dtype=torch.float64))[
+        0
+    ]
+    fused = fuse_subspaces(subspaces)
+    mean = (subspaces @ subspaces.transpose(-1, -2)).mean(0).numpy()
+    for i in range(4):
+        top = np.linalg.eigh(mean[i])[1][:, -2:]
+        assert np.allclose(fused[i].numpy() @ fused[i].numpy().T, top @ top.T, atol=1e-10)
