@@ -1,0 +1,220 @@
+"""Tests of FairnessMetric: closed forms, the attention it induces, and the first-order claim."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from manifoldnn.layers import (
+    AssociationBias,
+    FairnessMetric,
+    GeodesicAttention,
+    LinearBias,
+    geodesic_attention,
+)
+from manifoldnn.layers.attention_maps import pairwise_sq_dist
+from manifoldnn.manifolds import Euclidean, Grassmann, Sphere
+
+S, E = Sphere(), Euclidean(ndim=1)
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def sphere_exp(x, u):
+    n = u.norm(dim=-1, keepdim=True)
+    return torch.cos(n) * x + torch.sin(n) * u / n
+
+
+def tangent_frame(q, a):
+    """Unit tangent vectors at q along the Riemannian gradient of <a, x> and orthogonal to it."""
+    g = a - (a @ q) * q
+    along = g / g.norm()
+    other = torch.randn_like(q)
+    other = other - (other @ q) * q - (other @ along) * along
+    return g, along, other / other.norm()
+
+
+def test_alpha_zero_reproduces_base_attention_exactly():
+    torch.manual_seed(0)
+    q, k = unit(torch.randn(2, 5, 6, dtype=torch.float64)), unit(torch.randn(2, 9, 6))
+    k = k.double()
+    metric = FairnessMetric(S, [LinearBias(torch.randn(6, dtype=torch.float64))], alpha=0.0)
+    for aggregation in ("extrinsic", "tangent"):
+        base = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation)
+        fair = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation, metric=metric)
+        assert torch.equal(base, fair)
+    x, y = torch.randn(3, 7, 5, dtype=torch.float64), torch.randn(3, 8, 5, dtype=torch.float64)
+    metric = FairnessMetric(E, [LinearBias(torch.randn(5, dtype=torch.float64))], alpha=0.0)
+    base = geodesic_attention(E, x, y, y, tau=0.7)
+    assert torch.allclose(base, geodesic_attention(E, x, y, y, tau=0.7, metric=metric), atol=1e-14)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    alpha=st.floats(0.05, 20.0),
+    t=st.floats(0.05, 1.5),
+)
+def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
+    gen = torch.Generator().manual_seed(seed)
+    q = unit(torch.randn(5, generator=gen, dtype=torch.float64))
+    a = torch.randn(5, generator=gen, dtype=torch.float64)
+    g, along, other = tangent_frame(q, a)
+    keys = torch.stack([sphere_exp(q, t * along), sphere_exp(q, t * other)])
+    metric = FairnessMetric(S, [LinearBias(a)], alpha=alpha)
+    base = pairwise_sq_dist("sphere", S, "geodesic", q[None], keys)[0]
+    fair = metric.sq_dist(q[None], keys)[0]
+    # along g: + alpha <g, Log_q k>^2 = alpha |g|^2 t^2 exactly; orthogonal to g: unchanged
+    assert torch.allclose(fair[0] - base[0], alpha * g.pow(2).sum() * t**2, rtol=1e-9)
+    assert abs(float(fair[1] - base[1])) < 1e-12
+    # attention: the key along g loses weight, the ratio changes by exactly the extra logit
+    _, w = geodesic_attention(S, q[None], keys, keys, tau=0.3, metric=metric, return_weights=True)
+    _, w0 = geodesic_attention(S, q[None], keys, keys, tau=0.3, return_weights=True)
+    assert w[0, 0] < w0[0, 0]
+    log_ratio_change = (w[0, 0] / w[0, 1]).log() - (w0[0, 0] / w0[0, 1]).log()
+    expected = -alpha * g.pow(2).sum() * t**2 / 0.3
+    assert torch.allclose(log_ratio_change, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_euclidean_sdpa_fair_path_matches_explicit_formula():
+    torch.manual_seed(1)
+    dirs = torch.randn(2, 4, dtype=torch.float64)
+    metric = FairnessMetric(E, [LinearBias(dirs[0]), LinearBias(dirs[1])], alpha=0.7)
+    q, k, v = (torch.randn(2, n, 4, dtype=torch.float64) for n in (5, 6, 6))
+    pad = torch.tensor([[False] * 5 + [True], [False] * 6])
+    out = geodesic_attention(E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad)  # SDPA
+    diff = k.unsqueeze(-3) - q.unsqueeze(-2)
+    d2 = diff.pow(2).sum(-1) + 0.7 * (diff @ dirs.T).pow(2).sum(-1)
+    logits = (-d2 / 0.5).masked_fill(pad.unsqueeze(-2), -math.inf)
+    ref = torch.softmax(logits, -1) @ v
+    assert torch.allclose(out, ref, atol=1e-12)
+    out2 = geodesic_attention(
+        E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad, return_weights=True
+    )[0]
+    assert torch.allclose(out2, ref, atol=1e-12)
+
+
+def test_first_order_distance_against_minimal_path_length_on_sphere():
+    """d_fair from the formula vs the length of the shortest path under G_fair, found by
+    minimising a discretised path length on S^2."""
+    torch.manual_seed(2)
+    a = torch.tensor([0.3, 1.0, -0.4], dtype=torch.float64)
+    q = unit(torch.tensor([1.0, 0.2, 0.1], dtype=torch.float64))
+    g, along, other = tangent_frame(q, a)
+    direction = unit(0.8 * along + 0.6 * other)
+    errors = {}
+    for alpha, dist in ((0.2, 0.2), (0.1, 0.2), (0.2, 0.1)):
+        metric = FairnessMetric(S, [LinearBias(a)], alpha=alpha)
+        k = sphere_exp(q, dist * direction)
+        formula = metric.sq_dist(q[None], k[None])[0, 0].sqrt()
+        steps = 48
+        t = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[1:-1, None]
+        start = unit((1 - t) * q + t * k)  # the base geodesic (same curve, other speed)
+        inner = start.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([inner], max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
+
+        def length(points, metric=metric, k=k):
+            path = torch.cat([q[None], unit(points), k[None]])
+            mid = unit(0.5 * (path[1:] + path[:-1]))
+            step = path[1:] - path[:-1]
+            step = step - (step * mid).sum(-1, keepdim=True) * mid
+            return metric.quadratic_form(mid, step).clamp_min(0).sqrt().sum()
+
+        def closure(inner=inner, opt=opt, length=length):
+            opt.zero_grad()
+            value = length(inner)
+            value.backward()
+            return value
+
+        base_path = float(length(start.detach()))
+        opt.step(closure)
+        shortest = float(length(inner.detach()))
+        assert shortest <= base_path + 1e-12
+        # bending the path saves only O(alpha^2): the base geodesic is nearly shortest
+        assert base_path - shortest < 1e-3 * (shortest - dist)
+        stretch = shortest - dist
+        assert stretch > 0.05 * alpha * dist  # the metric really stretched this pair
+        errors[(alpha, dist)] = abs(float(formula) - shortest) / stretch
+        assert errors[(alpha, dist)] < 0.15, (alpha, dist, float(formula), shortest)
+    # the formula freezes G_fair at the query: the stretch is exact to first order in alpha
+    # (relative error independent of alpha) and its relative error is O(d) (halves with d)
+    assert abs(errors[(0.1, 0.2)] - errors[(0.2, 0.2)]) < 0.01
+    assert errors[(0.2, 0.1)] < 0.55 * errors[(0.2, 0.2)]
+
+
+def test_locality_kernel_weights_the_stretch():
+    torch.manual_seed(3)
+    a = torch.randn(4, dtype=torch.float64)
+    centre = unit(torch.randn(1, 4, dtype=torch.float64))
+    metric = FairnessMetric(S, [LinearBias(a)], alpha=2.0, centres=centre, bandwidth=0.3)
+    q = unit(torch.randn(6, 4, dtype=torch.float64))
+    k = unit(torch.randn(5, 4, dtype=torch.float64))
+    theta2 = pairwise_sq_dist("sphere", S, "geodesic", q, centre)
+    w = torch.exp(-theta2 / (2 * 0.3**2))
+    unlocal = FairnessMetric(S, [LinearBias(a)], alpha=2.0)
+    assert torch.allclose(metric.extra_sq(q, k), w * unlocal.extra_sq(q, k), atol=1e-13)
+
+
+def test_association_bias_gradient_closed_form():
+    torch.manual_seed(4)
+    A, B = torch.randn(3, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    bias = AssociationBias(A, B)
+    x = torch.randn(5, dtype=torch.float64)
+    ref = (unit(A) @ unit(x)).mean() - (unit(B) @ unit(x)).mean()
+    assert torch.allclose(bias(x), ref, atol=1e-14)
+    metric = FairnessMetric(S, [bias], alpha=1.0)
+    c = unit(A).mean(0) - unit(B).mean(0)
+    n = x.norm()
+    closed = c / n - (c @ x) * x / n**3
+    assert torch.allclose(metric.euclidean_gradients(x)[0], closed, atol=1e-13)
+
+
+def test_negative_alpha_must_keep_metric_positive_definite():
+    a = unit(torch.randn(4, dtype=torch.float64)) * 2.0
+    q = unit(torch.randn(3, 4, dtype=torch.float64))
+    metric = FairnessMetric(S, [LinearBias(a)], alpha=-0.9)
+    with pytest.raises(ValueError, match="indefinite"):
+        metric.extra_sq(q, q)
+    ok = FairnessMetric(S, [LinearBias(a / 4)], alpha=-0.9)
+    assert torch.all(ok.sq_dist(q, q).diagonal() < 1e-20)
+
+
+def test_gradcheck_fair_attention_on_sphere():
+    torch.manual_seed(5)
+    a = torch.randn(4, dtype=torch.float64)
+    metric = FairnessMetric(S, [LinearBias(a)], alpha=1.5)
+    q, k = (
+        unit(torch.randn(3, 4, dtype=torch.float64)),
+        unit(torch.randn(5, 4, dtype=torch.float64)),
+    )
+
+    def f(q, k):
+        return geodesic_attention(S, unit(q), unit(k), unit(k), tau=0.5, metric=metric)
+
+    assert torch.autograd.gradcheck(f, (q.requires_grad_(), k.requires_grad_()), atol=1e-7)
+
+
+def test_fair_metric_on_grassmann_module():
+    torch.manual_seed(6)
+    G = Grassmann()
+    c = torch.randn(6, 6, dtype=torch.float64)
+    c = c + c.T
+
+    def bias(y):  # b(Y) = tr(Y^T C Y), a smooth function of the subspace
+        return (y * (c @ y)).sum((-2, -1))
+
+    metric = FairnessMetric(G, [bias], alpha=0.5)
+    layer = GeodesicAttention(G, 6, 6, num_heads=2, metric=metric, aggregation="tangent")
+    x = G.random(2, 4, 6, 2, dtype=torch.float64)
+    out = layer.double()(x)
+    ok, reason = G.check_point_on_manifold(out, explain=True, atol=1e-8, rtol=1e-8)
+    assert ok, reason
+    # the fair squared distance adds alpha (db[Log_q k])^2, with db[U] = 2 tr(U^T C Y)
+    y, z = x[0, :1], x[0, 1:]
+    log = G.logmap(y.expand_as(z), z)
+    extra = 0.5 * (2 * (log * (c @ y)).sum((-2, -1))).pow(2)
+    assert torch.allclose(metric.extra_sq(y, z)[0], extra, atol=1e-10)
