@@ -354,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 3. InfoNCE training of the rotation Q from the CCA start
     model = lossy_module()
     model.load_state_dict(starts["cca"].state_dict())
-    trained = model.parameters() if args.train_retained else model.frame.parameters()
+    if not args.train_retained:  # only the rotation Q: no gradients through U_A, U_B
+        for frame in (model.retained_a, model.retained_b):
+            if frame is not None:
+                frame.requires_grad_(False)
+    trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = geoopt.optim.RiemannianAdam(trained, lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     history: dict[str, list[float]] = {"loss": [], "t2s_R@10": [], "s2t_R@10": []}

@@ -242,6 +242,21 @@ class DecomposeAsForward(torch.nn.Module):
         return torch.cat([a_hat, b_hat.flatten(-2)], dim=-1)
 
 
+def test_matrix_exp_backward_matches_torch_for_large_gradients() -> None:
+    from manifoldnn.layers.orthogonal_fusion import _MatrixExp
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(9, 9, generator=gen, dtype=torch.float64)
+    x = (x - x.T).requires_grad_()
+    for scale in (1.0, 1e4):
+        grad = scale * torch.randn(9, 9, generator=gen, dtype=torch.float64)
+        (ours,) = torch.autograd.grad(_MatrixExp.apply(x), x, grad)
+        (reference,) = torch.autograd.grad(torch.linalg.matrix_exp(x), x, grad)
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10 * scale)
+    (zero,) = torch.autograd.grad(_MatrixExp.apply(x), x, torch.zeros(9, 9, dtype=torch.float64))
+    assert torch.equal(zero, torch.zeros_like(zero))
+
+
 # ---------------------------------------------------------------- lossy mode and initialisation
 def planted_pair(n_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A (N, 6) and B (N, 2, 4) sharing two latent factors, with unequal variances."""

@@ -70,6 +70,35 @@ def _orthonormal_completion(frame: torch.Tensor) -> torch.Tensor:
     return torch.cat([frame, complete[:, p:]], dim=1)
 
 
+class _MatrixExp(torch.autograd.Function):
+    r"""``exp(X)`` for ``X`` ``(n, n)`` with a backward whose cost does not grow with ``||G||``.
+
+    Backward: the adjoint Frechet derivative ``L(X^T, G) = [exp([[X^T, G], [0, X^T]])]_{12}``
+    (Higham 2008, "Functions of Matrices", Thm. 3.6, after Mathias 1996). The map is linear in G,
+    so G is first scaled to unit max-norm: PyTorch's own backward uses G unscaled, and
+    scaling-and-squaring then spends many more squarings on a large incoming gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.linalg.matrix_exp(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        n = x.shape[-1]
+        scale = grad.abs().amax()
+        if not bool(scale > 0):
+            return torch.zeros_like(x)
+        block = x.new_zeros(2 * n, 2 * n)
+        block[:n, :n] = x.transpose(-1, -2)
+        block[n:, n:] = x.transpose(-1, -2)
+        block[:n, n:] = grad / scale
+        return torch.linalg.matrix_exp(block)[:n, n:] * scale
+
+
 class _RoundOnceEuclideanStiefel(geoopt.manifolds.EuclideanStiefel):
     """geoopt's EuclideanStiefel with its QR retraction evaluated in float64, rounded once.
 
@@ -155,7 +184,7 @@ class OrthonormalFrame(nn.Module):
         work_dtype = self._work_dtype(x)
         x = x.to(work_dtype)
         if self.parametrization == "matrix_exp":
-            rotation = torch.linalg.matrix_exp(x)[:, : self.p]
+            rotation = _MatrixExp.apply(x)[:, : self.p]
         else:
             eye = torch.eye(self.n, dtype=work_dtype, device=x.device)
             rotation = torch.linalg.solve(eye + x, (eye - x)[:, : self.p])
