@@ -63,12 +63,15 @@ def standardise(train: list[np.ndarray], test: list[np.ndarray]):
     return [(x - mean) / std for x in train], [(x - mean) / std for x in test]
 
 
-def subspaces(series: list[np.ndarray], p: int) -> torch.Tensor:
-    """Bases (N, 13, p) of the dominant subspaces of the lifted frames [x_t; 1]."""
+def subspaces(series: list[np.ndarray], p: int, delays: int = 0) -> torch.Tensor:
+    """Bases (N, 12 (delays + 1) + 1, p) of the dominant subspaces of the lifted frames
+    [x_t; x_{t+1}; ...; x_{t+delays}; 1]."""
     embedding = SubspaceEmbedding(p)
     bases = []
     for x in series:
-        lifted = np.vstack([x, np.ones((1, x.shape[1]))])
+        length = x.shape[1] - delays
+        stacked = [x[:, shift : shift + length] for shift in range(delays + 1)]
+        lifted = np.vstack(stacked + [np.ones((1, length))])
         bases.append(embedding(torch.from_numpy(lifted)))
     return torch.stack(bases)
 
@@ -151,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("out/grassmann_classification"))
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--p", type=int, default=3, help="subspace dimension")
+    parser.add_argument("--delays", type=int, default=0, help="delay-embedding depth of the frames")
     parser.add_argument("--dims", type=int, nargs="+", default=[12, 10], help="FRMap output sizes")
     parser.add_argument("--channels", type=int, default=4, help="FRMap channels of block 1")
     parser.add_argument("--pool-size", type=int, default=2, help="channels per pooling group")
@@ -164,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-norm", action="store_true", help="batch-normalise the head's projector features"
     )
     parser.add_argument("--mlp-epochs", type=int, default=200)
-    parser.add_argument("--train-limit", type=int, default=None, help="use the first N (smoke)")
+    parser.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use about N evenly spaced samples of each split (smoke runs)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--no-plot", action="store_true")
     return parser
@@ -179,9 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
     generator = torch.Generator().manual_seed(args.seed)
 
     x_train, y_train, x_test, y_test = load_data()
-    if args.train_limit is not None:
-        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
-        x_test, y_test = x_test[: args.train_limit], y_test[: args.train_limit]
+    if args.train_limit is not None:  # evenly spaced subset (the files are sorted by speaker)
+        train_step = max(1, len(x_train) // args.train_limit)
+        test_step = max(1, len(x_test) // args.train_limit)
+        x_train, y_train = x_train[::train_step], y_train[::train_step]
+        x_test, y_test = x_test[::test_step], y_test[::test_step]
     x_train, x_test = standardise(x_train, x_test)
     num_classes = 9
     labels = torch.from_numpy(y_train)
@@ -189,8 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict[str, float]] = {}
 
     # GrNet on Gr(13, p).
-    bases = subspaces(x_train, args.p).float()
-    bases_test = subspaces(x_test, args.p).float()
+    bases = subspaces(x_train, args.p, args.delays).float()
+    bases_test = subspaces(x_test, args.p, args.delays).float()
     grnet = GrNet(
         bases.shape[-2],
         args.p,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import geoopt
 import numpy as np
 import pytest
@@ -10,12 +12,15 @@ import torch
 
 from manifoldnn.layers import (
     FRMap,
+    GrNet,
     KarcherPool,
     OrthMap,
+    ProjectorClassifier,
     ProjMap,
     ProjPooling,
     ReOrth,
     SubspaceEmbedding,
+    symmetric_vectorize,
 )
 from manifoldnn.layers.functional import eigh_top
 from manifoldnn.manifolds import Grassmann, karcher_mean
@@ -320,3 +325,92 @@ def test_karcherpool_learnable_weights_and_gradients():
         KarcherPool(group_size=3)(y)
     with pytest.raises(ValueError, match="size"):
         KarcherPool(learn_weights=True)
+
+
+# ------------------------------------------------------------------------- GrNet and its head
+
+
+def test_symmetric_vectorize_is_an_isometry_and_classifier_shapes():
+    generator = torch.Generator().manual_seed(18)
+    a, b = torch.randn(2, 3, 5, 5, generator=generator, dtype=torch.float64)
+    a, b = a + a.transpose(-1, -2), b + b.transpose(-1, -2)
+    inner = (symmetric_vectorize(a) * symmetric_vectorize(b)).sum(-1)
+    assert torch.allclose(inner, torch.einsum("bij,bji->b", a, b))
+    head = ProjectorClassifier(5, 4, channels=3)
+    assert head(torch.randn(2, 7, 3, 5, 5)).shape == (2, 7, 4)
+    with pytest.raises(ValueError, match="expects"):
+        head(torch.randn(2, 5, 5))
+    with pytest.raises(ValueError, match="not increase"):
+        GrNet(8, 2, 3, dims=(6, 7))
+    with pytest.raises(ValueError, match="p <= every"):
+        GrNet(8, 5, 3, dims=(6, 4))
+    with pytest.raises(ValueError, match="divisible"):
+        GrNet(12, 2, 3, channels=3, pool_size=2)
+
+
+def test_grnet_gradcheck():
+    torch.manual_seed(19)
+    model = GrNet(6, 2, 3, dims=(5, 4), channels=2, pool_size=2).double()
+    for module in model.modules():
+        if isinstance(module, FRMap):
+            module.reset_parameters()
+    x = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(model, (x,))
+
+
+@pytest.mark.parametrize("pooling", ["projection", "karcher"])
+def test_grnet_200_riemannian_adam_steps_stay_on_the_manifold(pooling):
+    """Train in float32 for 200 steps; every Stiefel weight and every basis-valued activation is
+    orthonormal to 1e-6 and the classifier learns the class subspaces."""
+    torch.manual_seed(20)
+    generator = torch.Generator().manual_seed(21)
+    planes = torch.linalg.qr(torch.randn(3, 8, 2, generator=generator))[0]
+    labels = torch.randint(0, 3, (60,), generator=generator)
+    features = planes[labels] @ torch.randn(60, 2, 6, generator=generator)
+    features = features + 0.3 * torch.randn(60, 8, 6, generator=generator)
+    model = GrNet(8, 2, 3, dims=(6, 4), channels=4, pool_size=2, pooling=pooling)
+    activations: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (ReOrth, OrthMap, KarcherPool, SubspaceEmbedding)):
+            module.register_forward_hook(
+                lambda m, i, out, name=name: activations.__setitem__(name, out.detach())
+            )
+    optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=0.02)
+    losses = []
+    for step in range(200):
+        index = torch.arange(step % 4 * 15, step % 4 * 15 + 15)
+        loss = torch.nn.functional.cross_entropy(model(features[index]), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    for module in model.modules():
+        if isinstance(module, FRMap):
+            w = module.matrix.detach()
+            eye = torch.eye(w.shape[-2])
+            assert (w @ w.transpose(-1, -2) - eye).abs().max() < 1e-6
+    model(features)
+    assert len(activations) >= 4
+    for name, value in activations.items():
+        assert orthonormality_error(value) < 1e-6, name
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    with torch.no_grad():
+        assert (model(features).argmax(-1) == labels).float().mean() > 0.9
+
+
+def test_example_and_benchmark_smoke(tmp_path):
+    from benchmarks.grassmann_layers import main as benchmark_main
+    from examples.grassmann_classification import main as example_main
+
+    output = example_main(
+        ["--train-limit", "30", "--epochs", "1", "--mlp-epochs", "1", "--out", str(tmp_path),
+         "--json", str(tmp_path / "results.json")]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for method in ("grnet", "log_euclidean", "mlp", "projector_logreg"):
+        assert 0.0 <= saved["results"][method]["accuracy"] <= 1.0
+    assert saved["stiefel_error"] < 1e-5
+    assert (tmp_path / "grnet.pt").exists() and (tmp_path / "training_curve.png").exists()
+    assert output["results"]["grnet"]["parameters"] > 0
+    ratios = benchmark_main(["--batch", "4", "--repeats", "1", "--inner", "1"])
+    assert set(ratios) == {"fb", "step"} and all(r > 0 for r in ratios.values())
