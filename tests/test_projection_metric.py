@@ -21,8 +21,9 @@ def _bases(*shape, dtype=torch.float64, seed=0):
     return qr_positive(torch.randn(*shape, generator=generator, dtype=dtype))
 
 
-def test_distance_matches_explicit_projectors():
-    x, y = _bases(5, 7, 3, seed=1), _bases(4, 7, 3, seed=2)
+@pytest.mark.parametrize("n, p", [(7, 3), (19, 3), (5, 1), (4, 4)])  # projector and cross paths
+def test_distance_matches_explicit_projectors(n, p):
+    x, y = _bases(5, n, p, seed=1), _bases(4, n, p, seed=2)
     px, py = x @ x.transpose(-1, -2), y @ y.transpose(-1, -2)
     reference = torch.linalg.matrix_norm(px[:, None] - py[None], dim=(-2, -1)) / math.sqrt(2)
     assert torch.allclose(projection_metric_distance(x, y), reference, atol=1e-10, rtol=0)

@@ -67,6 +67,10 @@ def projection_metric_similarity(
     y1 : ``(..., N, n, p)`` orthonormal bases when ``pairwise`` (``(..., n, p)`` otherwise).
     y2 : ``(..., M, n, p)`` when ``pairwise`` (``(..., n, p)`` otherwise); leading dims broadcast.
     pairwise : all pairs ``(..., N, M)`` when True, element-wise ``(...)`` when False.
+
+    Pairwise, the cheaper of two exact evaluations is used: the squared cross products of the basis
+    vectors (``N M p^2 n`` flops, chosen when ``n >= 2 p^2``), or, for small n, the inner products
+    of the isometrically vectorised projectors (``N M n (n + 1) / 2`` flops).
     """
     _check_bases("y1", y1)
     _check_bases("y2", y2)
@@ -84,16 +88,22 @@ def projection_metric_similarity(
             "pairwise projection metric needs batches (..., N, n, p) and (..., M, n, p), got "
             f"{tuple(y1.shape)} and {tuple(y2.shape)}"
         )
-    # <Y1 Y1^T, Y2 Y2^T>_F = sum_{a,b} (y1_a . y2_b)^2: cross products of all basis vectors
     n, p = y1.shape[-2:]
-    a = y1.transpose(-1, -2).reshape(*y1.shape[:-2], p, n)  # (..., N, p, n)
-    b = y2.transpose(-1, -2).reshape(*y2.shape[:-2], p, n)  # (..., M, p, n)
-    a = a.flatten(-3, -2)  # (..., N p, n)
-    b = b.flatten(-3, -2)  # (..., M p, n)
-    cross = (a @ b.transpose(-1, -2)).pow(2)  # (..., N p, M p)
     rows, cols = y1.shape[-3], y2.shape[-3]
-    cross = cross.unflatten(-1, (cols, p)).sum(-1)  # (..., N p, M)
-    return cross.unflatten(-2, (rows, p)).sum(-2)  # (..., N, M)
+    if 2 * p * p <= n:
+        # sum_{a,b} (y1_a . y2_b)^2 over all pairs of basis vectors: N M p^2 n flops, no projectors
+        a = y1.transpose(-1, -2).flatten(-3, -2)  # (..., N p, n)
+        b = y2.transpose(-1, -2).flatten(-3, -2)  # (..., M p, n)
+        cross = (a @ b.transpose(-1, -2)).pow(2)  # (..., N p, M p)
+        return cross.unflatten(-1, (cols, p)).sum(-1).unflatten(-2, (rows, p)).sum(-2)
+    # small n (< 2 p^2): the Frobenius inner product of the upper triangles of the projectors,
+    # N M n (n + 1) / 2 flops and (N, M) intermediates instead of (N p, M p)
+    upper_rows, upper_cols = torch.triu_indices(n, n, device=y1.device)
+    off_diagonal = (upper_rows != upper_cols).to(y1.dtype)
+    scale = 1.0 + (math.sqrt(2.0) - 1.0) * off_diagonal
+    a = (y1 @ y1.transpose(-1, -2))[..., upper_rows, upper_cols] * scale  # (..., N, n(n+1)/2)
+    b = (y2 @ y2.transpose(-1, -2))[..., upper_rows, upper_cols] * scale
+    return a @ b.transpose(-1, -2)
 
 
 def projection_metric_distance(
@@ -158,10 +168,15 @@ class ProjectionMetricContrastiveLoss(nn.Module):
     reduction : ``"mean"``, ``"sum"`` or ``"none"`` (``(V, N)`` per view and sample, each averaged
         over the other views).
 
+    With ``positives`` (a bool ``(N, N)`` mask with a true diagonal), the anchor's term becomes the
+    mean of :math:`-\log` softmax over all its positives (the multi-positive loss of Khosla et al.,
+    NeurIPS 2020, "Supervised contrastive learning", eq. 2, "L_out"), e.g. to add the anchor's
+    nearest neighbours in another view as positives.
+
     Shape
     -----
-    ``forward(views)`` with ``views`` a tensor ``(V, N, n, p)`` or a sequence of V tensors
-    ``(N, n, p)`` of orthonormal bases; returns a scalar (or ``(V, N)``).
+    ``forward(views, positives=None)`` with ``views`` a tensor ``(V, N, n, p)`` or a sequence of V
+    tensors ``(N, n, p)`` of orthonormal bases; returns a scalar (or ``(V, N)``).
     """
 
     def __init__(self, temperature: float = 0.5, reduction: Reduction = "mean") -> None:
@@ -172,7 +187,11 @@ class ProjectionMetricContrastiveLoss(nn.Module):
         self.temperature = float(temperature)
         self.reduction = reduction
 
-    def forward(self, views: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]):
+    def forward(
+        self,
+        views: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
+        positives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if not isinstance(views, torch.Tensor):
             shapes = {tuple(v.shape) for v in views}
             if len(shapes) > 1:
@@ -187,13 +206,36 @@ class ProjectionMetricContrastiveLoss(nn.Module):
             raise ValueError(f"the contrastive loss needs at least 2 views, got {num_views}")
         if num_samples < 2:
             raise ValueError(f"in-batch negatives need N >= 2 samples, got {num_samples}")
-        # (V, V, N, N) similarities between every pair of views
-        sims = projection_metric_similarity(views[:, None], views[None, :])
-        logits = sims / self.temperature
-        log_prob = logits.diagonal(dim1=-2, dim2=-1) - torch.logsumexp(logits, dim=-1)  # (V, V, N)
-        off_diagonal = ~torch.eye(num_views, dtype=torch.bool, device=views.device)
-        per_sample = -(log_prob * off_diagonal[..., None]).sum(1) / (num_views - 1)  # (V, N)
-        return _reduce(per_sample, self.reduction)
+        first, second = torch.triu_indices(num_views, num_views, 1, device=views.device)
+        # (P, N, N) similarities for the P = V (V - 1) / 2 unordered pairs of views; the transpose
+        # holds the other direction
+        logits = projection_metric_similarity(views[first], views[second]) / self.temperature
+        forward_log_prob = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        backward_log_prob = logits.transpose(-1, -2) - torch.logsumexp(
+            logits.transpose(-1, -2), dim=-1, keepdim=True
+        )
+        if positives is None:
+            forward_term = forward_log_prob.diagonal(dim1=-2, dim2=-1)
+            backward_term = backward_log_prob.diagonal(dim1=-2, dim2=-1)
+        else:
+            if positives.shape != (num_samples, num_samples) or positives.dtype != torch.bool:
+                raise ValueError(
+                    f"positives must be a bool mask ({num_samples}, {num_samples}), got "
+                    f"{tuple(positives.shape)} {positives.dtype}"
+                )
+            if not bool(positives.diagonal().all()):
+                raise ValueError(
+                    "positives must contain the diagonal (a sample is its own positive)"
+                )
+            weight = positives.to(logits.dtype)
+            weight = weight / weight.sum(-1, keepdim=True)
+            forward_term = (forward_log_prob * weight).sum(-1)
+            backward_term = (backward_log_prob * weight).sum(-1)
+        per_sample = torch.zeros(num_views, num_samples, dtype=logits.dtype, device=logits.device)
+        per_sample = per_sample.index_add(0, first, -forward_term).index_add(
+            0, second, -backward_term
+        )
+        return _reduce(per_sample / (num_views - 1), self.reduction)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction={self.reduction!r}"
