@@ -273,15 +273,19 @@ def _sdpa_path(
         pad = torch.zeros_like(psi[..., 0]).masked_fill(key_padding_mask, big).unsqueeze(-1)
         psi = torch.cat([psi, pad], -1)
     features = extrinsic_value_features(kind, manifold, value)
+    # PyTorch's fused CPU kernel (flash attention, O(L) memory) needs 4-d inputs with one head size
+    # for queries, keys and values: zero-pad the narrower side (dot products are unchanged).
+    width = max(phi.shape[-1], features.shape[-1])
+    phi, psi = F.pad(phi, (0, width - phi.shape[-1])), F.pad(psi, (0, width - psi.shape[-1]))
+    padded = F.pad(features, (0, width - features.shape[-1]))
     batch = phi.shape[:-2]
-    flat = (-1,) + phi.shape[-2:]
     mean = F.scaled_dot_product_attention(
-        phi.reshape(flat),
-        psi.reshape((-1,) + psi.shape[-2:]),
-        features.reshape((-1,) + features.shape[-2:]),
+        phi.reshape((-1, 1) + phi.shape[-2:]),
+        psi.reshape((-1, 1) + psi.shape[-2:]),
+        padded.reshape((-1, 1) + padded.shape[-2:]),
         is_causal=causal,
         scale=1.0,
-    )
+    )[..., : features.shape[-1]]
     mean = mean.reshape(batch + mean.shape[-2:])
     return extrinsic_aggregate(kind, manifold, mean, point_shape)
 

@@ -322,14 +322,15 @@ def sdpa_features(
 
 def extrinsic_value_features(kind: str, manifold, v: torch.Tensor) -> torch.Tensor:
     """Values as vectors whose weighted mean is then mapped back (``extrinsic_aggregate``):
-    Euclidean / sphere: ``v``; ball: ``log_0 v``; Grassmann: ``vec(V V^T)``; SPD: ``vec(log V)``."""
+    Euclidean / sphere: ``v``; ball: ``log_0 v``; Grassmann: upper triangle of ``V V^T``; SPD: upper
+    triangle of ``log V``."""
     if kind in ("euclidean", "sphere"):
         return v
     if kind == "ball":
         return manifold.logmap0(v)
-    if kind == "grassmann":
-        return (v @ v.transpose(-1, -2)).flatten(-2)
-    return _sym_log(v).flatten(-2)
+    matrix = v @ v.transpose(-1, -2) if kind == "grassmann" else _sym_log(v)
+    rows, cols = torch.triu_indices(matrix.shape[-1], matrix.shape[-1], device=v.device)
+    return matrix[..., rows, cols]  # upper triangle: n(n+1)/2 numbers
 
 
 def extrinsic_aggregate(kind: str, manifold, mean: torch.Tensor, point_shape) -> torch.Tensor:
@@ -347,8 +348,12 @@ def extrinsic_aggregate(kind: str, manifold, mean: torch.Tensor, point_shape) ->
     if kind == "ball":
         return manifold.expmap0(mean)
     n, p = point_shape
-    matrix = mean.unflatten(-1, (n, n))
+    rows, cols = torch.triu_indices(n, n, device=mean.device)
+    matrix = mean.new_zeros(mean.shape[:-1] + (n, n))
+    matrix[..., rows, cols] = mean
+    matrix[..., cols, rows] = mean
     if kind == "grassmann":
-        _, vectors = eigh_top(matrix, p)
-        return vectors
-    return _sym_exp(0.5 * (matrix + matrix.transpose(-1, -2)))
+        if torch.is_grad_enabled() and matrix.requires_grad:
+            return eigh_top(matrix, p)[1]  # backward finite at repeated eigenvalues
+        return torch.linalg.eigh(matrix)[1][..., -p:]
+    return _sym_exp(matrix)

@@ -1,0 +1,162 @@
+"""Grassmann attention vs scaled_dot_product_attention: time ratio and peak memory against L.
+
+Tokens are points of Gr(n, p) (bases ``(L, n, p)``). Methods, forward pass only (no gradient):
+
+* ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` on Euclidean features of the same
+  size as those the projection path feeds it (queries, keys and values of ``n(n+1)/2`` numbers, one
+  head: PyTorch's fused CPU flash kernel), the peer;
+* ``projection``: ``geodesic_attention(Grassmann(), ..., distance="projection",
+  aggregation="extrinsic")``: packed projector features through SDPA, then the top-p eigenvectors
+  of each weighted mean projector;
+* ``geodesic``: ``distance="geodesic"`` (principal angles of every query-key pair, key chunks of
+  ``--chunk`` with an online softmax), run only up to ``--geodesic-max`` tokens.
+
+Time: minimum of ``--repeats`` calls (the least disturbed by other processes on a shared machine), ``sdpa`` and the Grassmann methods timed in the same process on
+the same inputs; the ratio is printed. Peak memory: each (method, L) runs once in a fresh
+subprocess, and the peak is ``ru_maxrss`` (``resource.getrusage``, the process's resident-set
+high-water mark) minus the resident set size just before the call, i.e. the extra memory the call
+needed. (tracemalloc does not see PyTorch's allocator, hence RSS.)
+
+Run: ``OMP_NUM_THREADS=2 python benchmarks/attention.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from manifoldnn.layers import geodesic_attention  # noqa: E402
+from manifoldnn.manifolds import Grassmann  # noqa: E402
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * (resource.getpagesize() // 1024)
+
+
+def make_inputs(length: int, n: int, p: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    grassmann = Grassmann()
+
+    def bases():
+        return torch.linalg.qr(torch.randn(1, length, n, p, generator=gen))[0]
+
+    q, k, v = bases(), bases(), bases()
+    m = n * (n + 1) // 2
+    eq, ek, ev = (torch.randn(1, 1, length, m, generator=gen) for _ in range(3))
+    return grassmann, (q, k, v), (eq, ek, ev)
+
+
+def run_method(method: str, grassmann, points, features, chunk: int):
+    with torch.no_grad():
+        if method == "sdpa":
+            return F.scaled_dot_product_attention(*features)
+        q, k, v = points
+        return geodesic_attention(
+            grassmann, q, k, v, tau=0.5, distance=method, aggregation="extrinsic", chunk_size=chunk
+        )
+
+
+def worker_time(args) -> dict:
+    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed)
+    methods = ["sdpa", "projection"] + (["geodesic"] if args.length <= args.geodesic_max else [])
+    times = {}
+    for method in methods:
+        run_method(method, grassmann, points, features, args.chunk)  # warm-up
+        samples = []
+        for _ in range(args.repeats if args.length <= 4096 else 1):
+            start = time.perf_counter()
+            run_method(method, grassmann, points, features, args.chunk)
+            samples.append(time.perf_counter() - start)
+        times[method] = min(samples)
+    return times
+
+
+def worker_memory(args) -> dict:
+    small = make_inputs(16, args.n, args.p, args.seed)
+    run_method(args.method, *small, args.chunk)  # load kernels and libraries first
+    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed)
+    before = _rss_kib()
+    run_method(args.method, grassmann, points, features, args.chunk)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_extra_mib": max(0, peak - before) / 1024}
+
+
+def _spawn(extra: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *extra], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description="Grassmann attention vs SDPA")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
+    parser.add_argument("--n", type=int, default=6)
+    parser.add_argument("--p", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--geodesic-max", type=int, default=2048)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker", choices=["time", "memory"], default=None)
+    parser.add_argument("--method", default="sdpa")
+    parser.add_argument("--length", type=int, default=256)
+    args = parser.parse_args(argv)
+    if args.worker == "time":
+        print(json.dumps(worker_time(args)))
+        return {}
+    if args.worker == "memory":
+        print(json.dumps(worker_memory(args)))
+        return {}
+
+    common = ["--n", str(args.n), "--p", str(args.p), "--chunk", str(args.chunk)]
+    common += ["--seed", str(args.seed), "--repeats", str(args.repeats)]
+    common += ["--geodesic-max", str(args.geodesic_max)]
+    rows = {}
+    print(
+        f"Gr({args.n},{args.p}) tokens; SDPA peer on q/k/v features of size "
+        f"{args.n * (args.n + 1) // 2}; torch threads {torch.get_num_threads()}"
+    )
+    header = (
+        f"{'L':>6} {'sdpa s':>9} {'proj s':>9} {'proj/sdpa':>9} {'geod s':>9} {'geod/sdpa':>9}"
+        f" {'mem sdpa':>9} {'mem proj':>9} {'mem geod':>9}  (MiB)"
+    )
+    print(header)
+    for length in args.lengths:
+        times = _spawn(common + ["--worker", "time", "--length", str(length)])
+        memory = {}
+        for method in times:
+            memory[method] = _spawn(
+                common + ["--worker", "memory", "--method", method, "--length", str(length)]
+            )["peak_extra_mib"]
+        rows[length] = {"time_s": times, "peak_extra_mib": memory}
+        geo_t = times.get("geodesic")
+        print(
+            f"{length:>6} {times['sdpa']:>9.4f} {times['projection']:>9.4f} "
+            f"{times['projection'] / times['sdpa']:>9.2f} "
+            + (f"{geo_t:>9.3f} {geo_t / times['sdpa']:>9.1f} " if geo_t else f"{'-':>9} {'-':>9} ")
+            + f"{memory['sdpa']:>9.1f} {memory['projection']:>9.1f} "
+            + (f"{memory['geodesic']:>9.1f}" if "geodesic" in memory else f"{'-':>9}")
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"results": rows, "config": vars(args)}, default=str))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
