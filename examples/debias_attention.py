@@ -257,7 +257,7 @@ def parse_args(argv=None):
     parser.add_argument("--keys", type=int, default=10000, help="vocabulary size (most frequent)")
     parser.add_argument("--tau", type=float, default=0.2, help="attention temperature")
     parser.add_argument(
-        "--alphas", type=float, nargs="+", default=[-0.95, -0.75, -0.5, 1.0, 4.0, 16.0]
+        "--alphas", type=float, nargs="+", default=[-0.95, -0.75, -0.5, 1.0, 4.0, 16.0, 64.0, 256.0]
     )
     parser.add_argument("--inlp-rounds", type=int, nargs="+", default=[2, 5, 10, 20, 35])
     parser.add_argument("--hard-strengths", type=float, nargs="+", default=[0.25, 0.5, 0.75])

@@ -294,3 +294,17 @@ def test_pack_symmetric_is_isometric():
     a, b = spd(5, 4, 4), spd(5, 4, 4)
     ref = (a * b).sum((-2, -1))
     assert torch.allclose((pack_symmetric(a) * pack_symmetric(b)).sum(-1), ref, atol=1e-12)
+
+
+def test_benchmark_smoke():
+    import argparse
+
+    from benchmarks import attention as bench
+
+    args = argparse.Namespace(
+        length=32, n=4, p=2, seed=0, chunk=8, repeats=1, geodesic_max=64, method="projection"
+    )
+    times = bench.worker_time(args)
+    assert set(times) == {"sdpa", "projection", "geodesic"}
+    assert all(t > 0 for t in times.values())
+    assert bench.worker_memory(args)["peak_extra_mib"] >= 0
