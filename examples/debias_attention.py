@@ -34,6 +34,19 @@ of career/family (names), math/arts and science/arts vs male/female terms. (c) `
 fraction of the 10 nearest neighbours (among the evaluated words) shared with the ``none`` outputs.
 
 Run: ``python examples/debias_attention.py --json out/debias_attention/results.json``.
+
+Measured (that command, seed 0, tau 0.2, 1457 query words, 10,305 keys, about 45 s on one core):
+the fairness metric keeps meaning (10-NN overlap 0.94-0.99, SimLex 0.426-0.440, WordSim 0.692-0.695
+against 0.427 / 0.694 without debiasing) and moves the stereotype gap of attention (0.506 -> 0.349 at
+alpha 16, -0.80 at alpha 64: it overshoots), but leaves the WEAT effect sizes of the outputs almost
+unchanged (1.349 -> 1.320 at best; hard debiasing 0.980, INLP 0.844), because a query's own vector
+keeps most of its attention mass and the values are not debiased. It does not lie above hard
+debiasing or INLP on the WEAT-vs-meaning curve. On the stereotype gap, alpha 32 brings the signed
+mean gap to 0.001 with meaning kept as well as or slightly better than full hard debiasing (10-NN
+0.964 vs 0.964, WordSim 0.694 vs 0.692, SimLex 0.435 vs 0.429), but the per-profession log ratios
+still follow the professions' gender lean (correlation 0.91, against -0.12 after hard debiasing and
+0.18 after INLP): the whole distribution shifts (and overshoots, -0.80 at alpha 64) rather than
+losing its dependence on the lean.
 """
 
 from __future__ import annotations
@@ -257,7 +270,10 @@ def parse_args(argv=None):
     parser.add_argument("--keys", type=int, default=10000, help="vocabulary size (most frequent)")
     parser.add_argument("--tau", type=float, default=0.2, help="attention temperature")
     parser.add_argument(
-        "--alphas", type=float, nargs="+", default=[-0.95, -0.75, -0.5, 1.0, 4.0, 16.0, 64.0, 256.0]
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=[-0.95, -0.75, -0.5, 1.0, 4.0, 16.0, 32.0, 64.0, 256.0],
     )
     parser.add_argument("--inlp-rounds", type=int, nargs="+", default=[2, 5, 10, 20, 35])
     parser.add_argument("--hard-strengths", type=float, nargs="+", default=[0.25, 0.5, 0.75])
@@ -413,7 +429,7 @@ def plot_tradeoff(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     families = {
         "hard debias (partial -> full)": [n for n in results if n.startswith("hard_debias@")]
         + ["hard_debias"],
@@ -436,15 +452,24 @@ def plot_tradeoff(results: dict, path: Path) -> None:
                 "mean |WEAT effect size| (lower = less bias)",
                 "SimLex-999 Spearman",
             ),
-            ("stereotype_gap", "wordsim", "stereotype gap of attention", "WordSim-353 Spearman"),
+            ("stereotype_gap", "wordsim", "|stereotype gap| of attention", "WordSim-353 Spearman"),
+            ("stereotype_gap", "nn_overlap", "|stereotype gap| of attention", "10-NN overlap"),
         ],
     ):
+        magnitude = bias_key == "stereotype_gap"  # a log mass ratio: can overshoot below 0
+
+        def x_of(name, bias_key=bias_key, magnitude=magnitude):
+            value = results[name][bias_key]
+            return abs(value) if magnitude else value
+
         for label, names in families.items():
             names = ["none"] + names
-            xs = [results[n][bias_key] for n in names]
+            xs = [x_of(n) for n in names]
             ys = [results[n][meaning_key] for n in names]
             ax.plot(xs, ys, marker="o", label=label)
-        ax.scatter([results["none"][bias_key]], [results["none"][meaning_key]], c="k", zorder=5)
+        if magnitude:
+            ax.set_xscale("log")
+        ax.scatter([x_of("none")], [results["none"][meaning_key]], c="k", zorder=5)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

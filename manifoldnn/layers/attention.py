@@ -16,6 +16,9 @@ log-Euclidean distance) with extrinsic aggregation run through
 (except Karcher aggregation, which needs all weights at once) runs over key chunks with an online
 softmax (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"), so the forward
 pass holds ``L_q x chunk_size`` pairwise quantities at a time, never the ``L_q x L_k`` matrix.
+With autograd recording, the chunked path keeps each chunk's intermediates for the backward pass
+(memory ``O(L_q L_k)`` again); the SDPA path's backward is PyTorch's fused one. Measured with
+``benchmarks/attention.py``.
 """
 
 from __future__ import annotations
@@ -138,6 +141,8 @@ def geodesic_attention(
         ``query_terms`` interface): adds ``alpha sum_m w_m(q) <g_m(q), Log_q k>^2`` to ``d^2``.
     chunk_size : keys per chunk on the chunked path.
     return_weights : also return the attention weights ``(..., L_q, L_k)`` (materialises them).
+    karcher_kwargs : keyword arguments of :func:`~manifoldnn.manifolds.karcher_mean` (``max_iter``,
+        ``tol``, ...) for ``aggregation="karcher"``.
 
     Returns
     -------
