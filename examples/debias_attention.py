@@ -32,6 +32,7 @@ the Pearson correlation of r and lean. (b) ``weat``: mean |effect size| (Caliska
 of career/family (names), math/arts and science/arts vs male/female terms. (c) ``simlex`` /
 ``wordsim``: Spearman correlation of cosine similarities with human scores; ``nn_overlap``: mean
 fraction of the 10 nearest neighbours (among the evaluated words) shared with the ``none`` outputs.
+``self`` (``self_mass``): mean attention weight of a profession query on its own key.
 
 Run: ``python examples/debias_attention.py --json out/debias_attention/results.json``.
 
@@ -39,8 +40,9 @@ Measured (that command, seed 0, tau 0.2, 1457 query words, 10,305 keys, about 45
 the fairness metric keeps meaning (10-NN overlap 0.94-0.99, SimLex 0.426-0.440, WordSim 0.692-0.695
 against 0.427 / 0.694 without debiasing) and moves the stereotype gap of attention (0.506 -> 0.349 at
 alpha 16, -0.80 at alpha 64: it overshoots), but leaves the WEAT effect sizes of the outputs almost
-unchanged (1.349 -> 1.320 at best; hard debiasing 0.980, INLP 0.844), because a query's own vector
-keeps most of its attention mass and the values are not debiased. It does not lie above hard
+unchanged (1.349 -> 1.320 at best; hard debiasing 0.980, INLP 0.844): the values are not debiased
+and a profession query keeps 0.73 of its attention on its own (biased) vector, more as alpha grows
+(0.83 at alpha 32, 0.92 at alpha 256: the stretch pushes the other keys away). It does not lie above hard
 debiasing or INLP on the WEAT-vs-meaning curve. On the stereotype gap, alpha 32 brings the signed
 mean gap to 0.001 with meaning kept as well as or slightly better than full hard debiasing (10-NN
 0.964 vs 0.964, WordSim 0.694 vs 0.692, SimLex 0.435 vs 0.429), but the per-profession log ratios
@@ -243,6 +245,8 @@ def evaluate(name, out, eval_words, weights, ctx) -> dict[str, float]:
     lean = ctx["profession_lean"]
     gap = float(np.mean(ratio * np.sign(lean)))
     corr = float(pearsonr(ratio, lean).statistic) if np.std(ratio) > 0 else 0.0
+    rows = torch.arange(len(ctx["profession_keys"]))
+    self_mass = float(weights[rows, ctx["profession_keys"]].mean())
     unit = out / np.linalg.norm(out, axis=1, keepdims=True)
     sims = unit @ unit.T
     np.fill_diagonal(sims, -np.inf)
@@ -259,6 +263,7 @@ def evaluate(name, out, eval_words, weights, ctx) -> dict[str, float]:
         "simlex": simlex,
         "wordsim": wordsim,
         "nn_overlap": overlap,
+        "self_mass": self_mass,
     }
 
 
@@ -332,6 +337,7 @@ def main(argv=None) -> dict:
         "male_keys": [key_pos[index[w]] for w in male_words if w in index],
         "female_keys": [key_pos[index[w]] for w in female_words if w in index],
         "profession_lean": X[[index[p] for p in professions]] @ g,
+        "profession_keys": torch.as_tensor([key_pos[index[p]] for p in professions]),
     }
     # reference figures on raw vectors (no attention): reproduce ../shared/data/README.md
     raw_weat = weat_scores(raw_vec, weat)
@@ -386,6 +392,7 @@ def main(argv=None) -> dict:
 
     header = (
         f"{'method':<20}{'WEAT':>7}{'gap':>8}{'corr':>7}{'SimLex':>8}{'WordSim':>9}{'NN@10':>7}"
+        f"{'self':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -393,6 +400,7 @@ def main(argv=None) -> dict:
         print(
             f"{name:<20}{r['weat']:>7.3f}{r['stereotype_gap']:>8.3f}{r['gap_corr']:>7.2f}"
             f"{r['simlex']:>8.3f}{r['wordsim']:>9.3f}{r['nn_overlap']:>7.3f}"
+            f"{r['self_mass']:>6.2f}"
         )
     print(
         f"{len(eval_words)} query words, {len(key_idx)} keys, tau={args.tau}, "
