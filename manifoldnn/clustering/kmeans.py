@@ -45,12 +45,33 @@ def extrinsic_mean(points: torch.Tensor, weights: torch.Tensor | None = None) ->
     return torch.linalg.eigh(projector)[1][..., -p:]
 
 
+def _mean_projectors(points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i Y_i Y_i^T`` for weights ``(..., N)`` and points ``(N, n, p)`` -> ``(..., n, n)``.
+
+    One matrix product with the flattened projectors ``(N, n^2)`` when they fit in memory, otherwise a
+    loop over the weight rows using only the points with non-zero weight.
+    """
+    num_points, n, _ = points.shape
+    if num_points * n * n <= 2**25:
+        flat = (points @ points.transpose(-1, -2)).flatten(-2)  # (N, n^2)
+        return (weights @ flat).unflatten(-1, (n, n))
+    rows = weights.reshape(-1, num_points)
+    out = []
+    for row in rows:
+        members = row > 0
+        chosen = points[members] * row[members].sqrt()[:, None, None]
+        basis = chosen.transpose(0, 1).reshape(n, -1)  # (n, members * p)
+        out.append(basis @ basis.T)
+    return torch.stack(out).reshape(*weights.shape[:-1], n, n)
+
+
 class GrassmannKMeans:
     r"""k-means clustering of subspaces (points of Gr(n, p)) with the projection metric.
 
     Parameters
     ----------
     n_clusters : number of clusters K.
+    init : ``"k-means++"`` or initial centres ``(K, n, p)`` (orthonormal bases; then one run).
     mean : ``"extrinsic"`` (default; the exact Lloyd centre for the projection metric) or
         ``"karcher"`` (geodesic mean).
     n_init : number of k-means++ restarts; the one with the lowest inertia is kept.
@@ -73,6 +94,7 @@ class GrassmannKMeans:
         self,
         n_clusters: int = 8,
         *,
+        init: str | torch.Tensor | np.ndarray = "k-means++",
         mean: Literal["extrinsic", "karcher"] = "extrinsic",
         n_init: int = 10,
         max_iter: int = 100,
@@ -80,6 +102,7 @@ class GrassmannKMeans:
         random_state: int | None = None,
     ) -> None:
         self.n_clusters = n_clusters
+        self.init = init
         self.mean = mean
         self.n_init = n_init
         self.max_iter = max_iter
@@ -161,7 +184,10 @@ class GrassmannKMeans:
         weights = one_hot.transpose(1, 2)  # (R, K, N)
         batch = points.expand(*weights.shape[:2], *points.shape)  # (R, K, N, n, p)
         if self.mean == "extrinsic":
-            centres = extrinsic_mean(batch, weights)
+            normalised = weights / counts.clamp_min(1.0)[..., None]
+            centres = torch.linalg.eigh(_mean_projectors(points, normalised))[1][
+                ..., -points.shape[-1] :
+            ]
         else:
             safe = torch.where(counts[..., None] > 0, weights, torch.ones_like(weights))
             init = extrinsic_mean(batch, safe)
@@ -179,12 +205,26 @@ class GrassmannKMeans:
             else int(torch.randint(2**31 - 1, ()).item())
         )
         with torch.no_grad():
-            centres = self._seed(points, generator)
+            if isinstance(self.init, str):
+                if self.init != "k-means++":
+                    raise ValueError(
+                        f"init must be 'k-means++' or centres (K, n, p), got {self.init!r}"
+                    )
+                centres = self._seed(points, generator)
+            else:
+                centres = self._validate(self.init).to(points.device, points.dtype)
+                if centres.shape != (self.n_clusters, *points.shape[1:]):
+                    raise ValueError(
+                        f"init centres must have shape {(self.n_clusters, *points.shape[1:])}, "
+                        f"got {tuple(centres.shape)}"
+                    )
+                centres = centres[None]
+            restarts = centres.shape[0]
             previous = torch.full(
-                (self.n_init,), float("inf"), dtype=points.dtype, device=points.device
+                (restarts,), float("inf"), dtype=points.dtype, device=points.device
             )
-            active = torch.ones(self.n_init, dtype=torch.bool, device=points.device)
-            iterations = torch.zeros(self.n_init, dtype=torch.long)
+            active = torch.ones(restarts, dtype=torch.bool, device=points.device)
+            iterations = torch.zeros(restarts, dtype=torch.long)
             for _ in range(self.max_iter):
                 distances = self._squared_distances(points, centres)
                 closest, labels = distances.min(-1)
@@ -229,6 +269,6 @@ class GrassmannKMeans:
 
     def __repr__(self) -> str:
         return (
-            f"GrassmannKMeans(n_clusters={self.n_clusters}, mean={self.mean!r}, n_init={self.n_init}, "
+            f"GrassmannKMeans(n_clusters={self.n_clusters}, init={self.init if isinstance(self.init, str) else 'array'!r}, mean={self.mean!r}, n_init={self.n_init}, "
             f"max_iter={self.max_iter}, tol={self.tol}, random_state={self.random_state})"
         )
