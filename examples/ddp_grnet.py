@@ -126,10 +126,10 @@ def spawn_training(
 class GrNetFactory:
     """Picklable model factory for spawned processes: ``GrNetFactory(**kwargs)()`` is
     ``GrNet(**kwargs)`` converted to ``dtype``.  The default is the GrNet of
-    ``examples/grassmann_classification.py`` on Gr(13, 3)."""
+    ``examples/grassmann_classification.py`` on Gr(49, 3) (3 delays)."""
 
     def __init__(self, dtype: torch.dtype = torch.float32, **kwargs) -> None:
-        defaults = dict(in_dim=13, p=3, num_classes=9, dims=(12, 10), channels=4, pool_size=2)
+        defaults = dict(in_dim=49, p=3, num_classes=9, dims=(32, 16), channels=8, pool_size=2)
         self.kwargs = defaults | {"embed": False} | kwargs
         self.dtype = dtype
 
@@ -146,7 +146,7 @@ def _torchrun_main(args: argparse.Namespace) -> None:
     try:
         x_train, y_train, x_test, y_test = load_data()
         x_train, x_test = standardise(x_train, x_test)
-        bases, bases_test = subspaces(x_train, 3).float(), subspaces(x_test, 3).float()
+        bases, bases_test = subspaces(x_train, 3, 3).float(), subspaces(x_test, 3, 3).float()
         labels, labels_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
         torch.manual_seed(
             args.seed

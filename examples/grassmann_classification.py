@@ -6,15 +6,20 @@ Data: JapaneseVowels (Kudo, Toyama & Shimbo 1999; UCR/UEA archive), shipped with
 270 training and 370 test utterances.
 
 Representation: every utterance :math:`x_1, \dots, x_T \in \mathbb{R}^{12}` (channels standardised
-with training statistics) becomes the dominant p-dimensional subspace of the lifted frames
-:math:`[x_t; 1] \in \mathbb{R}^{13}` (:class:`~manifoldnn.layers.SubspaceEmbedding`).  The constant
-coordinate makes the subspace encode the affine hull of the frames (mean and principal directions),
-not only the linear span; a point of :math:`\mathrm{Gr}(13, p)`.
+with training statistics) becomes the dominant p-dimensional subspace of the delay-embedded, lifted
+frames :math:`[x_t; x_{t+1}; \dots; x_{t+k}; 1] \in \mathbb{R}^{12 (k + 1) + 1}`
+(:class:`~manifoldnn.layers.SubspaceEmbedding`; ``--delays k``, default 3, so a point of
+:math:`\mathrm{Gr}(49, 3)`; the shortest utterance, 7 frames, still gives 4 >= p vectors).  The
+delays let the subspace encode short-time dynamics (a Hankel / ARMA-observability subspace, Turaga et
+al., TPAMI 2011, "Statistical computations on Grassmann and Stiefel manifolds for image and
+video-based recognition", Sec. 5); the constant coordinate makes it encode the affine hull of the
+frames (their mean), not only their linear span.
 
 Models, all trained and evaluated in this run on the same split:
 
-* ``grnet``: :class:`~manifoldnn.layers.GrNet` (FRMap -> ReOrth -> ProjMap -> ProjPooling -> OrthMap
-  -> FRMap -> ReOrth -> ProjMap -> linear head on projectors) trained with
+* ``grnet``: :class:`~manifoldnn.layers.GrNet` (FRMap 49 -> 32 in 8 channels -> ReOrth -> ProjMap ->
+  ProjPooling over pairs of channels -> OrthMap -> FRMap 32 -> 16 -> ReOrth -> ProjMap -> linear
+  head on the 4 projectors) trained with
   :class:`geoopt.optim.RiemannianAdam`; Grassmann-only (no Euclidean branch).
 * ``projector_logreg``: logistic regression on the vectorised projectors of the same subspaces (the
   representation without the learned Grassmann layers).
@@ -154,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("out/grassmann_classification"))
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--p", type=int, default=3, help="subspace dimension")
-    parser.add_argument("--delays", type=int, default=0, help="delay-embedding depth of the frames")
-    parser.add_argument("--dims", type=int, nargs="+", default=[12, 10], help="FRMap output sizes")
-    parser.add_argument("--channels", type=int, default=4, help="FRMap channels of block 1")
+    parser.add_argument("--delays", type=int, default=3, help="delay-embedding depth of the frames")
+    parser.add_argument("--dims", type=int, nargs="+", default=[32, 16], help="FRMap output sizes")
+    parser.add_argument("--channels", type=int, default=8, help="FRMap channels of block 1")
     parser.add_argument("--pool-size", type=int, default=2, help="channels per pooling group")
     parser.add_argument("--pooling", choices=["projection", "karcher"], default="projection")
     parser.add_argument("--epochs", type=int, default=100)
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     labels_test = torch.from_numpy(y_test)
     results: dict[str, dict[str, float]] = {}
 
-    # GrNet on Gr(13, p).
+    # GrNet on Gr(12 (delays + 1) + 1, p).
     bases = subspaces(x_train, args.p, args.delays).float()
     bases_test = subspaces(x_test, args.p, args.delays).float()
     grnet = GrNet(
@@ -295,8 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         left.legend()
         right.plot(history["test_accuracy"], label="GrNet")
         right.plot(mlp_history["test_accuracy"], label="MLP")
-        for name in ("log_euclidean", "projector_logreg"):
-            right.axhline(results[name]["accuracy"], linestyle="--", label=name, color="gray")
+        for name, style in (("log_euclidean", "--"), ("projector_logreg", ":")):
+            right.axhline(results[name]["accuracy"], linestyle=style, label=name, color="gray")
         right.set_xlabel("epoch")
         right.set_ylabel("test accuracy")
         right.legend()

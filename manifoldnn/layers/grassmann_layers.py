@@ -71,9 +71,21 @@ class FRMap(nn.Module):
 
     Raises ``ValueError`` if ``out_dim > in_dim`` (no orthonormal rows exist), on a wrong ``in_dim``
     or channel count, and if ``p > out_dim`` (the output would not have full column rank).
+
+    ``device``/``dtype`` create W directly in that precision; a float32 W converted later with
+    ``.double()`` is orthonormal only to float32 rounding (call ``reset_parameters()`` or
+    ``weight.manifold.projx`` after converting if that matters).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, channels: int = 1) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        channels: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if in_dim < 1 or out_dim < 1 or channels < 1:
             raise ValueError(
@@ -89,7 +101,8 @@ class FRMap(nn.Module):
         self.out_dim = out_dim
         self.channels = channels
         self.weight = geoopt.ManifoldParameter(
-            torch.empty(channels, in_dim, out_dim), manifold=geoopt.EuclideanStiefel()
+            torch.empty(channels, in_dim, out_dim, device=device, dtype=dtype),
+            manifold=geoopt.EuclideanStiefel(),
         )
         self.reset_parameters()
 
