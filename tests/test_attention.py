@@ -308,3 +308,16 @@ def test_benchmark_smoke():
     assert set(times) == {"sdpa", "projection", "geodesic"}
     assert all(t > 0 for t in times.values())
     assert bench.worker_memory(args)["peak_extra_mib"] >= 0
+
+
+@pytest.mark.parametrize("manifold", [E, S, G, P, B], ids=["euc", "sphere", "grass", "spd", "ball"])
+@pytest.mark.parametrize("aggregation", ["extrinsic", "tangent"])
+def test_float32_forward_finite_and_on_manifold(manifold, aggregation):
+    torch.manual_seed(12)
+    n = {E: 4, S: 4, G: 6, P: 3, B: 4}[manifold]
+    layer = GeodesicAttention(manifold, n, n, num_heads=2, aggregation=aggregation)
+    x = tokens(manifold, (2,), 7, dtype=torch.float32)
+    out = layer(x, key_padding_mask=torch.tensor([[False] * 5 + [True] * 2, [False] * 7]))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    ok, reason = manifold.check_point_on_manifold(out, explain=True, atol=1e-4, rtol=1e-4)
+    assert ok, reason

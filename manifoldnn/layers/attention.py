@@ -17,7 +17,8 @@ log-Euclidean distance) with extrinsic aggregation run through
 softmax (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"), so the forward
 pass holds ``L_q x chunk_size`` pairwise quantities at a time, never the ``L_q x L_k`` matrix.
 With autograd recording, the chunked path keeps each chunk's intermediates for the backward pass
-(memory ``O(L_q L_k)`` again); the SDPA path's backward is PyTorch's fused one. Measured with
+(memory ``O(L_q L_k)`` again); the SDPA path's backward is PyTorch's fused one. Karcher aggregation
+holds the ``(L_q, L_k)`` weights and the ``(L_q, L_k, *point_shape)`` logarithms of its solver. Measured with
 ``benchmarks/attention.py``.
 """
 
