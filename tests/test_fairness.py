@@ -53,10 +53,10 @@ def test_alpha_zero_reproduces_base_attention_exactly():
     assert torch.allclose(base, geodesic_attention(E, x, y, y, tau=0.7, metric=metric), atol=1e-14)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
-    alpha=st.floats(0.05, 20.0),
+    alpha=st.floats(0.05, 5.0),
     t=st.floats(0.05, 1.5),
 )
 def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
@@ -72,11 +72,12 @@ def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
     assert torch.allclose(fair[0] - base[0], alpha * g.pow(2).sum() * t**2, rtol=1e-9)
     assert abs(float(fair[1] - base[1])) < 1e-12
     # attention: the key along g loses weight, the ratio changes by exactly the extra logit
-    _, w = geodesic_attention(S, q[None], keys, keys, tau=0.3, metric=metric, return_weights=True)
-    _, w0 = geodesic_attention(S, q[None], keys, keys, tau=0.3, return_weights=True)
+    # (tau = 1 and alpha <= 5 keep both weights above float64 underflow)
+    _, w = geodesic_attention(S, q[None], keys, keys, tau=1.0, metric=metric, return_weights=True)
+    _, w0 = geodesic_attention(S, q[None], keys, keys, tau=1.0, return_weights=True)
     assert w[0, 0] < w0[0, 0]
     log_ratio_change = (w[0, 0] / w[0, 1]).log() - (w0[0, 0] / w0[0, 1]).log()
-    expected = -alpha * g.pow(2).sum() * t**2 / 0.3
+    expected = -alpha * g.pow(2).sum() * t**2
     assert torch.allclose(log_ratio_change, expected, rtol=1e-8, atol=1e-10)
 
 
