@@ -40,9 +40,11 @@ Measured (that command, seed 0, tau 0.2, 1457 query words, 10,305 keys, about 45
 the fairness metric keeps meaning (10-NN overlap 0.94-0.99, SimLex 0.426-0.440, WordSim 0.692-0.695
 against 0.427 / 0.694 without debiasing) and moves the stereotype gap of attention (0.506 -> 0.349 at
 alpha 16, -0.80 at alpha 64: it overshoots), but leaves the WEAT effect sizes of the outputs almost
-unchanged (1.349 -> 1.320 at best; hard debiasing 0.980, INLP 0.844): the values are not debiased
-and a profession query keeps 0.73 of its attention on its own (biased) vector, more as alpha grows
-(0.83 at alpha 32, 0.92 at alpha 256: the stretch pushes the other keys away). It does not lie above hard
+unchanged (1.349 -> 1.320 at best; hard debiasing 0.980, INLP 0.844): the values are not debiased,
+so every output is a mix of biased vectors. A profession query keeps 0.73 of its attention on its
+own vector (0.83 at alpha 32, 0.92 at alpha 256: the stretch pushes the other keys away), but that
+is not the only reason: with ``--tau 0.3`` (self mass 0.13) the outputs' WEAT also stays at
+1.341-1.401 (1.393 without debiasing, hard debiasing 0.726, INLP 0.872). It does not lie above hard
 debiasing or INLP on the WEAT-vs-meaning curve. On the stereotype gap, alpha 32 brings the signed
 mean gap to 0.001 with meaning kept as well as or slightly better than full hard debiasing (10-NN
 0.964 vs 0.964, WordSim 0.694 vs 0.692, SimLex 0.435 vs 0.429), but the per-profession log ratios
