@@ -321,3 +321,29 @@ def test_float32_forward_finite_and_on_manifold(manifold, aggregation):
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     ok, reason = manifold.check_point_on_manifold(out, explain=True, atol=1e-4, rtol=1e-4)
     assert ok, reason
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_online_softmax_with_masked_chunks_and_tiny_temperature(dtype):
+    torch.manual_seed(13)
+    q, k = tokens(S, (2,), 5, dtype=dtype), tokens(S, (2,), 12, dtype=dtype)
+    pad = torch.zeros(2, 12, dtype=torch.bool)
+    pad[0, :4] = True  # the first chunk of sequence 0 is fully padded
+    kw = dict(tau=1e-3, key_padding_mask=pad, aggregation="tangent")
+    full, _ = geodesic_attention(S, q, k, k, return_weights=True, **kw)
+    chunked = geodesic_attention(S, q, k, k, chunk_size=4, **kw)
+    assert torch.isfinite(chunked).all()
+    assert torch.allclose(chunked, full, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_chunked_backward_with_checkpointing_matches_unchunked():
+    torch.manual_seed(14)
+    q, k = tokens(S, (), 6), tokens(S, (), 9)
+    grads = []
+    for chunk in (3, 100):
+        qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
+        out = geodesic_attention(S, qq, kk, kk, tau=0.4, aggregation="tangent", chunk_size=chunk)
+        out.pow(3).sum().backward()
+        grads.append((qq.grad, kk.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-12)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-12)

@@ -16,8 +16,9 @@ log-Euclidean distance) with extrinsic aggregation run through
 (except Karcher aggregation, which needs all weights at once) runs over key chunks with an online
 softmax (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"), so the forward
 pass holds ``L_q x chunk_size`` pairwise quantities at a time, never the ``L_q x L_k`` matrix.
-With autograd recording, the chunked path keeps each chunk's intermediates for the backward pass
-(memory ``O(L_q L_k)`` again); the SDPA path's backward is PyTorch's fused one. Karcher aggregation
+With autograd recording, each chunk runs under activation checkpointing: the backward pass
+recomputes its pairwise quantities, and only per-chunk summaries ``(L_q, features)`` are kept; the
+SDPA path's backward is PyTorch's fused one. Karcher aggregation
 holds the ``(L_q, L_k)`` weights and the ``(L_q, L_k, *point_shape)`` logarithms of its solver. Measured with
 ``benchmarks/attention.py``.
 """
@@ -31,6 +32,7 @@ import geoopt
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..manifolds import karcher_mean
 from .attention_maps import (
@@ -216,18 +218,17 @@ def geodesic_attention(
             out = _aggregate_with_weights(kind, manifold, aggregation, query, value, weights)
         return (out, weights) if return_weights else out
 
-    # chunked online softmax
-    running_max = None
-    total = None
-    acc = None
+    # chunked online softmax: each chunk gives its detached maximum m_c, sum_j exp(s_j - m_c) and
+    # sum_j exp(s_j - m_c) f_j; chunks are merged by rescaling to the running maximum. With autograd
+    # on, each chunk runs under activation checkpointing, so the backward pass recomputes the
+    # pairwise quantities instead of storing them.
     shared = aggregation == "extrinsic" or kind == "euclidean"
     features = extrinsic_value_features(kind, manifold, value) if shared else None
-    for start in range(0, lk, chunk_size):
-        stop = min(start + chunk_size, lk)
+
+    def chunk_statistics(start: int, stop: int):
         logits = logits_for(start, stop)
         chunk_max = logits.detach().amax(-1)
-        new_max = chunk_max if running_max is None else torch.maximum(running_max, chunk_max)
-        safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        safe_max = torch.where(torch.isfinite(chunk_max), chunk_max, torch.zeros_like(chunk_max))
         p = torch.exp(logits - safe_max.unsqueeze(-1))
         if shared:
             contribution = p @ features[..., start:stop, :]
@@ -235,18 +236,42 @@ def geodesic_attention(
             chunk = value.narrow(-nd - 1, start, stop - start)
             logs = pairwise_log(kind, manifold, query, chunk)
             contribution = (p.reshape(p.shape + (1,) * nd) * logs).sum(-nd - 1)
-        if running_max is None:
-            total, acc = p.sum(-1), contribution
+        return chunk_max, p.sum(-1), contribution
+
+    recording = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (query, key, value, tau) + tuple(terms or ())
+    )
+    running_max = total = acc = None
+    for start in range(0, lk, chunk_size):
+        stop = min(start + chunk_size, lk)
+        if recording and lk > chunk_size:
+            chunk_max, chunk_total, contribution = checkpoint(
+                chunk_statistics, start, stop, use_reentrant=False
+            )
         else:
-            correction = torch.exp(running_max - safe_max)
-            total = total * correction + p.sum(-1)
-            acc = acc * correction.reshape(correction.shape + (1,) * (acc.dim() - correction.dim()))
-            acc = acc + contribution
+            chunk_max, chunk_total, contribution = chunk_statistics(start, stop)
+        if running_max is None:
+            running_max, total, acc = chunk_max, chunk_total, contribution
+            continue
+        new_max = torch.maximum(running_max, chunk_max)
+        old_scale, new_scale = _rescale(running_max, new_max), _rescale(chunk_max, new_max)
+        extra = (1,) * (acc.dim() - new_max.dim())
+        total = total * old_scale + chunk_total * new_scale
+        acc = acc * old_scale.reshape(old_scale.shape + extra)
+        acc = acc + contribution * new_scale.reshape(new_scale.shape + extra)
         running_max = new_max
     mean = acc / total.reshape(total.shape + (1,) * (acc.dim() - total.dim()))
     if shared:
         return extrinsic_aggregate(kind, manifold, mean, point_shape)
     return expmap(kind, manifold, query, mean)
+
+
+def _rescale(chunk_max: torch.Tensor, new_max: torch.Tensor) -> torch.Tensor:
+    """``exp(m_c - m)`` for statistics taken relative to ``m_c`` (0 where ``m_c`` was -inf: such a
+    chunk was fully masked and its statistics are relative to 0 and zero)."""
+    finite = torch.isfinite(chunk_max)
+    safe_new = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+    return torch.where(finite, torch.exp(torch.where(finite, chunk_max, 0.0) - safe_new), 0.0)
 
 
 def _aggregate_with_weights(kind, manifold, aggregation, query, value, weights):
