@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from manifoldnn.layers import (
     FRMap,
@@ -245,6 +247,22 @@ def test_orthmap_gradcheck_with_repeated_top_eigenvalues():
             d_p_coeff = (q[:, i] @ direction @ q[:, j] * 2) / (values[i] - values[j])
             expected += d_p_coeff * (outer + outer.T) / 2
     assert torch.allclose(grad, expected, atol=1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 9), data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_property_reorth_projmap_orthmap_round_trip(n, data, seed):
+    """For any full-rank X (n, p): ReOrth(X) is orthonormal and spans X, ReOrth is idempotent, and
+    OrthMap(p) of the projector returns the same subspace."""
+    p = data.draw(st.integers(1, n))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, n, p, generator=generator, dtype=torch.float64)
+    y = ReOrth()(x)
+    assert orthonormality_error(y) < 1e-12
+    assert torch.allclose(ReOrth()(y), y, atol=1e-12)
+    projector = ProjMap()(y)
+    assert torch.allclose(projector @ x, x, atol=1e-9)  # x lies in span(y)
+    assert torch.allclose(ProjMap()(OrthMap(p)(projector)), projector, atol=1e-10)
 
 
 def test_orthmap_errors():
