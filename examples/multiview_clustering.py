@@ -94,18 +94,32 @@ def view_weights(subspaces: torch.Tensor, temperature: float, iterations: int = 
     return weights
 
 
-def learned_neighbors(model, tensors, args) -> torch.Tensor:
-    """Mutual kNN graph of the current (weighted, fused) subspaces: refined positives."""
+def cluster_model(model, tensors, args, n_clusters):
+    """Fused subspaces of the current model and their spectral clusters (projection affinity)."""
     model.eval()
     with torch.no_grad():
-        subspaces = model(tensors).subspaces.double()
+        out = model(tensors)
     model.train()
-    fused = fuse_subspaces(subspaces, view_weights(subspaces, args.view_temperature))
+    subspaces = out.subspaces.double()
+    weights = view_weights(subspaces, args.view_temperature)
+    fused = fuse_subspaces(subspaces, weights)
+    spectral = GrassmannSpectralClustering(
+        n_clusters, n_neighbors=args.neighbors, assign_labels="cluster_qr", random_state=args.seed
+    )
+    return out, weights, fused, spectral.fit_predict(fused)
+
+
+def pseudo_label_positives(fused, labels, k: int, threshold: float) -> torch.Tensor:
+    """Positives for self-training: pairs of confident samples with the same cluster label.
+
+    A sample is confident when at least ``threshold`` of its k nearest neighbours (projection
+    affinity of the fused subspaces) share its label (the neighbour-consistency filter of SCAN,
+    Van Gansbeke et al., ECCV 2020, Sec. 3.2). Returns a bool ``(N, N)`` mask with a true diagonal.
+    """
     affinity = projection_affinity(fused, n_neighbors=None)
-    order = np.argsort(-affinity, axis=1, kind="stable")[:, : args.neighbors]
-    graph = np.zeros(affinity.shape, dtype=bool)
-    graph[np.arange(len(graph))[:, None], order] = True
-    graph &= graph.T
+    order = np.argsort(-affinity, axis=1, kind="stable")[:, :k]
+    confident = (labels[order] == labels[:, None]).mean(1) >= threshold
+    graph = (labels[:, None] == labels[None, :]) & confident[:, None] & confident[None, :]
     np.fill_diagonal(graph, True)
     return torch.as_tensor(graph)
 
@@ -177,18 +191,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/multiview_clustering"))
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, nargs="*", default=[256])
-    parser.add_argument("--ambient-dim", type=int, default=16, help="n of the per-view Gr(n, p)")
-    parser.add_argument("--rank", type=int, default=3, help="p, subspace dimension")
-    parser.add_argument("--projected-dim", type=int, default=8, help="m after FRMap")
-    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--ambient-dim", type=int, default=24, help="n of the per-view Gr(n, p)")
+    parser.add_argument("--rank", type=int, default=4, help="p, subspace dimension")
+    parser.add_argument("--projected-dim", type=int, default=10, help="m after FRMap")
+    parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--cluster-temperature", type=float, default=1.0)
     parser.add_argument("--cluster-weight", type=float, default=1.0)
-    parser.add_argument("--refine-rounds", type=int, default=0)
-    parser.add_argument("--refine-epochs", type=int, default=20)
+    parser.add_argument("--self-training-rounds", type=int, default=0)
+    parser.add_argument("--self-training-epochs", type=int, default=20)
+    parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--view-temperature", type=float, default=0.02, help="view weighting")
     parser.add_argument("--neighbors", type=int, default=10, help="kNN for positives and spectral")
     parser.add_argument("--no-neighbor-positives", action="store_true")
@@ -232,24 +247,16 @@ def main(argv: list[str] | None = None) -> dict:
     optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     history = train(model, tensors, positives, args, device, args.epochs, optimiser, generator)
-    for _ in range(args.refine_rounds):
-        positives = learned_neighbors(model, tensors, args)
+    for _ in range(args.self_training_rounds):
+        _, _, fused, labels_now = cluster_model(model, tensors, args, n_clusters)
+        positives = pseudo_label_positives(fused, labels_now, args.neighbors, args.confidence)
         history += train(
-            model, tensors, positives, args, device, args.refine_epochs, optimiser, generator
+            model, tensors, positives, args, device, args.self_training_epochs, optimiser, generator
         )
 
-    model.eval()
-    with torch.no_grad():
-        out = model(tensors)
-    subspaces = out.subspaces.double()
-    weights = view_weights(subspaces, args.view_temperature)
-    fused = fuse_subspaces(subspaces, weights)
+    out, weights, fused, predictions["manifoldnn"] = cluster_model(model, tensors, args, n_clusters)
     if not args.quiet:
         print("view weights:", ", ".join(f"{w:.3f}" for w in weights.tolist()))
-    spectral = GrassmannSpectralClustering(
-        n_clusters, n_neighbors=args.neighbors, assign_labels="cluster_qr", random_state=args.seed
-    )
-    predictions["manifoldnn"] = spectral.fit_predict(fused)
     predictions["manifoldnn_head"] = out.probabilities.mean(0).argmax(-1).cpu().numpy()
     predictions["manifoldnn_kmeans"] = GrassmannKMeans(
         n_clusters, n_init=10, random_state=args.seed

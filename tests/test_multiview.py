@@ -1,5 +1,7 @@
 """Multi-view data loading (errors on bad input), the multi-view Grassmann model and the example."""
 
+import json
+
 import geoopt
 import numpy as np
 import pytest
@@ -104,3 +106,48 @@ def test_fuse_subspaces_is_mean_projector_eigenspace():
     for i in range(4):
         top = np.linalg.eigh(mean[i])[1][:, -2:]
         assert np.allclose(fused[i].numpy() @ fused[i].numpy().T, top @ top.T, atol=1e-10)
+
+
+def test_example_smoke_run_on_npz(tmp_path):
+    from examples.multiview_clustering import main
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    centres = [rng.standard_normal((3, d)) * 3 for d in (8, 6, 5)]
+    views = {
+        f"X{v + 1}": c[labels] + rng.standard_normal((120, c.shape[1]))
+        for v, c in enumerate(centres)
+    }
+    np.savez(tmp_path / "toy.npz", y=labels, **views)
+    report = main(
+        [
+            "--data", str(tmp_path / "toy.npz"),
+            "--epochs", "15",
+            "--batch-size", "60",
+            "--hidden", "32",
+            "--neighbors", "5",
+            "--out", str(tmp_path / "out"),
+            "--json", str(tmp_path / "r.json"),
+            "--quiet",
+        ]
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["dataset"] == "toy" and saved["results"] == report["results"]
+    assert set(saved["results"]) >= {"manifoldnn", "kmeans", "spectral"}
+    assert set(saved["results"]["manifoldnn"]) == {"acc", "nmi", "ari", "purity"}
+    assert saved["results"]["manifoldnn"]["acc"] >= 0.9  # three well-separated clusters
+    assert (tmp_path / "out" / "tsne.png").exists()
+    assert (tmp_path / "out" / "confusion_matrix.png").exists()
+    again = main(
+        [
+            "--data", str(tmp_path / "toy.npz"),
+            "--epochs", "15",
+            "--batch-size", "60",
+            "--hidden", "32",
+            "--neighbors", "5",
+            "--out", str(tmp_path / "out2"),
+            "--no-plots",
+            "--quiet",
+        ]
+    )  # fmt: skip
+    assert again["results"] == report["results"]  # deterministic given --seed
