@@ -12,7 +12,7 @@ frames :math:`[x_t; x_{t+1}; \dots; x_{t+k}; 1] \in \mathbb{R}^{12 (k + 1) + 1}`
 :math:`\mathrm{Gr}(49, 3)`; the shortest utterance, 7 frames, still gives 4 >= p vectors).  The
 delays let the subspace encode short-time dynamics (a Hankel / ARMA-observability subspace, Turaga et
 al., TPAMI 2011, "Statistical computations on Grassmann and Stiefel manifolds for image and
-video-based recognition", Sec. 5); the constant coordinate makes it encode the affine hull of the
+video-based recognition"); the constant coordinate makes it encode the affine hull of the
 frames (their mean), not only their linear span.
 
 Models, all trained and evaluated in this run on the same split:

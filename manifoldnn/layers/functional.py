@@ -16,7 +16,7 @@ where :math:`A = V \operatorname{diag}(\lambda) V^\top` is the full decompositio
 columns of V with the largest eigenvalues, :math:`\bar U, \bar\lambda` the incoming gradients and
 :math:`F_{ii} = 0`.  The exact kernel :math:`1/(\lambda_j - \lambda_i)` is replaced by its
 Lorentzian broadening (Liao, Liu, Wang & Xiang, Phys. Rev. X 9, 031041 (2019), "Differentiable
-programming tensor networks", Sec. III.B): identical to the exact formula when the gaps are much
+programming tensor networks", Lorentzian broadening of the eigensolver backward): identical to the exact formula when the gaps are much
 larger than :math:`\sqrt{\varepsilon}`, bounded by :math:`1 / (2\sqrt{\varepsilon})` always, and
 zero for exactly equal eigenvalues.
 
@@ -62,7 +62,7 @@ class _EighTop(torch.autograd.Function):
         vectors = _fix_signs(vectors)
         top_values = values[..., -p:].flip(-1)
         top_vectors = vectors[..., -p:].flip(-1)
-        # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices", eq. 8.20)
+        # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices", Ch. 8)
         # brings the orthonormality error of a low-precision eigh to rounding level; it moves U by
         # O(its error) only, so the backward below treats it as the identity.
         gram = top_vectors.transpose(-1, -2) @ top_vectors

@@ -1,5 +1,5 @@
 r"""Layers of Grassmann networks (GrNet, Huang, Wu & Van Gool, AAAI 2018, "Building deep networks on
-Grassmann manifolds", Sec. 3).
+Grassmann manifolds", Sec. 3; layer names as in the paper).
 
 A point of the Grassmannian :math:`\mathrm{Gr}(n, p)` is stored as an orthonormal basis
 :math:`Y \in \mathbb{R}^{n \times p}`, :math:`Y^\top Y = I_p`, or as its projector :math:`Y Y^\top`.
@@ -54,7 +54,7 @@ def _check_square(x: torch.Tensor, layer: str) -> None:
 
 class FRMap(nn.Module):
     r"""Full-rank mapping :math:`Y \mapsto W Y` with :math:`W W^\top = I` (GrNet, Huang et al. 2018,
-    eq. 1), one weight per channel.
+    FRMap layer), one weight per channel.
 
     The weight is stored as ``weight`` of shape ``(channels, in_dim, out_dim)``: a
     :class:`geoopt.ManifoldParameter` on :class:`geoopt.EuclideanStiefel`, i.e. :math:`W^\top` has
@@ -146,13 +146,13 @@ class FRMap(nn.Module):
 
 class ReOrth(nn.Module):
     r"""QR re-orthonormalisation :math:`X = Q R \mapsto Q` with :math:`\operatorname{diag}(R) > 0`
-    (GrNet, Huang et al. 2018, eq. 2).
+    (GrNet, Huang et al. 2018, ReOrth layer).
 
     ``(..., n, p) -> (..., n, p)`` with ``p <= n`` and X of full column rank.  The positive-diagonal
     convention makes Q a function of X (Gram-Schmidt), so an input with orthonormal columns comes
     back unchanged; the backward is PyTorch's QR backward (Walter & Lehmann 2018, "Algorithmic
     differentiation of linear algebra functions with application in optimum experimental design",
-    Sec. 3.2 for the tall case) times a locally constant sign.  GrNet's released code used a
+    reduced QR of a tall matrix) times a locally constant sign.  GrNet's released code used a
     hand-written backward; here autograd supplies it and ``gradcheck`` checks it.
     """
 
@@ -166,11 +166,12 @@ class ReOrth(nn.Module):
 
 
 class ProjMap(nn.Module):
-    r"""Projection map :math:`Y \mapsto Y Y^\top` (GrNet, Huang et al. 2018, eq. 3).
+    r"""Projection map :math:`Y \mapsto Y Y^\top` (GrNet, Huang et al. 2018, ProjMap layer).
 
     ``(..., n, p) -> (..., n, n)``.  Invariant to the choice of basis of the subspace, and an
     isometric embedding of :math:`\mathrm{Gr}(n, p)` into symmetric matrices up to a factor
-    :math:`\sqrt 2` (projection distance, Edelman, Arias, Smith 1998, Sec. 4.3).
+    :math:`\sqrt 2` (projection F-norm distance, Edelman, Arias, Smith 1998, "The geometry of algorithms with
+    orthogonality constraints", table of Grassmann distances).
     """
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -183,7 +184,7 @@ class ProjMap(nn.Module):
 
 
 class ProjPooling(nn.Module):
-    r"""Mean pooling of projectors (GrNet, Huang et al. 2018, Sec. 3.2, ProjPooling).
+    r"""Mean pooling of projectors (GrNet, Huang et al. 2018, ProjPooling layer).
 
     * ``mode="across"``: average of the projectors of ``kernel_size`` neighbouring channels,
       ``(..., C, n, n) -> (..., C / kernel_size, n, n)``; ``kernel_size=None`` averages all channels
@@ -239,7 +240,7 @@ class ProjPooling(nn.Module):
 
 class KarcherPool(nn.Module):
     r"""Karcher (Fréchet) mean of groups of subspaces on the Grassmannian (GrNet's pooling with the
-    intrinsic mean, Huang et al. 2018, Sec. 3.2; Karcher 1977).
+    intrinsic mean, Huang et al. 2018, ProjPooling discussion; Karcher 1977).
 
     Pools dimension ``dim`` (default ``-3``, the channel axis) of a tensor of bases
     ``(..., C, n, p)``: groups of ``group_size`` neighbouring entries are replaced by their geodesic
@@ -317,9 +318,9 @@ class KarcherPool(nn.Module):
         mean = karcher_mean(
             self.manifold, grouped, weights, max_iter=self.max_iter, tol=self.tol, check=False
         )
-        # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices",
-        # eq. 8.20): the identity on orthonormal U, it brings float32 rounding of the mean's basis
-        # (about 1e-6) back to rounding level.
+        # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices", Ch. 8,
+        # iteration for the polar factor): the identity on orthonormal U, it brings the float32
+        # orthonormality error of the mean's basis (about 1e-6) back to rounding level.
         mean = 1.5 * mean - 0.5 * mean @ (mean.transpose(-1, -2) @ mean)
         if self.group_size is None:
             return mean.squeeze(-3)
@@ -332,7 +333,7 @@ class KarcherPool(nn.Module):
 
 class OrthMap(nn.Module):
     r"""Orthonormal map: symmetric matrix -> its top-p eigenvectors (GrNet, Huang et al. 2018,
-    eq. 5), ``(..., n, n) -> (..., n, p)``.
+    OrthMap layer), ``(..., n, n) -> (..., n, p)``.
 
     Returns an orthonormal basis of the dominant p-dimensional eigenspace of ``sym(input)``, columns
     ordered by decreasing eigenvalue, each signed so that its largest-magnitude entry is positive.
@@ -368,7 +369,7 @@ class SubspaceEmbedding(nn.Module):
     singular vectors of X (optionally of :math:`X - \bar x 1^\top` with ``center=True``), computed as
     the top-p eigenvectors of :math:`X X^\top` (PCA subspace; the standard image-set / video
     representation on the Grassmannian, e.g. Hamm & Lee, ICML 2008, "Grassmann discriminant
-    analysis", Sec. 2) with the gap-safe backward of :func:`~manifoldnn.layers.functional.eigh_top`.
+    analysis") with the gap-safe backward of :func:`~manifoldnn.layers.functional.eigh_top`.
     Needs ``p <= min(n, m)``.
     """
 

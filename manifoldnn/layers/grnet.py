@@ -42,8 +42,8 @@ def symmetric_vectorize(s: torch.Tensor) -> torch.Tensor:
     ``(..., n, n) -> (..., n (n + 1) / 2)``.  The :math:`\sqrt 2` makes the map an isometry from the
     Frobenius inner product, :math:`\langle \operatorname{vec} A, \operatorname{vec} B \rangle =
     \operatorname{tr}(A B)` (Arsigny et al. 2007, "Geometric means in a novel vector space structure
-    on symmetric positive-definite matrices", Sec. 3.6; the projection metric of the Grassmannian,
-    Hamm & Lee 2008, eq. 5, is then Euclidean on the vectors).
+    on symmetric positive-definite matrices", vectorisation of symmetric matrices; the projection
+    metric of the Grassmannian, Hamm & Lee 2008, is then Euclidean on the vectors).
     """
     if s.dim() < 2 or s.shape[-1] != s.shape[-2]:
         raise ValueError(f"symmetric_vectorize needs (..., n, n), got shape {tuple(s.shape)}")
@@ -59,7 +59,7 @@ def symmetric_vectorize(s: torch.Tensor) -> torch.Tensor:
 
 class ProjectorClassifier(nn.Module):
     r"""Linear classifier on (multi-channel) projectors, the FC + softmax output of GrNet (Huang et
-    al. 2018, Sec. 3.3): ``logits = A [vec(P_1); ...; vec(P_C)] + b``.
+    al. 2018, output block): ``logits = A [vec(P_1); ...; vec(P_C)] + b``.
 
     Input ``(..., n, n)`` (``channels=1``, no channel axis) or ``(..., C, n, n)``; output
     ``(..., num_classes)``.  ``vec`` is :func:`symmetric_vectorize`, so the logits are affine in the
