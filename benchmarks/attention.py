@@ -17,6 +17,10 @@ subprocess, and the peak is ``ru_maxrss`` (``resource.getrusage``, the process's
 high-water mark) minus the resident set size just before the call, i.e. the extra memory the call
 needed. (tracemalloc does not see PyTorch's allocator, hence RSS.)
 
+``--backward-lengths 2048 4096`` adds forward+backward of the chunked path (sphere, geodesic
+distance, tangent aggregation, d = 16) with key chunks of ``--chunk`` (activation checkpointing)
+against a single chunk (no checkpointing): time and peak extra RSS, each in a fresh process.
+
 Run: ``OMP_NUM_THREADS=2 python benchmarks/attention.py``.
 """
 
@@ -95,6 +99,30 @@ def worker_memory(args) -> dict:
     return {"peak_extra_mib": max(0, peak - before) / 1024}
 
 
+def worker_backward(args) -> dict:
+    """Forward + backward of sphere attention (geodesic distance, tangent aggregation, d = 16) on
+    ``args.length`` tokens with key chunks of ``args.chunk`` (``chunk >= length``: one chunk, no
+    checkpointing): seconds and peak extra RSS."""
+    from manifoldnn.manifolds import Sphere
+
+    sphere = Sphere()
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.length, 16, generator=gen)
+    x = x / x.norm(dim=-1, keepdim=True)
+    warm = x[:8].clone().requires_grad_()
+    geodesic_attention(
+        sphere, warm, warm, warm, aggregation="tangent", chunk_size=4
+    ).sum().backward()
+    q = x.clone().requires_grad_()
+    before = _rss_kib()
+    start = time.perf_counter()
+    out = geodesic_attention(sphere, q, q, q, tau=0.3, aggregation="tangent", chunk_size=args.chunk)
+    out.pow(2).sum().backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_extra_mib": max(0, peak - before) / 1024}
+
+
 def _spawn(extra: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, *extra], check=True, capture_output=True, text=True
@@ -112,7 +140,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--geodesic-max", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--worker", choices=["time", "memory"], default=None)
+    parser.add_argument(
+        "--backward-lengths",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also measure forward+backward memory of the chunked path (checkpointed) at these L",
+    )
+    parser.add_argument("--worker", choices=["time", "memory", "backward"], default=None)
     parser.add_argument("--method", default="sdpa")
     parser.add_argument("--length", type=int, default=256)
     args = parser.parse_args(argv)
@@ -121,6 +156,9 @@ def main(argv=None) -> dict:
         return {}
     if args.worker == "memory":
         print(json.dumps(worker_memory(args)))
+        return {}
+    if args.worker == "backward":
+        print(json.dumps(worker_backward(args)))
         return {}
 
     common = ["--n", str(args.n), "--p", str(args.p), "--chunk", str(args.chunk)]
@@ -151,6 +189,20 @@ def main(argv=None) -> dict:
             + (f"{geo_t:>9.3f} {geo_t / times['sdpa']:>9.1f} " if geo_t else f"{'-':>9} {'-':>9} ")
             + f"{memory['sdpa']:>9.1f} {memory['projection']:>9.1f} "
             + (f"{memory['geodesic']:>9.1f}" if "geodesic" in memory else f"{'-':>9}")
+        )
+    if args.backward_lengths:
+        print("forward+backward, sphere geodesic attention, tangent aggregation, d = 16:")
+        print(
+            f"{'L':>6} {'chunked s':>10} {'one-chunk s':>12} {'chunked MiB':>12} {'one-chunk MiB':>14}"
+        )
+    for length in args.backward_lengths:
+        base = ["--seed", str(args.seed), "--worker", "backward", "--length", str(length)]
+        chunked = _spawn(base + ["--chunk", str(args.chunk)])
+        whole = _spawn(base + ["--chunk", str(length)])
+        rows[f"backward_{length}"] = {"chunked": chunked, "one_chunk": whole}
+        print(
+            f"{length:>6} {chunked['seconds']:>10.2f} {whole['seconds']:>12.2f} "
+            f"{chunked['peak_extra_mib']:>12.0f} {whole['peak_extra_mib']:>14.0f}"
         )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

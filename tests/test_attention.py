@@ -308,6 +308,8 @@ def test_benchmark_smoke():
     assert set(times) == {"sdpa", "projection", "geodesic"}
     assert all(t > 0 for t in times.values())
     assert bench.worker_memory(args)["peak_extra_mib"] >= 0
+    backward = bench.worker_backward(args)
+    assert backward["seconds"] > 0 and backward["peak_extra_mib"] >= 0
 
 
 @pytest.mark.parametrize("manifold", [E, S, G, P, B], ids=["euc", "sphere", "grass", "spd", "ball"])
