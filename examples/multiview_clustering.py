@@ -131,14 +131,22 @@ def train(model, views, positives, args, device, epochs: int, optimiser, generat
     batch = min(args.batch_size, n)
     history = []
     progress = tqdm(range(epochs), desc="training", disable=args.quiet)
-    for _ in progress:
+    weights = None
+    for epoch in progress:
+        if args.reweight_views and epoch >= args.warmup and (epoch - args.warmup) % 10 == 0:
+            # down-weight the views that disagree with the consensus (see view_weights)
+            model.eval()
+            with torch.no_grad():
+                subspaces = model(views).subspaces.double()
+            model.train()
+            weights = view_weights(subspaces, args.view_temperature).to(views[0].dtype)
         order = torch.randperm(n, generator=generator)
         total, steps = 0.0, 0
         for start in range(0, n - batch + 1, batch):
             index = order[start : start + batch]
             out = model([v[index.to(device)] for v in views])
             mask = positives[index][:, index].to(device) if positives is not None else None
-            loss = instance(out.subspaces, mask)
+            loss = instance(out.subspaces, mask, weights)
             loss = loss + args.cluster_weight * cluster(out.probabilities)
             optimiser.zero_grad()
             loss.backward()
@@ -201,6 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--temperature", type=float, default=0.2)
     parser.add_argument("--cluster-temperature", type=float, default=1.0)
     parser.add_argument("--cluster-weight", type=float, default=1.0)
+    parser.add_argument(
+        "--reweight-views",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after --warmup epochs, weight view pairs in the contrastive loss by view agreement",
+    )
+    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--self-training-rounds", type=int, default=0)
     parser.add_argument("--self-training-epochs", type=int, default=20)
     parser.add_argument("--confidence", type=float, default=0.9)

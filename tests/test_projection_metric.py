@@ -148,3 +148,26 @@ def test_dec_target_and_kl():
     reference = torch.nn.functional.kl_div(q.log(), target, reduction="batchmean")
     assert torch.allclose(kl, reference)
     assert DECClusteringLoss()(target, target) == 0.0
+
+
+def test_contrastive_view_weights_and_positives():
+    views = _bases(3, 6, 5, 2, seed=15)
+    loss = ProjectionMetricContrastiveLoss(temperature=0.4)
+    uniform = loss(views, view_weights=torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(uniform, loss(views), atol=1e-12)
+    # a view with zero weight drops out: the loss equals the loss of the two remaining views
+    dropped = loss(views, view_weights=torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(dropped, loss(views[[0, 2]]), atol=1e-12)
+    # identity positives are the plain loss; extra positives average -log p over them
+    eye = torch.eye(6, dtype=torch.bool)
+    assert torch.allclose(loss(views, positives=eye), loss(views), atol=1e-12)
+    pairs = eye | eye.roll(1, 0)
+    logits = -projection_metric_distance(views[0], views[1], squared=True) / 0.4
+    forward = -(torch.log_softmax(logits, -1) * pairs).sum(-1) / 2
+    backward = -(torch.log_softmax(logits.T, -1) * pairs).sum(-1) / 2
+    expected = (forward.mean() + backward.mean()) / 2
+    assert torch.allclose(loss(views[:2], positives=pairs), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="diagonal"):
+        loss(views, positives=~eye)
+    with pytest.raises(ValueError, match="non-negative"):
+        loss(views, view_weights=torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))

@@ -173,9 +173,14 @@ class ProjectionMetricContrastiveLoss(nn.Module):
     NeurIPS 2020, "Supervised contrastive learning", eq. 2, "L_out"), e.g. to add the anchor's
     nearest neighbours in another view as positives.
 
+    With ``view_weights`` :math:`w \in \mathbb R^V_{\ge 0}`, the pair of views (a, b) is weighted by
+    :math:`w_a w_b` (normalised so that equal weights give the unweighted loss): views that disagree
+    with the others (e.g. rotation-invariant features that cannot tell a 6 from a 9) can be
+    down-weighted instead of pulling the other views towards their confusions.
+
     Shape
     -----
-    ``forward(views, positives=None)`` with ``views`` a tensor ``(V, N, n, p)`` or a sequence of V
+    ``forward(views, positives=None, view_weights=None)`` with ``views`` a tensor ``(V, N, n, p)`` or a sequence of V
     tensors ``(N, n, p)`` of orthonormal bases; returns a scalar (or ``(V, N)``).
     """
 
@@ -191,6 +196,7 @@ class ProjectionMetricContrastiveLoss(nn.Module):
         self,
         views: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...],
         positives: torch.Tensor | None = None,
+        view_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if not isinstance(views, torch.Tensor):
             shapes = {tuple(v.shape) for v in views}
@@ -231,11 +237,26 @@ class ProjectionMetricContrastiveLoss(nn.Module):
             weight = weight / weight.sum(-1, keepdim=True)
             forward_term = (forward_log_prob * weight).sum(-1)
             backward_term = (backward_log_prob * weight).sum(-1)
+        if view_weights is None:
+            pair_weight = torch.full_like(first, 1.0, dtype=logits.dtype) / (num_views - 1)
+        else:
+            view_weights = torch.as_tensor(view_weights, dtype=logits.dtype, device=logits.device)
+            if view_weights.shape != (num_views,) or not bool((view_weights >= 0).all()):
+                raise ValueError(
+                    f"view_weights must be {num_views} non-negative numbers, got "
+                    f"{tuple(view_weights.shape)}"
+                )
+            products = view_weights[first] * view_weights[second]
+            if not bool(products.sum() > 0):
+                raise ValueError("view_weights must give at least one pair of views a weight > 0")
+            # normalised so that uniform weights give 1 / (V - 1), the unweighted loss
+            pair_weight = products / products.sum() * num_views / 2
+        pair_weight = pair_weight[:, None]
         per_sample = torch.zeros(num_views, num_samples, dtype=logits.dtype, device=logits.device)
-        per_sample = per_sample.index_add(0, first, -forward_term).index_add(
-            0, second, -backward_term
+        per_sample = per_sample.index_add(0, first, -forward_term * pair_weight).index_add(
+            0, second, -backward_term * pair_weight
         )
-        return _reduce(per_sample / (num_views - 1), self.reduction)
+        return _reduce(per_sample, self.reduction)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction={self.reduction!r}"
