@@ -163,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dims", type=int, nargs="+", default=[32, 16], help="FRMap output sizes")
     parser.add_argument("--channels", type=int, default=8, help="FRMap channels of block 1")
     parser.add_argument("--pool-size", type=int, default=2, help="channels per pooling group")
-    parser.add_argument("--pooling", choices=["projection", "karcher"], default="projection")
+    parser.add_argument(
+        "--pooling",
+        choices=["projection", "karcher"],
+        default="projection",
+        help="karcher can stop with a ValueError when pooled channels become nearly orthogonal",
+    )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=30)
     parser.add_argument("--lr", type=float, default=0.01)

@@ -250,6 +250,13 @@ class KarcherPool(nn.Module):
     the optimum).  The output basis is arbitrary within the mean subspace: use basis-invariant
     quantities (``ProjMap``) downstream.
 
+    Limitation: the Karcher mean is unique only for sets inside a geodesic ball of radius below
+    pi/4 (Afsari 2011, "Riemannian Lp center of mass: existence, uniqueness, and convexity"); when
+    some principal angle between pooled subspaces approaches pi/2 the logarithm map is undefined
+    and ``karcher_mean`` raises ``ValueError`` (NaN).  Random p-planes of a large ambient space are
+    nearly orthogonal, so pooling independently initialised FRMap channels can hit this during
+    training; ``ProjPooling`` + ``OrthMap`` (extrinsic mean) is always defined.
+
     With ``learn_weights=True`` (needs ``size``, the length of the pooled axis) each group has a
     learnable weight vector, softmax-normalised, initialised uniform: ``weights`` of shape
     ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None).

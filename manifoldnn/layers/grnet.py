@@ -115,7 +115,7 @@ class GrNet(nn.Module):
     channels : number C of FRMap channels of the first block.
     pool_size : channels averaged by the pooling block after the first block (``1``: no pooling).
     pooling : ``"projection"`` (ProjMap -> ProjPooling -> OrthMap, as in GrNet) or ``"karcher"``
-        (intrinsic KarcherPool).
+        (intrinsic KarcherPool; undefined for nearly orthogonal channels, see its docstring).
     embed : if True the input is a feature matrix ``(..., in_dim, m)`` turned into its dominant
         p-dimensional subspace by :class:`SubspaceEmbedding`; otherwise a basis ``(..., in_dim, p)``.
     center : centre the feature vectors before the embedding.
