@@ -164,3 +164,11 @@ def test_metric_errors():
         clustering_accuracy([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="integer"):
         purity([0.5, 1.0], [0, 1])
+
+
+def test_benchmark_matches_numpy_reference():
+    from benchmarks.clustering import main
+
+    result = main(["--points", "300", "--n", "12", "--p", "3", "--clusters", "4"])
+    assert result["same_labels"]
+    assert result["ari_to_truth"] > 0.9

@@ -123,6 +123,7 @@ def test_example_smoke_run_on_npz(tmp_path):
         [
             "--data", str(tmp_path / "toy.npz"),
             "--epochs", "15",
+            "--warmup", "5",
             "--batch-size", "60",
             "--hidden", "32",
             "--neighbors", "5",
@@ -142,6 +143,7 @@ def test_example_smoke_run_on_npz(tmp_path):
         [
             "--data", str(tmp_path / "toy.npz"),
             "--epochs", "15",
+            "--warmup", "5",
             "--batch-size", "60",
             "--hidden", "32",
             "--neighbors", "5",
