@@ -129,6 +129,7 @@ def train(
     batch_size: int,
     generator: torch.Generator,
     desc: str,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, list[float]]:
     """Mini-batch cross-entropy training; returns per-epoch training loss and test accuracy."""
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
@@ -143,6 +144,8 @@ def train(
             loss.backward()
             optimizer.step()
             total += loss.item() * len(index)
+        if scheduler is not None:
+            scheduler.step()
         history["loss"].append(total / len(x))
         history["test_accuracy"].append(accuracy(model, x_test, y_test))
         progress.set_postfix(loss=f"{history['loss'][-1]:.4f}")
@@ -176,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, default=1e-3, help="on the linear head")
     parser.add_argument(
         "--batch-norm", action="store_true", help="batch-normalise the head's projector features"
+    )
+    parser.add_argument(
+        "--cosine", action="store_true", help="cosine learning-rate decay over the GrNet epochs"
     )
     parser.add_argument("--mlp-epochs", type=int, default=200)
     parser.add_argument(
@@ -233,9 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
         ],
         lr=args.lr,
     )
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs) if args.cosine else None
+    )
     history = train(
         grnet, optimizer, bases, labels, bases_test, labels_test, args.epochs, args.batch_size,
-        generator, "GrNet",
+        generator, "GrNet", scheduler,
     )  # fmt: skip
     grnet_parameters = parameter_count(grnet)
     results["grnet"] = {
