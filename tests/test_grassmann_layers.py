@@ -249,7 +249,7 @@ def test_orthmap_gradcheck_with_repeated_top_eigenvalues():
     assert torch.allclose(grad, expected, atol=1e-10)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(n=st.integers(2, 9), data=st.data(), seed=st.integers(0, 2**31 - 1))
 def test_property_reorth_projmap_orthmap_round_trip(n, data, seed):
     """For any full-rank X (n, p): ReOrth(X) is orthonormal and spans X, ReOrth is idempotent, and
