@@ -22,7 +22,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..losses.projection_metric import projection_metric_similarity
 from ..manifolds import Grassmann, karcher_mean
 
 __all__ = ["GrassmannKMeans", "extrinsic_mean"]
@@ -149,12 +148,16 @@ class GrassmannKMeans:
 
     @staticmethod
     def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-        """``points`` ``(N, n, p)``, ``centers`` ``(R, K, n, p)`` -> ``(R, N, K)`` squared distances."""
-        p = points.shape[-1]
-        similarity = projection_metric_similarity(
-            points.expand(centers.shape[0], *points.shape), centers
-        )
-        return (p - similarity).clamp_min(0.0)
+        """``points`` ``(N, n, p)``, ``centers`` ``(R, K, n, p)`` -> ``(R, N, K)`` squared distances.
+
+        One product of all basis vectors, ``d^2 = p - sum_ab (x_a . c_b)^2`` (Hamm & Lee 2008, eq. 6).
+        """
+        num_points, n, p = points.shape
+        restarts, clusters = centers.shape[:2]
+        rows = points.transpose(-1, -2).reshape(num_points * p, n)
+        cols = centers.transpose(-1, -2).reshape(restarts * clusters * p, n)
+        cross = (rows @ cols.T).pow(2).reshape(num_points, p, restarts, clusters, p).sum((1, 4))
+        return (p - cross.permute(1, 0, 2)).clamp_min(0.0)
 
     def _seed(self, points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """k-means++ seeding for ``n_init`` restarts at once -> ``(R, K, n, p)``."""
