@@ -365,3 +365,16 @@ def test_grassmann_closed_form_backward_equals_dense_jacobian_backward(monkeypat
     dense = gradients()
     for a, b in zip(closed, dense):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
+
+
+def test_float32_grassmann_output_is_orthonormal_to_1e6():
+    g = Grassmann()
+    gen = torch.Generator().manual_seed(7)
+    points = g.projx(torch.randn(32, 8, 32, 3, generator=gen))
+    same = points[:, :1].expand(
+        32, 8, 32, 3
+    )  # converged at the warm start: returned without a step
+    for pts in (points, same):
+        mean = karcher_mean(g, pts)
+        gram = mean.transpose(-1, -2) @ mean
+        assert (gram - torch.eye(3)).abs().max() <= 1e-6

@@ -373,6 +373,7 @@ def karcher_mean(
         mean, grad_norm, iterations = _solve(
             manifold, x, w, start, max_iter=max_iter, tol=tol, step_size=step_size
         )
+        mean = manifold.projx(mean)  # the warm start (e.g. an eigh basis) may be returned as is
     if torch.isnan(mean).any() or torch.isnan(grad_norm).any():
         bad = int((torch.isnan(grad_norm) | torch.isnan(mean).flatten(1).any(1)).sum())
         raise ValueError(
