@@ -295,3 +295,59 @@ def test_squared_distance_hessian_matches_autograd():
     eigenvalues = torch.linalg.eigvalsh(closed_form.reshape(dim, dim))
     nonzero = eigenvalues[eigenvalues.abs() > 1e-9]
     np.testing.assert_allclose(np.sort(nonzero.numpy()), np.sort(expected), atol=1e-10)
+
+
+# ------------------------------------------------- weighted sum of logarithms (Karcher direction)
+def test_weighted_logmap_sum_matches_pymanopt_batched():
+    gen = torch.Generator().manual_seed(3)
+    count = 7
+    x = G.projx(torch.randn(BATCH, N, P, generator=gen, dtype=torch.float64))
+    tangent = G.proju(
+        x[:, None], torch.randn(BATCH, count, N, P, generator=gen, dtype=torch.float64)
+    )
+    y = G.projx(G.expmap(x[:, None], 0.4 * tangent) @ torch.linalg.qr(
+        torch.randn(BATCH, count, P, P, generator=gen, dtype=torch.float64))[0])  # fmt: skip
+    w = torch.rand(BATCH, count, generator=gen, dtype=torch.float64)
+    manopt = PymanoptGrassmann(N, P)
+    ref = np.stack(
+        [
+            sum(w[b, i].item() * manopt.log(x[b].numpy(), y[b, i].numpy()) for i in range(count))
+            for b in range(BATCH)
+        ]
+    )
+    ours = G.weighted_logmap_sum(x, y, w)
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-10)
+    # broadcasting: one base point and one weight vector for a (2, BATCH) batch of sets
+    both = G.weighted_logmap_sum(x[0], torch.stack([y, y]), w[0])
+    assert both.shape == (2, BATCH, N, P)
+    expected = (w[0][:, None, None] * G.logmap(x[0], y)).sum(-3)
+    torch.testing.assert_close(both[1], expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("angle_max", [1e-9, 1e-3, 0.7, np.pi / 2 - 1e-3])
+def test_weighted_logmap_sum_closed_form_from_zero_to_the_cut_locus(angle_max):
+    # X = [I; 0], Y = [cos T; sin T; 0] R: Log_X(Y) = [0; T; 0] exactly, for any rotation R
+    theta = torch.linspace(0.0, angle_max, P, dtype=torch.float64)
+    x = torch.eye(2 * P + 1, P, dtype=torch.float64)
+    y = torch.cat([torch.diag(theta.cos()), torch.diag(theta.sin()), torch.zeros(1, P)], 0)
+    rotation = torch.linalg.qr(torch.randn(P, P, dtype=torch.float64))[0]
+    exact = torch.cat([torch.zeros(P, P), torch.diag(theta), torch.zeros(1, P)], 0).double()
+    ours = G.weighted_logmap_sum(x, (y @ rotation)[None], torch.ones(1, dtype=torch.float64))
+    # rounding of X^T Y alone limits the accuracy to about eps / cos(theta_max)
+    tol = 4 * torch.finfo(torch.float64).eps / np.cos(angle_max)
+    torch.testing.assert_close(ours, exact, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_weighted_logmap_sum_equals_sum_of_logmaps_and_gradcheck(dtype, atol):
+    gen = torch.Generator().manual_seed(4)
+    x = G.projx(torch.randn(3, N, P, generator=gen, dtype=torch.float64))
+    y = G.expmap(x[:, None], G.proju(x[:, None], 0.3 * torch.randn(3, 5, N, P, generator=gen,
+                                                                       dtype=torch.float64)))  # fmt: skip
+    w = torch.rand(3, 5, generator=gen, dtype=torch.float64)
+    x, y, w = x.to(dtype), y.to(dtype), w.to(dtype)
+    expected = (w[..., None, None] * G.logmap(x[:, None], y)).sum(-3)
+    torch.testing.assert_close(G.weighted_logmap_sum(x, y, w), expected, atol=atol, rtol=0)
+    if dtype == torch.float64:  # with autograd recording, the differentiable form is used
+        y = y.requires_grad_()
+        assert torch.autograd.gradcheck(lambda b: G.weighted_logmap_sum(x, b, w), (y,))

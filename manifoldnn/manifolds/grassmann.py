@@ -38,6 +38,43 @@ def _s_cot_s(s: torch.Tensor) -> torch.Tensor:
     return torch.where(small, 1.0 - s * s / 3.0, safe / torch.tan(safe))
 
 
+def _angle_over_sin_cos(sin2: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """``theta / (sin(theta) cos(theta))`` from ``sin(theta)^2`` and ``cos(theta)``, ``theta`` in [0, pi/2).
+
+    ``theta = atan2(sin, cos)``; near ``theta = 0``, where ``sin`` is known only to absolute accuracy,
+    the even series ``asin(s) / s = 1 + s^2 / 6 + 3 s^4 / 40 + 5 s^6 / 112`` (``s = sin theta``) is
+    used, so the value stays accurate to rounding at every angle up to the cut locus.
+    """
+    small = sin2 < 1e-3
+    safe_sin2 = torch.where(small, torch.ones_like(sin2), sin2)
+    sin = safe_sin2.sqrt()
+    closed = torch.atan2(sin, cos) / sin
+    series = 1.0 + sin2 * (
+        1.0 / 6.0 + sin2 * (3.0 / 40.0 + sin2 * (5.0 / 112.0 + sin2 * 35.0 / 1152.0))
+    )
+    return torch.where(small, series, closed) / cos
+
+
+def stack_columns(y: torch.Tensor) -> torch.Tensor:
+    """Side-by-side bases ``[Y_1 ... Y_N]``: ``(B, N, n, p)`` -> ``(B, n, N p)``."""
+    return y.transpose(1, 2).reshape(y.shape[0], y.shape[2], y.shape[1] * y.shape[3])
+
+
+def _weighted_logmap_sum(x: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor):
+    """``sum_i w_i Log_X(Y_i)`` for ``x (B, n, p)``, ``stacked = [Y_1 ... Y_N] (B, n, N p)``,
+    ``weights (B, N)``; see ``Grassmann.weighted_logmap_sum`` for the formula."""
+    p = x.shape[-1]
+    count = weights.shape[-1]
+    m = (x.transpose(-1, -2) @ stacked).reshape(-1, p, count, p).transpose(1, 2)  # X^T Y_i
+    cos2, v = torch.linalg.eigh(m.transpose(-1, -2) @ m)
+    mv = m @ v  # column norms cos(theta), accurate also near the cut locus
+    factor = _angle_over_sin_cos((1.0 - cos2).clamp_min(0.0), mv.pow(2).sum(-2).sqrt())
+    k = (v * (factor * weights.unsqueeze(-1)).unsqueeze(-2)) @ mv.transpose(-1, -2)
+    # sum_i R_i K_i with R_i = (I - X X^T) Y_i: one product, then one projection
+    total = stacked @ k.reshape(-1, count * p, p)
+    return total - x @ (x.transpose(-1, -2) @ total)
+
+
 class Grassmann(Manifold):
     r"""Grassmann manifold of ``p``-dimensional subspaces of :math:`\mathbb{R}^n`.
 
@@ -151,6 +188,35 @@ class Grassmann(Manifold):
         t = torch.linalg.solve(xty, residual, left=False)
         (g,) = symmetric_functions(t.transpose(-1, -2) @ t, ATAN_SQRT_OVER_SQRT)
         return t @ g
+
+    def weighted_logmap_sum(
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        r"""Weighted sum of logarithms ``sum_i w_i Log_X(Y_i)``: the Karcher-mean descent direction.
+
+        With ``M_i = X^T Y_i`` and ``R_i = Y_i - X M_i``, the CS decomposition
+        ``Y_i V = X U cos(Theta) + W sin(Theta)`` (Golub & Van Loan, *Matrix Computations*; principal
+        angles ``Theta``) turns ``Log_X(Y_i) = W Theta U^T`` (Absil, Mahony & Sepulchre 2004) into
+        ``R_i V diag(theta / (sin theta cos theta)) V^T M_i^T``, with
+        ``V, cos^2(theta)`` the eigenpairs of the ``p x p`` matrix ``M_i^T M_i``. No solve with
+        ``X^T Y_i`` and no ``n x p`` product per point is needed: the ``n``-sized work is two matrix
+        products per set, ``X^T [Y_1 ... Y_N]`` and ``[Y_1 ... Y_N] [K_1; ...; K_N]``, the rest is
+        ``p x p``; the sum of ``R_i K_i`` is one product followed by one projection. Equal to ``(weights[..., None, None] * logmap(x, y)).sum(-3)``; where autograd is
+        recording through an input, that differentiable form is what is computed.
+
+        ``x``: ``(..., n, p)``, ``y``: ``(..., N, n, p)``, ``weights``: ``(..., N)`` -> ``(..., n, p)``.
+        """
+        if torch.is_grad_enabled() and (
+            x.requires_grad or y.requires_grad or weights.requires_grad
+        ):
+            return (weights[..., None, None] * self.logmap(x.unsqueeze(-3), y)).sum(-3)
+        n, p, count = y.shape[-2], y.shape[-1], y.shape[-3]
+        batch = broadcast_shapes(x.shape[:-2], y.shape[:-3], weights.shape[:-1])
+        x = x.expand(batch + (n, p)).reshape(-1, n, p)
+        y = y.expand(batch + (count, n, p)).reshape(-1, count, n, p)
+        weights = weights.expand(batch + (count,)).reshape(-1, count)
+        total = _weighted_logmap_sum(x, stack_columns(y), weights)
+        return total.reshape(batch + (n, p))
 
     def principal_angles(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""Principal angles between span(``x``) and span(``y``), ascending, in ``[0, pi/2]``.

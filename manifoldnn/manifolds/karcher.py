@@ -8,7 +8,7 @@ import warnings
 import geoopt
 import torch
 
-from .grassmann import Grassmann
+from .grassmann import Grassmann, _weighted_logmap_sum, stack_columns
 
 __all__ = ["karcher_mean"]
 
@@ -69,8 +69,34 @@ def _warm_start(manifold: geoopt.Manifold, points: torch.Tensor, w: torch.Tensor
 
 def _riemannian_gradient(manifold, mean, points, w):
     """Minus the Riemannian gradient of ``1/2 sum_i w_i d^2(mean, x_i)``: ``sum_i w_i Log_mean(x_i)``."""
+    if isinstance(manifold, Grassmann):
+        return manifold.weighted_logmap_sum(mean, points, w)
     logs = _log(manifold, mean.unsqueeze(1), points)
     return (_expand(w, manifold.ndim) * logs).sum(1)
+
+
+def _gradient_function(manifold, points, w):
+    """``gradient(mean, index)``: ``sum_i w_i Log_mean(x_i)`` for the sets ``index`` (``None``: all).
+
+    On the Grassmannian the points are laid side by side once (``[Y_1 ... Y_N]`` per set), so that
+    each evaluation is two matrix products per set plus ``p x p`` work per point.
+    """
+    if isinstance(manifold, Grassmann):
+        stacked = stack_columns(points)
+
+        def gradient(mean, index):
+            if index is None:
+                return _weighted_logmap_sum(mean, stacked, w)
+            return _weighted_logmap_sum(mean, stacked[index], w[index])
+
+        return gradient
+
+    def gradient(mean, index):
+        if index is None:
+            return _riemannian_gradient(manifold, mean, points, w)
+        return _riemannian_gradient(manifold, mean, points[index], w[index])
+
+    return gradient
 
 
 def _inner(manifold: geoopt.Manifold, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
@@ -100,9 +126,11 @@ def _solve(manifold, points, w, init, *, max_iter, tol, step_size):
     iterations = torch.zeros((batch,), dtype=torch.long, device=mean.device)
     active = torch.arange(batch, device=mean.device)
     shape = (-1,) + (1,) * manifold.ndim
+    gradient = _gradient_function(manifold, points, w)
     for _ in range(max_iter + 1):
-        m = mean[active]
-        grad = _riemannian_gradient(manifold, m, points[active], w[active])
+        everyone = active.numel() == batch
+        m = mean.clone() if everyone else mean[active]
+        grad = gradient(m, None if everyone else active)
         norm = _tangent_norm(manifold, m, grad)
         if torch.isnan(norm).any():
             grad_norm[active] = norm
