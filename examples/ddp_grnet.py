@@ -15,14 +15,24 @@ through ``init_method="env://"``.  Several machines: ``torchrun --nnodes N --nod
 --rdzv_endpoint HOST:PORT --nproc_per_node P examples/ddp_grnet.py``.  Without ``torchrun`` the
 script spawns the processes itself: ``python examples/ddp_grnet.py --nprocs 2`` (it binds
 127.0.0.1 on a free port chosen by the OS).  Data: JapaneseVowels from aeon's bundled copy (see
-``examples/grassmann_classification.py``); rank 0 prints the test accuracy at the end.
+``examples/grassmann_classification.py``). Rank 0 then trains the same GrNet in one process on the
+same global batches from the same initial weights (the baseline), prints both test accuracies and
+the largest parameter difference, saves the DDP model to ``--out`` and the table to ``--json``.
+Measured (``--nprocs 2 --steps 200``, seed 0): with ``--dtype float64`` the DDP and single-process
+parameters agree to 2.2e-12; in float32 (the default) rounding differences between the shard means
+and the full-batch mean are amplified by Adam's normalised steps, and after 200 steps the parameters
+differ by up to 5.2e-2 at the same test accuracy (0.9703). ``tests/test_ddp.py`` checks the
+equality to 1e-5 over 6 float64 steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,8 +147,20 @@ class GrNetFactory:
         return GrNet(**self.kwargs).to(self.dtype)
 
 
+def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """Indices of the global batches, the same on every rank and for the single-process run."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randperm(count, generator=generator)[:batch_size] for _ in range(steps)]
+
+
+def _accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(inputs).argmax(-1) == labels).float().mean().item()
+
+
 def _torchrun_main(args: argparse.Namespace) -> None:
     from grassmann_classification import load_data, standardise, subspaces
+    from tqdm import tqdm
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(1)
@@ -146,25 +168,71 @@ def _torchrun_main(args: argparse.Namespace) -> None:
     try:
         x_train, y_train, x_test, y_test = load_data()
         x_train, x_test = standardise(x_train, x_test)
-        bases, bases_test = subspaces(x_train, 3, 3).float(), subspaces(x_test, 3, 3).float()
+        dtype = getattr(torch, args.dtype)
+        bases, bases_test = subspaces(x_train, 3, 3).to(dtype), subspaces(x_test, 3, 3).to(dtype)
         labels, labels_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
         torch.manual_seed(
             args.seed
         )  # same initial weights everywhere (DDP also broadcasts rank 0's)
-        model = GrNetFactory()()
+        model = GrNetFactory(dtype)()
+        initial_state = copy.deepcopy(model.state_dict())
         replica = DistributedDataParallel(model)
         optimizer = make_optimizer(replica, args.lr)
-        generator = torch.Generator().manual_seed(args.seed)  # same global batches on every rank
-        for step in range(args.steps):
-            index = torch.randperm(len(bases), generator=generator)[: args.batch_size]
+        batches = _global_batches(len(bases), args.steps, args.batch_size, args.seed)
+        start = time.perf_counter()
+        ddp_losses = []
+        for index in tqdm(batches, desc=f"DDP, {world_size} processes", disable=rank != 0):
             local = shard((bases[index], labels[index]), rank, world_size)
-            loss = train_steps(replica, optimizer, [local])[0]
-            if rank == 0 and (step + 1) % 50 == 0:
-                print(f"step {step + 1}: rank-0 loss {loss:.4f}", flush=True)
-        if rank == 0:
-            with torch.no_grad():
-                acc = (model(bases_test).argmax(-1) == labels_test).float().mean().item()
-            print(f"test accuracy {acc:.4f} after {args.steps} steps on {world_size} processes")
+            ddp_losses += train_steps(replica, optimizer, [local])
+        ddp_seconds = time.perf_counter() - start
+        global_losses = torch.tensor(ddp_losses, dtype=torch.float64)
+        dist.all_reduce(global_losses)  # mean of the shard losses = loss on the global batch
+        global_losses /= world_size
+        if rank != 0:
+            return
+        # Baseline in the same run: one process, the same initial weights and global batches.
+        single = GrNetFactory(dtype)()
+        single.load_state_dict(initial_state)
+        start = time.perf_counter()
+        pairs = ((bases[i], labels[i]) for i in batches)
+        single_losses = train_steps(
+            single, make_optimizer(single, args.lr), tqdm(pairs, "1 process", len(batches))
+        )
+        single_seconds = time.perf_counter() - start
+        difference = max(
+            (a - b).abs().max().item()
+            for a, b in zip(model.state_dict().values(), single.state_dict().values())
+        )
+        results = {
+            f"ddp_{world_size}_processes": {
+                "accuracy": _accuracy(model, bases_test, labels_test),
+                "final_loss": global_losses[-1].item(),
+                "seconds": ddp_seconds,
+            },
+            "single_process": {
+                "accuracy": _accuracy(single, bases_test, labels_test),
+                "final_loss": single_losses[-1],
+                "seconds": single_seconds,
+            },
+        }
+        print(
+            f"\nJapaneseVowels, GrNet, {args.steps} steps of {args.batch_size} (seed {args.seed})"
+        )
+        print(f"{'method':<20}{'test accuracy':>14}{'final loss':>12}{'seconds':>9}")
+        for name, row in results.items():
+            print(
+                f"{name:<20}{row['accuracy']:>14.4f}{row['final_loss']:>12.4f}{row['seconds']:>9.1f}"
+            )
+        print(f"max |parameter difference| DDP vs 1 process: {difference:.2e}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"state_dict": model.state_dict(), "args": vars(args)}, args.out / "grnet_ddp.pt"
+        )
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            report = {"results": results, "max_parameter_difference": difference,
+                      "world_size": world_size, "steps": args.steps}  # fmt: skip
+            args.json.write_text(json.dumps(report, indent=2))
     finally:
         dist.destroy_process_group()
 
@@ -183,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=30, help="global batch size")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--nprocs", type=int, default=2, help="processes when not under torchrun")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--out", type=Path, default=Path("out/ddp_grnet"), help="checkpoint here")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if "RANK" in os.environ:
         _torchrun_main(args)

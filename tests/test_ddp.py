@@ -61,3 +61,22 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     # The mean of the two shard losses is the combined-batch loss at every step.
     shard_means = [(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])]
     assert torch.allclose(torch.tensor(shard_means), torch.tensor(single_losses), atol=1e-8)
+
+
+def test_ddp_example_runs_with_single_process_baseline(tmp_path, monkeypatch):
+    pytest.importorskip("aeon")
+    import json
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
+    from examples.ddp_grnet import main
+
+    out = tmp_path / "results.json"
+    main(["--nprocs", "2", "--steps", "5", "--dtype", "float64", "--out", str(tmp_path),
+          "--json", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"ddp_2_processes", "single_process"}
+    ddp, single = report["results"]["ddp_2_processes"], report["results"]["single_process"]
+    assert report["max_parameter_difference"] < 1e-10  # float64: DDP equals one process
+    assert abs(ddp["final_loss"] - single["final_loss"]) < 1e-10
+    assert (tmp_path / "grnet_ddp.pt").exists()
