@@ -121,6 +121,31 @@ def test_spectral_on_projection_affinity_recovers_clusters():
     assert np.allclose(sparse, sparse.T) and ((sparse > 0).sum(1) >= 5).all()
 
 
+def test_projection_affinity_of_an_ensemble_is_the_mean_kernel():
+    first, labels, _ = _planted(clusters=3, per_cluster=10, spread=0.2, seed=4)
+    second = _planted(clusters=3, per_cluster=10, spread=0.6, seed=5)[0]
+    ensemble = torch.stack([first, second])  # two embeddings of the same 30 samples
+    mean = (
+        projection_affinity(first, n_neighbors=None) + projection_affinity(second, n_neighbors=None)
+    ) / 2
+    assert np.allclose(projection_affinity(ensemble, n_neighbors=None), mean, atol=1e-12)
+    # the kNN graph is built on the mean kernel, not summed per embedding
+    sparse = projection_affinity(ensemble, n_neighbors=4)
+    order = np.argsort(-mean, axis=1, kind="stable")[:, :4]
+    kept = np.zeros_like(mean, dtype=bool)
+    kept[np.arange(30)[:, None], order] = True
+    kept |= kept.T
+    assert np.array_equal(sparse > 0, kept & (mean > 0))
+    assert np.allclose(sparse[kept], mean[kept])
+    # R copies of one embedding change nothing; the estimator accepts (R, N, n, p)
+    copies = torch.stack([first, first, first])
+    assert np.allclose(projection_affinity(copies), projection_affinity(first), atol=1e-12)
+    model = GrassmannSpectralClustering(3, n_neighbors=6, random_state=0)
+    assert np.array_equal(model.fit_predict(copies), model.fit_predict(first))
+    with pytest.raises(ValueError, match=r"\(R, N, n, p\)"):
+        projection_affinity(torch.zeros(1, 2, 3, 4, 2, dtype=torch.float64))
+
+
 def test_metrics_agree_with_sklearn_on_random_labelings():
     rng = np.random.default_rng(0)
     for _ in range(5):

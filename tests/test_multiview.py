@@ -137,6 +137,8 @@ def test_example_smoke_run_on_npz(tmp_path):
     assert set(saved["results"]) >= {"manifoldnn", "kmeans", "spectral"}
     assert set(saved["results"]["manifoldnn"]) == {"acc", "nmi", "ari", "purity"}
     assert saved["results"]["manifoldnn"]["acc"] >= 0.9  # three well-separated clusters
+    assert saved["restarts"] == 5  # 120 samples: the consensus of 5 trainings (auto rule)
+    assert (tmp_path / "out" / "model_restart4.pt").exists()
     assert (tmp_path / "out" / "tsne.png").exists()
     assert (tmp_path / "out" / "confusion_matrix.png").exists()
     again = main(
@@ -153,6 +155,14 @@ def test_example_smoke_run_on_npz(tmp_path):
         ]
     )  # fmt: skip
     assert again["results"] == report["results"]  # deterministic given --seed
+
+
+def test_auto_restarts_rule():
+    from examples.multiview_clustering import auto_restarts
+
+    assert [auto_restarts(n) for n in (120, 282, 500, 700, 1000, 1797, 2000, 5000)] == [
+        5, 5, 4, 2, 2, 1, 1, 1,
+    ]  # fmt: skip
 
 
 def test_mfeat_loader():

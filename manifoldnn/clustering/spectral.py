@@ -6,6 +6,11 @@ optionally passed through a heat kernel :math:`\exp(-d^2 / (p\,\sigma^2))` and s
 symmetric k-nearest-neighbour graph (von Luxburg 2007, "A tutorial on spectral clustering",
 Sec. 2.2). The graph is then clustered by scikit-learn's ``SpectralClustering`` with
 ``affinity="precomputed"`` (normalised spectral clustering, Ng, Jordan & Weiss 2001).
+
+Several embeddings of the same N samples (e.g. the subspaces learned by R training restarts) can be
+given as one ``(R, N, n, p)`` tensor: the kernel is averaged over the R embeddings before the
+neighbour graph is built (a consensus affinity; averaging similarity matrices of an ensemble is the
+"co-association" idea of evidence accumulation, Fred & Jain, TPAMI 2005).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ def projection_affinity(
 ) -> np.ndarray:
     r"""Symmetric affinity matrix ``(N, N)`` (NumPy float64) between subspaces ``(N, n, p)``.
 
+    ``points`` may also be ``(R, N, n, p)``, R embeddings of the same N samples (an ensemble): the
+    normalised projection kernel is then averaged over the R embeddings first, so ``d^2 / p`` below
+    is the mean over the ensemble.
     ``kernel="projection"``: :math:`\|Y_i^\top Y_j\|_F^2 / p`; ``"heat"``:
     :math:`\exp(-d^2_{ij} / (p \sigma^2))` with ``sigma`` defaulting to the median of the
     normalised distances :math:`d_{ij} / \sqrt p` to each point's ``n_neighbors``-th neighbour.
@@ -37,9 +45,11 @@ def projection_affinity(
     """
     if not isinstance(points, torch.Tensor):
         points = torch.as_tensor(np.asarray(points))
-    if points.dim() != 3:
-        raise ValueError(f"points must be bases of shape (N, n, p), got {tuple(points.shape)}")
-    num_points, _, p = points.shape
+    if points.dim() not in (3, 4):
+        raise ValueError(
+            f"points must be bases of shape (N, n, p) or (R, N, n, p), got {tuple(points.shape)}"
+        )
+    num_points, _, p = points.shape[-3:]
     if n_neighbors is not None and not 1 <= n_neighbors < num_points:
         raise ValueError(
             f"n_neighbors must be in [1, N - 1] = [1, {num_points - 1}], got {n_neighbors}"
@@ -48,6 +58,8 @@ def projection_affinity(
         raise ValueError(f"kernel must be 'projection' or 'heat', got {kernel!r}")
     with torch.no_grad():
         similarity = (projection_metric_similarity(points, points) / p).clamp(0.0, 1.0)
+        if similarity.dim() == 3:  # ensemble: mean kernel over the R embeddings
+            similarity = similarity.double().mean(0)
     similarity = similarity.double().cpu().numpy()
     np.fill_diagonal(similarity, 0.0)
     order = None
@@ -75,6 +87,9 @@ def projection_affinity(
 
 class GrassmannSpectralClustering:
     """Spectral clustering of subspaces ``(N, n, p)`` on the projection-metric affinity.
+
+    ``fit`` also takes an ensemble ``(R, N, n, p)`` of R embeddings of the same N samples; the
+    clusters then come from the mean affinity (see :func:`projection_affinity`).
 
     Parameters
     ----------
@@ -111,7 +126,7 @@ class GrassmannSpectralClustering:
         self.random_state = random_state
 
     def fit(self, points, y=None) -> GrassmannSpectralClustering:
-        """Build the affinity of ``points`` ``(N, n, p)`` and cluster it; returns ``self``."""
+        """Build the affinity of ``points`` ``(N, n, p)`` or ``(R, N, n, p)`` and cluster it."""
         from sklearn.cluster import SpectralClustering
 
         if not isinstance(self.n_clusters, int) or self.n_clusters < 2:
