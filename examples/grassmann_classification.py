@@ -68,16 +68,40 @@ def standardise(train: list[np.ndarray], test: list[np.ndarray]):
     return [(x - mean) / std for x in train], [(x - mean) / std for x in test]
 
 
-def subspaces(series: list[np.ndarray], p: int, delays: int = 0) -> torch.Tensor:
-    """Bases (N, 12 (delays + 1) + 1, p) of the dominant subspaces of the lifted frames
-    [x_t; x_{t+1}; ...; x_{t+delays}; 1]."""
+def window(x: np.ndarray, start: float, stop: float, minimum: int) -> np.ndarray:
+    """Frames ``floor(start T) .. ceil(stop T) - 1`` of a (12, T) series, widened (to the right, then
+    to the left) to at least ``minimum`` frames."""
+    length = x.shape[1]
+    first = int(np.floor(start * length))
+    last = max(int(np.ceil(stop * length)), first + minimum)
+    last = min(last, length)
+    first = max(0, min(first, last - minimum))
+    return x[:, first:last]
+
+
+def subspaces(
+    series: list[np.ndarray],
+    p: int,
+    delays: int = 0,
+    windows: list[tuple[float, float]] | None = None,
+) -> torch.Tensor:
+    """Bases of the dominant subspaces of the lifted frames [x_t; x_{t+1}; ...; x_{t+delays}; 1].
+
+    ``windows=None``: one subspace of the whole series, (N, 12 (delays + 1) + 1, p).  Otherwise one
+    subspace per time window ``(start, stop)`` (fractions of the length), (N, K, 12 (delays + 1) + 1,
+    p) with K = len(windows)."""
     embedding = SubspaceEmbedding(p)
+    spans = [(0.0, 1.0)] if windows is None else windows
     bases = []
     for x in series:
-        length = x.shape[1] - delays
-        stacked = [x[:, shift : shift + length] for shift in range(delays + 1)]
-        lifted = np.vstack(stacked + [np.ones((1, length))])
-        bases.append(embedding(torch.from_numpy(lifted)))
+        channels = []
+        for start, stop in spans:
+            segment = window(x, start, stop, delays + p)
+            length = segment.shape[1] - delays
+            stacked = [segment[:, shift : shift + length] for shift in range(delays + 1)]
+            lifted = np.vstack(stacked + [np.ones((1, length))])
+            channels.append(embedding(torch.from_numpy(lifted)))
+        bases.append(channels[0] if windows is None else torch.stack(channels))
     return torch.stack(bases)
 
 
@@ -130,6 +154,7 @@ def train(
     generator: torch.Generator,
     desc: str,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, list[float]]:
     """Mini-batch cross-entropy training; returns per-epoch training loss and test accuracy."""
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
@@ -139,7 +164,9 @@ def train(
         total = 0.0
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(model(x[index]), y[index])
+            loss = nn.functional.cross_entropy(
+                model(x[index]), y[index], label_smoothing=label_smoothing
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -150,6 +177,70 @@ def train(
         history["test_accuracy"].append(accuracy(model, x_test, y_test))
         progress.set_postfix(loss=f"{history['loss'][-1]:.4f}")
     return history
+
+
+def parse_windows(specs: list[str] | None) -> list[tuple[float, float]] | None:
+    """``["0:1", "0:0.5"]`` -> ``[(0.0, 1.0), (0.0, 0.5)]``; None stays None (one whole-series
+    subspace, no channel axis)."""
+    if specs is None:
+        return None
+    windows = []
+    for spec in specs:
+        start, stop = (float(value) for value in spec.split(":"))
+        if not 0.0 <= start < stop <= 1.0:
+            raise ValueError(f"a window is start:stop with 0 <= start < stop <= 1, got {spec!r}")
+        windows.append((start, stop))
+    return windows
+
+
+def build_grnet(args: argparse.Namespace, bases: torch.Tensor, num_classes: int) -> GrNet:
+    """GrNet for bases (N, n, p) or (N, K, n, p) (K windows)."""
+    in_channels = 1 if bases.dim() == 3 else bases.shape[1]
+    return GrNet(
+        bases.shape[-2],
+        args.p,
+        num_classes,
+        dims=args.dims,
+        channels=args.channels,
+        pool_size=args.pool_size,
+        pooling=args.pooling,
+        embed=False,
+        batch_norm=args.batch_norm,
+        in_channels=in_channels,
+    )
+
+
+def fit_grnet(
+    args: argparse.Namespace,
+    bases: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    eval_bases: torch.Tensor,
+    eval_labels: torch.Tensor,
+    num_classes: int = 9,
+    desc: str = "GrNet",
+) -> tuple[GrNet, dict[str, list[float]]]:
+    """Train a GrNet with RiemannianAdam (Stiefel weights at ``args.lr``, the linear head at
+    ``args.head_lr`` with weight decay); ``eval_*`` only feed the recorded curve."""
+    grnet = build_grnet(args, bases, num_classes)
+    head = list(grnet.head.parameters())
+    head_ids = {id(parameter) for parameter in head}
+    manifold_parameters = [q for q in grnet.parameters() if id(q) not in head_ids]
+    optimizer = geoopt.optim.RiemannianAdam(
+        [
+            {"params": manifold_parameters},
+            {"params": head, "lr": args.head_lr, "weight_decay": args.weight_decay},
+        ],
+        lr=args.lr,
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs) if args.cosine else None
+    )
+    history = train(
+        grnet, optimizer, bases, labels, eval_bases, eval_labels, args.epochs, args.batch_size,
+        generator, desc, scheduler, label_smoothing=args.label_smoothing,
+    )  # fmt: skip
+    return grnet, history
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -182,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cosine", action="store_true", help="cosine learning-rate decay over the GrNet epochs"
+    )
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="GrNet's loss")
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        default=None,
+        help="time windows start:stop (fractions), one input subspace each (default: whole series)",
     )
     parser.add_argument("--mlp-epochs", type=int, default=200)
     parser.add_argument(
@@ -216,36 +314,10 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict[str, float]] = {}
 
     # GrNet on Gr(12 (delays + 1) + 1, p).
-    bases = subspaces(x_train, args.p, args.delays).float()
-    bases_test = subspaces(x_test, args.p, args.delays).float()
-    grnet = GrNet(
-        bases.shape[-2],
-        args.p,
-        num_classes,
-        dims=args.dims,
-        channels=args.channels,
-        pool_size=args.pool_size,
-        pooling=args.pooling,
-        embed=False,
-        batch_norm=args.batch_norm,
-    )
-    head = list(grnet.head.parameters())
-    head_ids = {id(parameter) for parameter in head}
-    manifold_parameters = [q for q in grnet.parameters() if id(q) not in head_ids]
-    optimizer = geoopt.optim.RiemannianAdam(
-        [
-            {"params": manifold_parameters},
-            {"params": head, "lr": args.head_lr, "weight_decay": args.weight_decay},
-        ],
-        lr=args.lr,
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs) if args.cosine else None
-    )
-    history = train(
-        grnet, optimizer, bases, labels, bases_test, labels_test, args.epochs, args.batch_size,
-        generator, "GrNet", scheduler,
-    )  # fmt: skip
+    windows = parse_windows(args.windows)
+    bases = subspaces(x_train, args.p, args.delays, windows).float()
+    bases_test = subspaces(x_test, args.p, args.delays, windows).float()
+    grnet, history = fit_grnet(args, bases, labels, generator, bases_test, labels_test)
     grnet_parameters = parameter_count(grnet)
     results["grnet"] = {
         "accuracy": accuracy(grnet, bases_test, labels_test),
@@ -256,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
     def projector_features(b: torch.Tensor) -> np.ndarray:
         projectors = (b @ b.transpose(-1, -2)).double().numpy()
         rows, cols = np.triu_indices(b.shape[-2])
-        return projectors[:, rows, cols]
+        return projectors[..., rows, cols].reshape(len(b), -1)
 
     results["projector_logreg"] = {
         "accuracy": logistic_regression_accuracy(

@@ -376,6 +376,37 @@ def test_grnet_gradcheck():
     assert torch.autograd.gradcheck(model, (x,))
 
 
+def test_grnet_in_channels_routing_gradcheck_and_errors():
+    """in_channels=K: input channel k feeds FRMap channels k C/K .. (k+1) C/K - 1; with K identical
+    inputs the model equals the single-input GrNet with the same weights."""
+    torch.manual_seed(22)
+    multi = GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2, in_channels=2).double()
+    single = GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2).double()
+    for module in list(multi.modules()) + list(single.modules()):
+        if isinstance(module, FRMap):
+            module.reset_parameters()
+    single.load_state_dict(multi.state_dict())
+    x = torch.randn(3, 2, 6, 5, dtype=torch.float64)
+    seen = []
+    multi.first[0].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    out = multi(x)
+    assert out.shape == (3, 3)
+    embedded = SubspaceEmbedding(2)(x)
+    assert torch.allclose(seen[0], embedded.repeat_interleave(2, dim=-3))
+    assert not torch.allclose(multi(x.flip(-3)), out)
+    same = x[:, :1].expand(3, 2, 6, 5)
+    assert torch.allclose(multi(same), single(x[:, 0]), atol=1e-12)
+    assert multi(torch.randn(4, 3, 2, 6, 5, dtype=torch.float64)).shape == (4, 3, 3)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(multi, (x,))
+    with pytest.raises(ValueError, match="in_channels=2 expects"):
+        multi(torch.randn(3, 6, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="in_channels=2 expects"):
+        multi(torch.randn(3, 3, 6, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="divisible by in_channels"):
+        GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2, in_channels=3)
+
+
 @pytest.mark.parametrize("pooling", ["projection", "karcher"])
 def test_grnet_200_riemannian_adam_steps_stay_on_the_manifold(pooling):
     """Train in float32 for 200 steps; every Stiefel weight and every basis-valued activation is
