@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ from tqdm import tqdm
 from manifoldnn.layers import GrNet, SubspaceEmbedding
 
 MAX_LENGTH = 29
+# The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
+WINDOWS = ("0:1", "0:0.3", "0.2:0.5", "0.4:0.7", "0.6:0.9", "0.7:1")
 
 
 def load_data() -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
@@ -87,9 +90,10 @@ def subspaces(
 ) -> torch.Tensor:
     """Bases of the dominant subspaces of the lifted frames [x_t; x_{t+1}; ...; x_{t+delays}; 1].
 
-    ``windows=None``: one subspace of the whole series, (N, 12 (delays + 1) + 1, p).  Otherwise one
-    subspace per time window ``(start, stop)`` (fractions of the length), (N, K, 12 (delays + 1) + 1,
-    p) with K = len(windows)."""
+    ``windows=None`` (or a single window): one subspace of the whole series (of the window),
+    (N, 12 (delays + 1) + 1, p).  Otherwise one subspace per time window ``(start, stop)`` (fractions
+    of the length; a window shorter than ``delays + p`` frames is widened to that), (N, K,
+    12 (delays + 1) + 1, p) with K = len(windows)."""
     embedding = SubspaceEmbedding(p)
     spans = [(0.0, 1.0)] if windows is None else windows
     bases = []
@@ -101,7 +105,7 @@ def subspaces(
             stacked = [segment[:, shift : shift + length] for shift in range(delays + 1)]
             lifted = np.vstack(stacked + [np.ones((1, length))])
             channels.append(embedding(torch.from_numpy(lifted)))
-        bases.append(channels[0] if windows is None else torch.stack(channels))
+        bases.append(channels[0] if len(spans) == 1 else torch.stack(channels))
     return torch.stack(bases)
 
 
@@ -164,19 +168,46 @@ def train(
         total = 0.0
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(
-                model(x[index]), y[index], label_smoothing=label_smoothing
-            )
+            output = model(x[index])
+            if output.dim() == 3:  # an Ensemble in training mode: (members, batch, classes)
+                losses = torch.stack(
+                    [
+                        nn.functional.cross_entropy(o, y[index], label_smoothing=label_smoothing)
+                        for o in output
+                    ]
+                )
+                loss, reported = losses.sum(), losses.mean().item()
+            else:
+                loss = nn.functional.cross_entropy(
+                    output, y[index], label_smoothing=label_smoothing
+                )
+                reported = loss.item()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
+            total += reported * len(index)
         if scheduler is not None:
             scheduler.step()
         history["loss"].append(total / len(x))
         history["test_accuracy"].append(accuracy(model, x_test, y_test))
         progress.set_postfix(loss=f"{history['loss'][-1]:.4f}")
     return history
+
+
+class Ensemble(nn.Module):
+    """Independently initialised members trained side by side (each on its own cross-entropy, same
+    mini-batches); in eval mode the output is the log of the members' mean softmax probability,
+    ``(..., classes)``; in training mode the stacked member logits ``(members, ..., classes)``."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(x) for member in self.members])
+        if self.training:
+            return logits
+        return torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(self.members))
 
 
 def parse_windows(specs: list[str] | None) -> list[tuple[float, float]] | None:
@@ -219,11 +250,13 @@ def fit_grnet(
     eval_labels: torch.Tensor,
     num_classes: int = 9,
     desc: str = "GrNet",
-) -> tuple[GrNet, dict[str, list[float]]]:
-    """Train a GrNet with RiemannianAdam (Stiefel weights at ``args.lr``, the linear head at
-    ``args.head_lr`` with weight decay); ``eval_*`` only feed the recorded curve."""
-    grnet = build_grnet(args, bases, num_classes)
-    head = list(grnet.head.parameters())
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train a GrNet (an :class:`Ensemble` of ``args.ensemble`` GrNets if that is > 1) with
+    RiemannianAdam (Stiefel weights at ``args.lr``, the linear heads at ``args.head_lr`` with weight
+    decay); ``eval_*`` only feed the recorded curve."""
+    members = [build_grnet(args, bases, num_classes) for _ in range(args.ensemble)]
+    grnet = members[0] if args.ensemble == 1 else Ensemble(members)
+    head = [q for member in members for q in member.head.parameters()]
     head_ids = {id(parameter) for parameter in head}
     manifold_parameters = [q for q in grnet.parameters() if id(q) not in head_ids]
     optimizer = geoopt.optim.RiemannianAdam(
@@ -252,11 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/grassmann_classification"))
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--p", type=int, default=3, help="subspace dimension")
-    parser.add_argument("--delays", type=int, default=3, help="delay-embedding depth of the frames")
-    parser.add_argument("--dims", type=int, nargs="+", default=[32, 16], help="FRMap output sizes")
-    parser.add_argument("--channels", type=int, default=8, help="FRMap channels of block 1")
-    parser.add_argument("--pool-size", type=int, default=2, help="channels per pooling group")
+    parser.add_argument("--p", type=int, default=2, help="subspace dimension")
+    parser.add_argument("--delays", type=int, default=1, help="delay-embedding depth of the frames")
+    parser.add_argument("--dims", type=int, nargs="+", default=[20], help="FRMap output sizes")
+    parser.add_argument("--channels", type=int, default=6, help="FRMap channels of block 1")
+    parser.add_argument("--pool-size", type=int, default=1, help="channels per pooling group")
     parser.add_argument(
         "--pooling",
         choices=["projection", "karcher"],
@@ -278,10 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--windows",
         nargs="+",
-        default=None,
-        help="time windows start:stop (fractions), one input subspace each (default: whole series)",
+        default=list(WINDOWS),
+        help="time windows start:stop (fractions of the length), one input subspace each; a single "
+        "0:1 is the whole series without a channel axis",
+    )
+    parser.add_argument(
+        "--ensemble", type=int, default=1, help="GrNets averaged (softmax probabilities)"
     )
     parser.add_argument("--mlp-epochs", type=int, default=200)
+    parser.add_argument(
+        "--mlp-hidden",
+        type=int,
+        default=None,
+        help="MLP hidden width (default: chosen so the MLP has about GrNet's parameter count)",
+    )
     parser.add_argument(
         "--train-limit",
         type=int,
@@ -346,6 +389,8 @@ def main(argv: list[str] | None = None) -> dict:
     flat, flat_test = padded(x_train), padded(x_test)
     in_features = flat.shape[1]
     hidden = max(1, round((grnet_parameters - num_classes) / (in_features + 1 + num_classes)))
+    if args.mlp_hidden is not None:
+        hidden = args.mlp_hidden
     mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
     flat_t = torch.from_numpy(flat).float()
     flat_test_t = torch.from_numpy(flat_test).float()

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
             flat_val = torch.from_numpy(padded(x_val)).float()
             count = parameter_count(grnet)
             hidden = max(1, round((count - 9) / (flat.shape[1] + 1 + 9)))
+            hidden = hidden if args.mlp_hidden is None else args.mlp_hidden
             mlp = nn.Sequential(nn.Linear(flat.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 9))
             train(
                 mlp, torch.optim.Adam(mlp.parameters(), lr=3e-3, weight_decay=1e-4), flat, y_fit,
