@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     start_time = time.perf_counter()
     series, y, _, _ = load_data()  # the test split is not used
+    if args.train_limit is not None:  # evenly spaced subset (smoke runs)
+        step = max(1, len(series) // args.train_limit)
+        series, y = series[::step], y[::step]
     windows = parse_windows(args.windows)
     splitter = RepeatedStratifiedKFold(
         n_splits=args.folds, n_repeats=args.repeats, random_state=args.seed

@@ -461,5 +461,20 @@ def test_example_and_benchmark_smoke(tmp_path):
     assert saved["stiefel_error"] < 1e-5
     assert (tmp_path / "grnet.pt").exists() and (tmp_path / "training_curve.png").exists()
     assert output["results"]["grnet"]["parameters"] > 0
+    # The whole-series GrNet with projection pooling (the previous default), as an ensemble of 2.
+    legacy = example_main(
+        ["--train-limit", "30", "--epochs", "1", "--mlp-epochs", "1", "--out", str(tmp_path),
+         "--no-plot", "--windows", "0:1", "--p", "3", "--delays", "3", "--dims", "32", "16",
+         "--channels", "8", "--pool-size", "2", "--ensemble", "2"]
+    )  # fmt: skip
+    assert legacy["results"]["grnet"]["parameters"] == 2 * 19497
+    from examples.grassmann_classification_cv import main as cv_main
+
+    cv = cv_main(
+        ["--train-limit", "30", "--folds", "3", "--epochs", "1", "--mlp-epochs", "1", "--baselines"]
+    )
+    for method in ("grnet", "log_euclidean", "mlp"):
+        assert len(cv["cv"][method]["folds"]) == 3
+        assert 0.0 <= cv["cv"][method]["mean"] <= 1.0
     ratios = benchmark_main(["--batch", "4", "--repeats", "1", "--inner", "1"])
     assert set(ratios) == {"fb", "step"} and all(r > 0 for r in ratios.values())
