@@ -6,39 +6,109 @@ Data: JapaneseVowels (Kudo, Toyama & Shimbo 1999; UCR/UEA archive), shipped with
 270 training and 370 test utterances.
 
 Representation: every utterance :math:`x_1, \dots, x_T \in \mathbb{R}^{12}` (channels standardised
-with training statistics) becomes the dominant p-dimensional subspace of the delay-embedded, lifted
-frames :math:`[x_t; x_{t+1}; \dots; x_{t+k}; 1] \in \mathbb{R}^{12 (k + 1) + 1}`
-(:class:`~manifoldnn.layers.SubspaceEmbedding`; ``--delays k``, default 3, so a point of
-:math:`\mathrm{Gr}(49, 3)`; the shortest utterance, 7 frames, still gives 4 >= p vectors).  The
-delays let the subspace encode short-time dynamics (a Hankel / ARMA-observability subspace, Turaga et
-al., TPAMI 2011, "Statistical computations on Grassmann and Stiefel manifolds for image and
-video-based recognition"); the constant coordinate makes it encode the affine hull of the
-frames (their mean), not only their linear span.
+with training statistics) becomes K = 6 points of :math:`\mathrm{Gr}(25, 2)`, one per time window:
+the whole utterance and five windows of 30 % of its length every 20 % (``--windows``, default
+``0:1 0:0.3 0.2:0.5 0.4:0.7 0.6:0.9 0.7:1``).  Each is the dominant p-dimensional subspace
+(:class:`~manifoldnn.layers.SubspaceEmbedding`, ``--p 2``) of the delay-embedded, lifted frames
+:math:`[x_t; x_{t+1}; \dots; x_{t+k}; 1] \in \mathbb{R}^{12 (k + 1) + 1}` of the window
+(``--delays k``, default 1); a window shorter than k + p frames is widened to k + p frames, so the
+shortest utterance, 7 frames, gives windows of 3 frames and 2 >= p vectors.  The delays let a
+subspace encode short-time dynamics (a Hankel / ARMA-observability subspace, Turaga et al., TPAMI
+2011, "Statistical computations on Grassmann and Stiefel manifolds for image and video-based
+recognition"); the constant coordinate makes it encode the affine hull of the frames (their mean),
+not only their linear span; the windows keep the coarse temporal order that a single subspace of
+the whole utterance loses.
 
 Models, all trained and evaluated in this run on the same split:
 
-* ``grnet``: :class:`~manifoldnn.layers.GrNet` (FRMap 49 -> 32 in 8 channels -> ReOrth -> ProjMap ->
-  ProjPooling over pairs of channels -> OrthMap -> FRMap 32 -> 16 -> ReOrth -> ProjMap -> linear
-  head on the 4 projectors) trained with
-  :class:`geoopt.optim.RiemannianAdam`; Grassmann-only (no Euclidean branch).
+* ``grnet``: :class:`~manifoldnn.layers.GrNet` with ``in_channels=6`` (one FRMap weight per window:
+  FRMap 25 -> 20 -> ReOrth -> ProjMap -> linear head on the 6 projectors, 14,349 parameters)
+  trained with :class:`geoopt.optim.RiemannianAdam` for 100 epochs; Grassmann-only (no Euclidean
+  branch).  ``--pool-size 1``: no pooling block (pooling pairs of FRMap channels with ProjPooling +
+  OrthMap scored lower in cross-validation, see below).  ``--ensemble M`` averages the softmax
+  probabilities of M GrNets trained side by side.
 * ``projector_logreg``: logistic regression on the vectorised projectors of the same subspaces (the
   representation without the learned Grassmann layers).
 * ``log_euclidean``: upper triangle of :math:`\log C` (C the 12 x 12 covariance of the frames plus a
   small ridge) and the channel means, logistic regression (Arsigny et al. 2007 log-Euclidean metric).
 * ``mlp``: a Euclidean MLP on the edge-padded series (29 frames x 12 channels) with a hidden width
-  chosen so that its parameter count is close to GrNet's.
+  chosen so that its parameter count is close to GrNet's (40 hidden units, 14,329 parameters;
+  ``--mlp-hidden`` overrides it), Adam, 200 epochs.
+
+How the defaults were chosen: by repeated stratified 5-fold cross-validation on the 270 training
+utterances only (``examples/grassmann_classification_cv.py``; the test split was not used).  Mean
+validation accuracy, 5 folds x 2 repeats unless marked x5 (5 folds x 5 repeats); selected rows of
+the about 30 settings tried (the others scored at most 0.9870)::
+
+    previous default: whole utterance, Gr(49, 3) (k = 3), FRMap 49 -> 32 in 8
+      channels, pooling pairs, FRMap 32 -> 16                                   0.9667
+    same + label smoothing 0.1 and cosine decay                                 0.9667
+    same as the previous default with 4 windows (whole + 3 of 40 %)             0.9741
+    5 windows, Gr(25, 2), 10 channels pooled in pairs, FRMap 25 -> 20 -> 16     0.9630
+    5 windows, Gr(25, 2), one FRMap 25 -> 20 per window, no pooling             0.9796
+      same with --batch-norm                                                    0.9148
+      same with FRMap 25 -> 20 -> 16                                            0.9852
+      same with p = 3                                                           0.9704
+    5 windows, Gr(49, 2) (k = 3), FRMap 49 -> 32 per window (31.6 k params)     0.9870
+    6 windows (whole + 5), Gr(25, 2), FRMap 25 -> 20, no pooling: DEFAULT       0.9870
+      x5: GrNet / log-Euclidean / MLP of matched size          0.9859 / 0.9696 / 0.9726
+      FRMap 25 -> 24 (19.8 k params), x5: GrNet / MLP of matched size   0.9793 / 0.9756
+      ensemble of 3, x5                                                         0.9859
+      head weight decay 1e-2 / 1e-4, x5                                0.9815 / 0.9867
+      lr 0.005 / lr 0.02 / head lr 0.01, x5                   0.9837 / 0.9874 / 0.9867
+      cosine learning-rate decay (--cosine), x5                                 0.9867
+
+Ties were broken towards the smaller model.  The spread between folds is about 0.015, so
+differences below about 0.005 are noise; the training hyper-parameters (learning rates, weight
+decay, 100 epochs) were kept as they were.
+
+Measured test accuracy (``OMP_NUM_THREADS=1``, 2-core CPU, about 7 s a run):
+
+====  ======  ================  =============  ======
+seed  grnet   projector_logreg  log_euclidean  mlp
+====  ======  ================  =============  ======
+0     0.9892  0.9919            0.9838         0.9892
+1     0.9919  0.9919            0.9838         0.9865
+2     0.9838  0.9919            0.9838         0.9838
+3     0.9865  0.9919            0.9838         0.9892
+4     0.9865  0.9919            0.9838         0.9865
+5     0.9892  0.9919            0.9838         0.9919
+6     0.9865  0.9919            0.9838         0.9919
+7     0.9946  0.9919            0.9838         0.9919
+8     0.9838  0.9919            0.9838         0.9892
+9     0.9892  0.9919            0.9838         0.9892
+mean  0.9881  0.9919            0.9838         0.9889
+====  ======  ================  =============  ======
+
+GrNet reaches >= 0.98 at every seed and at least matches the best baseline at seeds 0, 1 and 2
+(and at 6 of the 10 seeds); averaged over seeds it is on par with the MLP (0.9881 vs 0.9889, one
+utterance of 370 is 0.0027), not better.  Logistic regression on the projectors of the same six
+subspaces (0.9919) is better than the learned FRMap layers on this small training set.  With the
+MLP at the previous default's size (``--mlp-hidden 54``, 19,341 parameters) the MLP gives 0.9865 /
+0.9865 / 0.9919 at seeds 0 / 1 / 2 (mean 0.9892 over seeds 0-9), so GrNet does not match it at
+seed 2.  ``--ensemble 3`` (43,047 parameters, MLP matched to that) gives GrNet 0.9865 / 0.9865 /
+0.9892 (mean 0.9876 over seeds 0-9) against an MLP mean of 0.9900, about 12 s a run.
+``--cosine`` (not the default: its CV score is within noise of the default's; measured on the test
+split only after the defaults were fixed, so it was not selected on them) gives GrNet 0.9892 /
+0.9919 / 0.9892 at seeds 0 / 1 / 2 and 0.9900 on average over seeds 0-9 (below the matched MLP at
+seed 6 only), MLP 0.9889 on average.
 
 Usage::
 
     python examples/grassmann_classification.py --seed 0 --json out/grassmann_classification/results.json
 
 writes a checkpoint (``grnet.pt``) and the training curve (``training_curve.png``) to ``--out``.
+The previous default (whole utterance, projection pooling) is ``--windows 0:1 --p 3 --delays 3
+--dims 32 16 --channels 8 --pool-size 2``.  Cross-validation of any setting on the training split::
+
+    python examples/grassmann_classification_cv.py --folds 5 --repeats 2 --baselines [options]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -51,6 +121,8 @@ from tqdm import tqdm
 from manifoldnn.layers import GrNet, SubspaceEmbedding
 
 MAX_LENGTH = 29
+# The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
+WINDOWS = ("0:1", "0:0.3", "0.2:0.5", "0.4:0.7", "0.6:0.9", "0.7:1")
 
 
 def load_data() -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
@@ -68,16 +140,41 @@ def standardise(train: list[np.ndarray], test: list[np.ndarray]):
     return [(x - mean) / std for x in train], [(x - mean) / std for x in test]
 
 
-def subspaces(series: list[np.ndarray], p: int, delays: int = 0) -> torch.Tensor:
-    """Bases (N, 12 (delays + 1) + 1, p) of the dominant subspaces of the lifted frames
-    [x_t; x_{t+1}; ...; x_{t+delays}; 1]."""
+def window(x: np.ndarray, start: float, stop: float, minimum: int) -> np.ndarray:
+    """Frames ``floor(start T) .. ceil(stop T) - 1`` of a (12, T) series, widened (to the right, then
+    to the left) to at least ``minimum`` frames."""
+    length = x.shape[1]
+    first = int(np.floor(start * length))
+    last = max(int(np.ceil(stop * length)), first + minimum)
+    last = min(last, length)
+    first = max(0, min(first, last - minimum))
+    return x[:, first:last]
+
+
+def subspaces(
+    series: list[np.ndarray],
+    p: int,
+    delays: int = 0,
+    windows: list[tuple[float, float]] | None = None,
+) -> torch.Tensor:
+    """Bases of the dominant subspaces of the lifted frames [x_t; x_{t+1}; ...; x_{t+delays}; 1].
+
+    ``windows=None`` (or a single window): one subspace of the whole series (of the window),
+    (N, 12 (delays + 1) + 1, p).  Otherwise one subspace per time window ``(start, stop)`` (fractions
+    of the length; a window shorter than ``delays + p`` frames is widened to that), (N, K,
+    12 (delays + 1) + 1, p) with K = len(windows)."""
     embedding = SubspaceEmbedding(p)
+    spans = [(0.0, 1.0)] if windows is None else windows
     bases = []
     for x in series:
-        length = x.shape[1] - delays
-        stacked = [x[:, shift : shift + length] for shift in range(delays + 1)]
-        lifted = np.vstack(stacked + [np.ones((1, length))])
-        bases.append(embedding(torch.from_numpy(lifted)))
+        channels = []
+        for start, stop in spans:
+            segment = window(x, start, stop, delays + p)
+            length = segment.shape[1] - delays
+            stacked = [segment[:, shift : shift + length] for shift in range(delays + 1)]
+            lifted = np.vstack(stacked + [np.ones((1, length))])
+            channels.append(embedding(torch.from_numpy(lifted)))
+        bases.append(channels[0] if len(spans) == 1 else torch.stack(channels))
     return torch.stack(bases)
 
 
@@ -130,6 +227,7 @@ def train(
     generator: torch.Generator,
     desc: str,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, list[float]]:
     """Mini-batch cross-entropy training; returns per-epoch training loss and test accuracy."""
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
@@ -139,17 +237,112 @@ def train(
         total = 0.0
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
-            loss = nn.functional.cross_entropy(model(x[index]), y[index])
+            output = model(x[index])
+            if output.dim() == 3:  # an Ensemble in training mode: (members, batch, classes)
+                losses = torch.stack(
+                    [
+                        nn.functional.cross_entropy(o, y[index], label_smoothing=label_smoothing)
+                        for o in output
+                    ]
+                )
+                loss, reported = losses.sum(), losses.mean().item()
+            else:
+                loss = nn.functional.cross_entropy(
+                    output, y[index], label_smoothing=label_smoothing
+                )
+                reported = loss.item()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
+            total += reported * len(index)
         if scheduler is not None:
             scheduler.step()
         history["loss"].append(total / len(x))
         history["test_accuracy"].append(accuracy(model, x_test, y_test))
         progress.set_postfix(loss=f"{history['loss'][-1]:.4f}")
     return history
+
+
+class Ensemble(nn.Module):
+    """Independently initialised members trained side by side (each on its own cross-entropy, same
+    mini-batches); in eval mode the output is the log of the members' mean softmax probability,
+    ``(..., classes)``; in training mode the stacked member logits ``(members, ..., classes)``."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(x) for member in self.members])
+        if self.training:
+            return logits
+        return torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(self.members))
+
+
+def parse_windows(specs: list[str] | None) -> list[tuple[float, float]] | None:
+    """``["0:1", "0:0.5"]`` -> ``[(0.0, 1.0), (0.0, 0.5)]``; None stays None (one whole-series
+    subspace, no channel axis)."""
+    if specs is None:
+        return None
+    windows = []
+    for spec in specs:
+        start, stop = (float(value) for value in spec.split(":"))
+        if not 0.0 <= start < stop <= 1.0:
+            raise ValueError(f"a window is start:stop with 0 <= start < stop <= 1, got {spec!r}")
+        windows.append((start, stop))
+    return windows
+
+
+def build_grnet(args: argparse.Namespace, bases: torch.Tensor, num_classes: int) -> GrNet:
+    """GrNet for bases (N, n, p) or (N, K, n, p) (K windows)."""
+    in_channels = 1 if bases.dim() == 3 else bases.shape[1]
+    return GrNet(
+        bases.shape[-2],
+        args.p,
+        num_classes,
+        dims=args.dims,
+        channels=args.channels,
+        pool_size=args.pool_size,
+        pooling=args.pooling,
+        embed=False,
+        batch_norm=args.batch_norm,
+        in_channels=in_channels,
+    )
+
+
+def fit_grnet(
+    args: argparse.Namespace,
+    bases: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    eval_bases: torch.Tensor,
+    eval_labels: torch.Tensor,
+    num_classes: int = 9,
+    desc: str = "GrNet",
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Train a GrNet (an :class:`Ensemble` of ``args.ensemble`` GrNets if that is > 1) with
+    RiemannianAdam (Stiefel weights at ``args.lr``, the linear heads at ``args.head_lr`` with weight
+    decay); ``eval_*`` only feed the recorded curve."""
+    members = [build_grnet(args, bases, num_classes) for _ in range(args.ensemble)]
+    grnet = members[0] if args.ensemble == 1 else Ensemble(members)
+    head = [q for member in members for q in member.head.parameters()]
+    head_ids = {id(parameter) for parameter in head}
+    manifold_parameters = [q for q in grnet.parameters() if id(q) not in head_ids]
+    optimizer = geoopt.optim.RiemannianAdam(
+        [
+            {"params": manifold_parameters},
+            {"params": head, "lr": args.head_lr, "weight_decay": args.weight_decay},
+        ],
+        lr=args.lr,
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs) if args.cosine else None
+    )
+    history = train(
+        grnet, optimizer, bases, labels, eval_bases, eval_labels, args.epochs, args.batch_size,
+        generator, desc, scheduler, label_smoothing=args.label_smoothing,
+    )  # fmt: skip
+    return grnet, history
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -161,16 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/grassmann_classification"))
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--p", type=int, default=3, help="subspace dimension")
-    parser.add_argument("--delays", type=int, default=3, help="delay-embedding depth of the frames")
-    parser.add_argument("--dims", type=int, nargs="+", default=[32, 16], help="FRMap output sizes")
-    parser.add_argument("--channels", type=int, default=8, help="FRMap channels of block 1")
-    parser.add_argument("--pool-size", type=int, default=2, help="channels per pooling group")
+    parser.add_argument("--p", type=int, default=2, help="subspace dimension")
+    parser.add_argument("--delays", type=int, default=1, help="delay-embedding depth of the frames")
+    parser.add_argument("--dims", type=int, nargs="+", default=[20], help="FRMap output sizes")
+    parser.add_argument("--channels", type=int, default=6, help="FRMap channels of block 1")
+    parser.add_argument("--pool-size", type=int, default=1, help="channels per pooling group")
     parser.add_argument(
         "--pooling",
         choices=["projection", "karcher"],
         default="projection",
-        help="karcher can stop with a ValueError when pooled channels become nearly orthogonal",
+        help="pooling of groups of --pool-size channels (none with the default --pool-size 1); "
+        "karcher can stop with a ValueError when pooled channels become nearly orthogonal",
     )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=30)
@@ -183,7 +377,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cosine", action="store_true", help="cosine learning-rate decay over the GrNet epochs"
     )
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="GrNet's loss")
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        default=list(WINDOWS),
+        help="time windows start:stop (fractions of the length), one input subspace each; a single "
+        "0:1 is the whole series without a channel axis",
+    )
+    parser.add_argument(
+        "--ensemble", type=int, default=1, help="GrNets averaged (softmax probabilities)"
+    )
     parser.add_argument("--mlp-epochs", type=int, default=200)
+    parser.add_argument(
+        "--mlp-hidden",
+        type=int,
+        default=None,
+        help="MLP hidden width (default: chosen so the MLP has about GrNet's parameter count)",
+    )
     parser.add_argument(
         "--train-limit",
         type=int,
@@ -216,36 +427,10 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict[str, float]] = {}
 
     # GrNet on Gr(12 (delays + 1) + 1, p).
-    bases = subspaces(x_train, args.p, args.delays).float()
-    bases_test = subspaces(x_test, args.p, args.delays).float()
-    grnet = GrNet(
-        bases.shape[-2],
-        args.p,
-        num_classes,
-        dims=args.dims,
-        channels=args.channels,
-        pool_size=args.pool_size,
-        pooling=args.pooling,
-        embed=False,
-        batch_norm=args.batch_norm,
-    )
-    head = list(grnet.head.parameters())
-    head_ids = {id(parameter) for parameter in head}
-    manifold_parameters = [q for q in grnet.parameters() if id(q) not in head_ids]
-    optimizer = geoopt.optim.RiemannianAdam(
-        [
-            {"params": manifold_parameters},
-            {"params": head, "lr": args.head_lr, "weight_decay": args.weight_decay},
-        ],
-        lr=args.lr,
-    )
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs) if args.cosine else None
-    )
-    history = train(
-        grnet, optimizer, bases, labels, bases_test, labels_test, args.epochs, args.batch_size,
-        generator, "GrNet", scheduler,
-    )  # fmt: skip
+    windows = parse_windows(args.windows)
+    bases = subspaces(x_train, args.p, args.delays, windows).float()
+    bases_test = subspaces(x_test, args.p, args.delays, windows).float()
+    grnet, history = fit_grnet(args, bases, labels, generator, bases_test, labels_test)
     grnet_parameters = parameter_count(grnet)
     results["grnet"] = {
         "accuracy": accuracy(grnet, bases_test, labels_test),
@@ -256,7 +441,7 @@ def main(argv: list[str] | None = None) -> dict:
     def projector_features(b: torch.Tensor) -> np.ndarray:
         projectors = (b @ b.transpose(-1, -2)).double().numpy()
         rows, cols = np.triu_indices(b.shape[-2])
-        return projectors[:, rows, cols]
+        return projectors[..., rows, cols].reshape(len(b), -1)
 
     results["projector_logreg"] = {
         "accuracy": logistic_regression_accuracy(
@@ -274,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
     flat, flat_test = padded(x_train), padded(x_test)
     in_features = flat.shape[1]
     hidden = max(1, round((grnet_parameters - num_classes) / (in_features + 1 + num_classes)))
+    if args.mlp_hidden is not None:
+        hidden = args.mlp_hidden
     mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
     flat_t = torch.from_numpy(flat).float()
     flat_test_t = torch.from_numpy(flat_test).float()

@@ -376,6 +376,37 @@ def test_grnet_gradcheck():
     assert torch.autograd.gradcheck(model, (x,))
 
 
+def test_grnet_in_channels_routing_gradcheck_and_errors():
+    """in_channels=K: input channel k feeds FRMap channels k C/K .. (k+1) C/K - 1; with K identical
+    inputs the model equals the single-input GrNet with the same weights."""
+    torch.manual_seed(22)
+    multi = GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2, in_channels=2).double()
+    single = GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2).double()
+    for module in list(multi.modules()) + list(single.modules()):
+        if isinstance(module, FRMap):
+            module.reset_parameters()
+    single.load_state_dict(multi.state_dict())
+    x = torch.randn(3, 2, 6, 5, dtype=torch.float64)
+    seen = []
+    multi.first[0].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    out = multi(x)
+    assert out.shape == (3, 3)
+    embedded = SubspaceEmbedding(2)(x)
+    assert torch.allclose(seen[0], embedded.repeat_interleave(2, dim=-3))
+    assert not torch.allclose(multi(x.flip(-3)), out)
+    same = x[:, :1].expand(3, 2, 6, 5)
+    assert torch.allclose(multi(same), single(x[:, 0]), atol=1e-12)
+    assert multi(torch.randn(4, 3, 2, 6, 5, dtype=torch.float64)).shape == (4, 3, 3)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(multi, (x,))
+    with pytest.raises(ValueError, match="in_channels=2 expects"):
+        multi(torch.randn(3, 6, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="in_channels=2 expects"):
+        multi(torch.randn(3, 3, 6, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="divisible by in_channels"):
+        GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2, in_channels=3)
+
+
 @pytest.mark.parametrize("pooling", ["projection", "karcher"])
 def test_grnet_200_riemannian_adam_steps_stay_on_the_manifold(pooling):
     """Train in float32 for 200 steps; every Stiefel weight and every basis-valued activation is
@@ -430,5 +461,20 @@ def test_example_and_benchmark_smoke(tmp_path):
     assert saved["stiefel_error"] < 1e-5
     assert (tmp_path / "grnet.pt").exists() and (tmp_path / "training_curve.png").exists()
     assert output["results"]["grnet"]["parameters"] > 0
+    # The whole-series GrNet with projection pooling (the previous default), as an ensemble of 2.
+    legacy = example_main(
+        ["--train-limit", "30", "--epochs", "1", "--mlp-epochs", "1", "--out", str(tmp_path),
+         "--no-plot", "--windows", "0:1", "--p", "3", "--delays", "3", "--dims", "32", "16",
+         "--channels", "8", "--pool-size", "2", "--ensemble", "2"]
+    )  # fmt: skip
+    assert legacy["results"]["grnet"]["parameters"] == 2 * 19497
+    from examples.grassmann_classification_cv import main as cv_main
+
+    cv = cv_main(
+        ["--train-limit", "30", "--folds", "3", "--epochs", "1", "--mlp-epochs", "1", "--baselines"]
+    )
+    for method in ("grnet", "log_euclidean", "mlp"):
+        assert len(cv["cv"][method]["folds"]) == 3
+        assert 0.0 <= cv["cv"][method]["mean"] <= 1.0
     ratios = benchmark_main(["--batch", "4", "--repeats", "1", "--inner", "1"])
     assert set(ratios) == {"fb", "step"} and all(r > 0 for r in ratios.values())

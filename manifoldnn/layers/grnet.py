@@ -121,8 +121,15 @@ class GrNet(nn.Module):
     center : centre the feature vectors before the embedding.
     batch_norm : batch-normalise the vectorised projectors in the head (see
         :class:`ProjectorClassifier`).
+    in_channels : number K of input subspaces per sample (several subspaces of one sample, e.g. of
+        several time windows).  With ``K > 1`` the input has a channel axis at dimension -3,
+        ``(..., K, in_dim, m)`` (or ``(..., K, in_dim, p)``), ``channels`` must be a multiple of K
+        and input channel k feeds the ``channels / K`` FRMap channels ``k * channels / K, ...,
+        (k + 1) * channels / K - 1`` (each with its own weight).
 
-    Shapes: ``(..., in_dim, m)`` (or ``(..., in_dim, p)``) -> logits ``(..., num_classes)``.
+    Shapes: ``(..., in_dim, m)`` (or ``(..., in_dim, p)``) -> logits ``(..., num_classes)``; with
+    ``in_channels=K > 1``, ``(..., K, in_dim, m)`` (or ``(..., K, in_dim, p)``) -> ``(...,
+    num_classes)``.
     :meth:`projectors` returns the last projectors ``(..., C', d_L, d_L)`` before the head.
     """
 
@@ -138,6 +145,7 @@ class GrNet(nn.Module):
         embed: bool = True,
         center: bool = False,
         batch_norm: bool = False,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         dims = tuple(int(d) for d in dims)
@@ -153,9 +161,16 @@ class GrNet(nn.Module):
             raise ValueError(
                 f"GrNet needs channels divisible by pool_size, got {channels} and {pool_size}"
             )
+        if in_channels < 1 or channels % in_channels:
+            raise ValueError(
+                f"GrNet needs channels divisible by in_channels, got channels={channels} and "
+                f"in_channels={in_channels}"
+            )
         if pooling not in ("projection", "karcher"):
             raise ValueError(f"GrNet pooling must be 'projection' or 'karcher', got {pooling!r}")
         self.in_dim, self.p, self.dims = in_dim, p, dims
+        self.in_channels = in_channels
+        self._fan_out = channels // in_channels
         self.embedding = SubspaceEmbedding(p, center=center) if embed else None
         self.first = nn.Sequential(FRMap(in_dim, dims[0], channels=channels), ReOrth())
         pooled_channels = channels // pool_size
@@ -179,10 +194,20 @@ class GrNet(nn.Module):
 
     def projectors(self, x: torch.Tensor) -> torch.Tensor:
         """Projectors ``(..., C', d_L, d_L)`` fed to the head (or ``(..., d_L, d_L)`` if C' == 1)."""
-        y = self.embedding(x) if self.embedding is not None else x
-        if y.dim() < 2 or y.shape[-2] != self.in_dim:
+        if self.in_channels > 1:
+            if x.dim() < 3 or x.shape[-3] != self.in_channels or x.shape[-2] != self.in_dim:
+                raise ValueError(
+                    f"GrNet with in_channels={self.in_channels} expects (..., "
+                    f"{self.in_channels}, in_dim={self.in_dim}, m), got {tuple(x.shape)}"
+                )
+        elif x.dim() < 2 or x.shape[-2] != self.in_dim:
             raise ValueError(f"GrNet expects (..., in_dim={self.in_dim}, m), got {tuple(x.shape)}")
-        y = self.first(y.unsqueeze(-3))
+        y = self.embedding(x) if self.embedding is not None else x
+        if self.in_channels == 1:
+            y = y.unsqueeze(-3)
+        elif self._fan_out > 1:
+            y = y.repeat_interleave(self._fan_out, dim=-3)
+        y = self.first(y)
         y = self.blocks(self.pool(y))
         projectors = self.projmap(y)
         return projectors.squeeze(-3) if self._pooled_channels == 1 else projectors
