@@ -191,6 +191,13 @@ def log_euclidean_features(series: list[np.ndarray], ridge: float = 1e-3) -> np.
     return np.asarray(features)
 
 
+def projector_features(bases: torch.Tensor) -> np.ndarray:
+    """Upper triangles of the projectors ``Y Y^T`` of bases (N, [K,] n, p), concatenated: (N, F)."""
+    projectors = (bases @ bases.transpose(-1, -2)).double().numpy()
+    rows, cols = np.triu_indices(bases.shape[-2])
+    return projectors[..., rows, cols].reshape(len(bases), -1)
+
+
 def padded(series: list[np.ndarray]) -> np.ndarray:
     """Series edge-padded to MAX_LENGTH frames and flattened: (N, 12 * MAX_LENGTH)."""
     return np.asarray(
@@ -438,11 +445,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     # Same subspaces, no learned Grassmann layers: logistic regression on vectorised projectors.
-    def projector_features(b: torch.Tensor) -> np.ndarray:
-        projectors = (b @ b.transpose(-1, -2)).double().numpy()
-        rows, cols = np.triu_indices(b.shape[-2])
-        return projectors[..., rows, cols].reshape(len(b), -1)
-
     results["projector_logreg"] = {
         "accuracy": logistic_regression_accuracy(
             projector_features(bases), y_train, projector_features(bases_test), y_test, args.seed
