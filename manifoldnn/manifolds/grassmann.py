@@ -197,11 +197,12 @@ class Grassmann(Manifold):
         With ``M_i = X^T Y_i`` and ``R_i = Y_i - X M_i``, the CS decomposition
         ``Y_i V = X U cos(Theta) + W sin(Theta)`` (Golub & Van Loan, *Matrix Computations*; principal
         angles ``Theta``) turns ``Log_X(Y_i) = W Theta U^T`` (Absil, Mahony & Sepulchre 2004) into
-        ``R_i V diag(theta / (sin theta cos theta)) V^T M_i^T``, with
+        ``R_i K_i`` with ``K_i = V diag(theta / (sin theta cos theta)) V^T M_i^T`` and
         ``V, cos^2(theta)`` the eigenpairs of the ``p x p`` matrix ``M_i^T M_i``. No solve with
         ``X^T Y_i`` and no ``n x p`` product per point is needed: the ``n``-sized work is two matrix
-        products per set, ``X^T [Y_1 ... Y_N]`` and ``[Y_1 ... Y_N] [K_1; ...; K_N]``, the rest is
-        ``p x p``; the sum of ``R_i K_i`` is one product followed by one projection. Equal to ``(weights[..., None, None] * logmap(x, y)).sum(-3)``; where autograd is
+        products per set, ``X^T [Y_1 ... Y_N]`` and ``[Y_1 ... Y_N] [K_1; ...; K_N]`` followed by one
+        projection, the rest is ``p x p``. Equal to
+        ``(weights[..., None, None] * logmap(x.unsqueeze(-3), y)).sum(-3)``; where autograd is
         recording through an input, that differentiable form is what is computed.
 
         ``x``: ``(..., n, p)``, ``y``: ``(..., N, n, p)``, ``weights``: ``(..., N)`` -> ``(..., n, p)``.
