@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["projection", "karcher"],
         default="projection",
         help="pooling of groups of --pool-size channels (none with the default --pool-size 1); "
-        "karcher can stop with a ValueError when pooled channels become nearly orthogonal",
+        "karcher stops with a ValueError if pooled channels reach a principal angle of pi/2",
     )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=30)

@@ -251,11 +251,12 @@ class KarcherPool(nn.Module):
     quantities (``ProjMap``) downstream.
 
     Limitation: the Karcher mean is unique only for sets inside a geodesic ball of radius below
-    pi/4 (Afsari 2011, "Riemannian Lp center of mass: existence, uniqueness, and convexity"); when
-    some principal angle between pooled subspaces approaches pi/2 the logarithm map is undefined
-    and ``karcher_mean`` raises ``ValueError`` (NaN).  Random p-planes of a large ambient space are
-    nearly orthogonal, so pooling independently initialised FRMap channels can hit this during
-    training; ``ProjPooling`` + ``OrthMap`` (extrinsic mean) is always defined.
+    pi/4 (Afsari 2011, "Riemannian Lp center of mass: existence, uniqueness, and convexity"); at a
+    principal angle of pi/2 between pooled subspaces (the cut locus) the logarithm map is undefined
+    and ``karcher_mean`` raises ``ValueError`` (NaN), and close to it the mean is ill-conditioned.
+    Random p-planes of a large ambient space are nearly orthogonal, so pooling independently
+    initialised FRMap channels can come close during training; ``ProjPooling`` + ``OrthMap``
+    (extrinsic mean) is always defined.
 
     With ``learn_weights=True`` (needs ``size``, the length of the pooled axis) each group has a
     learnable weight vector, softmax-normalised, initialised uniform: ``weights`` of shape
