@@ -153,13 +153,8 @@ def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[
     return [torch.randperm(count, generator=generator)[:batch_size] for _ in range(steps)]
 
 
-def _accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(inputs).argmax(-1) == labels).float().mean().item()
-
-
 def _torchrun_main(args: argparse.Namespace) -> None:
-    from grassmann_classification import load_data, standardise, subspaces
+    from grassmann_classification import accuracy, load_data, standardise, subspaces
     from tqdm import tqdm
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -205,12 +200,12 @@ def _torchrun_main(args: argparse.Namespace) -> None:
         )
         results = {
             f"ddp_{world_size}_processes": {
-                "accuracy": _accuracy(model, bases_test, labels_test),
+                "accuracy": accuracy(model, bases_test, labels_test),
                 "final_loss": global_losses[-1].item(),
                 "seconds": ddp_seconds,
             },
             "single_process": {
-                "accuracy": _accuracy(single, bases_test, labels_test),
+                "accuracy": accuracy(single, bases_test, labels_test),
                 "final_loss": single_losses[-1],
                 "seconds": single_seconds,
             },

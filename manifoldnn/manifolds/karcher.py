@@ -2,6 +2,7 @@ r"""Batched, differentiable Karcher (Fréchet) mean on any geoopt manifold with 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -69,8 +70,6 @@ def _warm_start(manifold: geoopt.Manifold, points: torch.Tensor, w: torch.Tensor
 
 def _riemannian_gradient(manifold, mean, points, w):
     """Minus the Riemannian gradient of ``1/2 sum_i w_i d^2(mean, x_i)``: ``sum_i w_i Log_mean(x_i)``."""
-    if isinstance(manifold, Grassmann):
-        return manifold.weighted_logmap_sum(mean, points, w)
     logs = _log(manifold, mean.unsqueeze(1), points)
     return (_expand(w, manifold.ndim) * logs).sum(1)
 
@@ -82,19 +81,14 @@ def _gradient_function(manifold, points, w):
     each evaluation is two matrix products per set plus ``p x p`` work per point.
     """
     if isinstance(manifold, Grassmann):
-        stacked = stack_columns(points)
-
-        def gradient(mean, index):
-            if index is None:
-                return _weighted_logmap_sum(mean, stacked, w)
-            return _weighted_logmap_sum(mean, stacked[index], w[index])
-
-        return gradient
+        data, evaluate = stack_columns(points), _weighted_logmap_sum
+    else:
+        data, evaluate = points, functools.partial(_riemannian_gradient, manifold)
 
     def gradient(mean, index):
         if index is None:
-            return _riemannian_gradient(manifold, mean, points, w)
-        return _riemannian_gradient(manifold, mean, points[index], w[index])
+            return evaluate(mean, data, w)
+        return evaluate(mean, data[index], w[index])
 
     return gradient
 
