@@ -167,17 +167,68 @@ def subspaces(
     12 (delays + 1) + 1, p) with K = len(windows)."""
     embedding = SubspaceEmbedding(p)
     spans = [(0.0, 1.0)] if windows is None else windows
-    bases = []
-    for x in series:
-        channels = []
-        for start, stop in spans:
-            segment = window(x, start, stop, delays + p)
-            length = segment.shape[1] - delays
-            stacked = [segment[:, shift : shift + length] for shift in range(delays + 1)]
-            lifted = np.vstack(stacked + [np.ones((1, length))])
-            channels.append(embedding(torch.from_numpy(lifted)))
-        bases.append(channels[0] if len(spans) == 1 else torch.stack(channels))
-    return torch.stack(bases)
+    return torch.stack([_utterance_subspaces(x, p, delays, spans, embedding) for x in series])
+
+
+def _utterance_subspaces(
+    x: np.ndarray,
+    p: int,
+    delays: int,
+    spans: list[tuple[float, float]],
+    embedding: SubspaceEmbedding,
+) -> torch.Tensor:
+    """Bases of one (12, T) series: (n, p) for a single span, (K, n, p) for K spans."""
+    channels = []
+    for start, stop in spans:
+        segment = window(x, start, stop, delays + p)
+        length = segment.shape[1] - delays
+        stacked = [segment[:, shift : shift + length] for shift in range(delays + 1)]
+        lifted = np.vstack(stacked + [np.ones((1, length))])
+        channels.append(embedding(torch.from_numpy(lifted)))
+    return channels[0] if len(spans) == 1 else torch.stack(channels)
+
+
+def augmented_subspaces(
+    series: list[np.ndarray],
+    p: int,
+    delays: int,
+    windows: list[tuple[float, float]] | None,
+    copies: int,
+    rng: np.random.Generator,
+    jitter: float = 0.05,
+    drop: float = 0.1,
+    noise: float = 0.05,
+) -> torch.Tensor:
+    """``copies`` randomly perturbed versions of :func:`subspaces` (training-time augmentation):
+    (copies, N, [K,] n, p).
+
+    Each copy of a (standardised) series independently drops every frame with probability
+    ``drop`` (keeping at least ``delays + p + 1`` frames, so the delay embedding then also sees
+    small tempo changes), adds Gaussian noise of standard deviation ``noise`` to every
+    coordinate, and moves both ends of every window by a uniform offset in ``[-jitter, jitter]``
+    (fractions of the length; ends clipped to [0, 1], a window never shorter than 0.05)."""
+    if copies < 1:
+        raise ValueError(f"augmented_subspaces needs copies >= 1, got {copies}")
+    embedding = SubspaceEmbedding(p)
+    spans = [(0.0, 1.0)] if windows is None else windows
+    minimum = delays + p + 1
+    views = []
+    for _ in range(copies):
+        bases = []
+        for x in series:
+            length = x.shape[1]
+            keep = rng.random(length) >= drop
+            if keep.sum() < min(minimum, length):
+                keep[rng.choice(length, min(minimum, length), replace=False)] = True
+            y = x[:, keep] + noise * rng.standard_normal((x.shape[0], int(keep.sum())))
+            moved = []
+            for start, stop in spans:
+                a, b = np.clip(np.array([start, stop]) + rng.uniform(-jitter, jitter, 2), 0, 1)
+                a = min(a, 0.95)
+                moved.append((a, max(b, a + 0.05)))
+            bases.append(_utterance_subspaces(y, p, delays, moved, embedding))
+        views.append(torch.stack(bases))
+    return torch.stack(views)
 
 
 def log_euclidean_features(series: list[np.ndarray], ridge: float = 1e-3) -> np.ndarray:
@@ -237,16 +288,37 @@ def train(
     desc: str,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     label_smoothing: float = 0.0,
+    augmented: torch.Tensor | None = None,
+    average_last: int = 0,
 ) -> dict[str, list[float]]:
-    """Mini-batch cross-entropy training; returns per-epoch training loss and test accuracy."""
+    """Mini-batch cross-entropy training; returns per-epoch training loss and test accuracy.
+
+    ``augmented`` (A, N, ...): alternatives of the N inputs ``x``; in every epoch each sample is
+    drawn uniformly from its A + 1 versions (``x`` itself or one of the A alternatives).
+    ``average_last`` = E > 0: after training, every parameter is replaced by its mean over the
+    ends of the last E epochs (stochastic weight averaging, Izmailov et al. 2018), a
+    :class:`geoopt.ManifoldParameter` then projected back onto its manifold (``projx``: the
+    nearest orthonormal matrix on the Stiefel manifold); the recorded curve is of the iterates."""
+    if not 0 <= average_last <= epochs:
+        raise ValueError(f"average_last must be in [0, epochs={epochs}], got {average_last}")
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
+    sums = [torch.zeros_like(q) for q in model.parameters()] if average_last else []
     progress = tqdm(range(epochs), desc=desc, leave=False)
-    for _ in progress:
+    for epoch in progress:
+        inputs = x
+        if augmented is not None:
+            if augmented.shape[1:] != x.shape:
+                raise ValueError(
+                    f"augmented must be (A, {', '.join(map(str, x.shape))}), "
+                    f"got {tuple(augmented.shape)}"
+                )
+            choice = torch.randint(len(augmented) + 1, (len(x),), generator=generator)
+            inputs = torch.cat([x[None], augmented])[choice, torch.arange(len(x))]
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
-            output = model(x[index])
+            output = model(inputs[index])
             if output.dim() == 3:  # an Ensemble in training mode: (members, batch, classes)
                 losses = torch.stack(
                     [
@@ -269,6 +341,15 @@ def train(
         history["loss"].append(total / len(x))
         history["test_accuracy"].append(accuracy(model, x_test, y_test))
         progress.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+        if epoch >= epochs - average_last:
+            for total_q, q in zip(sums, model.parameters()):
+                total_q += q.detach()
+    if average_last:
+        with torch.no_grad():
+            for total_q, q in zip(sums, model.parameters()):
+                mean = total_q / average_last
+                manifold = getattr(q, "manifold", None)
+                q.copy_(mean if manifold is None else manifold.projx(mean))
     return history
 
 
@@ -328,10 +409,22 @@ def fit_grnet(
     eval_labels: torch.Tensor,
     num_classes: int = 9,
     desc: str = "GrNet",
+    series: list[np.ndarray] | None = None,
 ) -> tuple[nn.Module, dict[str, list[float]]]:
     """Train a GrNet (an :class:`Ensemble` of ``args.ensemble`` GrNets if that is > 1) with
     RiemannianAdam (Stiefel weights at ``args.lr``, the linear heads at ``args.head_lr`` with weight
-    decay); ``eval_*`` only feed the recorded curve."""
+    decay); ``eval_*`` only feed the recorded curve.  With ``args.augment > 0``, ``series`` (the
+    standardised training series behind ``bases``) gives ``args.augment`` augmented copies of
+    every training sample (:func:`augmented_subspaces`, seeded from ``generator``)."""
+    augmented = None
+    if args.augment > 0:
+        if series is None:
+            raise ValueError("fit_grnet needs the training series for --augment")
+        rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
+        augmented = augmented_subspaces(
+            series, args.p, args.delays, parse_windows(args.windows), args.augment, rng,
+            jitter=args.aug_jitter, drop=args.aug_drop, noise=args.aug_noise,
+        ).to(bases.dtype)  # fmt: skip
     members = [build_grnet(args, bases, num_classes) for _ in range(args.ensemble)]
     grnet = members[0] if args.ensemble == 1 else Ensemble(members)
     head = [q for member in members for q in member.head.parameters()]
@@ -349,7 +442,8 @@ def fit_grnet(
     )
     history = train(
         grnet, optimizer, bases, labels, eval_bases, eval_labels, args.epochs, args.batch_size,
-        generator, desc, scheduler, label_smoothing=args.label_smoothing,
+        generator, desc, scheduler, label_smoothing=args.label_smoothing, augmented=augmented,
+        average_last=args.swa,
     )  # fmt: skip
     return grnet, history
 
@@ -397,6 +491,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ensemble", type=int, default=1, help="GrNets averaged (softmax probabilities)"
     )
+    parser.add_argument(
+        "--swa",
+        type=int,
+        default=0,
+        help="average GrNet's weights over the last N epochs (Stiefel weights projected back); 0: "
+        "the last iterate",
+    )
+    parser.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        help="augmented copies of every training utterance for GrNet (frame dropping, noise, "
+        "window jitter; each epoch uses the original or one copy); 0: none",
+    )
+    parser.add_argument(
+        "--aug-jitter", type=float, default=0.05, help="window-end shift, fraction of the length"
+    )
+    parser.add_argument("--aug-drop", type=float, default=0.1, help="frame-drop probability")
+    parser.add_argument(
+        "--aug-noise", type=float, default=0.05, help="noise std on the standardised frames"
+    )
     parser.add_argument("--mlp-epochs", type=int, default=200)
     parser.add_argument(
         "--mlp-hidden",
@@ -439,7 +554,9 @@ def main(argv: list[str] | None = None) -> dict:
     windows = parse_windows(args.windows)
     bases = subspaces(x_train, args.p, args.delays, windows).float()
     bases_test = subspaces(x_test, args.p, args.delays, windows).float()
-    grnet, history = fit_grnet(args, bases, labels, generator, bases_test, labels_test)
+    grnet, history = fit_grnet(
+        args, bases, labels, generator, bases_test, labels_test, series=x_train
+    )
     grnet_parameters = parameter_count(grnet)
     results["grnet"] = {
         "accuracy": accuracy(grnet, bases_test, labels_test),
