@@ -79,7 +79,7 @@ def small_run(argv: list[str], seed: int = 0):
 
 
 def test_weight_averaging_is_the_projected_mean_of_the_last_iterates():
-    iterates = [small_run(["--epochs", str(epochs)])[0] for epochs in (3, 4)]
+    iterates = [small_run(["--epochs", str(epochs), "--swa", "0"])[0] for epochs in (3, 4)]
     averaged, _ = small_run(["--epochs", "4", "--swa", "2"])
     last = small_run(["--epochs", "4", "--swa", "1"])[0]
     for name, q in averaged.named_parameters():
@@ -95,8 +95,16 @@ def test_weight_averaging_is_the_projected_mean_of_the_last_iterates():
             assert torch.allclose(q, mean, atol=1e-6)
         # Averaging over one epoch keeps the last iterate.
         assert torch.allclose(dict(last.named_parameters())[name], second, atol=1e-5)
+    # --swa longer than the run averages over all its epochs; train() itself refuses that.
+    whole = small_run(["--epochs", "2", "--swa", "5"])[0]
+    same = small_run(["--epochs", "2", "--swa", "2"])[0]
+    for q, r in zip(whole.parameters(), same.parameters()):
+        assert torch.equal(q, r)
+    model = torch.nn.Linear(3, 2)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
     with pytest.raises(ValueError):
-        small_run(["--epochs", "2", "--swa", "3"])
+        train(model, torch.optim.SGD(model.parameters(), lr=0.1), x, y, x, y, 2, 2,
+              torch.Generator(), "test", average_last=3)  # fmt: skip
 
 
 def test_training_on_augmented_copies_uses_them():
