@@ -134,7 +134,8 @@ Usage::
 
 writes a checkpoint (``grnet.pt``) and the training curve (``training_curve.png``) to ``--out``.
 The previous default (whole utterance, projection pooling) is ``--windows 0:1 --p 3 --delays 3
---dims 32 16 --channels 8 --pool-size 2 --epochs 100 --swa 0 --augment 0``.  Cross-validation of any setting on the training split::
+--dims 32 16 --channels 8 --pool-size 2 --epochs 100 --swa 0 --augment 0``.  Cross-validation of
+any setting on the training split::
 
     python examples/grassmann_classification_cv.py --folds 5 --repeats 2 --baselines [options]
 """
@@ -331,7 +332,8 @@ def train(
     ``average_last`` = E > 0: after training, every parameter is replaced by its mean over the
     ends of the last E epochs (stochastic weight averaging, Izmailov et al. 2018), a
     :class:`geoopt.ManifoldParameter` then projected back onto its manifold (``projx``: the
-    nearest orthonormal matrix on the Stiefel manifold); the recorded curve is of the iterates."""
+    nearest orthonormal matrix on the Stiefel manifold); buffers (batch-norm statistics) stay those
+    of the last iterate; the recorded curve is of the iterates."""
     if not 0 <= average_last <= epochs:
         raise ValueError(f"average_last must be in [0, epochs={epochs}], got {average_last}")
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
