@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
         y_fit, y_val = torch.from_numpy(y[fit_index]), torch.from_numpy(y[val_index])
         bases = subspaces(x_fit, args.p, args.delays, windows).float()
         bases_val = subspaces(x_val, args.p, args.delays, windows).float()
-        grnet, _ = fit_grnet(args, bases, y_fit, generator, bases_val, y_val, desc=f"fold {fold}")
+        grnet, _ = fit_grnet(
+            args, bases, y_fit, generator, bases_val, y_val, desc=f"fold {fold}", series=x_fit
+        )
         scores["grnet"].append(accuracy(grnet, bases_val, y_val))
         if args.baselines:
             scores.setdefault("projector_logreg", []).append(
