@@ -134,7 +134,7 @@ def test_example_smoke_run_on_npz(tmp_path):
     )  # fmt: skip
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["dataset"] == "toy" and saved["results"] == report["results"]
-    assert set(saved["results"]) >= {"manifoldnn", "kmeans", "spectral"}
+    assert set(saved["results"]) >= {"manifoldnn", "manifoldnn_spectral", "kmeans", "spectral"}
     assert set(saved["results"]["manifoldnn"]) == {"acc", "nmi", "ari", "purity"}
     assert saved["results"]["manifoldnn"]["acc"] >= 0.9  # three well-separated clusters
     assert saved["restarts"] == 5  # 120 samples: the consensus of 5 trainings (auto rule)
@@ -157,11 +157,46 @@ def test_example_smoke_run_on_npz(tmp_path):
     assert again["results"] == report["results"]  # deterministic given --seed
 
 
+def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
+    """Self-labelling trains the heads on the given labels of the confident samples only: with
+    labels that cut across the planted clusters for the unconfident half, the head follows the
+    confident half's labels and assigns the other half by what it learned there."""
+    from argparse import Namespace
+
+    from examples.multiview_clustering import self_label
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    planted = np.repeat(np.arange(3), 40)
+    views = [
+        torch.as_tensor(
+            (rng.standard_normal((3, d)) * 3)[planted] + rng.standard_normal((120, d)),
+            dtype=torch.float32,
+        )
+        for d in (8, 6)
+    ]
+    labels = (planted + 1) % 3  # a relabelling: the head must learn it, not the head's own order
+    confident = np.arange(120) % 2 == 0
+    wrong = labels.copy()
+    wrong[~confident] = (labels[~confident] + 1) % 3  # labels the head must not see
+    model = MultiViewGrassmannNet([8, 6], 3, hidden=[16], ambient_dim=6, rank=2, projected_dim=4)
+    args = Namespace(lr=1e-2, batch_size=60, quiet=True)
+    self_label(model, views, wrong, confident, args, "cpu", 40, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        predicted = model(views).probabilities.mean(0).argmax(-1).numpy()
+    assert not model.training
+    assert (predicted[confident] == labels[confident]).mean() == 1.0
+    assert (predicted[~confident] == labels[~confident]).mean() >= 0.95  # not the wrong labels
+    weight = model.frmap.matrix  # (channels, out_dim, in_dim), orthonormal rows
+    gram = weight @ weight.transpose(-1, -2)
+    assert torch.allclose(gram, torch.eye(weight.shape[-2]).expand_as(gram), atol=1e-5)
+
+
 def test_auto_restarts_rule():
     from examples.multiview_clustering import auto_restarts
 
-    assert [auto_restarts(n) for n in (120, 282, 500, 700, 1000, 1797, 2000, 5000)] == [
-        5, 5, 4, 2, 2, 1, 1, 1,
+    assert [auto_restarts(n) for n in (120, 282, 1000, 1200, 1201, 1797, 2000, 3000, 3001, 5000)] == [
+        5, 5, 5, 5, 4, 3, 3, 2, 1, 1,
     ]  # fmt: skip
 
 
