@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,6 +25,7 @@ from examples.grassmann_classification import (  # noqa: E402
     accuracy,
     build_parser,
     fit_grnet,
+    fit_mlp,
     load_data,
     log_euclidean_features,
     logistic_regression_accuracy,
@@ -35,7 +35,6 @@ from examples.grassmann_classification import (  # noqa: E402
     projector_features,
     standardise,
     subspaces,
-    train,
 )
 
 
@@ -83,14 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
             )  # fmt: skip
             flat = torch.from_numpy(padded(x_fit)).float()
             flat_val = torch.from_numpy(padded(x_val)).float()
-            count = parameter_count(grnet)
-            hidden = max(1, round((count - 9) / (flat.shape[1] + 1 + 9)))
-            hidden = hidden if args.mlp_hidden is None else args.mlp_hidden
-            mlp = nn.Sequential(nn.Linear(flat.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 9))
-            train(
-                mlp, torch.optim.Adam(mlp.parameters(), lr=3e-3, weight_decay=1e-4), flat, y_fit,
-                flat_val, y_val, args.mlp_epochs, args.batch_size, generator, "MLP",
-            )  # fmt: skip
+            mlp, _ = fit_mlp(args, parameter_count(grnet), flat, y_fit, generator, flat_val, y_val)
             scores.setdefault("mlp", []).append(accuracy(mlp, flat_val, y_val))
         line = ", ".join(f"{name} {values[-1]:.4f}" for name, values in scores.items())
         print(f"fold {fold}: {line}", file=sys.stderr, flush=True)

@@ -403,7 +403,8 @@ def main(argv: list[str] | None = None) -> dict:
         ).fit_predict(ensemble)  # fmt: skip
     predictions["manifoldnn_spectral"] = predictions["manifoldnn"] = consensus
     confident = confident_samples(ensemble, consensus, args.neighbors, args.confidence)
-    if args.self_label_epochs > 0 and confident.sum() >= 2:
+    self_labelled = args.self_label_epochs > 0 and confident.sum() >= 2
+    if self_labelled:
         # every restart's network is fine-tuned on the consensus labels of the confident samples;
         # the clusters are the argmax of the heads' probabilities averaged over restarts and views
         mean_probabilities = 0.0
@@ -433,7 +434,6 @@ def main(argv: list[str] | None = None) -> dict:
     order = ["manifoldnn", "manifoldnn_spectral", "manifoldnn_head", "manifoldnn_kmeans"]
     order += ["kmeans", "spectral"]
     ensemble_note = f" (mean of {restarts} restarts)" if restarts > 1 else ""
-    self_labelled = args.self_label_epochs > 0 and confident.sum() >= 2
     described = {
         "manifoldnn": (
             f"Grassmann contrastive, head self-labelled on the next row{ensemble_note}"
