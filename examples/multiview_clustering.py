@@ -150,15 +150,21 @@ def view_weights(subspaces: torch.Tensor, temperature: float, iterations: int = 
     return weights
 
 
-def cluster_model(model, tensors, args, n_clusters):
-    """Fused subspaces of the current model and their spectral clusters (projection affinity)."""
+def fused_subspaces(model, tensors, args):
+    """The model's outputs (eval mode), its view weights (:func:`view_weights`) and the
+    view-weighted fused subspaces ``(N, m, p)`` (float64)."""
     model.eval()
     with torch.no_grad():
         out = model(tensors)
     model.train()
     subspaces = out.subspaces.double()
     weights = view_weights(subspaces, args.view_temperature)
-    fused = fuse_subspaces(subspaces, weights)
+    return out, weights, fuse_subspaces(subspaces, weights)
+
+
+def cluster_model(model, tensors, args, n_clusters):
+    """Fused subspaces of the current model and their spectral clusters (projection affinity)."""
+    out, weights, fused = fused_subspaces(model, tensors, args)
     spectral = GrassmannSpectralClustering(
         n_clusters, n_neighbors=args.neighbors, assign_labels="cluster_qr", random_state=args.seed
     )
@@ -216,6 +222,36 @@ def self_label(model, views, labels, confident, args, device, epochs: int, gener
         if loss is not None:
             progress.set_postfix(loss=f"{loss.item():.4f}")
     model.eval()
+
+
+def self_label_rounds(models, views, labels, confident, args, device) -> np.ndarray:
+    """``args.self_label_rounds`` rounds of :func:`self_label` of every model (the restarts) for
+    ``args.self_label_epochs`` epochs each; returns the final clusters ``(N,)``.
+
+    Round 1 trains on ``labels`` of the ``confident`` samples. Every round ends with new clusters,
+    the argmax of the heads' probabilities averaged over models and views; a later round trains on
+    those, with the confident samples recomputed (:func:`confident_samples`) on the fused subspaces
+    of the fine-tuned models (the re-labelling rounds of self-training, e.g. Xie et al., CVPR
+    2020, "Self-training with noisy student", with neighbour consistency as the filter). One
+    round is the single self-labelling step of SCAN (Van Gansbeke et al., ECCV 2020, Sec. 3.3).
+    Restart r draws its mini-batches from one generator seeded ``args.seed + 1000 r``."""
+    generators = [torch.Generator().manual_seed(args.seed + 1000 * r) for r in range(len(models))]
+    for round_index in range(args.self_label_rounds):
+        if round_index > 0:
+            fused = [fused_subspaces(model, views, args)[2] for model in models]
+            ensemble = torch.stack(fused) if len(models) > 1 else fused[0]
+            confident = confident_samples(ensemble, labels, args.neighbors, args.confidence)
+        if confident.sum() < 2:
+            break
+        mean_probabilities = 0.0
+        for model, generator in zip(models, generators):
+            self_label(
+                model, views, labels, confident, args, device, args.self_label_epochs, generator
+            )
+            with torch.no_grad():
+                mean_probabilities = mean_probabilities + model(views).probabilities.mean(0)
+        labels = mean_probabilities.argmax(-1).cpu().numpy()
+    return labels
 
 
 def train(model, views, positives, args, device, epochs: int, optimiser, generator) -> list[float]:
@@ -332,6 +368,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="epochs of self-labelling (cross-entropy on the confident consensus labels); 0: the "
         "clusters are those of the spectral step",
     )
+    parser.add_argument(
+        "--self-label-rounds",
+        type=int,
+        default=1,
+        help="rounds of self-labelling; each later round trains on the previous round's clusters, "
+        "confident samples recomputed on the fine-tuned subspaces",
+    )
     parser.add_argument("--view-temperature", type=float, default=0.02, help="view weighting")
     parser.add_argument("--neighbors", type=int, default=10, help="kNN for positives and spectral")
     parser.add_argument("--no-neighbor-positives", action="store_true")
@@ -403,20 +446,14 @@ def main(argv: list[str] | None = None) -> dict:
         ).fit_predict(ensemble)  # fmt: skip
     predictions["manifoldnn_spectral"] = predictions["manifoldnn"] = consensus
     confident = confident_samples(ensemble, consensus, args.neighbors, args.confidence)
-    self_labelled = args.self_label_epochs > 0 and confident.sum() >= 2
+    self_labelled = args.self_label_epochs > 0 and args.self_label_rounds > 0
+    self_labelled = self_labelled and confident.sum() >= 2
     if self_labelled:
         # every restart's network is fine-tuned on the consensus labels of the confident samples;
         # the clusters are the argmax of the heads' probabilities averaged over restarts and views
-        mean_probabilities = 0.0
-        for restart, run in enumerate(runs):
-            generator = torch.Generator().manual_seed(args.seed + 1000 * restart)
-            self_label(
-                run[0], tensors, consensus, confident, args, device, args.self_label_epochs,
-                generator,
-            )  # fmt: skip
-            with torch.no_grad():
-                mean_probabilities = mean_probabilities + run[0](tensors).probabilities.mean(0)
-        predictions["manifoldnn"] = mean_probabilities.argmax(-1).cpu().numpy()
+        predictions["manifoldnn"] = self_label_rounds(
+            [run[0] for run in runs], tensors, consensus, confident, args, device
+        )
     if not args.quiet:
         print("view weights:", ", ".join(f"{w:.3f}" for w in weights.tolist()))
     predictions["manifoldnn_head"] = out.probabilities.mean(0).argmax(-1).cpu().numpy()

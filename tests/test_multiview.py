@@ -192,6 +192,52 @@ def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
     assert torch.allclose(gram, torch.eye(weight.shape[-2]).expand_as(gram), atol=1e-5)
 
 
+def test_self_label_rounds_relabel_from_the_previous_round():
+    """A second round trains on the first round's clusters, with the confident samples recomputed
+    on the fine-tuned subspaces: the given labels of the samples left out of round 1 are wrong, and
+    the result follows the planted clusters, not those labels (a second round that reused the given
+    labels on its larger confident set would learn them)."""
+    from argparse import Namespace
+
+    from examples.multiview_clustering import (
+        confident_samples,
+        fused_subspaces,
+        self_label_rounds,
+    )
+
+    rng = np.random.default_rng(1)
+    planted = np.repeat(np.arange(3), 40)
+    views = [
+        torch.as_tensor(
+            (rng.standard_normal((3, d)) * 3)[planted] + rng.standard_normal((120, d)),
+            dtype=torch.float32,
+        )
+        for d in (8, 6)
+    ]
+    labels = (planted + 1) % 3
+    confident = np.arange(120) % 3 == 0  # round 1 sees a third of the samples
+    given = labels.copy()
+    given[~confident] = (labels[~confident] + 1) % 3  # wrong where round 1 does not look
+    args = Namespace(
+        lr=1e-2, batch_size=40, quiet=True, seed=0, self_label_epochs=30, self_label_rounds=2,
+        neighbors=5, confidence=0.8, view_temperature=0.02,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    models = [
+        MultiViewGrassmannNet([8, 6], 3, hidden=[16], ambient_dim=6, rank=2, projected_dim=4)
+        for _ in range(2)
+    ]
+    result = self_label_rounds(models, views, given, confident, args, "cpu")
+    assert result.shape == (120,)
+    assert (result == labels).mean() >= 0.95
+    # the recomputed confident set of round 2 covers far more than round 1's third
+    fused = torch.stack([fused_subspaces(model, views, args)[2] for model in models])
+    assert confident_samples(fused, result, 5, 0.8).mean() > 0.6
+    # no round: the given labels come back unchanged
+    args.self_label_rounds = 0
+    assert (self_label_rounds(models, views, given, confident, args, "cpu") == given).all()
+
+
 def test_auto_restarts_rule():
     from examples.multiview_clustering import auto_restarts
 
