@@ -40,20 +40,37 @@ def _branch(lam, small_coeffs, closed_form):
 
 
 # Each coefficient list is the Taylor series in lam around 0, enough terms for float64 at |lam| < 1e-2.
-def atan_sqrt_over_sqrt(lam: torch.Tensor) -> torch.Tensor:
-    """``atan(sqrt(lam)) / sqrt(lam)`` (= 1 at 0)."""
-    return _branch(
+def _branch_at_one(lam, small_coeffs, closed_form):
+    """``closed_form`` away from ``lam = 1`` (``lam`` floored at the smallest normal number, so the
+    cut locus ``lam = 0`` stays finite) and a Taylor polynomial in ``1 - lam`` near 1 (rounding may
+    put ``lam`` a little above 1 there)."""
+    mu = 1.0 - lam
+    small = mu.abs() < _SMALL.get(lam.dtype, 1e-3)
+    safe = torch.where(small, torch.full_like(lam, 0.5), lam.clamp_min(torch.finfo(lam.dtype).tiny))
+    return torch.where(small, _series(mu, small_coeffs), closed_form(safe))
+
+
+# Taylor coefficients in mu = 1 - lam of asin(sqrt(mu)) / sqrt(mu (1 - mu)): 4^k k!^2 / (2k + 1)!
+_ANGLE_OVER_SIN_COS = [1.0, 2 / 3, 8 / 15, 16 / 35, 128 / 315, 256 / 693, 1024 / 3003, 2048 / 6435]
+
+
+def acos_sqrt_over_sin_cos(lam: torch.Tensor) -> torch.Tensor:
+    """``theta / (sin theta cos theta)`` at ``lam = cos^2 theta`` (= 1 at ``lam = 1``), i.e.
+    ``acos(sqrt(lam)) / sqrt(lam (1 - lam))``."""
+    return _branch_at_one(
         lam,
-        [1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9, -1 / 11, 1 / 13, -1 / 15, 1 / 17],
-        lambda x: torch.atan(x.sqrt()) / x.sqrt(),
+        _ANGLE_OVER_SIN_COS,
+        lambda x: torch.acos(x.sqrt()) / (x * (1.0 - x)).sqrt(),
     )
 
 
-def atan_sqrt_over_sqrt_prime(lam: torch.Tensor) -> torch.Tensor:
-    return _branch(
+def acos_sqrt_over_sin_cos_prime(lam: torch.Tensor) -> torch.Tensor:
+    """Its derivative in ``lam``: ``-(1 + (1 - 2 lam) f) / (2 lam (1 - lam))``."""
+    derivative = [-(k + 1) * c for k, c in enumerate(_ANGLE_OVER_SIN_COS[1:])]
+    return _branch_at_one(
         lam,
-        [-1 / 3, 2 / 5, -3 / 7, 4 / 9, -5 / 11, 6 / 13, -7 / 15, 8 / 17],
-        lambda x: (1.0 / (1.0 + x) - torch.atan(x.sqrt()) / x.sqrt()) / (2.0 * x),
+        derivative,
+        lambda x: -(1.0 + (1.0 - 2.0 * x) * acos_sqrt_over_sin_cos(x)) / (2.0 * x * (1.0 - x)),
     )
 
 
@@ -91,7 +108,7 @@ def sinc_sqrt_prime(lam: torch.Tensor) -> torch.Tensor:
     )
 
 
-ATAN_SQRT_OVER_SQRT: ScalarFn = (atan_sqrt_over_sqrt, atan_sqrt_over_sqrt_prime)
+ACOS_SQRT_OVER_SIN_COS: ScalarFn = (acos_sqrt_over_sin_cos, acos_sqrt_over_sin_cos_prime)
 COS_SQRT: ScalarFn = (cos_sqrt, cos_sqrt_prime)
 SINC_SQRT: ScalarFn = (sinc_sqrt, sinc_sqrt_prime)
 
@@ -109,10 +126,21 @@ def _divided_differences(lam: torch.Tensor, f: ScalarFn) -> tuple[torch.Tensor, 
     return values, dd
 
 
+def _eigh(s: torch.Tensor, factor: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of ``s``; for a Gram matrix ``s = A^T A`` given ``factor = A``, the eigenvalues
+    are recomputed as the Rayleigh quotients ``||A q_i||^2`` of the eigenvectors: accurate relative
+    to each eigenvalue (its eigenvector enters to second order), where ``eigh`` is accurate only
+    to ``eps ||s||``, too coarse for a small eigenvalue."""
+    lam, q = torch.linalg.eigh(s)
+    if factor is not None:
+        lam = (factor.detach() @ q).pow(2).sum(-2)
+    return lam, q
+
+
 class _SymmetricSpectralFunctions(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s: torch.Tensor, fns: tuple[ScalarFn, ...]):
-        lam, q = torch.linalg.eigh(s)
+    def forward(ctx, s: torch.Tensor, fns: tuple[ScalarFn, ...], factor: torch.Tensor | None):
+        lam, q = _eigh(s, factor)
         outs, dds = [], []
         for f in fns:
             values, dd = _divided_differences(lam, f)
@@ -132,24 +160,29 @@ class _SymmetricSpectralFunctions(torch.autograd.Function):
             term = dd * (q.transpose(-1, -2) @ gs @ q)
             total = term if total is None else total + term
         if total is None:
-            return None, None
-        return q @ total @ q.transpose(-1, -2), None
+            return None, None, None
+        return q @ total @ q.transpose(-1, -2), None, None
 
 
-def symmetric_functions(s: torch.Tensor, *fns: ScalarFn) -> tuple[torch.Tensor, ...]:
+def symmetric_functions(
+    s: torch.Tensor, *fns: ScalarFn, factor: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
     """Apply scalar functions to a symmetric matrix ``s`` of shape ``(..., k, k)``.
 
     Parameters
     ----------
     s : symmetric tensor ``(..., k, k)``; only its symmetric part is used by the backward pass.
     fns : pairs ``(f, f')`` of elementwise functions of the eigenvalues and their derivatives.
+    factor : optional ``A`` ``(..., m, k)`` with ``s = A^T A``: the eigenvalues are then taken as
+        the Rayleigh quotients ``||A q_i||^2`` (accurate also for eigenvalues far below
+        ``eps ||s||``); gradients flow through ``s`` only.
 
     Returns
     -------
     tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one eigendecomposition.
     """
     if torch.is_grad_enabled() and s.requires_grad:
-        return _SymmetricSpectralFunctions.apply(s, tuple(fns))
-    lam, q = torch.linalg.eigh(s)
+        return _SymmetricSpectralFunctions.apply(s, tuple(fns), factor)
+    lam, q = _eigh(s, factor)
     qt = q.transpose(-1, -2)
     return tuple((q * f(lam).unsqueeze(-2)) @ qt for f, _ in fns)

@@ -10,7 +10,7 @@ from geoopt.tensor import ManifoldTensor
 from geoopt.utils import broadcast_shapes, size2shape
 
 from ..linalg import qr_positive
-from ._spectral import ATAN_SQRT_OVER_SQRT, COS_SQRT, SINC_SQRT, symmetric_functions
+from ._spectral import ACOS_SQRT_OVER_SIN_COS, COS_SQRT, SINC_SQRT, symmetric_functions
 
 __all__ = ["Grassmann"]
 
@@ -176,18 +176,22 @@ class Grassmann(Manifold):
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""Logarithm map: the horizontal ``U`` at ``X`` with ``span(Exp_X(U)) = span(Y)``.
 
-        Absil, Mahony & Sepulchre 2004 (Acta Appl. Math. 80): with
-        ``T = (I - X X^T) Y (X^T Y)^{-1} = W diag(tan t) V^T``, ``Log_X(Y) = W diag(t) V^T``,
-        computed as ``T atan(sqrt(T^T T)) / sqrt(T^T T)`` from one ``p x p`` eigendecomposition.
-        Defined when no principal angle equals pi/2 (``X^T Y`` invertible: the cut locus).
+        With ``M = X^T Y``, ``R = (I - X X^T) Y`` and the CS decomposition ``Y V = X U cos(Theta) +
+        W sin(Theta)`` (principal angles ``Theta``; Golub & Van Loan, *Matrix Computations*), the
+        logarithm ``W Theta U^T`` (Absil, Mahony & Sepulchre 2004, Acta Appl. Math. 80) equals
+        ``R f(M^T M) M^T`` with ``f(cos^2 theta) = theta / (sin theta cos theta)``, a spectral
+        function of the ``p x p`` matrix ``M^T M`` (one eigendecomposition, gap-safe backward). No
+        solve with ``X^T Y``, and the eigenvalues ``cos^2 theta`` are the Rayleigh quotients
+        ``||M v||^2``, so angles within ``sqrt(eps)`` of pi/2 stay finite and accurate in float32.
+        Defined when no principal angle equals pi/2 (the cut locus: there the result is finite,
+        ``cos^2 theta`` being floored at the smallest normal number, but it is not a logarithm).
 
         ``x``, ``y``: ``(..., n, p)`` -> ``(..., n, p)``; independent of the basis of ``y``.
         """
         xty = x.transpose(-1, -2) @ y
         residual = y - x @ xty
-        t = torch.linalg.solve(xty, residual, left=False)
-        (g,) = symmetric_functions(t.transpose(-1, -2) @ t, ATAN_SQRT_OVER_SQRT)
-        return t @ g
+        (f,) = symmetric_functions(xty.transpose(-1, -2) @ xty, ACOS_SQRT_OVER_SIN_COS, factor=xty)
+        return residual @ (f @ xty.transpose(-1, -2))
 
     def weighted_logmap_sum(
         self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
