@@ -140,3 +140,133 @@ def test_training_on_augmented_copies_uses_them():
         fit_grnet(args, x, y, torch.Generator(), x, y, num_classes=3)
     model, history = small_run(["--epochs", "2", "--augment", "2"])
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+
+
+def test_input_head_adds_a_linear_term_in_the_input_projectors(monkeypatch):
+    import geoopt
+
+    from examples.grassmann_classification import InputHeadGrNet, build_grnet
+    from manifoldnn.layers import GrNet
+    from manifoldnn.layers.grnet import symmetric_vectorize
+
+    series, labels = toy_series(18)
+    windows = parse_windows(list(WINDOWS))
+    x = subspaces(series, 2, 1, windows).float()
+    args = build_parser().parse_args(["--dims", "4", "--input-head"])
+    torch.manual_seed(0)
+    model = build_grnet(args, x, 3)
+    assert isinstance(model, InputHeadGrNet) and isinstance(model.grnet, GrNet)
+    # logits = GrNet logits + A vec(input projectors) + b, A acting on all K = 6 windows.
+    features = symmetric_vectorize(projectors(x)).flatten(1)  # (N, 6 * 25 * 26 / 2)
+    linear = model.input_head.linear
+    assert linear.in_features == features.shape[1] == 6 * 325
+    expected = model.grnet(x) + features @ linear.weight.T + linear.bias
+    assert torch.allclose(model(x), expected, atol=1e-5)
+    # Without the option: the plain GrNet, as before.
+    assert isinstance(build_grnet(build_parser().parse_args(["--dims", "4"]), x, 3), GrNet)
+    # Trained by fit_grnet: both heads are in the head group (head lr, weight decay), the FRMap
+    # weights in the other, and every parameter moves.
+    groups = []
+
+    class Recording(geoopt.optim.RiemannianAdam):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs)
+            groups.append(self.param_groups)
+
+    monkeypatch.setattr(geoopt.optim, "RiemannianAdam", Recording)
+    trained, history = small_run(["--epochs", "2", "--input-head", "--augment", "2"])
+    assert isinstance(trained, InputHeadGrNet) and np.isfinite(history["loss"]).all()
+    manifold_group, head_group = groups[0]
+    heads = [trained.grnet.head, trained.input_head]
+    assert {id(q) for q in head_group["params"]} == {id(q) for h in heads for q in h.parameters()}
+    assert head_group["lr"] == 0.03 and head_group["weight_decay"] == 1e-3
+    assert {id(q) for q in manifold_group["params"]} == {id(trained.grnet.first[0].weight)}
+    torch.manual_seed(0)  # small_run's initialisation
+    small_args = build_parser().parse_args(["--dims", "4", "--input-head"])
+    before = dict(build_grnet(small_args, x, 3).named_parameters())
+    for name, q in trained.named_parameters():
+        assert not torch.allclose(q, before[name]), name
+    # An ensemble of such models trains and predicts (log mean probabilities).
+    ensemble, _ = small_run(["--epochs", "1", "--input-head", "--ensemble", "2", "--augment", "0"])
+    ensemble.eval()
+    with torch.no_grad():
+        log_probs = ensemble(x)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(len(x)), atol=1e-5)
+
+
+def test_mixup_trains_on_points_of_grassmann_geodesics_between_samples():
+    from manifoldnn.manifolds import Grassmann
+
+    series, labels = toy_series(18)
+    windows = parse_windows(list(WINDOWS))
+    x = subspaces(series, 2, 1, windows)  # float64: exact geodesic checks
+    y = torch.from_numpy(labels)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 3)).double()
+    seen = []
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    train(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), x, y, x[:2], y[:2], 3, 6,
+        torch.Generator().manual_seed(0), "test", mixup=0.4,
+    )  # fmt: skip
+    batches = [b for b in seen if len(b) == 6]
+    assert len(batches) == 9
+    grassmann = Grassmann()
+    d_all = grassmann.dist(x[:, None], x[None])  # (N, N, K) distances between samples per window
+    inside = 0
+    for batch in batches:
+        eye = torch.eye(2, dtype=batch.dtype)
+        assert (batch.transpose(-1, -2) @ batch - eye).abs().max() < 1e-8  # orthonormal bases
+        for row in batch:
+            d_row = grassmann.dist(x, row[None])  # (N, K)
+            # Some pair (a, b): d(a, m) + d(m, b) = d(a, b) in every window, at one fraction t.
+            gap = (d_row[:, None] + d_row[None] - d_all).abs().amax(-1)  # (N, N)
+            t = d_row[:, None] / d_all.clamp_min(1e-12)  # (N, N, K)
+            spread = t.amax(-1) - t.amin(-1)
+            ok = (gap < 1e-6) & ((spread < 1e-6) | (d_all.amin(-1) < 1e-9))
+            assert ok.any()
+            a, b = ok.nonzero()[0]
+            inside += int(0.05 < t[a, b].mean() < 0.95 and a != b)
+    assert inside >= 6  # and mixing does happen (points strictly between two samples)
+    # Through fit_grnet (one GrNet and an ensemble): finite losses.
+    for extra in ([], ["--ensemble", "2"]):
+        _, history = small_run(["--epochs", "2", "--mixup", "0.4", "--augment", "0"] + extra)
+        assert np.isfinite(history["loss"]).all()
+
+
+def test_mixed_cross_entropy_weights_the_two_label_sets():
+    from examples.grassmann_classification import mixed_cross_entropy
+
+    logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    partner = torch.tensor([4, 3, 0, 2, 1])
+    log_p = logits.log_softmax(-1)
+    rows = torch.arange(5)
+    first, second = -log_p[rows, targets].mean(), -log_p[rows, targets[partner]].mean()
+    mixed = mixed_cross_entropy(logits, targets, partner, 0.3)
+    assert torch.allclose(mixed, 0.3 * first + 0.7 * second)
+    assert torch.allclose(mixed_cross_entropy(logits, targets, None, 0.3), first)
+
+
+def test_grassmann_geodesic_matches_exp_log_and_is_finite_at_the_cut_locus():
+    from examples.grassmann_classification import grassmann_geodesic
+    from manifoldnn.manifolds import Grassmann
+
+    grassmann = Grassmann()
+    x, y = (
+        grassmann.random(4, 9, 3, dtype=torch.float64),
+        grassmann.random(4, 9, 3, dtype=torch.float64),
+    )
+    for t in (0.0, 0.3, 1.0):
+        point = grassmann_geodesic(x, y, t)
+        expected = grassmann.expmap(x, t * grassmann.logmap(x, y))
+        assert torch.allclose(projectors(point), projectors(expected), atol=1e-10)
+        assert torch.allclose(grassmann.dist(x, point), t * grassmann.dist(x, y), atol=1e-8)
+    assert torch.allclose(projectors(grassmann_geodesic(x, y, 1.0)), projectors(y), atol=1e-10)
+    # A principal angle of pi/2 (X^T Y singular): logmap is undefined there, the geodesic is not.
+    eye = torch.eye(4, dtype=torch.float64)
+    a, b = eye[:, [0, 1]], eye[:, [0, 2]]  # share e_0, e_1 is orthogonal to span(b)
+    middle = grassmann_geodesic(a, b, 0.5)
+    assert torch.isfinite(middle).all()
+    assert torch.allclose(middle.T @ middle, torch.eye(2, dtype=torch.float64), atol=1e-12)
+    angles = grassmann.principal_angles(a, middle).sort().values
+    assert torch.allclose(angles, torch.tensor([0.0, torch.pi / 4], dtype=torch.float64), atol=1e-6)
