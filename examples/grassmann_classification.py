@@ -204,8 +204,10 @@ from torch import nn
 from tqdm import tqdm
 
 from manifoldnn.layers import GrNet, ProjectorClassifier, SubspaceEmbedding
+from manifoldnn.manifolds import Grassmann
 
 MAX_LENGTH = 29
+GRASSMANN = Grassmann()
 # The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
 WINDOWS = ("0:1", "0:0.3", "0.2:0.5", "0.4:0.7", "0.6:0.9", "0.7:1")
 
@@ -358,26 +360,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return value
 
 
-def grassmann_geodesic(x: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
-    r"""Orthonormal basis of the point a fraction ``t`` of the way along the shortest geodesic of
-    the Grassmannian from ``span(x)`` to ``span(y)``, bases ``(..., n, p)``.
-
-    With the SVD :math:`X^\top Y = U \cos\Theta\, V^\top` (principal angles :math:`\theta_i`,
-    principal vectors :math:`u_i = X U e_i`, :math:`v_i = Y V e_i`), every pair is interpolated on
-    its great circle, :math:`(\sin((1 - t)\theta_i) u_i + \sin(t \theta_i) v_i) / \sin\theta_i`
-    (Edelman, Arias & Smith 1998, geodesics through principal angles).  Unlike the
-    ``logmap`` / ``expmap`` pair, which solves with :math:`X^\top Y`, this stays finite when a
-    principal angle reaches pi/2 (then one of the two geodesics is taken)."""
-    u, cos, vh = torch.linalg.svd(x.transpose(-1, -2) @ y)
-    theta = torch.arccos(cos.clamp(-1.0, 1.0))
-    sin = torch.sin(theta)
-    small = sin < 1e-6
-    safe = torch.where(small, torch.ones_like(sin), sin)
-    a = torch.where(small, torch.full_like(sin, 1.0 - t), torch.sin((1.0 - t) * theta) / safe)
-    b = torch.where(small, torch.full_like(sin, t), torch.sin(t * theta) / safe)
-    return (x @ u) * a[..., None, :] + (y @ vh.transpose(-1, -2)) * b[..., None, :]
-
-
 def mixed_cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -422,8 +404,8 @@ def train(
     of the last iterate; the recorded curve is of the iterates.
     ``mixup`` = alpha > 0 (inputs: subspace bases (..., n, p)): every mini-batch is replaced by
     the points a fraction 1 - lambda of the way along the Grassmann geodesics
-    (:func:`grassmann_geodesic`) to a shuffled copy of the batch (all K windows of a sample towards
-    the same partner), lambda ~ Beta(alpha, alpha) per batch, and the loss is lambda CE(labels) +
+    (``expmap(x, (1 - lambda) logmap(x, partner))``) to a shuffled copy of the batch (all K
+    windows of a sample towards the same partner), lambda ~ Beta(alpha, alpha) per batch, and the loss is lambda CE(labels) +
     (1 - lambda) CE(partner labels) (mixup, Zhang et al., ICLR 2018, with geodesic instead of
     linear interpolation); lambda and the partners come from a NumPy generator seeded from
     ``generator``."""
@@ -453,7 +435,8 @@ def train(
             if mix_rng is not None:  # geodesic mixup with a shuffled copy of the batch
                 weight = float(mix_rng.beta(mixup, mixup))
                 partner = torch.from_numpy(mix_rng.permutation(len(index)))
-                batch = grassmann_geodesic(batch, batch[partner], 1.0 - weight)
+                direction = GRASSMANN.logmap(batch, batch[partner])
+                batch = GRASSMANN.expmap(batch, (1.0 - weight) * direction)
             output = model(batch)
             # An Ensemble in training mode gives (members, batch, classes): one loss per member.
             members = output if output.dim() == 3 else output[None]

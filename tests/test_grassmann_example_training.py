@@ -245,28 +245,3 @@ def test_mixed_cross_entropy_weights_the_two_label_sets():
     mixed = mixed_cross_entropy(logits, targets, partner, 0.3)
     assert torch.allclose(mixed, 0.3 * first + 0.7 * second)
     assert torch.allclose(mixed_cross_entropy(logits, targets, None, 0.3), first)
-
-
-def test_grassmann_geodesic_matches_exp_log_and_is_finite_at_the_cut_locus():
-    from examples.grassmann_classification import grassmann_geodesic
-    from manifoldnn.manifolds import Grassmann
-
-    grassmann = Grassmann()
-    x, y = (
-        grassmann.random(4, 9, 3, dtype=torch.float64),
-        grassmann.random(4, 9, 3, dtype=torch.float64),
-    )
-    for t in (0.0, 0.3, 1.0):
-        point = grassmann_geodesic(x, y, t)
-        expected = grassmann.expmap(x, t * grassmann.logmap(x, y))
-        assert torch.allclose(projectors(point), projectors(expected), atol=1e-10)
-        assert torch.allclose(grassmann.dist(x, point), t * grassmann.dist(x, y), atol=1e-8)
-    assert torch.allclose(projectors(grassmann_geodesic(x, y, 1.0)), projectors(y), atol=1e-10)
-    # A principal angle of pi/2 (X^T Y singular): logmap is undefined there, the geodesic is not.
-    eye = torch.eye(4, dtype=torch.float64)
-    a, b = eye[:, [0, 1]], eye[:, [0, 2]]  # share e_0, e_1 is orthogonal to span(b)
-    middle = grassmann_geodesic(a, b, 0.5)
-    assert torch.isfinite(middle).all()
-    assert torch.allclose(middle.T @ middle, torch.eye(2, dtype=torch.float64), atol=1e-12)
-    angles = grassmann.principal_angles(a, middle).sort().values
-    assert torch.allclose(angles, torch.tensor([0.0, torch.pi / 4], dtype=torch.float64), atol=1e-6)
