@@ -157,6 +157,21 @@ def test_example_smoke_run_on_npz(tmp_path):
     assert again["results"] == report["results"]  # deterministic given --seed
 
 
+def planted_views(seed: int) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """Three planted clusters of 40 samples seen in two views (8 and 6 features): class means
+    (scale 3) plus unit noise; returns the planted labels and the float32 views."""
+    rng = np.random.default_rng(seed)
+    planted = np.repeat(np.arange(3), 40)
+    views = [
+        torch.as_tensor(
+            (rng.standard_normal((3, d)) * 3)[planted] + rng.standard_normal((120, d)),
+            dtype=torch.float32,
+        )
+        for d in (8, 6)
+    ]
+    return planted, views
+
+
 def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
     """Self-labelling trains the heads on the given labels of the confident samples only: with
     labels that cut across the planted clusters for the unconfident half, the head follows the
@@ -166,15 +181,7 @@ def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
     from examples.multiview_clustering import self_label
 
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    planted = np.repeat(np.arange(3), 40)
-    views = [
-        torch.as_tensor(
-            (rng.standard_normal((3, d)) * 3)[planted] + rng.standard_normal((120, d)),
-            dtype=torch.float32,
-        )
-        for d in (8, 6)
-    ]
+    planted, views = planted_views(0)
     labels = (planted + 1) % 3  # a relabelling: the head must learn it, not the head's own order
     confident = np.arange(120) % 2 == 0
     wrong = labels.copy()
@@ -205,15 +212,7 @@ def test_self_label_rounds_relabel_from_the_previous_round():
         self_label_rounds,
     )
 
-    rng = np.random.default_rng(1)
-    planted = np.repeat(np.arange(3), 40)
-    views = [
-        torch.as_tensor(
-            (rng.standard_normal((3, d)) * 3)[planted] + rng.standard_normal((120, d)),
-            dtype=torch.float32,
-        )
-        for d in (8, 6)
-    ]
+    planted, views = planted_views(1)
     labels = (planted + 1) % 3
     confident = np.arange(120) % 3 == 0  # round 1 sees a third of the samples
     given = labels.copy()
