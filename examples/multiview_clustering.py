@@ -59,8 +59,9 @@ NMI of manifoldnn, then the k-means and spectral baselines of the same run:
 The last digits depend on the thread count: with OMP_NUM_THREADS=2 (an otherwise idle machine) the
 default mfeat run at seed 0 (``bash scripts/run.sh example`` in a fresh clone) took 288.5 s and
 gave 0.980 / 0.954 (manifoldnn_spectral 0.980 / 0.953); the same command with one round of
-self-labelling took 163.5 s on the machine of an earlier session, which also ran the one-thread
-mfeat runs in 270-313 s: machines of this kind differ in speed by about 1.7x.
+self-labelling took 163.5 s on the machine of an earlier session, which ran the one-thread mfeat
+runs in 270-313 s where this one took 450-720 s (two side by side): machines of this kind differ
+in speed.
 While another job holds one of the two cores, two threads run far slower than one: on a shared
 machine use one thread.
 """
