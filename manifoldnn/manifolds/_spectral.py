@@ -51,7 +51,17 @@ def _branch_at_one(lam, small_coeffs, closed_form):
 
 
 # Taylor coefficients in mu = 1 - lam of asin(sqrt(mu)) / sqrt(mu (1 - mu)): 4^k k!^2 / (2k + 1)!
-_ANGLE_OVER_SIN_COS = [1.0, 2 / 3, 8 / 15, 16 / 35, 128 / 315, 256 / 693, 1024 / 3003, 2048 / 6435]
+_ANGLE_OVER_SIN_COS = [
+    1.0,
+    2 / 3,
+    8 / 15,
+    16 / 35,
+    128 / 315,
+    256 / 693,
+    1024 / 3003,
+    2048 / 6435,
+    32768 / 109395,
+]
 
 
 def acos_sqrt_over_sin_cos(lam: torch.Tensor) -> torch.Tensor:
