@@ -407,10 +407,10 @@ def train(
     ``mixup`` = alpha > 0 (inputs: subspace bases (..., n, p)): every mini-batch is replaced by
     the points a fraction 1 - lambda of the way along the Grassmann geodesics
     (``expmap(x, (1 - lambda) logmap(x, partner))``) to a shuffled copy of the batch (all K
-    windows of a sample towards the same partner), lambda ~ Beta(alpha, alpha) per batch, and the loss is lambda CE(labels) +
-    (1 - lambda) CE(partner labels) (mixup, Zhang et al., ICLR 2018, with geodesic instead of
-    linear interpolation); lambda and the partners come from a NumPy generator seeded from
-    ``generator``."""
+    windows of a sample towards the same partner), lambda ~ Beta(alpha, alpha) per batch, and
+    the loss is lambda CE(labels) + (1 - lambda) CE(partner labels) (mixup, Zhang et al., ICLR
+    2018, with geodesic instead of linear interpolation); lambda and the partners come from a
+    NumPy generator seeded from ``generator``."""
     if not 0 <= average_last <= epochs:
         raise ValueError(f"average_last must be in [0, epochs={epochs}], got {average_last}")
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
