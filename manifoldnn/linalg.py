@@ -5,9 +5,11 @@ Every function accepts any number of leading batch dimensions and any floating d
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["sym", "qr_positive", "eye_like"]
+__all__ = ["sym", "qr_positive", "eye_like", "symmetric_vectorize"]
 
 
 def sym(a: torch.Tensor) -> torch.Tensor:
@@ -44,3 +46,25 @@ def qr_positive(a: torch.Tensor) -> torch.Tensor:
     signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return q * signs.unsqueeze(-2)
+
+
+def symmetric_vectorize(s: torch.Tensor) -> torch.Tensor:
+    r"""Upper triangle of symmetric matrices with off-diagonal entries times :math:`\sqrt 2`.
+
+    ``(..., n, n) -> (..., n (n + 1) / 2)``.  The :math:`\sqrt 2` makes the map an isometry from the
+    Frobenius inner product, :math:`\langle \operatorname{vec} A, \operatorname{vec} B \rangle =
+    \operatorname{tr}(A B)` (Arsigny et al. 2007, "Geometric means in a novel vector space structure
+    on symmetric positive-definite matrices", vectorisation of symmetric matrices; the projection
+    metric of the Grassmannian, Hamm & Lee 2008, is then Euclidean on the vectors).
+    """
+    if s.dim() < 2 or s.shape[-1] != s.shape[-2]:
+        raise ValueError(f"symmetric_vectorize needs (..., n, n), got shape {tuple(s.shape)}")
+    n = s.shape[-1]
+    rows, cols = torch.triu_indices(n, n, device=s.device)
+    scale = torch.where(
+        rows == cols,
+        torch.ones((), dtype=s.dtype, device=s.device),
+        torch.full((), math.sqrt(2.0), dtype=s.dtype, device=s.device),
+    )
+    # index_select on the flattened matrices: its backward is a plain index_add
+    return s.flatten(-2).index_select(-1, rows * n + cols) * scale

@@ -21,7 +21,7 @@ def _bases(*shape, dtype=torch.float64, seed=0):
     return qr_positive(torch.randn(*shape, generator=generator, dtype=dtype))
 
 
-@pytest.mark.parametrize("n, p", [(7, 3), (19, 3), (5, 1), (4, 4)])  # projector and cross paths
+@pytest.mark.parametrize("n, p", [(7, 3), (30, 2), (5, 1), (13, 1), (4, 4)])  # both paths
 def test_distance_matches_explicit_projectors(n, p):
     x, y = _bases(5, n, p, seed=1), _bases(4, n, p, seed=2)
     px, py = x @ x.transpose(-1, -2), y @ y.transpose(-1, -2)
@@ -72,23 +72,25 @@ def test_distance_errors():
         projection_metric_distance(torch.randn(2, 2, 5), torch.randn(2, 2, 5))
 
 
-def _contrastive_reference(views, tau):
-    """Direct loop over view pairs and samples with explicit projectors."""
+def _contrastive_reference(views, tau, positives=None, per_anchor=False):
+    """Loop over ordered view pairs with explicit projectors: for every anchor, the mean over its
+    positives of -log softmax of -d^2 / tau, d^2 = ||P_i - P_j||_F^2 / 2 (averaged over the other
+    views: ``(V, N)`` when ``per_anchor``)."""
     num_views, num_samples = views.shape[:2]
+    if positives is None:
+        positives = torch.eye(num_samples, dtype=torch.bool)
     projectors = views @ views.transpose(-1, -2)
-    total = 0.0
+    weight = positives.to(views.dtype) / positives.sum(-1, keepdim=True)
+    per_sample = torch.zeros(num_views, num_samples, dtype=views.dtype)
     for a in range(num_views):
         for b in range(num_views):
             if a == b:
                 continue
-            for i in range(num_samples):
-                d2 = [
-                    0.5 * torch.linalg.matrix_norm(projectors[a, i] - projectors[b, j]) ** 2
-                    for j in range(num_samples)
-                ]
-                logits = -torch.stack(d2) / tau
-                total = total - torch.log_softmax(logits, 0)[i]
-    return total / (num_views * (num_views - 1) * num_samples)
+            difference = projectors[a][:, None] - projectors[b][None, :]  # (N, N, n, n)
+            d2 = 0.5 * torch.linalg.matrix_norm(difference) ** 2
+            log_softmax = torch.log_softmax(-d2 / tau, -1)
+            per_sample[a] -= (log_softmax * weight).sum(-1) / (num_views - 1)
+    return per_sample if per_anchor else per_sample.mean()
 
 
 @pytest.mark.parametrize("num_views", [2, 3])
@@ -98,6 +100,50 @@ def test_contrastive_matches_reference(num_views):
     assert torch.allclose(loss, _contrastive_reference(views, 0.3), atol=1e-10)
     as_list = ProjectionMetricContrastiveLoss(temperature=0.3)(list(views))
     assert torch.allclose(loss, as_list)
+
+
+@pytest.mark.parametrize("n, p", [(6, 2), (30, 2)])  # projector vectors, basis cross products
+@pytest.mark.parametrize("density", ["sparse", "dense"])  # gathered / summed positives
+@pytest.mark.parametrize("tau", [0.3, 0.004])  # one shifted exp / two log-sum-exps (p / tau > 354)
+def test_contrastive_positives_match_reference(n, p, density, tau):
+    num_samples = 40
+    views = _bases(3, num_samples, n, p, seed=21)
+    eye = torch.eye(num_samples, dtype=torch.bool)
+    if density == "sparse":
+        positives = eye | eye.roll(2, 1)  # asymmetric: a sample and the one two after it
+    else:
+        generator = torch.Generator().manual_seed(22)
+        positives = eye | (torch.rand(num_samples, num_samples, generator=generator) < 0.7)
+    assert (positives.sum() <= 16 * num_samples) == (density == "sparse")
+    loss = ProjectionMetricContrastiveLoss(temperature=tau)
+    expected = _contrastive_reference(views, tau, positives)
+    assert torch.isfinite(expected)
+    assert torch.allclose(loss(views, positives=positives), expected, atol=1e-10, rtol=1e-10)
+    per_anchor = ProjectionMetricContrastiveLoss(temperature=tau, reduction="none")
+    assert torch.allclose(
+        per_anchor(views, positives=positives),
+        _contrastive_reference(views, tau, positives, per_anchor=True),
+        atol=1e-10,
+        rtol=1e-10,
+    )
+    assert torch.allclose(loss(views), _contrastive_reference(views, tau), atol=1e-10, rtol=1e-10)
+    single = views.float()
+    result = loss(single, positives=positives)
+    assert torch.isfinite(result) and abs(result.item() - expected.item()) <= 1e-4 * max(
+        1.0, abs(expected.item())
+    )
+
+
+def test_contrastive_positives_gradcheck():
+    views = _bases(3, 5, 6, 2, seed=23).requires_grad_(True)
+    eye = torch.eye(5, dtype=torch.bool)
+    positives = eye | eye.roll(1, 1)
+    loss = ProjectionMetricContrastiveLoss(temperature=0.4)
+    assert torch.autograd.gradcheck(lambda v: loss(v, positives=positives), (views,))
+    # more than 16 positives per anchor: summed against the full logits, not gathered
+    dense_views = _bases(2, 18, 5, 2, seed=24).requires_grad_(True)
+    dense = torch.ones(18, 18, dtype=torch.bool)
+    assert torch.autograd.gradcheck(lambda v: loss(v, positives=dense), (dense_views,))
 
 
 def test_contrastive_prefers_aligned_views_and_gradcheck():

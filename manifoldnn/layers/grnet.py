@@ -17,12 +17,13 @@ Every FRMap weight is a :class:`geoopt.ManifoldParameter`; train with
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+# re-exported: the projector vectorisation lives in manifoldnn.linalg (the losses use it too)
+from ..linalg import symmetric_vectorize
 from .grassmann_layers import (
     FRMap,
     KarcherPool,
@@ -34,27 +35,6 @@ from .grassmann_layers import (
 )
 
 __all__ = ["ProjectorClassifier", "GrNet", "symmetric_vectorize"]
-
-
-def symmetric_vectorize(s: torch.Tensor) -> torch.Tensor:
-    r"""Upper triangle of symmetric matrices with off-diagonal entries times :math:`\sqrt 2`.
-
-    ``(..., n, n) -> (..., n (n + 1) / 2)``.  The :math:`\sqrt 2` makes the map an isometry from the
-    Frobenius inner product, :math:`\langle \operatorname{vec} A, \operatorname{vec} B \rangle =
-    \operatorname{tr}(A B)` (Arsigny et al. 2007, "Geometric means in a novel vector space structure
-    on symmetric positive-definite matrices", vectorisation of symmetric matrices; the projection
-    metric of the Grassmannian, Hamm & Lee 2008, is then Euclidean on the vectors).
-    """
-    if s.dim() < 2 or s.shape[-1] != s.shape[-2]:
-        raise ValueError(f"symmetric_vectorize needs (..., n, n), got shape {tuple(s.shape)}")
-    n = s.shape[-1]
-    rows, cols = torch.triu_indices(n, n, device=s.device)
-    scale = torch.where(
-        rows == cols,
-        torch.ones((), dtype=s.dtype, device=s.device),
-        torch.full((), math.sqrt(2.0), dtype=s.dtype, device=s.device),
-    )
-    return s[..., rows, cols] * scale
 
 
 class ProjectorClassifier(nn.Module):

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..linalg import symmetric_vectorize
+
 __all__ = [
     "projection_metric_distance",
     "projection_metric_similarity",
@@ -39,6 +41,10 @@ Reduction = Literal["mean", "sum", "none"]
 # below _ROUNDING * p * eps are rounding noise: they are reported as exactly 0 with zero gradient
 # (the gradient of sqrt at 0 is infinite). Distances above sqrt(_ROUNDING * p * eps) are exact.
 _ROUNDING = 8.0
+
+# a positives mask with at most this many entries per row (on average) is gathered pair by pair
+# in the contrastive loss; denser masks are summed against the full logits
+_SPARSE_POSITIVES = 16
 
 
 def _check_bases(name: str, y: torch.Tensor) -> None:
@@ -69,8 +75,9 @@ def projection_metric_similarity(
     pairwise : all pairs ``(..., N, M)`` when True, element-wise ``(...)`` when False.
 
     Pairwise, the cheaper of two exact evaluations is used: the squared cross products of the basis
-    vectors (``N M p^2 n`` flops, chosen when ``n >= 2 p^2``), or, for small n, the inner products
-    of the isometrically vectorised projectors (``N M n (n + 1) / 2`` flops).
+    vectors (``N M p^2 n`` flops, chosen when ``p^2 (n + 70) < n (n + 1) / 2``, i.e. from n = 13,
+    28, 46, 66 for p = 1, 2, 3, 4), or, for smaller n, the inner products of the isometrically
+    vectorised projectors (``N M n (n + 1) / 2`` flops).
     """
     _check_bases("y1", y1)
     _check_bases("y2", y2)
@@ -90,20 +97,29 @@ def projection_metric_similarity(
         )
     n, p = y1.shape[-2:]
     rows, cols = y1.shape[-3], y2.shape[-3]
-    if 2 * p * p <= n:
+    if _use_cross_products(n, p):
         # sum_{a,b} (y1_a . y2_b)^2 over all pairs of basis vectors: N M p^2 n flops, no projectors
         a = y1.transpose(-1, -2).flatten(-3, -2)  # (..., N p, n)
         b = y2.transpose(-1, -2).flatten(-3, -2)  # (..., M p, n)
         cross = (a @ b.transpose(-1, -2)).pow(2)  # (..., N p, M p)
         return cross.unflatten(-1, (cols, p)).sum(-1).unflatten(-2, (rows, p)).sum(-2)
-    # small n (< 2 p^2): the Frobenius inner product of the upper triangles of the projectors,
+    # small n: the Frobenius inner product of the isometrically vectorised projectors,
     # N M n (n + 1) / 2 flops and (N, M) intermediates instead of (N p, M p)
-    upper_rows, upper_cols = torch.triu_indices(n, n, device=y1.device)
-    off_diagonal = (upper_rows != upper_cols).to(y1.dtype)
-    scale = 1.0 + (math.sqrt(2.0) - 1.0) * off_diagonal
-    a = (y1 @ y1.transpose(-1, -2))[..., upper_rows, upper_cols] * scale  # (..., N, n(n+1)/2)
-    b = (y2 @ y2.transpose(-1, -2))[..., upper_rows, upper_cols] * scale
-    return a @ b.transpose(-1, -2)
+    return _projector_vectors(y1) @ _projector_vectors(y2).transpose(-1, -2)
+
+
+def _use_cross_products(n: int, p: int) -> bool:
+    """Whether pairwise kernels of Gr(n, p) are cheaper from basis cross products (``p^2 n``
+    multiply-adds a pair, then passes over ``p^2`` products a pair) than from projector vectors
+    (``n (n + 1) / 2`` multiply-adds a pair). The passes count as about 70 multiply-adds each:
+    ``benchmarks/contrastive_loss.py`` (500 samples, 6 views, p = 2, 3, 4, one thread) puts the
+    break-even at n = 30, 45 and 65, where ``p^2 (n + 70) = n (n + 1) / 2``."""
+    return p * p * (n + 70) < n * (n + 1) // 2
+
+
+def _projector_vectors(y: torch.Tensor) -> torch.Tensor:
+    """``(..., n, p)`` bases -> ``(..., n (n + 1) / 2)`` isometric vectors of their projectors."""
+    return symmetric_vectorize(y @ y.transpose(-1, -2))
 
 
 def projection_metric_distance(
@@ -212,18 +228,7 @@ class ProjectionMetricContrastiveLoss(nn.Module):
             raise ValueError(f"the contrastive loss needs at least 2 views, got {num_views}")
         if num_samples < 2:
             raise ValueError(f"in-batch negatives need N >= 2 samples, got {num_samples}")
-        first, second = torch.triu_indices(num_views, num_views, 1, device=views.device)
-        # (P, N, N) similarities for the P = V (V - 1) / 2 unordered pairs of views; the transpose
-        # holds the other direction
-        logits = projection_metric_similarity(views[first], views[second]) / self.temperature
-        forward_log_prob = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-        backward_log_prob = logits.transpose(-1, -2) - torch.logsumexp(
-            logits.transpose(-1, -2), dim=-1, keepdim=True
-        )
-        if positives is None:
-            forward_term = forward_log_prob.diagonal(dim1=-2, dim2=-1)
-            backward_term = backward_log_prob.diagonal(dim1=-2, dim2=-1)
-        else:
+        if positives is not None:
             if positives.shape != (num_samples, num_samples) or positives.dtype != torch.bool:
                 raise ValueError(
                     f"positives must be a bool mask ({num_samples}, {num_samples}), got "
@@ -233,14 +238,13 @@ class ProjectionMetricContrastiveLoss(nn.Module):
                 raise ValueError(
                     "positives must contain the diagonal (a sample is its own positive)"
                 )
-            weight = positives.to(logits.dtype)
-            weight = weight / weight.sum(-1, keepdim=True)
-            forward_term = (forward_log_prob * weight).sum(-1)
-            backward_term = (backward_log_prob * weight).sum(-1)
+            positives = positives.to(views.device)
+        first, second = torch.triu_indices(num_views, num_views, 1, device=views.device)
+        forward_term, backward_term = self._log_probabilities(views, first, second, positives)
         if view_weights is None:
-            pair_weight = torch.full_like(first, 1.0, dtype=logits.dtype) / (num_views - 1)
+            pair_weight = torch.full_like(first, 1.0, dtype=views.dtype) / (num_views - 1)
         else:
-            view_weights = torch.as_tensor(view_weights, dtype=logits.dtype, device=logits.device)
+            view_weights = torch.as_tensor(view_weights, dtype=views.dtype, device=views.device)
             if view_weights.shape != (num_views,) or not bool((view_weights >= 0).all()):
                 raise ValueError(
                     f"view_weights must be {num_views} non-negative numbers, got "
@@ -252,11 +256,82 @@ class ProjectionMetricContrastiveLoss(nn.Module):
             # normalised so that uniform weights give 1 / (V - 1), the unweighted loss
             pair_weight = products / products.sum() * num_views / 2
         pair_weight = pair_weight[:, None]
-        per_sample = torch.zeros(num_views, num_samples, dtype=logits.dtype, device=logits.device)
+        per_sample = torch.zeros(num_views, num_samples, dtype=views.dtype, device=views.device)
         per_sample = per_sample.index_add(0, first, -forward_term * pair_weight).index_add(
             0, second, -backward_term * pair_weight
         )
         return _reduce(per_sample, self.reduction)
+
+    def _log_probabilities(
+        self,
+        views: torch.Tensor,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        positives: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean log-softmax over the positives, ``(P, N)`` each, for the anchors of view
+        ``first[k]`` (softmax over the samples of view ``second[k]``) and the other direction.
+
+        The ``(P, N, N)`` logits of the P pairs of views are formed once; their softmax is never
+        materialised: log-softmax at a positive is its logit minus the row's log-sum-exp, and the
+        positives' mean logit is gathered at the positive pairs (sparse masks) or summed against
+        the row-normalised mask (dense ones).
+        """
+        num_samples, (n, p) = views.shape[1], views.shape[-2:]
+        tau = self.temperature
+        if _use_cross_products(n, p):
+            # large n: cross products of the basis vectors (see _use_cross_products)
+            logits = projection_metric_similarity(views[first], views[second]) / tau
+
+            def pair_logits(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+                a, b = views[first][:, i], views[second][:, j]
+                return projection_metric_similarity(a, b, pairwise=False) / tau
+
+        else:
+            # small n: inner products of the projector vectors, each view vectorised once
+            # (1 / tau folded into one factor: no pass over the (P, N, N) logits)
+            # (index_select throughout: its backward is a plain index_add)
+            vectors = _projector_vectors(views)  # (V, N, n (n + 1) / 2)
+            scaled = vectors / tau
+            left, right = vectors.index_select(0, first), scaled.index_select(0, second)
+            logits = left @ right.transpose(-1, -2)
+
+            def pair_logits(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+                a = vectors.index_select(1, i).index_select(0, first)
+                b = scaled.index_select(1, j).index_select(0, second)
+                return (a * b).sum(-1)
+
+        # mean logit over each anchor's positives (the anchor itself when there are none)
+        if positives is None:
+            rows = cols = torch.arange(num_samples, device=views.device)
+            counts = torch.ones(num_samples, dtype=torch.long, device=views.device)
+        else:
+            rows, cols = positives.nonzero(as_tuple=True)
+            counts = positives.sum(-1)
+        if len(rows) <= _SPARSE_POSITIVES * num_samples:
+            # gathered at the positive pairs
+            share = (1.0 / counts.to(logits.dtype))[rows]
+            zeros = logits.new_zeros(logits.shape[:2])
+            forward_positive = zeros.index_add(1, rows, pair_logits(rows, cols) * share)
+            backward_positive = zeros.index_add(1, rows, pair_logits(cols, rows) * share)
+        else:
+            # summed against the row-normalised mask (the product saves the mask, not the logits)
+            weight = positives.to(logits.dtype) / counts[:, None].to(logits.dtype)
+            forward_positive = (logits * weight).sum(-1)
+            backward_positive = (logits.transpose(-1, -2) * weight).sum(-1)
+        # log-sum-exp over rows (anchors of view first[k]) and over columns (anchors of view
+        # second[k]). The similarities lie in [0, p], so the logits lie in [0, p / tau]: when
+        # exp(-p / tau) cannot underflow, one exp of the logits shifted by p / tau serves both,
+        # computed in place (the logits are a temporary that no backward needs).
+        shift = p / tau
+        if shift <= 0.5 * -math.log(torch.finfo(logits.dtype).tiny):
+            shifted = logits.sub_(shift).exp_()
+            row_lse = shift + shifted.sum(-1).log()
+            column_lse = shift + shifted.sum(-2).log()
+        else:
+            row_lse = torch.logsumexp(logits, dim=-1)
+            column_lse = torch.logsumexp(logits, dim=-2)
+        return forward_positive - row_lse, backward_positive - column_lse
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction={self.reduction!r}"
