@@ -34,34 +34,36 @@ clustering on a 10-nearest-neighbour affinity of the concatenation.
 Measured with the defaults (OMP_NUM_THREADS=1, two runs side by side on a 2-core machine), ACC /
 NMI of manifoldnn, then the k-means and spectral baselines of the same run:
 
-* mfeat (3 restarts), seeds 0-5, manifoldnn (self-labelled, 3 rounds): 0.9805 / 0.956, 0.981 /
-  0.956, 0.981 / 0.956, 0.978 / 0.949, 0.980 / 0.954, 0.9825 / 0.959 (mean ACC 0.9805, >= 0.98 at
-  five of the six seeds); its consensus row manifoldnn_spectral 0.980, 0.9715, 0.979, 0.9765,
-  0.9785, 0.9775; k-means 0.960-0.961, spectral 0.9725 / 0.940. 450-720 s a run at one thread
-  beside another job. One round of self-labelling (``--self-label-rounds 1``, measured on another
-  machine of this kind) gave 0.982, 0.9775, 0.980, 0.976, 0.9805, 0.9815 (mean 0.9796): the later
-  rounds raise seeds 1 and 3, where about 30 hard samples of several classes sit in the consensus
-  cluster of the 1s (a supervised RBF SVM on the input views gets only 21 of the 31 such samples
-  of seed 1 right in 5-fold cross-validation). A single training without self-labelling (``--restarts 1
+* mfeat (3 restarts), seeds 0-5, manifoldnn (self-labelled, 3 rounds): 0.9815 / 0.957, 0.982 /
+  0.958, 0.9815 / 0.957, 0.976 / 0.944, 0.9785 / 0.950, 0.982 / 0.958 (mean ACC 0.9801, >= 0.98 at
+  four of the six seeds); its consensus row manifoldnn_spectral 0.9795, 0.973, 0.979, 0.975,
+  0.9785, 0.9775; k-means 0.960-0.961, spectral 0.9725 / 0.940. 296-323 s a run at one thread
+  beside another job. The same method before the contrastive loss was re-implemented for speed
+  (same loss, other rounding) gave 0.9805, 0.981, 0.981, 0.978, 0.980, 0.9825 (mean 0.9805): the
+  seed-to-seed figures move by a few thousandths with rounding alone. One round of
+  self-labelling (``--self-label-rounds 1``, measured on another machine of this kind, old loss
+  code) gave 0.982, 0.9775, 0.980, 0.976, 0.9805, 0.9815 (mean 0.9796). About 30 hard samples of
+  several classes sit in the consensus cluster of the 1s (a supervised RBF SVM on the input views
+  gets only 21 of the 31 such samples of seed 1 right in 5-fold cross-validation). A single
+  training without self-labelling (``--restarts 1
   --self-label-epochs 0``) varies more: over 18 seeds (0-5, 1000-1005, 2000-2005) ACC 0.951-0.978,
   mean 0.9704, under the spectral baseline at 6 of them (a class split or two merged: 3 and 5, 6
   and 8); averaging the kernel of three restarts removes most of that spread, which is why mfeat
   trains three times.
-* scikit-learn digits (3 restarts), seed 0: 0.871 / 0.883 (105 s; manifoldnn_spectral 0.860);
+* scikit-learn digits (3 restarts), seed 0: 0.869 / 0.880 (112 s; manifoldnn_spectral 0.860);
   k-means 0.802, spectral 0.797 / 0.829.
-* MNIST-USPS (one training), seeds 0 / 1 / 2: 0.9916 / 0.977, 0.9898 / 0.971, 0.9918 / 0.977 (98
-  s; manifoldnn_spectral 0.9866, 0.9846, 0.989); k-means 0.71, spectral 0.735 / 0.851.
-* BBCSport (5 restarts), seeds 0-4: 0.947 / 0.863, 0.961 / 0.882, 0.957 / 0.876, 0.943 / 0.852,
-  0.940 / 0.852 (46 s); manifoldnn_spectral 0.943, 0.947, 0.940, 0.940, 0.950; k-means 0.59-0.80
-  (depends on the seed), spectral 0.816 / 0.736. A single training fails on about one seed in four
-  (0.816 on seed 1): the reason for the restarts.
+* MNIST-USPS (one training), seeds 0 / 1 / 2: 0.9906 / 0.973, 0.9914 / 0.976, 0.9938 / 0.983
+  (103-121 s; manifoldnn_spectral 0.9878, 0.985, 0.9884); k-means 0.71, spectral 0.735 / 0.851.
+* BBCSport (5 restarts), seeds 0-4: 0.936 / 0.837, 0.943 / 0.854, 0.950 / 0.863, 0.940 / 0.838,
+  0.947 / 0.863 (48-57 s); manifoldnn_spectral 0.943, 0.943, 0.943, 0.950, 0.950; k-means
+  0.59-0.80 (depends on the seed), spectral 0.816 / 0.736. A single training fails on about one
+  seed in four (0.816 on seed 1): the reason for the restarts.
 
 The last digits depend on the thread count: with OMP_NUM_THREADS=2 (an otherwise idle machine) the
-default mfeat run at seed 0 (``bash scripts/run.sh example`` in a fresh clone) took 288.5 s and
-gave 0.980 / 0.954 (manifoldnn_spectral 0.980 / 0.953); the same command with one round of
-self-labelling took 163.5 s on the machine of an earlier session, which ran the one-thread mfeat
-runs in 270-313 s where this one took 450-720 s (two side by side): machines of this kind differ
-in speed.
+default mfeat run at seed 0 took 259.4 s and gave 0.9815 / 0.958 (manifoldnn_spectral 0.980 /
+0.954); with the old loss code the same run took 288.5 s (0.980 / 0.954), and 163.5 s with one
+round of self-labelling on the machine of an earlier session: machines of this kind differ in
+speed.
 While another job holds one of the two cores, two threads run far slower than one: on a shared
 machine use one thread.
 """
