@@ -1,7 +1,6 @@
 """ProjectionMetricContrastiveLoss against the textbook formulation of the same loss.
 
-The textbook formulation, as multi-view contrastive code (CVCL, DGMVCL) writes InfoNCE: for each
-ordered pair of views, the (N, N) logits -d^2 / tau from the projectors, a log-softmax over each
+The textbook formulation, InfoNCE as it is commonly written: for each ordered pair of views, the (N, N) logits -d^2 / tau from the projectors, a log-softmax over each
 row, and the mean over each anchor's positives (a dense row-normalised mask). manifoldnn's loss
 forms the logits once per unordered pair from projector vectors computed once per view, never
 materialises the softmax, gathers the positives at their pairs, and takes both log-sum-exps from one
