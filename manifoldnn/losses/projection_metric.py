@@ -279,18 +279,21 @@ class ProjectionMetricContrastiveLoss(nn.Module):
         """
         num_samples, (n, p) = views.shape[1], views.shape[-2:]
         tau = self.temperature
+        # the two factors of the logits of every pair of views, gathered once (index_select: its
+        # backward is a plain index_add); pair_logits(i, j): the logits at the sample pairs (i, j)
         if _use_cross_products(n, p):
             # large n: cross products of the basis vectors (see _use_cross_products)
-            logits = projection_metric_similarity(views[first], views[second]) / tau
+            left, right = views.index_select(0, first), views.index_select(0, second)
+            logits = projection_metric_similarity(left, right) / tau
 
             def pair_logits(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-                a, b = views[first][:, i], views[second][:, j]
+                a, b = left.index_select(1, i), right.index_select(1, j)
                 return projection_metric_similarity(a, b, pairwise=False) / tau
 
         else:
-            # small n: inner products of the projector vectors, each view vectorised once
-            # (1 / tau folded into one factor: no pass over the (P, N, N) logits)
-            # (index_select throughout: its backward is a plain index_add)
+            # small n: inner products of the projector vectors, each view vectorised once, with
+            # 1 / tau folded into one factor (no pass over the (P, N, N) logits)
+            # (pair_logits gathers the samples from the V views before the P pairs: fewer rows)
             vectors = _projector_vectors(views)  # (V, N, n (n + 1) / 2)
             scaled = vectors / tau
             left, right = vectors.index_select(0, first), scaled.index_select(0, second)
@@ -301,7 +304,7 @@ class ProjectionMetricContrastiveLoss(nn.Module):
                 b = scaled.index_select(1, j).index_select(0, second)
                 return (a * b).sum(-1)
 
-        # mean logit over each anchor's positives (the anchor itself when there are none)
+        # mean logit over each anchor's positives (the anchor itself when no mask is given)
         if positives is None:
             rows = cols = torch.arange(num_samples, device=views.device)
             counts = torch.ones(num_samples, dtype=torch.long, device=views.device)
