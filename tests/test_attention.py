@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from manifoldnn.layers import GeodesicAttention, geodesic_attention
-from manifoldnn.layers.attention_maps import pack_symmetric, pairwise_sq_dist
+from manifoldnn.layers.attention_maps import pairwise_sq_dist
+from manifoldnn.linalg import symmetric_vectorize
 from manifoldnn.manifolds import (
     Euclidean,
     Grassmann,
@@ -294,10 +295,15 @@ def test_learnable_tau_gets_gradient_on_sdpa_path():
     assert layer.log_tau.grad is not None and layer.log_tau.grad != 0
 
 
-def test_pack_symmetric_is_isometric():
+def test_symmetric_vectorize_is_isometric():
     a, b = spd(5, 4, 4), spd(5, 4, 4)
     ref = (a * b).sum((-2, -1))
-    assert torch.allclose((pack_symmetric(a) * pack_symmetric(b)).sum(-1), ref, atol=1e-12)
+    assert torch.allclose(
+        (symmetric_vectorize(a) * symmetric_vectorize(b)).sum(-1), ref, atol=1e-12
+    )
+    # to float64 precision: sqrt(2) is taken in the input's dtype, not rounded through float32
+    packed = (symmetric_vectorize(a) * symmetric_vectorize(b)).sum(-1)
+    torch.testing.assert_close(packed, ref, rtol=1e-13, atol=1e-13)
 
 
 def test_benchmark_smoke():

@@ -10,13 +10,11 @@ Manifolds and token shapes (``...`` are batch dimensions, ``L`` the sequence len
 
 from __future__ import annotations
 
-import math
-
 import geoopt
 import torch
 from torch import nn
 
-from ..linalg import qr_positive
+from ..linalg import qr_positive, symmetric_vectorize
 from ..manifolds import Grassmann
 from .functional import eigh_top
 
@@ -31,7 +29,6 @@ __all__ = [
     "sdpa_features",
     "extrinsic_value_features",
     "extrinsic_aggregate",
-    "pack_symmetric",
 ]
 
 #: distances per manifold kind; the first is the default, those in SDPA_DISTANCES run through SDPA.
@@ -284,15 +281,6 @@ def expmap(kind: str, manifold, x: torch.Tensor, u: torch.Tensor) -> torch.Tenso
 
 
 # ---------------------------------------------------------------- SDPA / extrinsic features
-def pack_symmetric(s: torch.Tensor) -> torch.Tensor:
-    r"""Isometric packing of symmetric ``(..., n, n)`` into ``(..., n(n+1)/2)``: the diagonal and
-    ``sqrt(2)`` times the upper triangle, so ``<pack A, pack B> = tr(A B)``."""
-    n = s.shape[-1]
-    rows, cols = torch.triu_indices(n, n, device=s.device)
-    scale = torch.where(rows == cols, 1.0, math.sqrt(2.0)).to(s.dtype)
-    return s[..., rows, cols] * scale
-
-
 def sdpa_features(
     kind: str, distance: str, q: torch.Tensor, k: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,21 +289,23 @@ def sdpa_features(
 
     * Euclidean: ``phi = [2q, 1]``, ``psi = [k, -|k|^2]``;
     * sphere chord ``2 - 2<q, k>``: ``phi = 2q``, ``psi = k``;
-    * Grassmann projection ``p - tr(P_Q P_K)``: ``phi = psi = pack(Y Y^T)`` (Hamm & Lee 2008,
+    * Grassmann projection ``p - tr(P_Q P_K)``: ``phi = psi = vec(Y Y^T)`` (Hamm & Lee 2008,
       "Grassmann discriminant analysis", projection kernel);
-    * SPD log-Euclidean: ``phi = [2 pack log Q, 1]``, ``psi = [pack log K, -|log K|^2]``.
+    * SPD log-Euclidean: ``phi = [2 vec log Q, 1]``, ``psi = [vec log K, -|log K|^2]``.
+
+    ``vec`` is :func:`manifoldnn.linalg.symmetric_vectorize`, with ``<vec A, vec B> = tr(A B)``.
     """
     if kind == "euclidean" or kind == "spd":
         if kind == "spd":
-            q, k = pack_symmetric(_sym_log(q)), pack_symmetric(_sym_log(k))
+            q, k = symmetric_vectorize(_sym_log(q)), symmetric_vectorize(_sym_log(k))
         one = torch.ones_like(q[..., :1])
         return torch.cat([2.0 * q, one], -1), torch.cat([k, -k.pow(2).sum(-1, keepdim=True)], -1)
     if kind == "sphere":
         return 2.0 * q, k
     if kind == "grassmann":
         return (
-            pack_symmetric(q @ q.transpose(-1, -2)),
-            pack_symmetric(k @ k.transpose(-1, -2)),
+            symmetric_vectorize(q @ q.transpose(-1, -2)),
+            symmetric_vectorize(k @ k.transpose(-1, -2)),
         )
     raise ValueError(f"no SDPA features for {kind} with distance {distance}")
 
