@@ -1,12 +1,13 @@
 """ProjectionMetricContrastiveLoss against the textbook formulation of the same loss.
 
-The textbook formulation, InfoNCE as it is commonly written: for each ordered pair of views, the (N, N) logits -d^2 / tau from the projectors, a log-softmax over each
-row, and the mean over each anchor's positives (a dense row-normalised mask). manifoldnn's loss
-forms the logits once per unordered pair from projector vectors computed once per view, never
-materialises the softmax, gathers the positives at their pairs, and takes both log-sum-exps from one
-shifted exp (see ``ProjectionMetricContrastiveLoss._log_probabilities``). Both run forward and
-backward on the same subspaces and mask in the same process; the script prints the time ratio and
-the largest differences of the losses and gradients.
+The textbook formulation, InfoNCE as it is commonly written: for each ordered pair of views, the
+(N, N) logits -d^2 / tau from the projectors, a log-softmax over each row, and the mean over each
+anchor's positives (a dense row-normalised mask). manifoldnn's loss forms the logits once per
+unordered pair from projector vectors computed once per view, never materialises the softmax,
+gathers the positives at their pairs, and takes both log-sum-exps from one shifted exp (see
+``ProjectionMetricContrastiveLoss._log_probabilities``). Both run forward and backward on the same
+subspaces and mask in the same process; the script prints the time ratio and the largest
+differences of the losses and gradients.
 
     python benchmarks/contrastive_loss.py                  # the flagship's batch: 6 views of
                                                            # 500 samples of Gr(10, 4), float32
