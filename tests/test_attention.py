@@ -298,11 +298,9 @@ def test_learnable_tau_gets_gradient_on_sdpa_path():
 def test_symmetric_vectorize_is_isometric():
     a, b = spd(5, 4, 4), spd(5, 4, 4)
     ref = (a * b).sum((-2, -1))
-    assert torch.allclose(
-        (symmetric_vectorize(a) * symmetric_vectorize(b)).sum(-1), ref, atol=1e-12
-    )
-    # to float64 precision: sqrt(2) is taken in the input's dtype, not rounded through float32
     packed = (symmetric_vectorize(a) * symmetric_vectorize(b)).sum(-1)
+    assert torch.allclose(packed, ref, atol=1e-12)
+    # to float64 precision: sqrt(2) is taken in the input's dtype, not rounded through float32
     torch.testing.assert_close(packed, ref, rtol=1e-13, atol=1e-13)
 
 
