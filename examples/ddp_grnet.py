@@ -43,7 +43,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from manifoldnn.layers import GrNet
+from manifoldnn.models import GrNet
 
 ModelFactory = Callable[[], nn.Module]
 

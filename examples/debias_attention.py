@@ -66,7 +66,8 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
-from manifoldnn.layers import FairnessMetric, LinearBias, geodesic_attention
+from manifoldnn.fairness import FairnessMetric, LinearBias
+from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
 
 WEAT_TESTS = {"career_family": 5, "math_arts": 6, "science_arts": 7}

@@ -205,8 +205,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from manifoldnn.layers import GrNet, ProjectorClassifier, SubspaceEmbedding
+from manifoldnn.layers import SubspaceEmbedding
 from manifoldnn.manifolds import Grassmann
+from manifoldnn.models import GrNet, ProjectorClassifier
 
 MAX_LENGTH = 29
 GRASSMANN = Grassmann()

@@ -93,9 +93,9 @@ from manifoldnn.clustering import (
     projection_affinity,
 )
 from manifoldnn.data import MultiViewData, load_multiview
-from manifoldnn.layers import MultiViewGrassmannNet, fuse_subspaces
-from manifoldnn.layers.grnet import symmetric_vectorize
+from manifoldnn.linalg import symmetric_vectorize
 from manifoldnn.losses import ClusterContrastiveLoss, ProjectionMetricContrastiveLoss
+from manifoldnn.models import MultiViewGrassmannNet, fuse_subspaces
 
 
 def preprocess(views: list[np.ndarray]) -> list[np.ndarray]:

@@ -7,15 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from manifoldnn.layers import (
-    AssociationBias,
-    FairnessMetric,
-    GeodesicAttention,
-    LinearBias,
-    geodesic_attention,
-)
-from manifoldnn.layers.attention_maps import pairwise_sq_dist
-from manifoldnn.manifolds import Euclidean, Grassmann, Sphere
+from manifoldnn.fairness import AssociationBias, FairnessMetric, LinearBias
+from manifoldnn.layers import GeodesicAttention, geodesic_attention
+from manifoldnn.manifolds import Euclidean, Grassmann, Sphere, geometry_for
 
 S, E = Sphere(), Euclidean(ndim=1)
 
@@ -66,7 +60,7 @@ def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
     g, along, other = tangent_frame(q, a)
     keys = torch.stack([sphere_exp(q, t * along), sphere_exp(q, t * other)])
     metric = FairnessMetric(S, [LinearBias(a)], alpha=alpha)
-    base = pairwise_sq_dist("sphere", S, "geodesic", q[None], keys)[0]
+    base = geometry_for(S).pairwise_sq_dist(q[None], keys, "geodesic")[0]
     fair = metric.sq_dist(q[None], keys)[0]
     # along g: + alpha <g, Log_q k>^2 = alpha |g|^2 t^2 exactly; orthogonal to g: unchanged
     assert torch.allclose(fair[0] - base[0], alpha * g.pow(2).sum() * t**2, rtol=1e-9)
@@ -154,7 +148,7 @@ def test_locality_kernel_weights_the_stretch():
     metric = FairnessMetric(S, [LinearBias(a)], alpha=2.0, centres=centre, bandwidth=0.3)
     q = unit(torch.randn(6, 4, dtype=torch.float64))
     k = unit(torch.randn(5, 4, dtype=torch.float64))
-    theta2 = pairwise_sq_dist("sphere", S, "geodesic", q, centre)
+    theta2 = geometry_for(S).pairwise_sq_dist(q, centre, "geodesic")
     w = torch.exp(-theta2 / (2 * 0.3**2))
     unlocal = FairnessMetric(S, [LinearBias(a)], alpha=2.0)
     assert torch.allclose(metric.extra_sq(q, k), w * unlocal.extra_sq(q, k), atol=1e-13)

@@ -146,8 +146,8 @@ def test_input_head_adds_a_linear_term_in_the_input_projectors(monkeypatch):
     import geoopt
 
     from examples.grassmann_classification import InputHeadGrNet, build_grnet
-    from manifoldnn.layers import GrNet
-    from manifoldnn.layers.grnet import symmetric_vectorize
+    from manifoldnn.linalg import symmetric_vectorize
+    from manifoldnn.models import GrNet
 
     series, labels = toy_series(18)
     windows = parse_windows(list(WINDOWS))

@@ -14,18 +14,16 @@ from hypothesis import strategies as st
 
 from manifoldnn.layers import (
     FRMap,
-    GrNet,
     KarcherPool,
     OrthMap,
-    ProjectorClassifier,
     ProjMap,
     ProjPooling,
     ReOrth,
     SubspaceEmbedding,
-    symmetric_vectorize,
 )
-from manifoldnn.layers.functional import eigh_top
+from manifoldnn.linalg import eigh_top, symmetric_vectorize
 from manifoldnn.manifolds import Grassmann, karcher_mean
+from manifoldnn.models import GrNet, ProjectorClassifier
 
 DTYPES = [torch.float32, torch.float64]
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-12}

@@ -9,8 +9,8 @@ import scipy.io
 import torch
 
 from manifoldnn.data import check_multiview, load_digits_views, load_multiview_file
-from manifoldnn.layers import MultiViewGrassmannNet, fuse_subspaces
 from manifoldnn.losses import ClusterContrastiveLoss, ProjectionMetricContrastiveLoss
+from manifoldnn.models import MultiViewGrassmannNet, fuse_subspaces
 
 
 def test_npz_roundtrip_images_scale_and_labels(tmp_path):

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
-from manifoldnn.layers import OrthogonalDirectSum, OrthonormalFrame
-from manifoldnn.layers.orthogonal_fusion import PARAMETRIZATIONS
+from manifoldnn.layers import OrthogonalDirectSum
+from manifoldnn.parametrizations import PARAMETRIZATIONS, OrthonormalFrame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,7 +243,7 @@ class DecomposeAsForward(torch.nn.Module):
 
 
 def test_matrix_exp_backward_matches_torch_for_large_gradients() -> None:
-    from manifoldnn.layers.orthogonal_fusion import _MatrixExp
+    from manifoldnn.parametrizations import _MatrixExp
 
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(9, 9, generator=gen, dtype=torch.float64)

@@ -1,12 +1,19 @@
-"""Neural-network layers acting on manifold-valued data."""
+"""Neural-network layers acting on manifold-valued data.
 
-__all__: list[str] = []
+* :mod:`.grassmann`: Grassmann network primitives (FRMap, ReOrth, ProjMap, ProjPooling,
+  KarcherPool, OrthMap, SubspaceEmbedding);
+* :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
+  manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`;
+* :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
 
-from .orthogonal_fusion import OrthogonalDirectSum, OrthonormalFrame  # noqa: E402
+Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
+in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
+:mod:`manifoldnn.parametrizations`.
+"""
 
-__all__ += ["OrthogonalDirectSum", "OrthonormalFrame"]
-
-from .grassmann_layers import (  # noqa: E402
+from .attention import GeodesicAttention, geodesic_attention
+from .fusion import OrthogonalDirectSum
+from .grassmann import (
     FRMap,
     KarcherPool,
     OrthMap,
@@ -15,8 +22,9 @@ from .grassmann_layers import (  # noqa: E402
     ReOrth,
     SubspaceEmbedding,
 )
+from .manifold_linear import ManifoldLinear
 
-__all__ += [
+__all__ = [
     "FRMap",
     "KarcherPool",
     "OrthMap",
@@ -24,25 +32,8 @@ __all__ += [
     "ProjPooling",
     "ReOrth",
     "SubspaceEmbedding",
-]
-
-from .grnet import GrNet, ProjectorClassifier, symmetric_vectorize  # noqa: E402
-
-__all__ += ["GrNet", "ProjectorClassifier", "symmetric_vectorize"]
-
-from .attention import GeodesicAttention, geodesic_attention  # noqa: E402
-from .attention_maps import ManifoldLinear  # noqa: E402
-from .fairness import AssociationBias, FairnessMetric, LinearBias  # noqa: E402
-
-__all__ += [
     "GeodesicAttention",
     "geodesic_attention",
     "ManifoldLinear",
-    "AssociationBias",
-    "FairnessMetric",
-    "LinearBias",
+    "OrthogonalDirectSum",
 ]
-
-from .multiview import MultiViewGrassmannNet, MultiViewOutput, fuse_subspaces  # noqa: E402
-
-__all__ += ["MultiViewGrassmannNet", "MultiViewOutput", "fuse_subspaces"]

@@ -8,7 +8,7 @@ manifold: by the weighted Karcher mean :math:`\arg\min_m \sum_j a_{ij} d^2(m, v_
 Riemannian gradient step from the query :math:`\mathrm{Exp}_{q_i}(\sum_j a_{ij} \mathrm{Log}_{q_i} v_j)`,
 or extrinsically (weighted mean in an embedding, mapped back to the manifold).
 
-Memory. Distances that are inner products of features (``attention_maps.SDPA_DISTANCES``: the
+Memory. Distances that are inner products of features (each geometry's ``sdpa_distances``: the
 Euclidean distance, the sphere's chord, the Grassmann projection metric
 :math:`d^2 = p - \langle \mathrm{vec}\, QQ^\top, \mathrm{vec}\, KK^\top \rangle`, the SPD
 log-Euclidean distance) with extrinsic aggregation run through
@@ -34,20 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..manifolds import karcher_mean
-from .attention_maps import (
-    SDPA_DISTANCES,
-    SUPPORTED_DISTANCES,
-    ManifoldLinear,
-    expmap,
-    extrinsic_aggregate,
-    extrinsic_value_features,
-    manifold_kind,
-    pairwise_differential,
-    pairwise_log,
-    pairwise_sq_dist,
-    sdpa_features,
-)
+from ..manifolds import ManifoldGeometry, geometry_for, karcher_mean
+from .manifold_linear import ManifoldLinear
 
 __all__ = ["GeodesicAttention", "geodesic_attention", "SCORES", "AGGREGATIONS"]
 
@@ -61,16 +49,13 @@ def _score(d2: torch.Tensor, score: str, tau: torch.Tensor, scale: float) -> tor
     return (1.0 / (1.0 + torch.log1p(d2))) * (scale / tau)
 
 
-def _check_inputs(kind, manifold, q, k, v, key_padding_mask):
-    nd = manifold.ndim
+def _check_inputs(geometry: ManifoldGeometry, q, k, v, key_padding_mask) -> torch.Size:
+    """Shape checks (no tensor values read); returns the broadcast batch shape."""
+    nd = geometry.point_ndim
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor")
-        if t.dim() < nd + 1:
-            raise ValueError(
-                f"{name} must have shape (..., L, *point_shape) with {nd} point dimension(s), "
-                f"got {tuple(t.shape)}"
-            )
+        geometry.check_points(t, name)
     if q.shape[-nd:] != k.shape[-nd:]:
         raise ValueError(
             f"query and key points differ in shape: {tuple(q.shape)} vs {tuple(k.shape)}"
@@ -79,10 +64,14 @@ def _check_inputs(kind, manifold, q, k, v, key_padding_mask):
         raise ValueError(
             f"key and value must have the same length, got {k.shape[-nd - 1]} and {v.shape[-nd - 1]}"
         )
-    if kind == "grassmann" and q.shape[-2] < q.shape[-1]:
-        raise ValueError(f"Grassmann tokens must be bases (..., n, p) with n >= p, got {q.shape}")
-    if kind == "spd" and q.shape[-1] != q.shape[-2]:
-        raise ValueError(f"SPD tokens must be square (..., n, n), got {tuple(q.shape)}")
+    shapes = [t.shape[: -nd - 1] for t in (q, k, v)]
+    try:
+        batch = torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        raise ValueError(
+            f"the batch dimensions of query, key and value do not broadcast: "
+            f"{[tuple(s) for s in shapes]}"
+        ) from None
     if key_padding_mask is not None:
         lk = k.shape[-nd - 1]
         if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[-1] != lk:
@@ -90,8 +79,25 @@ def _check_inputs(kind, manifold, q, k, v, key_padding_mask):
                 f"key_padding_mask must be a bool tensor (..., L_k={lk}) with True = padded, got "
                 f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
             )
-        if bool(key_padding_mask.all(-1).any()):
-            raise ValueError("key_padding_mask masks every key of some sequence; nothing to attend")
+        try:
+            torch.broadcast_shapes(key_padding_mask.shape[:-1], batch)
+        except RuntimeError:
+            raise ValueError(
+                f"key_padding_mask has batch shape {tuple(key_padding_mask.shape[:-1])}, which does "
+                f"not broadcast to the tokens' batch shape {tuple(batch)}"
+            ) from None
+    return batch
+
+
+def _check_values(query, key, value, tau, key_padding_mask) -> None:
+    """Value checks (read tensors on the host): run in eager mode when ``validate`` is set."""
+    if not bool((tau > 0).all()):
+        raise ValueError(f"tau must be positive, got {tau}")
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} holds NaN or infinite values")
+    if key_padding_mask is not None and bool(key_padding_mask.all(-1).any()):
+        raise ValueError("key_padding_mask masks every key of some sequence; nothing to attend")
 
 
 def _mask_logits(logits, start, stop, key_padding_mask, causal):
@@ -108,7 +114,7 @@ def _mask_logits(logits, start, stop, key_padding_mask, causal):
 
 
 def geodesic_attention(
-    manifold: geoopt.Manifold,
+    manifold: geoopt.Manifold | ManifoldGeometry,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -124,17 +130,19 @@ def geodesic_attention(
     chunk_size: int = 1024,
     return_weights: bool = False,
     karcher_kwargs: dict | None = None,
+    validate: bool = True,
 ):
     r"""Attention with geodesic-distance scores and manifold aggregation (no learnable maps).
 
     Parameters
     ----------
-    manifold : ``Euclidean(ndim=1)``, ``Sphere()``, ``Grassmann()``, ``SymmetricPositiveDefinite()``
-        or ``PoincareBall()``.
+    manifold : a geoopt manifold (``Euclidean(ndim=1)``, ``Sphere()``, ``Grassmann()``,
+        ``SymmetricPositiveDefinite()``, ``PoincareBall()``, or any other with ``dist``/``logmap``)
+        or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
     query : ``(..., L_q, *point_shape)``; key ``(..., L_k, *point_shape)``; value
         ``(..., L_k, *point_shape)`` (batch dimensions broadcast).
     tau : positive temperature (scalar tensor or float).
-    distance : see ``attention_maps.SUPPORTED_DISTANCES``; default the first for the manifold.
+    distance : one of the geometry's ``distances``; default its first.
     score : ``"neg_sq"`` (logits ``-d^2 / tau``) or ``"gdlnet"`` (``1 / (1 + log(1 + d^2)) / tau``).
     aggregation : ``"extrinsic"``, ``"tangent"`` (one step at the query) or ``"karcher"``.
     key_padding_mask : bool ``(..., L_k)``, True where a key is padding.
@@ -146,35 +154,33 @@ def geodesic_attention(
     return_weights : also return the attention weights ``(..., L_q, L_k)`` (materialises them).
     karcher_kwargs : keyword arguments of :func:`~manifoldnn.manifolds.karcher_mean` (``max_iter``,
         ``tol``, ...) for ``aggregation="karcher"``.
+    validate : check values on the host (positive tau, finite tokens, a key left unmasked in every
+        sequence); skipped under ``torch.compile``. Shapes are always checked.
 
     Returns
     -------
     ``(..., L_q, *point_shape)`` (and the weights if asked).
     """
-    kind = manifold_kind(manifold)
-    distance = distance or SUPPORTED_DISTANCES[kind][0]
-    if distance not in SUPPORTED_DISTANCES[kind]:
-        raise ValueError(
-            f"distance {distance!r} is not available on {kind}; choose from {SUPPORTED_DISTANCES[kind]}"
-        )
+    geometry = geometry_for(manifold)
+    manifold = geometry.manifold
+    distance = geometry.check_distance(distance)
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    _check_inputs(kind, manifold, query, key, value, key_padding_mask)
-    tau = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
-    if bool((tau <= 0).any()):
+    if not isinstance(tau, torch.Tensor) and not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
-    nd = manifold.ndim
+    batch = _check_inputs(geometry, query, key, value, key_padding_mask)
+    tau = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
+    if validate and not torch.compiler.is_compiling():
+        _check_values(query, key, value, tau, key_padding_mask)
+    nd = geometry.point_ndim
     point_shape = value.shape[value.dim() - nd :]
     lq, lk = query.shape[-nd - 1], key.shape[-nd - 1]
     if causal and lq > lk:
         raise ValueError(f"causal attention needs L_q <= L_k, got {lq} > {lk}")
-    batch = torch.broadcast_shapes(
-        query.shape[: -nd - 1], key.shape[: -nd - 1], value.shape[: -nd - 1]
-    )
     query = query.expand(batch + query.shape[-nd - 1 :])
     key = key.expand(batch + key.shape[-nd - 1 :])
     value = value.expand(batch + value.shape[-nd - 1 :])
@@ -182,26 +188,27 @@ def geodesic_attention(
         key_padding_mask = key_padding_mask.expand(batch + (lk,))
 
     terms = metric.query_terms(manifold, query) if metric is not None else None
-    linear_agg = aggregation == "extrinsic" or kind == "euclidean"
+    # in flat space every aggregation is the weighted mean of the values
+    linear_agg = aggregation == "extrinsic" or geometry.is_flat
     sdpa_ok = (
         score == "neg_sq"
-        and (kind, distance) in SDPA_DISTANCES
+        and distance in geometry.sdpa_distances
         and linear_agg
         and not return_weights
-        and (terms is None or (kind == "euclidean" and metric.linear_directions is not None))
+        and (terms is None or (geometry.is_flat and metric.linear_directions is not None))
     )
     if sdpa_ok:
         return _sdpa_path(
-            kind, manifold, distance, query, key, value, tau, scale, key_padding_mask, causal,
+            geometry, distance, query, key, value, tau, scale, key_padding_mask, causal,
             metric, terms, point_shape,
         )  # fmt: skip
 
     def logits_for(start: int, stop: int) -> torch.Tensor:
         k = key.narrow(-nd - 1, start, stop - start)
-        d2 = pairwise_sq_dist(kind, manifold, distance, query, k)
+        d2 = geometry.pairwise_sq_dist(query, k, distance)
         if terms is not None:
             egrad, coeff = terms
-            diff = pairwise_differential(kind, manifold, query, egrad, k)  # (..., Lq, c, M)
+            diff = geometry.pairwise_differential(query, egrad, k)  # (..., Lq, c, M)
             d2 = d2 + (coeff.unsqueeze(-2) * diff.pow(2)).sum(-1)
         logits = _score(d2, score, tau, scale)
         return _mask_logits(logits, start, stop, key_padding_mask, causal)
@@ -215,15 +222,15 @@ def geodesic_attention(
             points = value.unsqueeze(-nd - 2).expand(batch + (lq, lk) + tuple(point_shape))
             out = karcher_mean(manifold, points, weights, **(karcher_kwargs or {}))
         else:
-            out = _aggregate_with_weights(kind, manifold, aggregation, query, value, weights)
+            out = _aggregate_with_weights(geometry, aggregation, query, value, weights)
         return (out, weights) if return_weights else out
 
     # chunked online softmax: each chunk gives its detached maximum m_c, sum_j exp(s_j - m_c) and
     # sum_j exp(s_j - m_c) f_j; chunks are merged by rescaling to the running maximum. With autograd
     # on, each chunk runs under activation checkpointing, so the backward pass recomputes the
     # pairwise quantities instead of storing them.
-    shared = aggregation == "extrinsic" or kind == "euclidean"
-    features = extrinsic_value_features(kind, manifold, value) if shared else None
+    shared = linear_agg
+    features = geometry.value_features(value) if shared else None
 
     def chunk_statistics(start: int, stop: int):
         logits = logits_for(start, stop)
@@ -234,7 +241,7 @@ def geodesic_attention(
             contribution = p @ features[..., start:stop, :]
         else:
             chunk = value.narrow(-nd - 1, start, stop - start)
-            logs = pairwise_log(kind, manifold, query, chunk)
+            logs = geometry.pairwise_log(query, chunk)
             contribution = (p.reshape(p.shape + (1,) * nd) * logs).sum(-nd - 1)
         return chunk_max, p.sum(-1), contribution
 
@@ -262,8 +269,8 @@ def geodesic_attention(
         running_max = new_max
     mean = acc / total.reshape(total.shape + (1,) * (acc.dim() - total.dim()))
     if shared:
-        return extrinsic_aggregate(kind, manifold, mean, point_shape)
-    return expmap(kind, manifold, query, mean)
+        return geometry.aggregate(mean, point_shape)
+    return geometry.expmap(query, mean)
 
 
 def _rescale(chunk_max: torch.Tensor, new_max: torch.Tensor) -> torch.Tensor:
@@ -274,23 +281,21 @@ def _rescale(chunk_max: torch.Tensor, new_max: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, torch.exp(torch.where(finite, chunk_max, 0.0) - safe_new), 0.0)
 
 
-def _aggregate_with_weights(kind, manifold, aggregation, query, value, weights):
-    nd = manifold.ndim
-    if aggregation == "extrinsic" or kind == "euclidean":
-        features = extrinsic_value_features(kind, manifold, value)
-        return extrinsic_aggregate(
-            kind, manifold, weights @ features, value.shape[value.dim() - nd :]
-        )
-    logs = pairwise_log(kind, manifold, query, value)
+def _aggregate_with_weights(geometry, aggregation, query, value, weights):
+    nd = geometry.point_ndim
+    if aggregation == "extrinsic" or geometry.is_flat:
+        features = geometry.value_features(value)
+        return geometry.aggregate(weights @ features, value.shape[value.dim() - nd :])
+    logs = geometry.pairwise_log(query, value)
     step = (weights.reshape(weights.shape + (1,) * nd) * logs).sum(-nd - 1)
-    return expmap(kind, manifold, query, step)
+    return geometry.expmap(query, step)
 
 
 def _sdpa_path(
-    kind, manifold, distance, query, key, value, tau, scale, key_padding_mask, causal, metric,
+    geometry, distance, query, key, value, tau, scale, key_padding_mask, causal, metric,
     terms, point_shape,
 ):  # fmt: skip
-    phi, psi = sdpa_features(kind, distance, query, key)
+    phi, psi = geometry.sdpa_features(query, key, distance)
     if terms is not None:
         _, coeff = terms  # (..., Lq, M)
         directions = metric.linear_directions.to(query)  # (M, d)
@@ -299,11 +304,13 @@ def _sdpa_path(
         psi = torch.cat([psi, ak.pow(2), ak], -1)
     phi = phi * (scale / tau)  # folding 1/tau into the queries keeps tau learnable
     if key_padding_mask is not None:
-        big = -math.sqrt(torch.finfo(query.dtype).max)
+        # a quarter of the most negative number: exp(.) is 0 in every precision (-sqrt(max) is
+        # only -256 in float16), with room left for the other terms of the dot product
+        big = torch.finfo(query.dtype).min / 4
         phi = torch.cat([phi, torch.ones_like(phi[..., :1])], -1)
         pad = torch.zeros_like(psi[..., 0]).masked_fill(key_padding_mask, big).unsqueeze(-1)
         psi = torch.cat([psi, pad], -1)
-    features = extrinsic_value_features(kind, manifold, value)
+    features = geometry.value_features(value)
     # PyTorch's fused CPU kernel (flash attention, O(L) memory) needs 4-d inputs with one head size
     # for queries, keys and values: zero-pad the narrower side (dot products are unchanged).
     width = max(phi.shape[-1], features.shape[-1])
@@ -318,13 +325,13 @@ def _sdpa_path(
         scale=1.0,
     )[..., : features.shape[-1]]
     mean = mean.reshape(batch + mean.shape[-2:])
-    return extrinsic_aggregate(kind, manifold, mean, point_shape)
+    return geometry.aggregate(mean, point_shape)
 
 
 class GeodesicAttention(nn.Module):
     r"""Multi-head attention between manifold-valued tokens with geodesic-distance scores.
 
-    Each head maps queries, keys and values with a :class:`~manifoldnn.layers.attention_maps.ManifoldLinear`
+    Each head maps queries, keys and values with a :class:`~manifoldnn.layers.ManifoldLinear`
     (FRMap + ReOrth on the Grassmannian, congruence on SPD, Möbius matrix-vector product on the
     Poincaré ball, normalised linear map on the sphere, affine map in Euclidean space), scores pairs
     with :math:`-d^2/\tau` (learnable :math:`\tau`) or GDLNet's similarity, and aggregates values
@@ -337,7 +344,7 @@ class GeodesicAttention(nn.Module):
 
     Parameters
     ----------
-    manifold : see :func:`geodesic_attention`.
+    manifold : a geoopt manifold or its geometry, see :func:`geodesic_attention`.
     in_size : input size: d (vectors), n (Grassmann ``(n, p)`` bases, SPD ``(n, n)``).
     head_size : per-head output size (``<= in_size`` on Grassmann and SPD).
     num_heads : H.
@@ -345,6 +352,9 @@ class GeodesicAttention(nn.Module):
     project : if False, no maps (requires ``num_heads == 1`` and ``head_size == in_size``).
     distance, score, aggregation, chunk_size, metric : as in :func:`geodesic_attention`.
     train_length : enables entropy-invariant scaling with this training length.
+    validate : check token values on the host in eager forwards (see :func:`geodesic_attention`);
+        ``False`` removes every host synchronisation from the forward.
+    device, dtype : of the parameters.
 
     Shapes: ``query (..., L_q, *point)``, ``key``/``value (..., L_k, *point)`` (default: self
     attention) -> ``(..., L_q, H, *head_point)``.
@@ -352,7 +362,7 @@ class GeodesicAttention(nn.Module):
 
     def __init__(
         self,
-        manifold: geoopt.Manifold,
+        manifold: geoopt.Manifold | ManifoldGeometry,
         in_size: int,
         head_size: int | None = None,
         num_heads: int = 1,
@@ -366,10 +376,14 @@ class GeodesicAttention(nn.Module):
         metric: nn.Module | None = None,
         train_length: int | None = None,
         chunk_size: int = 1024,
+        validate: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.kind = manifold_kind(manifold)
-        self.manifold = manifold
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.geometry = geometry_for(manifold)
+        self.manifold = self.geometry.manifold
         head_size = in_size if head_size is None else head_size
         if num_heads < 1:
             raise ValueError(f"num_heads must be positive, got {num_heads}")
@@ -379,12 +393,14 @@ class GeodesicAttention(nn.Module):
             raise ValueError("project=False needs num_heads == 1 and head_size == in_size")
         if train_length is not None and train_length < 2:
             raise ValueError(f"train_length must be >= 2, got {train_length}")
-        distance = distance or SUPPORTED_DISTANCES[self.kind][0]
-        if distance not in SUPPORTED_DISTANCES[self.kind]:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if project and self.geometry.rank_preserving_map and head_size > in_size:
             raise ValueError(
-                f"distance {distance!r} is not available on {self.kind}; "
-                f"choose from {SUPPORTED_DISTANCES[self.kind]}"
+                f"head_size={head_size} must be <= in_size={in_size} on {self.geometry.name} (the "
+                "query, key and value maps need full row rank)"
             )
+        distance = self.geometry.check_distance(distance)
         if score not in SCORES or aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"score must be in {SCORES} and aggregation in {AGGREGATIONS}, got "
@@ -396,14 +412,17 @@ class GeodesicAttention(nn.Module):
         self.metric = metric
         self.train_length = train_length
         self.chunk_size = chunk_size
-        log_tau = torch.tensor(math.log(tau))
+        self.validate = validate
+        log_tau = torch.tensor(math.log(tau), **factory_kwargs)
         self.log_tau = nn.Parameter(log_tau) if learn_tau else None
         if not learn_tau:
             self.register_buffer("fixed_log_tau", log_tau)
         if project:
-            self.query_map = ManifoldLinear(manifold, in_size, head_size, num_heads)
-            self.key_map = ManifoldLinear(manifold, in_size, head_size, num_heads)
-            self.value_map = ManifoldLinear(manifold, in_size, head_size, num_heads)
+            maps = [
+                ManifoldLinear(self.geometry, in_size, head_size, num_heads, **factory_kwargs)
+                for _ in range(3)
+            ]
+            self.query_map, self.key_map, self.value_map = maps
 
     @property
     def tau(self) -> torch.Tensor:
@@ -412,7 +431,7 @@ class GeodesicAttention(nn.Module):
 
     def _heads(self, x: torch.Tensor, which: str) -> torch.Tensor:
         """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
-        nd = self.manifold.ndim
+        nd = self.geometry.point_ndim
         if not self.project:
             return x.unsqueeze(-nd - 2)
         y = getattr(self, f"{which}_map")(x)  # (..., L, H, *head_point)
@@ -430,9 +449,18 @@ class GeodesicAttention(nn.Module):
     ):
         key = query if key is None else key
         value = key if value is None else value
-        nd = self.manifold.ndim
-        if query.dim() < nd + 1:
-            raise ValueError(f"query must be (..., L, *point_shape), got {tuple(query.shape)}")
+        nd = self.geometry.point_ndim
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            self.geometry.check_points(t, name)
+        if key_padding_mask is not None:
+            try:
+                torch.broadcast_shapes(key_padding_mask.shape[:-1], key.shape[: -nd - 1])
+            except RuntimeError:
+                raise ValueError(
+                    f"key_padding_mask (..., L_k) has batch shape "
+                    f"{tuple(key_padding_mask.shape[:-1])}, which does not broadcast to the keys' "
+                    f"batch shape {tuple(key.shape[: -nd - 1])}"
+                ) from None
         q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
         lk = k.shape[-nd - 1]
         scale = 1.0
@@ -441,10 +469,10 @@ class GeodesicAttention(nn.Module):
         mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
         tau = self.tau
         out = geodesic_attention(
-            self.manifold, q, k, v, tau=tau,
+            self.geometry, q, k, v, tau=tau,
             distance=self.distance, score=self.score, aggregation=self.aggregation,
             key_padding_mask=mask, causal=causal, scale=scale, metric=self.metric,
-            chunk_size=self.chunk_size, return_weights=return_weights,
+            chunk_size=self.chunk_size, return_weights=return_weights, validate=self.validate,
         )  # fmt: skip
         weights = None
         if return_weights:
@@ -454,7 +482,7 @@ class GeodesicAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.kind}, in_size={self.in_size}, head_size={self.head_size}, "
+            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
             f"num_heads={self.num_heads}, distance={self.distance}, score={self.score}, "
             f"aggregation={self.aggregation}, project={self.project}"
         )

@@ -61,9 +61,15 @@ def info_nce_loss(
         )
     if not z_a.is_floating_point() or z_a.dtype != z_b.dtype:
         raise ValueError(f"z_a and z_b must share a floating dtype, got {z_a.dtype}, {z_b.dtype}")
+    if isinstance(temperature, torch.Tensor):
+        if temperature.dim() != 0:
+            raise ValueError(f"temperature must be a scalar, got shape {tuple(temperature.shape)}")
+        # a tensor's sign is checked in eager mode only (reading it synchronises the device)
+        if not torch.compiler.is_compiling() and not bool(temperature > 0):
+            raise ValueError(f"temperature must be positive, got {temperature}")
+    elif not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
     temperature = torch.as_tensor(temperature, dtype=z_a.dtype, device=z_a.device)
-    if temperature.dim() != 0 or not bool(temperature > 0):
-        raise ValueError(f"temperature must be a positive scalar, got {temperature}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if normalize:

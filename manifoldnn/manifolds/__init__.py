@@ -1,26 +1,47 @@
-"""Geometry: the Grassmann manifold for geoopt, geoopt's own manifolds, and Karcher means.
+"""Geometry: the Grassmann manifold for geoopt, an accurate sphere, geoopt's other manifolds, Karcher
+and extrinsic means, and the pairwise geometry that attention and metrics use.
 
-geoopt's manifolds are re-exported unchanged so that models can import every manifold from one place.
+geoopt's manifolds are re-exported unchanged (``Sphere`` is replaced by the subclass whose distance
+and logarithm are accurate at small angles) so that models import every manifold from one place.
 """
 
 from geoopt.manifolds import (
     Euclidean,
     PoincareBall,
-    Sphere,
     SphereExact,
     Stiefel,
     SymmetricPositiveDefinite,
 )
 
+from .extrinsic import extrinsic_mean, top_eigenspace
+from .geometry import (
+    EuclideanGeometry,
+    GrassmannGeometry,
+    ManifoldGeometry,
+    PoincareBallGeometry,
+    SPDGeometry,
+    SphereGeometry,
+    geometry_for,
+)
 from .grassmann import Grassmann
 from .karcher import karcher_mean
+from .sphere import Sphere
 
 __all__ = [
     "Grassmann",
+    "Sphere",
     "karcher_mean",
+    "extrinsic_mean",
+    "top_eigenspace",
+    "ManifoldGeometry",
+    "EuclideanGeometry",
+    "SphereGeometry",
+    "GrassmannGeometry",
+    "SPDGeometry",
+    "PoincareBallGeometry",
+    "geometry_for",
     "Euclidean",
     "PoincareBall",
-    "Sphere",
     "SphereExact",
     "Stiefel",
     "SymmetricPositiveDefinite",

@@ -10,11 +10,9 @@ from geoopt.tensor import ManifoldTensor
 from geoopt.utils import broadcast_shapes, size2shape
 
 from ..linalg import qr_positive
-from ._spectral import ACOS_SQRT_OVER_SIN_COS, COS_SQRT, SINC_SQRT, symmetric_functions
+from ..linalg.spectral import ACOS_SQRT_OVER_SIN_COS, COS_SQRT, SINC_SQRT, symmetric_functions
 
-__all__ = ["Grassmann"]
-
-EPS = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-10}
+__all__ = ["Grassmann", "stack_columns", "weighted_logmap_sum_stacked"]
 
 
 def _distance_from_squared(d2: torch.Tensor, p: int) -> torch.Tensor:
@@ -60,9 +58,12 @@ def stack_columns(y: torch.Tensor) -> torch.Tensor:
     return y.transpose(1, 2).reshape(y.shape[0], y.shape[2], y.shape[1] * y.shape[3])
 
 
-def _weighted_logmap_sum(x: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor):
-    """``sum_i w_i Log_X(Y_i)`` for ``x (B, n, p)``, ``stacked = [Y_1 ... Y_N] (B, n, N p)``,
-    ``weights (B, N)``; see ``Grassmann.weighted_logmap_sum`` for the formula."""
+def weighted_logmap_sum_stacked(
+    x: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum_i w_i Log_X(Y_i)`` for ``x (B, n, p)``, ``stacked = [Y_1 ... Y_N] (B, n, N p)``
+    (:func:`stack_columns`), ``weights (B, N)``: the points laid side by side once, for repeated
+    evaluation (the Karcher iteration). See ``Grassmann.weighted_logmap_sum`` for the formula."""
     p = x.shape[-1]
     count = weights.shape[-1]
     m = (x.transpose(-1, -2) @ stacked).reshape(-1, p, count, p).transpose(1, 2)  # X^T Y_i
@@ -221,7 +222,7 @@ class Grassmann(Manifold):
         x = x.expand(batch + (n, p)).reshape(-1, n, p)
         y = y.expand(batch + (count, n, p)).reshape(-1, count, n, p)
         weights = weights.expand(batch + (count,)).reshape(-1, count)
-        total = _weighted_logmap_sum(x, stack_columns(y), weights)
+        total = weighted_logmap_sum_stacked(x, stack_columns(y), weights)
         return total.reshape(batch + (n, p))
 
     def principal_angles(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -9,32 +9,18 @@ import warnings
 import geoopt
 import torch
 
-from .grassmann import Grassmann, _weighted_logmap_sum, stack_columns
+from ..linalg import tolerance
+from .extrinsic import extrinsic_mean
+from .grassmann import Grassmann, stack_columns, weighted_logmap_sum_stacked
+from .sphere import Sphere
 
 __all__ = ["karcher_mean"]
-
-DEFAULT_TOL = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-10}
-
-
-def _sphere_log(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Accurate sphere logarithm ``atan2(|v|, <x, y>) v / |v|``, ``v = y - <x, y> x``.
-
-    geoopt's ``Sphere.logmap`` takes ``acos`` of a clamped cosine, which is wrong below a distance of
-    about 4.5e-4 in float64; this form is accurate at every distance and finite at ``y == x``.
-    """
-    cos = (x * y).sum(-1, keepdim=True)
-    v = y - cos * x
-    sin = v.norm(dim=-1, keepdim=True)
-    theta = torch.atan2(sin, cos)
-    positive = sin > 0
-    safe_sin = torch.where(positive, sin, torch.ones_like(sin))
-    scale = torch.where(positive, theta / safe_sin, torch.ones_like(sin))
-    return v * scale
 
 
 def _log(manifold: geoopt.Manifold, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if isinstance(manifold, geoopt.Sphere):
-        return manifold._project_on_subspace(_sphere_log(x, y))
+        # geoopt's own sphere too gets the accurate logarithm (its acos form fails below ~sqrt(eps))
+        return Sphere.logmap(manifold, x, y)
     return manifold.logmap(x, y)
 
 
@@ -55,15 +41,7 @@ def _expand(w: torch.Tensor, ndim: int) -> torch.Tensor:
 def _warm_start(manifold: geoopt.Manifold, points: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """A starting point close to the mean: ``points (B, N, *shape)``, ``w (B, N)`` normalised."""
     if isinstance(manifold, Grassmann):
-        # Extrinsic mean: top-p eigenvectors of the weighted mean projector sum_i w_i Y_i Y_i^T.
-        p = points.shape[-1]
-        scaled = points * _expand(w, 2).sqrt()
-        stacked = scaled.transpose(1, 2).reshape(points.shape[0], points.shape[2], -1)
-        if stacked.shape[-1] >= stacked.shape[-2]:
-            _, vectors = torch.linalg.eigh(stacked @ stacked.transpose(-1, -2))
-            return vectors[..., -p:].flip(-1)
-        left, _, _ = torch.linalg.svd(stacked, full_matrices=False)
-        return left[..., :p]
+        return extrinsic_mean(points, w)
     euclidean = (_expand(w, manifold.ndim) * points).sum(1)
     return manifold.projx(euclidean)
 
@@ -81,7 +59,7 @@ def _gradient_function(manifold, points, w):
     each evaluation is two matrix products per set plus ``p x p`` work per point.
     """
     if isinstance(manifold, Grassmann):
-        data, evaluate = stack_columns(points), _weighted_logmap_sum
+        data, evaluate = stack_columns(points), weighted_logmap_sum_stacked
     else:
         data, evaluate = points, functools.partial(_riemannian_gradient, manifold)
 
@@ -381,7 +359,7 @@ def karcher_mean(
             "weights sum to zero for at least one set; each set needs a positive weight"
         )
 
-    tol = DEFAULT_TOL.get(points.dtype, 1e-6) if tol is None else float(tol)
+    tol = tolerance("karcher_tol", points.dtype) if tol is None else float(tol)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
     with torch.no_grad():

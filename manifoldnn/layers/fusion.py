@@ -15,22 +15,9 @@ the single Stiefel point Q are orthonormal.  Projecting C on :math:`S_A` (:math:
 projection on the retained directions :math:`U_A \in \mathrm{St}(n, r_A)`,
 :math:`U_B \in \mathrm{St}(KV, r_B)` in the lossy mode :math:`r_A + r_B \le c < n + KV`.
 
-Every orthonormal frame (Q, and U_A / U_B in lossy mode) is one of three parametrisations:
-
-* ``"stiefel"``: a :class:`geoopt.ManifoldParameter` on :class:`geoopt.manifolds.EuclideanStiefel`,
-  trained with :class:`geoopt.optim.RiemannianAdam` (QR retraction, Absil, Mahony, Sepulchre 2008,
-  "Optimization Algorithms on Matrix Manifolds", eq. 4.8).
-* ``"matrix_exp"``: :math:`Q = Q_0 \exp(X) I_{n,p}` with
-  :math:`X = \begin{pmatrix}\Omega & -K^\top\\ K & 0\end{pmatrix}` skew-symmetric (the Stiefel
-  geodesic form of Edelman, Arias, Smith 1998, eq. 2.42; trivialisation of Lezcano-Casado 2019,
-  "Trivializations for gradient-based optimization on manifolds", sec. 3).
-* ``"cayley"``: :math:`Q = Q_0 (I - X)(I + X)^{-1} I_{n,p}` with the same skew X
-  (Cayley transform; Wen, Yin 2013, "A feasible method for optimization with orthogonality
-  constraints", eq. 7).
-
-Q_0 is a fixed orthogonal base (a buffer), so any Stiefel point can be loaded exactly
-(:meth:`OrthonormalFrame.load_`) and X starts at zero.  Orthogonality holds by construction at every
-step for every parametrisation.
+Every orthonormal frame (Q, and U_A / U_B in lossy mode) is a
+:class:`manifoldnn.parametrizations.OrthonormalFrame` (Stiefel parameter, matrix exponential or Cayley
+map of a skew matrix).
 """
 
 from __future__ import annotations
@@ -40,7 +27,6 @@ import math
 from collections.abc import Iterator
 from typing import Literal
 
-import geoopt
 import numpy as np
 import scipy.linalg
 import torch
@@ -48,180 +34,10 @@ from torch import nn
 
 from ..linalg import qr_positive
 from ..losses.infonce import info_nce_loss
+from ..parametrizations import PARAMETRIZATIONS, OrthonormalFrame, Parametrization
+from ..validation import check_positive_int
 
-__all__ = ["OrthogonalDirectSum", "OrthonormalFrame", "PARAMETRIZATIONS"]
-
-PARAMETRIZATIONS = ("stiefel", "cayley", "matrix_exp")
-Parametrization = Literal["stiefel", "cayley", "matrix_exp"]
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _orthonormal_completion(frame: torch.Tensor) -> torch.Tensor:
-    """Square orthogonal ``(n, n)`` matrix whose first p columns are ``frame`` ``(n, p)``."""
-    n, p = frame.shape
-    if p == n:
-        return frame.clone()
-    complete = torch.linalg.qr(frame, mode="complete")[0]
-    return torch.cat([frame, complete[:, p:]], dim=1)
-
-
-class _MatrixExp(torch.autograd.Function):
-    r"""``exp(X)`` for ``X`` ``(n, n)`` with a backward whose cost does not grow with ``||G||``.
-
-    Backward: the adjoint Frechet derivative ``L(X^T, G) = [exp([[X^T, G], [0, X^T]])]_{12}``
-    (Higham 2008, "Functions of Matrices", Thm. 3.6, after Mathias 1996). The map is linear in G,
-    so G is first scaled to unit max-norm: PyTorch's own backward uses G unscaled, and
-    scaling-and-squaring then spends many more squarings on a large incoming gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.linalg.matrix_exp(x)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        n = x.shape[-1]
-        scale = grad.abs().amax()
-        if not bool(scale > 0):
-            return torch.zeros_like(x)
-        block = x.new_zeros(2 * n, 2 * n)
-        block[:n, :n] = x.transpose(-1, -2)
-        block[n:, n:] = x.transpose(-1, -2)
-        block[:n, n:] = grad / scale
-        return torch.linalg.matrix_exp(block)[:n, n:] * scale
-
-
-class _RoundOnceEuclideanStiefel(geoopt.manifolds.EuclideanStiefel):
-    """geoopt's EuclideanStiefel with its QR retraction evaluated in float64, rounded once.
-
-    A float32 Householder QR leaves ``||Q^T Q - I||`` near ``p * eps`` (about 1e-6 at p = 64);
-    rounding a float64 QR factor leaves it at the storage rounding floor (about 3e-7 at p = 64).
-    """
-
-    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float64 or x.device.type == "mps":
-            return super().retr(x, u)
-        return super().retr(x.to(torch.float64), u.to(torch.float64)).to(x.dtype)
-
-
-class OrthonormalFrame(nn.Module):
-    r"""An ``(n, p)`` matrix with orthonormal columns, :math:`Q^\top Q = I_p`, kept on St(n, p).
-
-    Parameters
-    ----------
-    n, p : sizes with ``n >= p >= 1``.
-    parametrization : ``"stiefel"`` (geoopt ManifoldParameter, Riemannian optimiser),
-        ``"cayley"`` or ``"matrix_exp"`` (always-orthogonal maps of an unconstrained skew matrix
-        around a fixed base Q_0; any optimiser). See the module docstring for the formulas.
-    high_precision : evaluate exp / Cayley / the QR retraction in float64 (except on MPS) and
-        round once to the storage dtype, so that ``||Q^T Q - I||`` stays at the storage rounding
-        floor however large X grows or however many retractions are taken.
-    dtype, device : of the stored frame.
-
-    Calling the module returns the frame ``(n, p)``; ``load_(frame)`` sets it to a given point.
-    Train ``"stiefel"`` frames with a geoopt Riemannian optimiser (``RiemannianAdam``/``SGD``);
-    a plain torch optimiser would step off the manifold. The other two stay orthogonal under
-    any optimiser.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        p: int,
-        parametrization: Parametrization = "stiefel",
-        *,
-        high_precision: bool = True,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        _check_positive_int(n, "n")
-        _check_positive_int(p, "p")
-        if p > n:
-            raise ValueError(f"an (n, p) orthonormal frame needs n >= p, got n={n}, p={p}")
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(
-                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
-            )
-        self.n, self.p, self.parametrization = n, p, parametrization
-        self.high_precision = high_precision
-        factory = {"dtype": dtype, "device": device}
-        eye = torch.eye(n, p, **factory)
-        if parametrization == "stiefel":
-            manifold = (
-                _RoundOnceEuclideanStiefel()
-                if high_precision
-                else geoopt.manifolds.EuclideanStiefel()
-            )
-            self.weight = geoopt.ManifoldParameter(eye, manifold=manifold)
-        else:
-            self.register_buffer("base", torch.eye(n, **factory))
-            self.skew_weight = nn.Parameter(torch.zeros(n, n, **factory))
-            # Only rows < p of the strict upper triangle are free: X = [[Omega, -K^T], [K, 0]].
-            rows = torch.arange(n, device=device).unsqueeze(1) < p
-            self.register_buffer(
-                "_free", torch.triu(rows.expand(n, n), diagonal=1), persistent=False
-            )
-
-    def skew(self) -> torch.Tensor:
-        """Skew-symmetric generator ``X`` ``(n, n)`` with a zero lower-right ``(n-p, n-p)`` block."""
-        upper = torch.where(self._free, self.skew_weight, torch.zeros_like(self.skew_weight))
-        return upper - upper.transpose(-1, -2)
-
-    def forward(self) -> torch.Tensor:
-        """The frame ``(n, p)``."""
-        if self.parametrization == "stiefel":
-            return self.weight
-        x = self.skew()
-        work_dtype = self._work_dtype(x)
-        x = x.to(work_dtype)
-        if self.parametrization == "matrix_exp":
-            rotation = _MatrixExp.apply(x)[:, : self.p]
-        else:
-            eye = torch.eye(self.n, dtype=work_dtype, device=x.device)
-            rotation = torch.linalg.solve(eye + x, (eye - x)[:, : self.p])
-        return (self.base.to(work_dtype) @ rotation).to(self.skew_weight.dtype)
-
-    def _work_dtype(self, x: torch.Tensor) -> torch.dtype:
-        # The rounding error of exp / Cayley grows with ||X|| (scaling-and-squaring, cond(I + X));
-        # evaluating them in float64 and rounding once keeps Q^T Q = I at the storage precision.
-        if self.high_precision and x.dtype != torch.float64 and x.device.type != "mps":
-            return torch.float64
-        return x.dtype
-
-    @torch.no_grad()
-    def load_(self, frame: torch.Tensor) -> OrthonormalFrame:
-        """Set the frame to ``frame`` ``(n, p)`` (re-orthonormalised by a sign-fixed QR)."""
-        if frame.shape != (self.n, self.p):
-            raise ValueError(
-                f"frame must have shape ({self.n}, {self.p}), got {tuple(frame.shape)}"
-            )
-        if not torch.isfinite(frame).all():
-            raise ValueError("frame contains NaN or Inf")
-        target = self._target_dtype_device()
-        frame = qr_positive(frame.to(torch.float64)).to(**target)
-        if self.parametrization == "stiefel":
-            self.weight.copy_(frame)
-        else:
-            completed = qr_positive(_orthonormal_completion(frame.to(torch.float64)))
-            self.base.copy_(completed.to(**target))
-            self.skew_weight.zero_()
-        return self
-
-    def _target_dtype_device(self) -> dict:
-        ref = self.weight if self.parametrization == "stiefel" else self.skew_weight
-        return {"dtype": ref.dtype, "device": ref.device}
-
-    def extra_repr(self) -> str:
-        return f"n={self.n}, p={self.p}, parametrization={self.parametrization!r}"
+__all__ = ["OrthogonalDirectSum"]
 
 
 def _covariance(x: np.ndarray) -> np.ndarray:
@@ -292,6 +108,9 @@ class OrthogonalDirectSum(nn.Module):
         vectors are mutually orthogonal and decoding is exact).
     readout_dim : size s of the shared read-out (the first s coordinates of C) used by
         :meth:`readout` and the InfoNCE alignment (default ``min(r_A, r_B, c // 2)``).
+    high_precision : evaluate the frames' exp / Cayley maps and QR retractions in float64 and
+        round once (see :class:`~manifoldnn.parametrizations.OrthonormalFrame`). Default: False.
+    validate : check token ids against ``num_tokens`` on the host in eager forwards. Default: True.
     dtype, device : of parameters and buffers.
 
     Shapes: ``forward(A (..., n), B (..., K, V) | (..., K)) -> C (..., c)`` where the leading dims
@@ -314,12 +133,15 @@ class OrthogonalDirectSum(nn.Module):
         exact: bool | None = None,
         num_tokens: int | None = None,
         readout_dim: int | None = None,
+        high_precision: bool = False,
+        validate: bool = True,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        self.validate = validate
         for value, name in ((n, "n"), (K, "K"), (V, "V"), (c, "c")):
-            _check_positive_int(value, name)
+            check_positive_int(value, name)
         full_a, full_b = n, K * V
         if exact and (
             (rank_a is not None and rank_a != full_a) or (rank_b is not None and rank_b != full_b)
@@ -328,8 +150,8 @@ class OrthogonalDirectSum(nn.Module):
                 f"exact mode keeps everything: rank_a must be n={n} and rank_b K*V={full_b}, "
                 f"got rank_a={rank_a}, rank_b={rank_b}"
             )
-        rank_a = full_a if rank_a is None else _check_positive_int(rank_a, "rank_a")
-        rank_b = full_b if rank_b is None else _check_positive_int(rank_b, "rank_b")
+        rank_a = full_a if rank_a is None else check_positive_int(rank_a, "rank_a")
+        rank_b = full_b if rank_b is None else check_positive_int(rank_b, "rank_b")
         if rank_a > full_a:
             raise ValueError(f"rank_a={rank_a} exceeds the text width n={n}")
         if rank_b > full_b:
@@ -351,10 +173,10 @@ class OrthogonalDirectSum(nn.Module):
                 f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
             )
         if num_tokens is not None:
-            _check_positive_int(num_tokens, "num_tokens")
+            check_positive_int(num_tokens, "num_tokens")
         if readout_dim is None:
             readout_dim = max(1, min(rank_a, rank_b, c // 2))
-        _check_positive_int(readout_dim, "readout_dim")
+        check_positive_int(readout_dim, "readout_dim")
         if readout_dim > c:
             raise ValueError(f"readout_dim={readout_dim} exceeds c={c}")
 
@@ -365,12 +187,13 @@ class OrthogonalDirectSum(nn.Module):
         self.num_tokens = num_tokens
         self.readout_dim = readout_dim
         factory = {"dtype": dtype, "device": device}
-        self.frame = OrthonormalFrame(c, rank_a + rank_b, parametrization, **factory)
+        frame_kwargs = {"high_precision": high_precision, **factory}
+        self.frame = OrthonormalFrame(c, rank_a + rank_b, parametrization, **frame_kwargs)
         self.retained_a = (
-            OrthonormalFrame(n, rank_a, parametrization, **factory) if rank_a < n else None
+            OrthonormalFrame(n, rank_a, parametrization, **frame_kwargs) if rank_a < n else None
         )
         self.retained_b = (
-            OrthonormalFrame(full_b, rank_b, parametrization, **factory)
+            OrthonormalFrame(full_b, rank_b, parametrization, **frame_kwargs)
             if rank_b < full_b
             else None
         )
@@ -527,7 +350,12 @@ class OrthogonalDirectSum(nn.Module):
             raise ValueError("integer B (token ids) needs the operator built with num_tokens=...")
         if B.dim() < 1 or B.shape[-1] != self.K:
             raise ValueError(f"token ids B must have shape (..., K={self.K}), got {tuple(B.shape)}")
-        if B.numel() and (int(B.min()) < 0 or int(B.max()) >= self.num_tokens):
+        if (
+            self.validate
+            and not torch.compiler.is_compiling()
+            and B.numel()
+            and (int(B.min()) < 0 or int(B.max()) >= self.num_tokens)
+        ):
             raise ValueError(
                 f"token ids must lie in [0, {self.num_tokens}), got range "
                 f"[{int(B.min())}, {int(B.max())}]"

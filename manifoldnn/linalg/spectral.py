@@ -20,9 +20,23 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-ScalarFn = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+from .tolerances import tolerance
 
-_SMALL = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 1e-2, torch.float64: 1e-3}
+__all__ = [
+    "ScalarFn",
+    "symmetric_functions",
+    "ACOS_SQRT_OVER_SIN_COS",
+    "COS_SQRT",
+    "SINC_SQRT",
+    "LOG",
+    "EXP",
+    "SQRT",
+    "INV_SQRT",
+    "sym_logm",
+    "sym_expm",
+]
+
+ScalarFn = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
 
 def _series(lam: torch.Tensor, coeffs: Sequence[float]) -> torch.Tensor:
@@ -34,7 +48,7 @@ def _series(lam: torch.Tensor, coeffs: Sequence[float]) -> torch.Tensor:
 
 def _branch(lam, small_coeffs, closed_form):
     """Evaluate ``closed_form`` away from 0 and a Taylor polynomial near 0 (NaN-free in both)."""
-    small = lam.abs() < _SMALL.get(lam.dtype, 1e-3)
+    small = lam.abs() < tolerance("taylor_switch", lam.dtype)
     safe = torch.where(small, torch.ones_like(lam), lam)
     return torch.where(small, _series(lam, small_coeffs), closed_form(safe))
 
@@ -45,7 +59,7 @@ def _branch_at_one(lam, small_coeffs, closed_form):
     cut locus ``lam = 0`` stays finite) and a Taylor polynomial in ``1 - lam`` near 1 (rounding may
     put ``lam`` a little above 1 there)."""
     mu = 1.0 - lam
-    small = mu.abs() < _SMALL.get(lam.dtype, 1e-3)
+    small = mu.abs() < tolerance("taylor_switch", lam.dtype)
     safe = torch.where(small, torch.full_like(lam, 0.5), lam.clamp_min(torch.finfo(lam.dtype).tiny))
     return torch.where(small, _series(mu, small_coeffs), closed_form(safe))
 
@@ -196,3 +210,21 @@ def symmetric_functions(
     lam, q = _eigh(s, factor)
     qt = q.transpose(-1, -2)
     return tuple((q * f(lam).unsqueeze(-2)) @ qt for f, _ in fns)
+
+
+LOG: ScalarFn = (torch.log, torch.reciprocal)
+EXP: ScalarFn = (torch.exp, torch.exp)
+SQRT: ScalarFn = (torch.sqrt, lambda x: 0.5 * torch.rsqrt(x))
+INV_SQRT: ScalarFn = (torch.rsqrt, lambda x: -0.5 * torch.rsqrt(x) / x)
+
+
+def sym_logm(s: torch.Tensor) -> torch.Tensor:
+    r"""Matrix logarithm :math:`Q \log(\Lambda) Q^\top` of symmetric positive-definite ``s``
+    ``(..., n, n)``, with the gap-safe Daleckii-Krein backward of :func:`symmetric_functions`."""
+    return symmetric_functions(s, LOG)[0]
+
+
+def sym_expm(s: torch.Tensor) -> torch.Tensor:
+    r"""Matrix exponential :math:`Q \exp(\Lambda) Q^\top` of symmetric ``s`` ``(..., n, n)``, with the
+    gap-safe Daleckii-Krein backward of :func:`symmetric_functions`."""
+    return symmetric_functions(s, EXP)[0]

@@ -2,7 +2,7 @@ r"""A small Grassmann network (GrNet, Huang, Wu & Van Gool, AAAI 2018, Fig. 1) a
 head on projectors.
 
 Architecture of :class:`GrNet` (channel axis at dimension -3, see
-:mod:`manifoldnn.layers.grassmann_layers`)::
+:mod:`manifoldnn.layers.grassmann`)::
 
     x (..., n, m) --SubspaceEmbedding(p)--> Y (..., n, p) --unsqueeze--> (..., 1, n, p)
       --FRMap(n, d_1, channels=C)--> ReOrth --> (..., C, d_1, p)                 # projection block
@@ -22,9 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# re-exported: the projector vectorisation lives in manifoldnn.linalg (the losses use it too)
-from ..linalg import symmetric_vectorize
-from .grassmann_layers import (
+from ..layers.grassmann import (
     FRMap,
     KarcherPool,
     OrthMap,
@@ -33,8 +31,9 @@ from .grassmann_layers import (
     ReOrth,
     SubspaceEmbedding,
 )
+from ..linalg import symmetric_vectorize
 
-__all__ = ["ProjectorClassifier", "GrNet", "symmetric_vectorize"]
+__all__ = ["ProjectorClassifier", "GrNet"]
 
 
 class ProjectorClassifier(nn.Module):

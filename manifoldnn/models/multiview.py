@@ -19,8 +19,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .grassmann_layers import FRMap, ProjMap, ReOrth
-from .grnet import symmetric_vectorize
+from ..layers.grassmann import FRMap, ProjMap, ReOrth
+from ..linalg import symmetric_vectorize
+from ..manifolds import extrinsic_mean
 
 __all__ = ["MultiViewGrassmannNet", "MultiViewOutput", "fuse_subspaces"]
 
@@ -37,21 +38,18 @@ class MultiViewOutput(NamedTuple):
 
 
 def fuse_subspaces(subspaces: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Extrinsic mean over views: top-p eigenvectors of :math:`\sum_v w_v Z^v Z^{v\top}`.
+    r"""Extrinsic mean over views (:func:`manifoldnn.manifolds.extrinsic_mean`): top-p
+    eigenvectors of :math:`\sum_v w_v Z^v Z^{v\top}`.
 
-    ``subspaces`` ``(V, N, m, p)``, optional ``weights`` ``(V,)`` -> ``(N, m, p)``. The minimiser of
-    the summed squared projection distances to the views (Chikuse 2003, Sec. 8.2).
+    ``subspaces`` ``(V, N, m, p)`` (views first, as :class:`MultiViewOutput` holds them), optional
+    ``weights`` ``(V,)`` -> ``(N, m, p)``. The minimiser of the summed squared projection distances
+    to the views (Chikuse 2003, Sec. 8.2).
     """
     if subspaces.dim() != 4:
         raise ValueError(f"subspaces must have shape (V, N, m, p), got {tuple(subspaces.shape)}")
-    projectors = subspaces @ subspaces.transpose(-1, -2)
-    if weights is None:
-        mean = projectors.mean(0)
-    else:
-        if weights.shape != subspaces.shape[:1]:
-            raise ValueError(f"weights must have shape (V,) = ({subspaces.shape[0]},)")
-        mean = torch.einsum("v,vnab->nab", weights / weights.sum(), projectors)
-    return torch.linalg.eigh(mean)[1][..., -subspaces.shape[-1] :]
+    if weights is not None and weights.shape != subspaces.shape[:1]:
+        raise ValueError(f"weights must have shape (V,) = ({subspaces.shape[0]},)")
+    return extrinsic_mean(subspaces.transpose(0, 1), weights)
 
 
 class MultiViewGrassmannNet(nn.Module):

@@ -35,16 +35,10 @@ from __future__ import annotations
 
 import torch
 
-from ..linalg import sym
+from .basic import sym
+from .tolerances import tolerance
 
-__all__ = ["eigh_top", "DEFAULT_BROADENING"]
-
-DEFAULT_BROADENING = {
-    torch.float16: 1e-3,
-    torch.bfloat16: 1e-2,
-    torch.float32: 1e-6,
-    torch.float64: 1e-10,
-}
+__all__ = ["eigh_top"]
 
 
 def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:
@@ -105,7 +99,7 @@ def eigh_top(
         gradient is that of ``a -> f(sym(a))`` (symmetric).
     p : number of eigenpairs, ``1 <= p <= n``.
     broadening : relative Lorentzian broadening (see the module docstring); default
-        :data:`DEFAULT_BROADENING` of the dtype.
+        ``tolerance("eigh_broadening", a.dtype)``.
 
     Returns
     -------
@@ -121,7 +115,7 @@ def eigh_top(
     if not a.is_floating_point():
         raise ValueError(f"eigh_top needs a floating-point tensor, got {a.dtype}")
     if broadening is None:
-        broadening = DEFAULT_BROADENING.get(a.dtype, 1e-6)
+        broadening = tolerance("eigh_broadening", a.dtype)
     if broadening < 0:
         raise ValueError(f"broadening must be >= 0, got {broadening}")
     return _EighTop.apply(a, p, broadening)

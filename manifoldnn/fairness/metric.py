@@ -31,7 +31,7 @@ import geoopt
 import torch
 from torch import nn
 
-from .attention_maps import manifold_kind, pairwise_differential, pairwise_sq_dist
+from ..manifolds import ManifoldGeometry, geometry_for
 
 __all__ = ["FairnessMetric", "AssociationBias", "LinearBias"]
 
@@ -77,7 +77,7 @@ class FairnessMetric(nn.Module):
 
     Parameters
     ----------
-    manifold : a manifold supported by :class:`~manifoldnn.layers.GeodesicAttention`.
+    manifold : a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
     bias_losses : M differentiable functions ``x (..., *point_shape) -> (...)``.
     alpha : stretch; 0 gives the base metric. Negative values contract the metric along the bias
         gradients; they are accepted while :math:`1 + \alpha w_m |g_m|^2 > 0` at every query
@@ -85,6 +85,8 @@ class FairnessMetric(nn.Module):
     centres : optional ``(M, *point_shape)``: locality kernel
         :math:`w_m(x) = \exp(-d^2(x, c_m) / (2 \sigma^2))`; default :math:`w_m \equiv 1`.
     bandwidth : :math:`\sigma`.
+    distance : the geometry's distance for the locality kernel and :meth:`sq_dist`; default the
+        geometry's default (the one attention uses).
 
     ``linear_directions`` is the ``(M, d)`` stack of directions when every bias loss is a
     :class:`LinearBias` (then the stretched distance runs through SDPA in Euclidean space).
@@ -92,16 +94,18 @@ class FairnessMetric(nn.Module):
 
     def __init__(
         self,
-        manifold: geoopt.Manifold,
+        manifold: geoopt.Manifold | ManifoldGeometry,
         bias_losses: Sequence[Callable[[torch.Tensor], torch.Tensor]],
         alpha: float = 1.0,
         *,
         centres: torch.Tensor | None = None,
         bandwidth: float = 1.0,
+        distance: str | None = None,
     ) -> None:
         super().__init__()
-        self.kind = manifold_kind(manifold)
-        self.manifold = manifold
+        self.geometry = geometry_for(manifold)
+        self.manifold = self.geometry.manifold
+        self.distance = self.geometry.check_distance(distance)
         if len(bias_losses) == 0:
             raise ValueError("FairnessMetric needs at least one bias loss")
         if bandwidth <= 0:
@@ -131,25 +135,25 @@ class FairnessMetric(nn.Module):
         if self.centres is None:
             return torch.ones(x.shape[: x.dim() - nd] + (m,), dtype=x.dtype, device=x.device)
         flat = x.reshape((-1,) + x.shape[x.dim() - nd :])
-        d2 = pairwise_sq_dist(
-            self.kind, self.manifold, _default_distance(self.kind), flat, self.centres.to(x)
-        )
+        d2 = self.geometry.pairwise_sq_dist(flat, self.centres.to(x), self.distance)
         return torch.exp(-d2 / (2 * self.bandwidth**2)).reshape(x.shape[: x.dim() - nd] + (m,))
 
     def euclidean_gradients(self, x: torch.Tensor) -> torch.Tensor:
-        """Euclidean gradients of the bias losses ``(..., M, *point_shape)`` (differentiable)."""
-        create = torch.is_grad_enabled() and x.requires_grad
+        """Euclidean gradients of the bias losses ``(..., M, *point_shape)``.
+
+        Computed with :func:`torch.func.vjp` (each loss is per point, so the vector-Jacobian
+        product with ones is the gradient at every point), which stays differentiable for outer
+        autograd and traces under ``torch.compile``.
+        """
+        batch = x.shape[: x.dim() - self.manifold.ndim]
         grads = []
-        with torch.enable_grad():
-            xg = x if x.requires_grad else x.detach().requires_grad_(True)
-            for loss in self.bias_losses:
-                value = loss(xg)
-                if value.shape != x.shape[: x.dim() - self.manifold.ndim]:
-                    raise ValueError(
-                        f"a bias loss must map (..., *point_shape) to (...), got {tuple(value.shape)}"
-                    )
-                (g,) = torch.autograd.grad(value.sum(), xg, create_graph=create)
-                grads.append(g)
+        for loss in self.bias_losses:
+            value, pullback = torch.func.vjp(loss, x)
+            if value.shape != batch:
+                raise ValueError(
+                    f"a bias loss must map (..., *point_shape) to (...), got {tuple(value.shape)}"
+                )
+            grads.append(pullback(torch.ones_like(value))[0])
         return torch.stack(grads, x.dim() - self.manifold.ndim)
 
     def query_terms(self, manifold: geoopt.Manifold, query: torch.Tensor):
@@ -157,13 +161,16 @@ class FairnessMetric(nn.Module):
 
         Raises ``ValueError`` if the metric is not positive definite at some query (alpha < 0).
         """
-        if manifold_kind(manifold) != self.kind:
+        used = self.geometry
+        if manifold is not self.manifold and manifold is not self.geometry:
+            used = geometry_for(manifold)
+        if type(used) is not type(self.geometry):
             raise ValueError(
-                f"FairnessMetric was built for {self.kind}, used on {manifold_kind(manifold)}"
+                f"FairnessMetric was built for {self.geometry.name}, used on {used.name}"
             )
         egrad = self.euclidean_gradients(query)
         coeff = self.alpha * self.locality(query)
-        if self.alpha < 0:
+        if self.alpha < 0 and not torch.compiler.is_compiling():
             sq = self.gradient_sq_norms(query, egrad)
             if bool((1 + coeff * sq <= 0).any()):
                 raise ValueError(
@@ -183,14 +190,13 @@ class FairnessMetric(nn.Module):
     def extra_sq(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         r"""``alpha sum_m w_m(q) <g_m(q), Log_q k>^2`` for every pair: ``(..., Lq, Lk)``."""
         egrad, coeff = self.query_terms(self.manifold, query)
-        diff = pairwise_differential(self.kind, self.manifold, query, egrad, key)
+        diff = self.geometry.pairwise_differential(query, egrad, key)
         return (coeff.unsqueeze(-2) * diff.pow(2)).sum(-1)
 
     def sq_dist(self, query: torch.Tensor, key: torch.Tensor, distance: str | None = None):
         """First-order stretched squared distance ``(..., Lq, *s), (..., Lk, *s) -> (..., Lq, Lk)``."""
-        base = pairwise_sq_dist(
-            self.kind, self.manifold, distance or _default_distance(self.kind), query, key
-        )
+        distance = self.distance if distance is None else self.geometry.check_distance(distance)
+        base = self.geometry.pairwise_sq_dist(query, key, distance)
         return base + self.extra_sq(query, key)
 
     def quadratic_form(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -204,17 +210,7 @@ class FairnessMetric(nn.Module):
         return base + self.alpha * (self.locality(x) * pairing.pow(2)).sum(-1)
 
     def extra_repr(self) -> str:
-        return f"{self.kind}, losses={len(self.bias_losses)}, alpha={self.alpha}"
-
-
-def _default_distance(kind: str) -> str:
-    return {
-        "euclidean": "euclidean",
-        "sphere": "geodesic",
-        "grassmann": "geodesic",
-        "spd": "affine",
-        "ball": "geodesic",
-    }[kind]
+        return f"{self.geometry.name}, losses={len(self.bias_losses)}, alpha={self.alpha}"
 
 
 class _Wrapped(nn.Module):

@@ -23,9 +23,8 @@ import geoopt
 import torch
 from torch import nn
 
-from ..linalg import qr_positive
+from ..linalg import eigh_top, qr_positive
 from ..manifolds import Grassmann, karcher_mean
-from .functional import eigh_top
 
 __all__ = [
     "FRMap",
@@ -345,7 +344,7 @@ class OrthMap(nn.Module):
 
     Returns an orthonormal basis of the dominant p-dimensional eigenspace of ``sym(input)``, columns
     ordered by decreasing eigenvalue, each signed so that its largest-magnitude entry is positive.
-    The backward (:func:`manifoldnn.layers.functional.eigh_top`) uses a Lorentzian-broadened
+    The backward (:func:`manifoldnn.linalg.eigh_top`) uses a Lorentzian-broadened
     eigenvector kernel and stays finite when eigenvalues repeat, as they always do for projectors;
     it is exact for span-dependent losses when :math:`\lambda_p > \lambda_{p+1}` by more than the
     broadening.  ``broadening`` is the relative broadening (default depends on the dtype).
@@ -377,7 +376,7 @@ class SubspaceEmbedding(nn.Module):
     singular vectors of X (optionally of :math:`X - \bar x 1^\top` with ``center=True``), computed as
     the top-p eigenvectors of :math:`X X^\top` (PCA subspace; the standard image-set / video
     representation on the Grassmannian, e.g. Hamm & Lee, ICML 2008, "Grassmann discriminant
-    analysis") with the gap-safe backward of :func:`~manifoldnn.layers.functional.eigh_top`.
+    analysis") with the gap-safe backward of :func:`~manifoldnn.linalg.eigh_top`.
     Needs ``p <= min(n, m)``.
     """
 

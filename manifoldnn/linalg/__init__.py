@@ -1,0 +1,30 @@
+"""Differentiable linear algebra shared by the geometry and the layers.
+
+* :mod:`.basic`: symmetric part, identity, sign-fixed QR, isometric vectorisation of symmetric
+  matrices;
+* :mod:`.spectral`: functions of symmetric matrices (``Q f(Lambda) Q^T``) with the gap-safe
+  Daleckii-Krein backward, matrix log / exp of symmetric matrices;
+* :mod:`.eigh`: top-p eigenpairs with a backward that stays finite at repeated eigenvalues;
+* :mod:`.tolerances`: the per-dtype thresholds, in one table.
+
+Every function accepts any number of leading batch dimensions and any floating dtype and device.
+"""
+
+from .basic import eye_like, qr_positive, sym, symmetric_vectorize
+from .eigh import eigh_top
+from .spectral import ScalarFn, sym_expm, sym_logm, symmetric_functions
+from .tolerances import TOLERANCES, tolerance
+
+__all__ = [
+    "sym",
+    "eye_like",
+    "qr_positive",
+    "symmetric_vectorize",
+    "eigh_top",
+    "ScalarFn",
+    "symmetric_functions",
+    "sym_logm",
+    "sym_expm",
+    "TOLERANCES",
+    "tolerance",
+]

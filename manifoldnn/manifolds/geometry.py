@@ -1,0 +1,530 @@
+r"""Pairwise geometry of a manifold: what attention and metrics need to know about it.
+
+One class per manifold says how to compute, for a set of queries and a set of keys,
+
+* squared distances (``pairwise_sq_dist``), logarithms (``pairwise_log``) and the differential of a
+  function along them (``pairwise_differential``);
+* features whose inner product is minus a squared distance (``sdpa_features``), so that attention
+  runs through :func:`torch.nn.functional.scaled_dot_product_attention` or random features;
+* an extrinsic mean: ``value_features`` (points as vectors) and ``aggregate`` (a weighted mean of
+  those vectors mapped back to the manifold);
+* a learnable map that keeps points on the manifold (``map_points``), for query/key/value maps.
+
+:func:`geometry_for` picks the class of a geoopt manifold; a new manifold is one new subclass of
+:class:`ManifoldGeometry` naming its ``manifold_type`` (registered when the class is created).
+The base class is generic: it works on any geoopt manifold with ``dist``, ``logmap``, ``expmap``
+and ``projx``, so a subclass overrides only what it can do better.
+
+Token shapes (``...`` batch dimensions, ``L`` the sequence length): vectors ``(..., L, d)``
+(Euclidean, sphere, Poincaré ball), orthonormal bases ``(..., L, n, p)`` (Grassmann), symmetric
+matrices ``(..., L, n, n)`` (SPD).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import geoopt
+import torch
+
+from ..linalg import qr_positive, sym, sym_expm, sym_logm, symmetric_functions, symmetric_vectorize
+from ..linalg.spectral import INV_SQRT, SQRT
+from .extrinsic import top_eigenspace
+from .grassmann import Grassmann
+
+__all__ = [
+    "ManifoldGeometry",
+    "EuclideanGeometry",
+    "SphereGeometry",
+    "GrassmannGeometry",
+    "SPDGeometry",
+    "PoincareBallGeometry",
+    "geometry_for",
+]
+
+_REGISTRY: list[type[ManifoldGeometry]] = []
+
+
+def _upper_triangle(matrix: torch.Tensor) -> torch.Tensor:
+    n = matrix.shape[-1]
+    rows, cols = torch.triu_indices(n, n, device=matrix.device)
+    return matrix.flatten(-2).index_select(-1, rows * n + cols)
+
+
+def _symmetric_from_upper(upper: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``_upper_triangle``: ``(..., n (n + 1) / 2) -> (..., n, n)`` symmetric."""
+    rows, cols = torch.triu_indices(n, n, device=upper.device)
+    flat = upper.new_zeros(upper.shape[:-1] + (n * n,))
+    flat = flat.index_copy(-1, rows * n + cols, upper).index_copy(-1, cols * n + rows, upper)
+    return flat.unflatten(-1, (n, n))
+
+
+class ManifoldGeometry:
+    r"""Pairwise geometry of a geoopt manifold (generic base class).
+
+    Args:
+        manifold: the geoopt manifold; it must be an instance of ``manifold_type``.
+
+    Class attributes a subclass sets: ``manifold_type`` (the geoopt class it handles; setting it
+    registers the subclass with :func:`geometry_for`), ``distances`` (names, the first being the
+    default), ``sdpa_distances`` (those with ``sdpa_features``), ``rank_preserving_map`` (the
+    learnable map needs ``out_size <= in_size``), ``affine_map`` (the map takes a bias) and
+    ``is_flat`` (zero curvature: every aggregation is the weighted mean of the values).
+
+    Shapes: ``q (..., L_q, *point_shape)``, ``k (..., L_k, *point_shape)``; pairwise results are
+    ``(..., L_q, L_k)`` (scalars) or ``(..., L_q, L_k, *point_shape)`` (tangent vectors).
+    """
+
+    manifold_type: ClassVar[type] = geoopt.Manifold
+    distances: ClassVar[tuple[str, ...]] = ("geodesic",)
+    sdpa_distances: ClassVar[frozenset[str]] = frozenset()
+    rank_preserving_map: ClassVar[bool] = False
+    affine_map: ClassVar[bool] = False
+    is_flat: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "manifold_type" in cls.__dict__:
+            _REGISTRY.append(cls)
+
+    def __init__(self, manifold: geoopt.Manifold) -> None:
+        if not isinstance(manifold, self.manifold_type):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.manifold_type.__name__}, got "
+                f"{type(manifold).__name__}"
+            )
+        self.manifold = manifold
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def name(self) -> str:
+        """Short name of the manifold, for messages and ``repr``."""
+        return type(self.manifold).__name__
+
+    @property
+    def point_ndim(self) -> int:
+        """Number of trailing dimensions of one point (1 for vectors, 2 for matrices)."""
+        return self.manifold.ndim
+
+    @property
+    def default_distance(self) -> str:
+        return self.distances[0]
+
+    def check_distance(self, distance: str | None) -> str:
+        """The distance name to use (``None``: the default); ``ValueError`` if unavailable."""
+        distance = self.default_distance if distance is None else distance
+        if distance not in self.distances:
+            raise ValueError(
+                f"distance {distance!r} is not available on {self.name}; choose from "
+                f"{self.distances}"
+            )
+        return distance
+
+    def check_points(self, x: torch.Tensor, name: str) -> None:
+        """Shape checks of tokens ``(..., L, *point_shape)`` (no tensor values are read)."""
+        if x.dim() < self.point_ndim + 1:
+            raise ValueError(
+                f"{name} must have shape (..., L, *point_shape) with {self.point_ndim} point "
+                f"dimension(s) on {self.name}, got {tuple(x.shape)}"
+            )
+
+    # ------------------------------------------------------------ pairwise maps
+    def _pairs(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nd = self.point_ndim
+        qb, kb = q.unsqueeze(-1 - nd), k.unsqueeze(-2 - nd)
+        shape = torch.broadcast_shapes(qb.shape, kb.shape)
+        return qb.expand(shape), kb.expand(shape)
+
+    def pairwise_sq_dist(
+        self, q: torch.Tensor, k: torch.Tensor, distance: str | None = None
+    ) -> torch.Tensor:
+        """Squared distances between every query and key: ``(..., L_q, L_k)``."""
+        qb, kb = self._pairs(q, k)
+        return self.manifold.dist(qb, kb).pow(2)
+
+    def pairwise_log(self, q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathrm{Log}_{q_i} v_j` for every pair: ``(..., L_q, L_k, *point_shape)``."""
+        qb, vb = self._pairs(q, v)
+        return self.manifold.logmap(qb, vb)
+
+    def pairwise_differential(
+        self, q: torch.Tensor, egrad: torch.Tensor, k: torch.Tensor
+    ) -> torch.Tensor:
+        r""":math:`db(q_i)[\mathrm{Log}_{q_i} k_j] = \langle e_i, \mathrm{Log}_{q_i} k_j \rangle`
+        (ambient pairing of Euclidean gradients with logarithms) for every pair.
+
+        ``q (..., L_q, *s)``, ``egrad (..., L_q, M, *s)`` (M functions), ``k (..., L_k, *s)`` ->
+        ``(..., L_q, L_k, M)``.
+        """
+        nd = self.point_ndim
+        logs = self.pairwise_log(q, k)  # (..., Lq, Lk, *s)
+        dims = tuple(range(-nd, 0))
+        return (logs.unsqueeze(-1 - nd) * egrad.unsqueeze(-2 - nd)).sum(dims)
+
+    def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Exponential map, re-projected on the manifold: ``(..., *s), (..., *s) -> (..., *s)``."""
+        return self.manifold.projx(self.manifold.expmap(x, u))
+
+    # -------------------------------------------------------- features and means
+    def sdpa_features(
+        self, q: torch.Tensor, k: torch.Tensor, distance: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Features ``phi (..., L_q, F)``, ``psi (..., L_k, F)`` with
+        :math:`\langle \phi(q), \psi(k) \rangle = -d^2(q, k) + c(q)` (``c`` cancels in a softmax
+        over keys); only for the distances in ``sdpa_distances``."""
+        raise ValueError(f"no inner-product features for {self.name} with distance {distance!r}")
+
+    def value_features(self, v: torch.Tensor) -> torch.Tensor:
+        """Points as vectors ``(..., L, F)`` whose weighted mean :meth:`aggregate` maps back.
+        Generic: the ambient coordinates."""
+        return v.flatten(v.dim() - self.point_ndim)
+
+    def aggregate(self, mean: torch.Tensor, point_shape: torch.Size) -> torch.Tensor:
+        """A weighted mean of :meth:`value_features` ``(..., F)`` mapped back to the manifold
+        ``(..., *point_shape)``. Generic: the manifold's projection of the ambient mean."""
+        return self.manifold.projx(mean.unflatten(-1, tuple(point_shape)))
+
+    # ----------------------------------------------------------- learnable maps
+    def map_points(
+        self, weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Apply ``weight (H, out, in)`` to points ``x (..., L, *point_shape)`` keeping them on the
+        manifold: ``(..., L, H, *head_point_shape)``."""
+        raise ValueError(f"no manifold-preserving linear map is defined on {self.name}")
+
+    def map_input_size(self, x: torch.Tensor) -> int:
+        """The size a map's ``in_size`` must match (the first point dimension)."""
+        return x.shape[x.dim() - self.point_ndim]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.manifold!r})"
+
+
+class EuclideanGeometry(ManifoldGeometry):
+    r"""Euclidean space :math:`\mathbb{R}^d` (``geoopt.Euclidean(ndim=1)``): ``||q - k||^2``,
+    features ``phi = [2q, 1]``, ``psi = [k, -|k|^2]``, affine maps :math:`x \mapsto Wx + b`."""
+
+    manifold_type = geoopt.Euclidean
+    distances = ("euclidean",)
+    sdpa_distances = frozenset({"euclidean"})
+    affine_map = True
+    is_flat = True
+
+    def __init__(self, manifold: geoopt.Manifold) -> None:
+        super().__init__(manifold)
+        if manifold.ndim != 1:
+            raise ValueError(f"EuclideanGeometry needs Euclidean(ndim=1), got ndim={manifold.ndim}")
+
+    def pairwise_sq_dist(self, q, k, distance=None):
+        return (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)
+
+    def pairwise_log(self, q, v):
+        return v.unsqueeze(-3) - q.unsqueeze(-2)
+
+    def pairwise_differential(self, q, egrad, k):
+        ek = egrad @ k.unsqueeze(-3).transpose(-1, -2)  # (..., Lq, M, Lk)
+        eq = (egrad * q.unsqueeze(-2)).sum(-1)
+        return (ek - eq.unsqueeze(-1)).transpose(-1, -2)
+
+    def expmap(self, x, u):
+        return x + u
+
+    def sdpa_features(self, q, k, distance):
+        one = torch.ones_like(q[..., :1])
+        return torch.cat([2.0 * q, one], -1), torch.cat([k, -k.pow(2).sum(-1, keepdim=True)], -1)
+
+    def value_features(self, v):
+        return v
+
+    def aggregate(self, mean, point_shape):
+        return mean
+
+    def map_points(self, weight, x, bias=None):
+        y = torch.einsum("hoi,...i->...ho", weight, x)
+        return y if bias is None else y + bias
+
+
+def _sphere_chord_sq(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise ``||q - k||^2`` and cosines of unit vectors ``(..., L_q, d), (..., L_k, d)``.
+
+    ``2 - 2 <q, k>`` from one matrix product loses all relative accuracy near 0, so pairs with a
+    squared chord below 1e-2 take the explicit difference. In eager mode only those pairs are
+    gathered (few, so memory stays ``O(L_q L_k)``); under ``torch.compile``, where shapes must not
+    depend on values, the differences of the whole block are formed and selected with
+    ``torch.where`` (memory ``O(L_q L_k d)``). Both give the same values.
+    """
+    cos = q @ k.transpose(-1, -2)
+    chord_sq = (2.0 - 2.0 * cos).clamp_min(0.0)
+    close = chord_sq < 1e-2
+    if torch.compiler.is_compiling():
+        exact = (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)
+        return torch.where(close, exact, chord_sq), cos
+    if bool(close.any()):
+        idx = close.nonzero(as_tuple=True)
+        qb = q.expand(cos.shape[:-1] + q.shape[-1:])
+        kb = k.unsqueeze(-3).expand(cos.shape + k.shape[-1:])
+        exact = (qb[idx[:-1]] - kb[idx]).pow(2).sum(-1)
+        chord_sq = chord_sq.index_put(idx, exact)
+    return chord_sq, cos
+
+
+def _chord_to_angle(chord_sq: torch.Tensor) -> torch.Tensor:
+    """Arc length ``2 atan2(c/2, sqrt(1 - c^2/4))`` from the squared chord ``c^2`` (accurate near 0)."""
+    half = 0.25 * chord_sq
+    return 2.0 * torch.atan2(half.sqrt(), (1.0 - half).clamp_min(0.0).sqrt())
+
+
+class SphereGeometry(ManifoldGeometry):
+    r"""Unit sphere (the full ``geoopt.Sphere`` or :class:`manifoldnn.manifolds.Sphere`).
+
+    Distances: arc length (``"geodesic"``, from the chord by ``2 atan2``) and chord (``"chordal"``,
+    :math:`2 - 2\langle q, k\rangle`, SDPA features ``phi = 2q``, ``psi = k``). Extrinsic mean:
+    radial projection of the weighted mean (Bhattacharya & Patrangenaru 2003). Map:
+    :math:`x \mapsto Wx / \|Wx\|`.
+    """
+
+    manifold_type = geoopt.Sphere
+    distances = ("geodesic", "chordal")
+    sdpa_distances = frozenset({"chordal"})
+
+    def __init__(self, manifold: geoopt.Manifold) -> None:
+        super().__init__(manifold)
+        if manifold.projector is not None:
+            raise ValueError("SphereGeometry supports the full sphere only (no subspace sphere)")
+
+    def pairwise_sq_dist(self, q, k, distance=None):
+        chord_sq, _ = _sphere_chord_sq(q, k)
+        return chord_sq if distance == "chordal" else _chord_to_angle(chord_sq).pow(2)
+
+    def pairwise_log(self, q, v):
+        r"""``atan2(|w|, <q, v>) w / |w|`` with ``w = v - <q, v> q`` (finite at ``v == q``)."""
+        qb, vb = q.unsqueeze(-2), v.unsqueeze(-3)
+        cos = (qb * vb).sum(-1, keepdim=True)
+        w = vb - cos * qb
+        sin = w.norm(dim=-1, keepdim=True)
+        positive = sin > 0
+        safe = torch.where(positive, sin, torch.ones_like(sin))
+        return w * torch.where(positive, torch.atan2(sin, cos) / safe, torch.ones_like(sin))
+
+    def pairwise_differential(self, q, egrad, k):
+        r"""``<e, Log_q k> = theta / sin(theta) (<e, k> - <q, k> <e, q>)``, from matrix products
+        without forming the ``(L_q, L_k, d)`` logarithms."""
+        chord_sq, cos = _sphere_chord_sq(q, k)
+        theta = _chord_to_angle(chord_sq)
+        sin = torch.sin(theta)
+        factor = torch.where(sin > 0, theta / torch.where(sin > 0, sin, 1.0), 1.0)
+        ek = egrad @ k.unsqueeze(-3).transpose(-1, -2)  # (..., Lq, M, Lk)
+        eq = (egrad * q.unsqueeze(-2)).sum(-1)  # (..., Lq, M)
+        tangential = ek - cos.unsqueeze(-2) * eq.unsqueeze(-1)
+        return (factor.unsqueeze(-2) * tangential).transpose(-1, -2)
+
+    def expmap(self, x, u):
+        """``cos|u| x + sin|u| u/|u|``, re-normalised."""
+        norm = u.norm(dim=-1, keepdim=True)
+        positive = norm > 0
+        safe = torch.where(positive, norm, torch.ones_like(norm))
+        y = torch.cos(norm) * x + torch.where(positive, torch.sin(norm) / safe, 1.0) * u
+        return y / y.norm(dim=-1, keepdim=True)
+
+    def sdpa_features(self, q, k, distance):
+        return 2.0 * q, k
+
+    def value_features(self, v):
+        return v
+
+    def aggregate(self, mean, point_shape):
+        return mean / mean.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(mean.dtype).tiny)
+
+    def map_points(self, weight, x, bias=None):
+        y = torch.einsum("hoi,...i->...ho", weight, x)
+        return y / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
+
+
+class GrassmannGeometry(ManifoldGeometry):
+    r"""Grassmann manifold, points as orthonormal bases ``(n, p)``.
+
+    Distances: projection :math:`p - \|Q^\top K\|_F^2 = \|\sin\theta\|^2` (default; SDPA features
+    :math:`\phi = \psi = \mathrm{vec}(YY^\top)`, Hamm & Lee 2008, "Grassmann discriminant
+    analysis", projection kernel), geodesic :math:`\|\theta\|^2` (Edelman, Arias & Smith 1998,
+    Sec. 4.3) and chordal :math:`\|2\sin(\theta/2)\|^2`. Extrinsic mean: top-p eigenvectors of the
+    weighted mean projector (:func:`manifoldnn.manifolds.extrinsic_mean`). Map: FRMap + ReOrth
+    :math:`Y \mapsto \mathrm{qf}(WY)` (GrNet, Huang, Wu & Van Gool 2018, eqs. 1-2).
+    """
+
+    manifold_type = Grassmann
+    distances = ("projection", "geodesic", "chordal")
+    sdpa_distances = frozenset({"projection"})
+    rank_preserving_map = True
+
+    def check_points(self, x, name):
+        super().check_points(x, name)
+        if x.shape[-2] < x.shape[-1]:
+            raise ValueError(
+                f"{name}: Grassmann tokens must be bases (..., n, p) with n >= p, got "
+                f"{tuple(x.shape)}"
+            )
+
+    def pairwise_sq_dist(self, q, k, distance=None):
+        qb, kb = q.unsqueeze(-3), k.unsqueeze(-4)
+        if distance in (None, "projection"):
+            residual = kb - qb @ (qb.transpose(-1, -2) @ kb)
+            return residual.pow(2).sum((-2, -1))
+        theta = self.manifold.principal_angles(qb, kb)
+        if distance == "chordal":
+            return (2.0 * torch.sin(0.5 * theta)).pow(2).sum(-1)
+        return theta.pow(2).sum(-1)
+
+    def sdpa_features(self, q, k, distance):
+        return (
+            symmetric_vectorize(q @ q.transpose(-1, -2)),
+            symmetric_vectorize(k @ k.transpose(-1, -2)),
+        )
+
+    def value_features(self, v):
+        return _upper_triangle(v @ v.transpose(-1, -2))
+
+    def aggregate(self, mean, point_shape):
+        n, p = point_shape
+        return top_eigenspace(_symmetric_from_upper(mean, n), p)
+
+    def map_points(self, weight, x, bias=None):
+        if x.shape[-1] > weight.shape[-2]:
+            raise ValueError(
+                f"Grassmann bases with p={x.shape[-1]} columns cannot be mapped to "
+                f"{weight.shape[-2]} rows: the map's output size must be >= p"
+            )
+        return qr_positive(weight @ x.unsqueeze(-3))  # (..., L, H, out, p)
+
+
+class SPDGeometry(ManifoldGeometry):
+    r"""Symmetric positive-definite matrices ``(n, n)``.
+
+    Distances: affine-invariant :math:`\|\log(Q^{-1/2} K Q^{-1/2})\|_F^2` (default; Pennec, Fillard
+    & Ayache 2006, eq. 3) and log-Euclidean :math:`\|\log Q - \log K\|_F^2` (Arsigny et al. 2007,
+    eq. 3.5; SDPA features ``phi = [2 vec log Q, 1]``, ``psi = [vec log K, -|log K|^2]``).
+    Extrinsic mean: log-Euclidean mean (ibid., eq. 3.8). Map: congruence :math:`X \mapsto WXW^\top`
+    with W of full row rank (SPDNet BiMap, Huang & Van Gool 2017, eq. 1).
+    """
+
+    manifold_type = geoopt.SymmetricPositiveDefinite
+    distances = ("affine", "log_euclidean")
+    sdpa_distances = frozenset({"log_euclidean"})
+    rank_preserving_map = True
+
+    def check_points(self, x, name):
+        super().check_points(x, name)
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
+
+    def pairwise_sq_dist(self, q, k, distance=None):
+        if distance == "log_euclidean":
+            diff = sym_logm(q).unsqueeze(-3) - sym_logm(k).unsqueeze(-4)
+            return diff.pow(2).sum((-2, -1))
+        chol = torch.linalg.cholesky(q).unsqueeze(-3)
+        left = torch.linalg.solve_triangular(chol, k.unsqueeze(-4), upper=False)
+        whitened = torch.linalg.solve_triangular(chol, left.transpose(-1, -2), upper=False)
+        eigenvalues = torch.linalg.eigvalsh(sym(whitened))
+        return eigenvalues.log().pow(2).sum(-1)
+
+    def pairwise_log(self, q, v):
+        r"""Affine-invariant :math:`\mathrm{Log}_Q V = Q^{1/2} \log(Q^{-1/2} V Q^{-1/2}) Q^{1/2}`
+        (Pennec, Fillard & Ayache 2006, eq. 4)."""
+        root, inv_root = (t.unsqueeze(-3) for t in symmetric_functions(q, SQRT, INV_SQRT))
+        return root @ sym_logm(sym(inv_root @ v.unsqueeze(-4) @ inv_root)) @ root
+
+    def expmap(self, x, u):
+        r""":math:`\mathrm{Exp}_X U = X^{1/2} \exp(X^{-1/2} U X^{-1/2}) X^{1/2}` (ibid., eq. 3)."""
+        root, inv_root = symmetric_functions(x, SQRT, INV_SQRT)
+        return sym(root @ sym_expm(sym(inv_root @ u @ inv_root)) @ root)
+
+    def sdpa_features(self, q, k, distance):
+        q, k = symmetric_vectorize(sym_logm(q)), symmetric_vectorize(sym_logm(k))
+        one = torch.ones_like(q[..., :1])
+        return torch.cat([2.0 * q, one], -1), torch.cat([k, -k.pow(2).sum(-1, keepdim=True)], -1)
+
+    def value_features(self, v):
+        return _upper_triangle(sym_logm(v))
+
+    def aggregate(self, mean, point_shape):
+        return sym_expm(_symmetric_from_upper(mean, point_shape[-1]))
+
+    def map_points(self, weight, x, bias=None):
+        y = weight @ x.unsqueeze(-3) @ weight.transpose(-1, -2)
+        return sym(y)
+
+
+class PoincareBallGeometry(ManifoldGeometry):
+    r"""Poincaré ball of curvature :math:`-c` (``geoopt.PoincareBall``, ``c = -k``).
+
+    .. math::
+
+        d(q, k) = \tfrac{2}{\sqrt c} \operatorname{artanh}\big(\sqrt c\, \|{-q} \oplus_c k\|\big),
+        \quad \exp_0 v = \tanh(\sqrt c \|v\|) \frac{v}{\sqrt c \|v\|},
+        \quad \log_0 y = \operatorname{artanh}(\sqrt c \|y\|) \frac{y}{\sqrt c \|y\|}
+
+    with Möbius addition :math:`\oplus_c` (Ganea, Bécigneul & Hofmann 2018, "Hyperbolic neural
+    networks", eqs. 4, 13 and Lemma 2), written here without branches on tensor values so that it
+    traces under ``torch.compile``. Extrinsic mean through the tangent space at the origin; map:
+    Möbius matrix-vector product :math:`\exp_0(W \log_0 x)` (ibid., eq. 26).
+    """
+
+    manifold_type = geoopt.PoincareBall
+
+    def __init__(self, manifold: geoopt.Manifold) -> None:
+        super().__init__(manifold)
+        if not isinstance(manifold.k, torch.Tensor):
+            raise ValueError("PoincareBallGeometry needs geoopt's curvature tensor manifold.k")
+
+    def _sqrt_c(self, like: torch.Tensor) -> torch.Tensor:
+        return (-self.manifold.k).to(like).clamp_min(torch.finfo(like.dtype).tiny).sqrt()
+
+    def _mobius_add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = self._sqrt_c(x).square()
+        xy = (x * y).sum(-1, keepdim=True)
+        x2, y2 = x.pow(2).sum(-1, keepdim=True), y.pow(2).sum(-1, keepdim=True)
+        numerator = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
+        denominator = 1 + 2 * c * xy + c.square() * x2 * y2
+        return numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny)
+
+    def _radial(self, y: torch.Tensor, fn) -> torch.Tensor:
+        """``fn(sqrt(c) |y|) y / (sqrt(c) |y|)`` with the value ``y`` at ``y = 0``."""
+        scaled = self._sqrt_c(y) * y.norm(dim=-1, keepdim=True)
+        positive = scaled > 0
+        safe = torch.where(positive, scaled, torch.ones_like(scaled))
+        return y * torch.where(positive, fn(safe) / safe, torch.ones_like(scaled))
+
+    def pairwise_sq_dist(self, q, k, distance=None):
+        sqrt_c = self._sqrt_c(q)
+        diff = self._mobius_add(-q.unsqueeze(-2), k.unsqueeze(-3))
+        # artanh is taken below 1 - eps (points at the boundary are infinitely far)
+        radius = (sqrt_c * diff.norm(dim=-1)).clamp_max(1 - torch.finfo(q.dtype).eps)
+        return (2 * torch.atanh(radius) / sqrt_c).pow(2)
+
+    def value_features(self, v):
+        return self._radial(v, torch.atanh)
+
+    def aggregate(self, mean, point_shape):
+        return self._radial(mean, torch.tanh)
+
+    def map_points(self, weight, x, bias=None):
+        y = torch.einsum("hoi,...i->...ho", weight, self._radial(x, torch.atanh))
+        return self._radial(y, torch.tanh)
+
+
+def geometry_for(manifold: geoopt.Manifold | ManifoldGeometry) -> ManifoldGeometry:
+    """The :class:`ManifoldGeometry` of ``manifold`` (returned as is if it already is one).
+
+    The most specific registered class whose ``manifold_type`` the manifold is an instance of is
+    chosen; a manifold no subclass claims gets the generic :class:`ManifoldGeometry` if it has
+    ``dist``, ``logmap`` and ``expmap``.
+    """
+    if isinstance(manifold, ManifoldGeometry):
+        return manifold
+    if not isinstance(manifold, geoopt.Manifold):
+        raise ValueError(f"expected a geoopt manifold, got {type(manifold).__name__}")
+    matches = [cls for cls in _REGISTRY if isinstance(manifold, cls.manifold_type)]
+    if not matches:
+        return ManifoldGeometry(manifold)
+    # most specific manifold type first (longest MRO), later registrations win ties
+    best = max(reversed(matches), key=lambda cls: len(cls.manifold_type.__mro__))
+    return best(manifold)

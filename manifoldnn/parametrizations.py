@@ -1,0 +1,208 @@
+r"""Orthonormal frames (points of the Stiefel manifold) as ``nn.Module`` parameters.
+
+Every orthonormal frame (Q, and U_A / U_B in lossy mode) is one of three parametrisations:
+
+* ``"stiefel"``: a :class:`geoopt.ManifoldParameter` on :class:`geoopt.manifolds.EuclideanStiefel`,
+  trained with :class:`geoopt.optim.RiemannianAdam` (QR retraction, Absil, Mahony, Sepulchre 2008,
+  "Optimization Algorithms on Matrix Manifolds", eq. 4.8).
+* ``"matrix_exp"``: :math:`Q = Q_0 \exp(X) I_{n,p}` with
+  :math:`X = \begin{pmatrix}\Omega & -K^\top\\ K & 0\end{pmatrix}` skew-symmetric (the Stiefel
+  geodesic form of Edelman, Arias, Smith 1998, eq. 2.42; trivialisation of Lezcano-Casado 2019,
+  "Trivializations for gradient-based optimization on manifolds", sec. 3).
+* ``"cayley"``: :math:`Q = Q_0 (I - X)(I + X)^{-1} I_{n,p}` with the same skew X
+  (Cayley transform; Wen, Yin 2013, "A feasible method for optimization with orthogonality
+  constraints", eq. 7).
+
+Q_0 is a fixed orthogonal base (a buffer), so any Stiefel point can be loaded exactly
+(:meth:`OrthonormalFrame.load_`) and X starts at zero.  Orthogonality holds by construction at every
+step for every parametrisation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import geoopt
+import torch
+from torch import nn
+
+from .linalg import qr_positive
+from .validation import check_positive_int
+
+__all__ = ["OrthonormalFrame", "PARAMETRIZATIONS", "SKEW_MAPS"]
+
+PARAMETRIZATIONS = ("stiefel", "cayley", "matrix_exp")
+Parametrization = Literal["stiefel", "cayley", "matrix_exp"]
+
+
+def _orthonormal_completion(frame: torch.Tensor) -> torch.Tensor:
+    """Square orthogonal ``(n, n)`` matrix whose first p columns are ``frame`` ``(n, p)``."""
+    n, p = frame.shape
+    if p == n:
+        return frame.clone()
+    complete = torch.linalg.qr(frame, mode="complete")[0]
+    return torch.cat([frame, complete[:, p:]], dim=1)
+
+
+class _MatrixExp(torch.autograd.Function):
+    r"""``exp(X)`` for ``X`` ``(n, n)`` with a backward whose cost does not grow with ``||G||``.
+
+    Backward: the adjoint Frechet derivative ``L(X^T, G) = [exp([[X^T, G], [0, X^T]])]_{12}``
+    (Higham 2008, "Functions of Matrices", Thm. 3.6, after Mathias 1996). The map is linear in G,
+    so G is first scaled to unit max-norm: PyTorch's own backward uses G unscaled, and
+    scaling-and-squaring then spends many more squarings on a large incoming gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.linalg.matrix_exp(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        n = x.shape[-1]
+        scale = grad.abs().amax()
+        if not bool(scale > 0):
+            return torch.zeros_like(x)
+        block = x.new_zeros(2 * n, 2 * n)
+        block[:n, :n] = x.transpose(-1, -2)
+        block[n:, n:] = x.transpose(-1, -2)
+        block[:n, n:] = grad / scale
+        return torch.linalg.matrix_exp(block)[:n, n:] * scale
+
+
+class _RoundOnceEuclideanStiefel(geoopt.manifolds.EuclideanStiefel):
+    """geoopt's EuclideanStiefel with its QR retraction evaluated in float64, rounded once.
+
+    A float32 Householder QR leaves ``||Q^T Q - I||`` near ``p * eps`` (about 1e-6 at p = 64);
+    rounding a float64 QR factor leaves it at the storage rounding floor (about 3e-7 at p = 64).
+    """
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float64 or x.device.type == "mps":
+            return super().retr(x, u)
+        return super().retr(x.to(torch.float64), u.to(torch.float64)).to(x.dtype)
+
+
+def _exp_map(x: torch.Tensor, p: int) -> torch.Tensor:
+    """First p columns of ``exp(X)`` for skew ``X`` (n, n)."""
+    return _MatrixExp.apply(x)[:, :p]
+
+
+def _cayley_map(x: torch.Tensor, p: int) -> torch.Tensor:
+    """First p columns of ``(I + X)^{-1} (I - X)`` for skew ``X`` (n, n)."""
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return torch.linalg.solve(eye + x, (eye - x)[:, :p])
+
+
+#: orthogonal maps of a skew-symmetric generator, by parametrisation name
+SKEW_MAPS = {"matrix_exp": _exp_map, "cayley": _cayley_map}
+
+
+class OrthonormalFrame(nn.Module):
+    r"""An ``(n, p)`` matrix with orthonormal columns, :math:`Q^\top Q = I_p`, kept on St(n, p).
+
+    Parameters
+    ----------
+    n, p : sizes with ``n >= p >= 1``.
+    parametrization : ``"stiefel"`` (geoopt ManifoldParameter, Riemannian optimiser),
+        ``"cayley"`` or ``"matrix_exp"`` (always-orthogonal maps of an unconstrained skew matrix
+        around a fixed base Q_0; any optimiser). See the module docstring for the formulas.
+    high_precision : evaluate exp / Cayley / the QR retraction in float64 (except on MPS) and
+        round once to the storage dtype, so that ``||Q^T Q - I||`` stays at the storage rounding
+        floor however large X grows or however many retractions are taken.
+    dtype, device : of the stored frame.
+
+    Calling the module returns the frame ``(n, p)``; ``load_(frame)`` sets it to a given point.
+    Train ``"stiefel"`` frames with a geoopt Riemannian optimiser (``RiemannianAdam``/``SGD``);
+    a plain torch optimiser would step off the manifold. The other two stay orthogonal under
+    any optimiser.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        p: int,
+        parametrization: Parametrization = "stiefel",
+        *,
+        high_precision: bool = False,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive_int(n, "n")
+        check_positive_int(p, "p")
+        if p > n:
+            raise ValueError(f"an (n, p) orthonormal frame needs n >= p, got n={n}, p={p}")
+        if parametrization != "stiefel" and parametrization not in SKEW_MAPS:
+            raise ValueError(
+                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
+            )
+        self.n, self.p, self.parametrization = n, p, parametrization
+        self.high_precision = high_precision
+        factory = {"dtype": dtype, "device": device}
+        eye = torch.eye(n, p, **factory)
+        if parametrization == "stiefel":
+            manifold = (
+                _RoundOnceEuclideanStiefel()
+                if high_precision
+                else geoopt.manifolds.EuclideanStiefel()
+            )
+            self.weight = geoopt.ManifoldParameter(eye, manifold=manifold)
+        else:
+            self.register_buffer("base", torch.eye(n, **factory))
+            self.skew_weight = nn.Parameter(torch.zeros(n, n, **factory))
+            # Only rows < p of the strict upper triangle are free: X = [[Omega, -K^T], [K, 0]].
+            rows = torch.arange(n, device=device).unsqueeze(1) < p
+            self.register_buffer(
+                "_free", torch.triu(rows.expand(n, n), diagonal=1), persistent=False
+            )
+
+    def skew(self) -> torch.Tensor:
+        """Skew-symmetric generator ``X`` ``(n, n)`` with a zero lower-right ``(n-p, n-p)`` block."""
+        upper = torch.where(self._free, self.skew_weight, torch.zeros_like(self.skew_weight))
+        return upper - upper.transpose(-1, -2)
+
+    def forward(self) -> torch.Tensor:
+        """The frame ``(n, p)``."""
+        if self.parametrization == "stiefel":
+            return self.weight
+        x = self.skew()
+        work_dtype = self._work_dtype(x)
+        rotation = SKEW_MAPS[self.parametrization](x.to(work_dtype), self.p)
+        return (self.base.to(work_dtype) @ rotation).to(self.skew_weight.dtype)
+
+    def _work_dtype(self, x: torch.Tensor) -> torch.dtype:
+        # The rounding error of exp / Cayley grows with ||X|| (scaling-and-squaring, cond(I + X));
+        # evaluating them in float64 and rounding once keeps Q^T Q = I at the storage precision.
+        if self.high_precision and x.dtype != torch.float64 and x.device.type != "mps":
+            return torch.float64
+        return x.dtype
+
+    @torch.no_grad()
+    def load_(self, frame: torch.Tensor) -> OrthonormalFrame:
+        """Set the frame to ``frame`` ``(n, p)`` (re-orthonormalised by a sign-fixed QR)."""
+        if frame.shape != (self.n, self.p):
+            raise ValueError(
+                f"frame must have shape ({self.n}, {self.p}), got {tuple(frame.shape)}"
+            )
+        if not torch.isfinite(frame).all():
+            raise ValueError("frame contains NaN or Inf")
+        target = self._target_dtype_device()
+        frame = qr_positive(frame.to(torch.float64)).to(**target)
+        if self.parametrization == "stiefel":
+            self.weight.copy_(frame)
+        else:
+            completed = qr_positive(_orthonormal_completion(frame.to(torch.float64)))
+            self.base.copy_(completed.to(**target))
+            self.skew_weight.zero_()
+        return self
+
+    def _target_dtype_device(self) -> dict:
+        ref = self.weight if self.parametrization == "stiefel" else self.skew_weight
+        return {"dtype": ref.dtype, "device": ref.device}
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, p={self.p}, parametrization={self.parametrization!r}"

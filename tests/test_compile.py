@@ -1,0 +1,133 @@
+"""torch.compile: the public layers and losses trace without graph breaks and match eager mode.
+
+``torch._dynamo.explain`` counts graph breaks (a host read of a tensor value, a data-dependent
+shape or an unsupported call each cause one); the compiled function runs with the ``aot_eager``
+backend (traced forward and backward graphs, no code generation), which checks the traced
+program rather than a compiler's kernels.
+"""
+
+from __future__ import annotations
+
+import geoopt
+import pytest
+import torch
+
+from manifoldnn.fairness import FairnessMetric, LinearBias
+from manifoldnn.layers import GeodesicAttention, OrthogonalDirectSum
+from manifoldnn.linalg import qr_positive
+from manifoldnn.losses import InfoNCELoss, ProjectionMetricContrastiveLoss
+from manifoldnn.manifolds import Grassmann, Sphere
+from manifoldnn.models import GrNet
+
+torch._dynamo.config.cache_size_limit = 64
+
+
+def graph_breaks(fn, *args) -> int:
+    torch._dynamo.reset()
+    return torch._dynamo.explain(fn)(*args).graph_break_count
+
+
+def assert_compiles_like_eager(fn, *args, atol=1e-5):
+    assert graph_breaks(fn, *args) == 0
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    expected, got = fn(*args), compiled(*args)
+    for e, g in zip(torch.atleast_1d(expected), torch.atleast_1d(got)):
+        torch.testing.assert_close(g, e, atol=atol, rtol=atol)
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def spd(*shape, n=3):
+    a = torch.randn(*shape, n, n)
+    return a @ a.transpose(-1, -2) + n * torch.eye(n)
+
+
+def test_grnet_projection_pooling():
+    torch.manual_seed(0)
+    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2).eval()
+    x = torch.randn(5, 12, 20)
+    assert_compiles_like_eager(model, x)
+
+
+CASES = {
+    # name: (manifold, distance, aggregation, tokens) -- the SDPA path, then the chunked path
+    "euclidean-sdpa": (geoopt.Euclidean(ndim=1), None, "extrinsic", lambda: torch.randn(2, 7, 6)),
+    "sphere-sdpa": (Sphere(), "chordal", "extrinsic", lambda: unit(torch.randn(2, 7, 6))),
+    "grassmann-sdpa": (
+        Grassmann(),
+        "projection",
+        "extrinsic",
+        lambda: qr_positive(torch.randn(2, 7, 6, 2)),
+    ),
+    "spd-sdpa": (
+        geoopt.SymmetricPositiveDefinite(),
+        "log_euclidean",
+        "extrinsic",
+        lambda: spd(2, 7),
+    ),
+    "sphere-chunked": (Sphere(), "geodesic", "tangent", lambda: unit(torch.randn(2, 7, 6))),
+    "grassmann-chunked": (
+        Grassmann(),
+        "projection",
+        "tangent",
+        lambda: qr_positive(torch.randn(2, 7, 6, 2)),
+    ),
+    "spd-chunked": (geoopt.SymmetricPositiveDefinite(), "affine", "tangent", lambda: spd(2, 7)),
+    "ball-chunked": (
+        geoopt.PoincareBall(),
+        None,
+        "extrinsic",
+        lambda: 0.3 * unit(torch.randn(2, 7, 6)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_geodesic_attention(case):
+    torch.manual_seed(1)
+    manifold, distance, aggregation, make = CASES[case]
+    x = make()
+    in_size = x.shape[2]
+    layer = GeodesicAttention(
+        manifold,
+        in_size,
+        in_size - 1 if in_size > 4 else in_size,
+        num_heads=2,
+        distance=distance,
+        aggregation=aggregation,
+        chunk_size=3,  # several key chunks on the chunked path
+    )
+    assert_compiles_like_eager(layer, x)
+
+
+def test_fairness_metric_on_the_sphere():
+    torch.manual_seed(2)
+    direction = unit(torch.randn(6))
+    metric = FairnessMetric(Sphere(), [LinearBias(direction)], alpha=2.0)
+    q, k = unit(torch.randn(5, 6)), unit(torch.randn(4, 6))
+    assert_compiles_like_eager(metric.sq_dist, q, k)
+
+
+def test_projection_metric_contrastive_loss():
+    torch.manual_seed(3)
+    views = qr_positive(torch.randn(3, 16, 8, 2))
+    assert_compiles_like_eager(ProjectionMetricContrastiveLoss(temperature=0.5), views)
+
+
+def test_info_nce_loss():
+    torch.manual_seed(4)
+    z_a, z_b = torch.randn(10, 5), torch.randn(10, 5)
+    assert_compiles_like_eager(InfoNCELoss(0.2, learnable_temperature=True), z_a, z_b)
+
+
+def test_orthogonal_direct_sum_vector_and_token_paths():
+    torch.manual_seed(5)
+    vector = OrthogonalDirectSum(4, 2, 3, 10)
+    a, b = torch.randn(6, 4), torch.randn(6, 2, 3)
+    assert_compiles_like_eager(vector, a, b)
+    tokens = OrthogonalDirectSum(4, 2, 3, 10, num_tokens=3)
+    ids = torch.randint(0, 3, (6, 2))
+    assert_compiles_like_eager(tokens, a, ids)
