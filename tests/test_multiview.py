@@ -328,12 +328,15 @@ def test_estimator_is_deterministic_and_leaves_the_global_rng_alone():
     assert not other.self_labelled_ and np.array_equal(other.labels_, other.consensus_labels_)
 
 
-def test_estimator_flattens_image_views_and_takes_a_single_view():
+def test_estimator_flattens_image_views_preprocesses_and_takes_a_single_view():
     planted, views = planted_views(6)
     settings = dict(restarts=1, self_label_rounds=1, epochs=8)
     flat = small_estimator(**settings).fit_predict(views)
     images = [views[0].reshape(120, 2, 4), views[1].reshape(120, 2, 3)]
     assert np.array_equal(small_estimator(**settings).fit_predict(images), flat)
+    # preprocess=False on views preprocessed by the public helper: the same clusters
+    own = small_estimator(preprocess=False, **settings).fit_predict(preprocess_views(views))
+    assert np.array_equal(own, flat)
     single = small_estimator(**settings).fit([views[0]])  # contrasted with a copy of itself
     assert single.labels_.shape == (120,) and single.n_views_ == 1
     assert single.view_weights_.shape == (1, 2)

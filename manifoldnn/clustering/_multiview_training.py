@@ -75,7 +75,9 @@ def fused_outputs(
     return FusedOutputs(out, weights, fuse_subspaces(subspaces, weights))
 
 
-def confident_samples(subspaces: torch.Tensor, labels: np.ndarray, k: int, threshold: float):
+def confident_samples(
+    subspaces: torch.Tensor, labels: np.ndarray, k: int, threshold: float
+) -> np.ndarray:
     """Bool ``(N,)``: at least ``threshold`` of the sample's ``k`` nearest neighbours (projection
     kernel of ``subspaces`` ``(N, m, p)``, or the mean kernel of an ensemble ``(R, N, m, p)``)
     carry its label ``labels`` ``(N,)``: the neighbour-consistency filter of SCAN (Van Gansbeke et
