@@ -4,9 +4,10 @@ Each view of a sample is encoded as a point of Gr(n, p); a Grassmann block share
 (FRMap -> ReOrth) maps it to Gr(m, p) and a cluster head reads its projector
 (:class:`~manifoldnn.layers.MultiViewGrassmannNet`, the DGMVCL architecture). The network is
 trained with the projection-metric InfoNCE across views and a cluster-level contrastive loss
-(DGMVCL, Sec. 3), the views are fused per sample (view-weighted extrinsic mean), several training
-restarts are combined by spectral clustering of their mean projection kernel, and the clusters are
-refined by self-labelling on the confident samples (SCAN, Van Gansbeke et al., ECCV 2020).
+(DGMVCL, Electronic Research Archive 2024), the views are fused per sample (view-weighted
+extrinsic mean), several training restarts are combined by spectral clustering of their mean
+projection kernel, and the clusters are refined by self-labelling on the confident samples (SCAN,
+Van Gansbeke et al., ECCV 2020).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class MultiViewSubspaceClustering:
     the projection-metric InfoNCE across views (positives: the same sample in the other views and
     its mutual ``neighbors`` nearest neighbours in the input space; view pairs weighted by view
     agreement after ``warmup`` epochs) plus the cluster-level contrastive loss of the heads
-    (DGMVCL, ERA 2024, Sec. 3; :class:`~manifoldnn.losses.ProjectionMetricContrastiveLoss` and
-    :class:`~manifoldnn.losses.ClusterContrastiveLoss`). The views of a sample are fused into
+    (DGMVCL, ERA 2024, eq. 10, :class:`~manifoldnn.losses.ProjectionMetricContrastiveLoss`; Li et
+    al., AAAI 2021, :class:`~manifoldnn.losses.ClusterContrastiveLoss`). The views of a sample are fused into
     the view-weighted extrinsic mean :math:`F_i` (top-p eigenvectors of
     :math:`\sum_v w_v Z^v_i Z^{v\top}_i`, Chikuse 2003, Sec. 8.2; weights from each view's agreement
     with :math:`F`, Nie, Li & Li, IJCAI 2016). ``restarts`` networks (seeds ``random_state + 1000
@@ -125,12 +126,14 @@ class MultiViewSubspaceClustering:
         confident_: ``(N,)`` bool, the confident samples of the consensus.
         subspaces_: ``(R, N, m, p)`` float64 fused subspaces of each restart after the contrastive
             training (before self-labelling).
-        view_weights_: ``(R, V)`` float64 view weights of each restart (same time).
+        view_weights_: ``(R, V)`` float64 view weights of each restart (same time; V = 2 for one
+            view and its copy).
         head_labels_: ``(R, N)`` int64 argmax of each restart's heads (same time).
         models_: the R trained :class:`~manifoldnn.layers.MultiViewGrassmannNet` (after
             self-labelling), in eval mode.
         loss_curve_: for each restart, the mean contrastive loss of every epoch.
-        n_restarts_: R. ``self_labelled_``: whether self-labelling ran. ``seed_``: the seed used.
+        n_restarts_: R. ``n_views_``: V as given. ``self_labelled_``: whether self-labelling ran.
+        seed_: the seed of restart 0 (``random_state``, or the one drawn for ``None``).
 
     Shape:
         ``fit(views)``: a list of V arrays ``(N, d_v)`` (NumPy or torch; images ``(N, H, W)`` or
