@@ -10,6 +10,8 @@ from .metrics import (
     normalized_mutual_info,
     purity,
 )
+from .multiview import MultiViewSubspaceClustering, auto_restarts, confident_samples
+from .preprocessing import mutual_neighbor_graph, preprocess_views
 from .spectral import GrassmannSpectralClustering, projection_affinity
 
 __all__ = [
@@ -17,6 +19,11 @@ __all__ = [
     "GrassmannSpectralClustering",
     "extrinsic_mean",
     "projection_affinity",
+    "MultiViewSubspaceClustering",
+    "auto_restarts",
+    "confident_samples",
+    "mutual_neighbor_graph",
+    "preprocess_views",
     "adjusted_rand_index",
     "best_matching",
     "clustering_accuracy",

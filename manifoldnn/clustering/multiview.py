@@ -1,0 +1,385 @@
+r"""Multi-view clustering on the Grassmannian, as a scikit-learn-style estimator.
+
+Each view of a sample is encoded as a point of Gr(n, p); a Grassmann block shared by the views
+(FRMap -> ReOrth) maps it to Gr(m, p) and a cluster head reads its projector
+(:class:`~manifoldnn.models.MultiViewGrassmannNet`, the DGMVCL architecture). The network is
+trained with the projection-metric InfoNCE across views and a cluster-level contrastive loss
+(DGMVCL, Electronic Research Archive 2024), the views are fused per sample (view-weighted
+extrinsic mean), several training restarts are combined by spectral clustering of their mean
+projection kernel, and the clusters are refined by self-labelling on the confident samples (SCAN,
+Van Gansbeke et al., ECCV 2020).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import geoopt
+import numpy as np
+import torch
+
+from ..models import MultiViewGrassmannNet
+from ._multiview_training import (
+    confident_samples,
+    contrastive_epochs,
+    fused_outputs,
+    self_label_rounds,
+)
+from .preprocessing import as_numpy_views, mutual_neighbor_graph, preprocess_views
+from .spectral import GrassmannSpectralClustering
+
+__all__ = ["MultiViewSubspaceClustering", "auto_restarts", "confident_samples"]
+
+
+def auto_restarts(n_samples: int, sample_budget: int = 6000, most: int = 5) -> int:
+    r"""Training restarts whose projection kernels are averaged:
+    :math:`\min(\text{most}, \max(1, \lfloor \text{sample\_budget} / N \rfloor))`.
+
+    As many restarts as fit a budget of about ``sample_budget`` training samples (N times the
+    restarts), so the run time stays bounded: 5 up to 1,200 samples, 3 at 2,000, one from 3,001 on.
+    The rule looks at the sample count only, never at labels.
+
+    Args:
+        n_samples: N.
+        sample_budget: N times the restarts, at most. Default: 6000.
+        most: the largest number of restarts. Default: 5.
+    """
+    return min(most, max(1, sample_budget // max(n_samples, 1)))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class MultiViewSubspaceClustering:
+    r"""Multi-view clustering by projection-metric contrastive learning on the Grassmannian.
+
+    Every view :math:`x^v_i` of sample i is encoded as a subspace :math:`Z^v_i \in` Gr(m, p) by
+    :class:`~manifoldnn.models.MultiViewGrassmannNet`, trained (RiemannianAdam) on
+
+    .. math::
+        \mathcal L = \mathcal L_{\mathrm{InfoNCE}}\big(k(Z^u_i, Z^v_j) / \tau\big)
+            + \lambda\, \mathcal L_{\mathrm{cluster}}, \qquad
+        k(X, Y) = \|X^\top Y\|_F^2 ,
+
+    the projection-metric InfoNCE across views (positives: the same sample in the other views and
+    its mutual ``neighbors`` nearest neighbours in the input space; view pairs weighted by view
+    agreement after ``warmup`` epochs) plus the cluster-level contrastive loss of the heads
+    (DGMVCL, ERA 2024, eq. 10, :class:`~manifoldnn.losses.ProjectionMetricContrastiveLoss`; Li et
+    al., AAAI 2021, :class:`~manifoldnn.losses.ClusterContrastiveLoss`). The views of a sample are fused into
+    the view-weighted extrinsic mean :math:`F_i` (top-p eigenvectors of
+    :math:`\sum_v w_v Z^v_i Z^{v\top}_i`, Chikuse 2003, Sec. 8.2; weights from each view's agreement
+    with :math:`F`, Nie, Li & Li, IJCAI 2016). ``restarts`` networks (seeds ``random_state + 1000
+    r``) are trained and the mean projection kernel of their fused subspaces is clustered
+    spectrally (:class:`GrassmannSpectralClustering`, ``assign_labels="cluster_qr"``): the
+    consensus clusters. Finally every network is fine-tuned ``self_label_rounds`` times for
+    ``self_label_epochs`` epochs with the cross-entropy of its heads on the labels of the
+    confident samples (at least ``confidence`` of their ``neighbors`` nearest neighbours share
+    their label), and every sample takes the argmax of the heads' mean probabilities (SCAN, Van
+    Gansbeke et al., ECCV 2020, Secs. 3.2-3.3; later rounds re-label from the previous round). No
+    label is used anywhere; the method is transductive (no ``predict``), like scikit-learn's
+    ``SpectralClustering``.
+
+    Args:
+        n_clusters: number of clusters K (>= 2). Default: 10.
+        epochs: contrastive training epochs per restart. Default: 150.
+        batch_size: mini-batch size (>= 2; the last incomplete batch is dropped). Default: 500.
+        lr: RiemannianAdam learning rate (training and self-labelling). Default: 2e-3.
+        hidden: hidden widths of each view's encoder. Default: ``(64,)``.
+        ambient_dim: n of the per-view Gr(n, p). Default: 24.
+        rank: p, the subspace dimension. Default: 4.
+        projected_dim: m after the shared FRMap (``rank <= projected_dim <= ambient_dim``).
+            Default: 10.
+        temperature: InfoNCE temperature :math:`\tau`. Default: 0.5.
+        cluster_temperature: temperature of the cluster-level loss. Default: 1.0.
+        cluster_weight: :math:`\lambda`. Default: 1.0.
+        reweight_views: weight view pairs by view agreement after ``warmup`` epochs (re-computed
+            every 10 epochs). Default: ``True``.
+        warmup: epochs before the first view weighting. Default: 20.
+        restarts: trainings combined in the consensus; ``None``: :func:`auto_restarts` of the
+            sample count. Default: ``None``.
+        confidence: share of the ``neighbors`` nearest neighbours that must carry a sample's
+            label for it to be confident, in (0, 1]. Default: 0.9.
+        self_label_epochs: epochs of each self-labelling round; 0 keeps the consensus clusters.
+            Default: 20.
+        self_label_rounds: rounds of self-labelling; 0 keeps the consensus clusters. Default: 3.
+        view_temperature: softmax temperature of the view weights. Default: 0.02.
+        neighbors: k of the mutual-kNN positives, the spectral affinity and the confidence
+            filter (``1 <= neighbors < n_samples``). Default: 10.
+        neighbor_positives: add the input-space mutual neighbours as positives. Default: ``True``.
+        preprocess: apply :func:`preprocess_views` to the views first. Default: ``True``.
+        random_state: int seed of restart 0 (restart r uses ``random_state + 1000 r``), or
+            ``None`` for a fresh one. The caller's global torch RNG state is left unchanged.
+            Default: 0.
+        device: torch device of the networks (``None``: CPU). Default: ``None``.
+        dtype: ``torch.float32`` or ``torch.float64`` (``None``: float32). Default: ``None``.
+        verbose: show tqdm bars over the epochs of each restart and round. Default: ``False``.
+
+    Attributes:
+        labels_: ``(N,)`` int64 final clusters (self-labelled, or the consensus when no round ran).
+        consensus_labels_: ``(N,)`` int64 spectral clusters of the restarts' mean kernel.
+        confident_: ``(N,)`` bool, the confident samples of the consensus.
+        subspaces_: ``(R, N, m, p)`` float64 fused subspaces of each restart after the contrastive
+            training (before self-labelling).
+        view_weights_: ``(R, V)`` float64 view weights of each restart (same time; V = 2 for one
+            view and its copy).
+        head_labels_: ``(R, N)`` int64 argmax of each restart's heads (same time).
+        models_: the R trained :class:`~manifoldnn.models.MultiViewGrassmannNet` (after
+            self-labelling), in eval mode.
+        loss_curve_: for each restart, the mean contrastive loss of every epoch.
+        n_restarts_: R. ``n_views_``: V as given. ``self_labelled_``: whether self-labelling ran.
+        seed_: the seed of restart 0 (``random_state``, or the one drawn for ``None``).
+
+    Shape:
+        ``fit(views)``: a list of V arrays ``(N, d_v)`` (NumPy or torch; images ``(N, H, W)`` or
+        ``(N, C, H, W)`` are flattened). One view is contrasted with a copy of itself.
+
+    Examples::
+
+        >>> from manifoldnn.datasets import load_digits_views
+        >>> data = load_digits_views()
+        >>> model = MultiViewSubspaceClustering(n_clusters=10, epochs=30, restarts=1)
+        >>> labels = model.fit_predict(data.views)  # doctest: +SKIP
+        >>> labels.shape, model.subspaces_.shape  # doctest: +SKIP
+        ((1797,), torch.Size([1, 1797, 10, 4]))
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        *,
+        epochs: int = 150,
+        batch_size: int = 500,
+        lr: float = 2e-3,
+        hidden: Sequence[int] = (64,),
+        ambient_dim: int = 24,
+        rank: int = 4,
+        projected_dim: int = 10,
+        temperature: float = 0.5,
+        cluster_temperature: float = 1.0,
+        cluster_weight: float = 1.0,
+        reweight_views: bool = True,
+        warmup: int = 20,
+        restarts: int | None = None,
+        confidence: float = 0.9,
+        self_label_epochs: int = 20,
+        self_label_rounds: int = 3,
+        view_temperature: float = 0.02,
+        neighbors: int = 10,
+        neighbor_positives: bool = True,
+        preprocess: bool = True,
+        random_state: int | None = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.hidden = hidden
+        self.ambient_dim = ambient_dim
+        self.rank = rank
+        self.projected_dim = projected_dim
+        self.temperature = temperature
+        self.cluster_temperature = cluster_temperature
+        self.cluster_weight = cluster_weight
+        self.reweight_views = reweight_views
+        self.warmup = warmup
+        self.restarts = restarts
+        self.confidence = confidence
+        self.self_label_epochs = self_label_epochs
+        self.self_label_rounds = self_label_rounds
+        self.view_temperature = view_temperature
+        self.neighbors = neighbors
+        self.neighbor_positives = neighbor_positives
+        self.preprocess = preprocess
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # scikit-learn's parameter protocol (``clone``, grid search)
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor's parameters and their values."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params) -> MultiViewSubspaceClustering:
+        """Set constructor parameters by name; returns ``self``."""
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r}; valid: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = type(self)().get_params()
+        changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def _validate_params(self) -> None:
+        def check(name: str, ok: bool, requirement: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
+
+        positive_ints = ("epochs", "batch_size", "ambient_dim", "rank", "projected_dim")
+        for name in positive_ints:
+            check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
+        check("n_clusters", _is_int(self.n_clusters) and self.n_clusters >= 2, "an int >= 2")
+        check("batch_size", self.batch_size >= 2, "an int >= 2 (batch normalisation)")
+        for name in ("warmup", "self_label_epochs", "self_label_rounds"):
+            check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 0, "an int >= 0")
+        check("neighbors", _is_int(self.neighbors) and self.neighbors >= 1, "an int >= 1")
+        check(
+            "restarts",
+            self.restarts is None or (_is_int(self.restarts) and self.restarts >= 1),
+            "None or an int >= 1",
+        )
+        for name in ("lr", "temperature", "cluster_temperature", "view_temperature"):
+            value = getattr(self, name)
+            check(name, _is_real(value) and np.isfinite(value) and value > 0, "a positive number")
+        value = self.cluster_weight
+        check("cluster_weight", _is_real(value) and np.isfinite(value) and value >= 0, ">= 0")
+        value = self.confidence
+        check("confidence", _is_real(value) and 0 < value <= 1, "a number in (0, 1]")
+        hidden = self.hidden
+        check(
+            "hidden",
+            isinstance(hidden, Sequence) and all(_is_int(h) and h >= 1 for h in hidden),
+            "a sequence of ints >= 1",
+        )
+        if not self.rank <= self.projected_dim <= self.ambient_dim:
+            raise ValueError(
+                "rank, projected_dim and ambient_dim must satisfy rank <= projected_dim <= "
+                f"ambient_dim, got rank={self.rank}, projected_dim={self.projected_dim}, "
+                f"ambient_dim={self.ambient_dim}"
+            )
+        for name in ("reweight_views", "neighbor_positives", "preprocess", "verbose"):
+            check(name, isinstance(getattr(self, name), (bool, np.bool_)), "a bool")
+        check(
+            "random_state",
+            self.random_state is None or (_is_int(self.random_state) and self.random_state >= 0),
+            "None or an int >= 0",
+        )
+        check("dtype", self.dtype in (None, torch.float32, torch.float64), "torch.float32/float64")
+
+    def fit(self, views: Sequence, y=None) -> MultiViewSubspaceClustering:
+        """Train the networks on ``views`` and cluster the samples; returns ``self``.
+
+        Args:
+            views: list of V arrays ``(N, d_v)`` (NumPy or torch), the same N samples in the same
+                order in every view.
+            y: ignored (scikit-learn convention).
+        """
+        self._validate_params()
+        arrays = as_numpy_views(views)
+        n_samples = arrays[0].shape[0]
+        if self.n_clusters > n_samples:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} exceeds the number of samples n_samples={n_samples}"
+            )
+        if self.neighbors >= n_samples:
+            raise ValueError(
+                f"neighbors must be below the number of samples ({n_samples}), got {self.neighbors}"
+            )
+        try:
+            device = torch.device("cpu" if self.device is None else self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device: {error}") from error
+        dtype = torch.float32 if self.dtype is None else self.dtype
+        numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        if self.preprocess:
+            arrays = preprocess_views(arrays, dtype=numpy_dtype)
+        else:
+            arrays = [np.asarray(a, dtype=numpy_dtype) for a in arrays]
+        seed = self.random_state
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
+
+        positives = None
+        if self.neighbor_positives:
+            positives = torch.as_tensor(mutual_neighbor_graph(np.hstack(arrays), self.neighbors))
+        model_views = arrays if len(arrays) > 1 else arrays * 2  # one view: contrast with itself
+        tensors = [torch.as_tensor(v, device=device) for v in model_views]
+        restarts = self.restarts if self.restarts is not None else auto_restarts(n_samples)
+        seeds = [seed + 1000 * r for r in range(restarts)]
+
+        models, histories, fused, weights, heads = [], [], [], [], []
+        consensus = None
+        rng_devices = [] if device.type == "cpu" else [device]
+        with torch.random.fork_rng(devices=rng_devices, device_type=device.type):
+            for restart, restart_seed in enumerate(seeds):
+                torch.manual_seed(restart_seed)  # the network's initialisation
+                model = MultiViewGrassmannNet(
+                    [v.shape[1] for v in model_views],
+                    self.n_clusters,
+                    hidden=list(self.hidden),
+                    ambient_dim=self.ambient_dim,
+                    rank=self.rank,
+                    projected_dim=self.projected_dim,
+                ).to(device=device, dtype=dtype)
+                optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=self.lr)
+                histories.append(
+                    contrastive_epochs(
+                        model, tensors, positives, epochs=self.epochs,
+                        batch_size=self.batch_size, temperature=self.temperature,
+                        cluster_temperature=self.cluster_temperature,
+                        cluster_weight=self.cluster_weight, reweight_views=self.reweight_views,
+                        warmup=self.warmup, view_temperature=self.view_temperature,
+                        optimiser=optimiser,
+                        generator=torch.Generator().manual_seed(restart_seed),
+                        verbose=self.verbose,
+                        description=f"training, restart {restart + 1}/{restarts}",
+                    )
+                )  # fmt: skip
+                outputs = fused_outputs(model, tensors, self.view_temperature)
+                models.append(model)
+                fused.append(outputs.fused)
+                weights.append(outputs.view_weights)
+                heads.append(outputs.outputs.probabilities.mean(0).argmax(-1))
+            # one training: its fused subspaces; several: the stack, clustered on the mean kernel
+            ensemble = torch.stack(fused) if restarts > 1 else fused[0]
+            consensus = GrassmannSpectralClustering(
+                self.n_clusters,
+                n_neighbors=self.neighbors,
+                assign_labels="cluster_qr",
+                random_state=seed,
+            ).fit_predict(ensemble)
+            confident = confident_samples(ensemble, consensus, self.neighbors, self.confidence)
+            self_labelled = self.self_label_epochs > 0 and self.self_label_rounds > 0
+            self_labelled = self_labelled and int(confident.sum()) >= 2
+            labels = consensus
+            if self_labelled:
+                labels = self_label_rounds(
+                    models, tensors, consensus, confident, rounds=self.self_label_rounds,
+                    epochs=self.self_label_epochs, batch_size=self.batch_size, lr=self.lr,
+                    neighbors=self.neighbors, confidence=self.confidence,
+                    view_temperature=self.view_temperature, seeds=seeds, verbose=self.verbose,
+                )  # fmt: skip
+        for model in models:
+            model.eval()
+
+        self.labels_ = np.asarray(labels, dtype=np.int64)
+        self.consensus_labels_ = np.asarray(consensus, dtype=np.int64)
+        self.confident_ = np.asarray(confident, dtype=bool)
+        self.subspaces_ = torch.stack(fused)
+        self.view_weights_ = torch.stack(weights).cpu().numpy()
+        self.head_labels_ = torch.stack(heads).cpu().numpy().astype(np.int64)
+        self.models_ = models
+        self.loss_curve_ = histories
+        self.n_restarts_ = restarts
+        self.self_labelled_ = bool(self_labelled)
+        self.seed_ = seed
+        self.n_views_ = len(arrays)
+        return self
+
+    def fit_predict(self, views: Sequence, y=None) -> np.ndarray:
+        """``fit(views)`` then return ``labels_`` ``(N,)``."""
+        return self.fit(views).labels_
