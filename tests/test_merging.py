@@ -344,3 +344,26 @@ def test_errors_name_the_parameter():
         subspace_merge([a, a], rank=2, scaling=0.3)
     with pytest.raises(ValueError, match="density"):
         ties_merge([a, a], a, density=0.0)
+
+
+def test_task_heads_of_other_shapes_stay_out():
+    torch.manual_seed(7)
+    a = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 10))
+    b = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5))
+    merged = subspace_merge([a, b], rank=3, include=lambda name: name.startswith("0."))
+    assert set(merged) == {"0.weight", "0.bias"}
+    with pytest.raises(ValueError, match="'2.weight' has shape"):
+        weight_average([a, b])
+    with pytest.raises(ValueError, match="has no parameter '1.weight'"):
+        weight_average([nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 8)), a], include=["1.weight"])
+    # the head of another task follows the hidden permutation without entering the matching
+    permuted = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5))
+    order = torch.randperm(8)
+    with torch.no_grad():
+        permuted[0].weight.copy_(a[0].weight[order])
+        permuted[0].bias.copy_(a[0].bias[order])
+        permuted[2].weight.copy_(b[2].weight[:, order])
+        permuted[2].bias.copy_(b[2].bias)
+    aligned, (perm,) = permutation_align(a, permuted, ["0", "2"])
+    assert torch.equal(aligned["0.weight"], a[0].weight.detach())
+    assert torch.equal(aligned["2.weight"], b[2].weight.detach())

@@ -54,8 +54,9 @@ def prepare(
 ) -> tuple[list[str], list[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]:
     """Validate ``models`` (and ``base``) once and return the names to merge and the state dicts.
 
-    The models must have the same parameter names and shapes; the floating tensors named by
-    ``include`` (default: every floating tensor) are merged, and those must be finite.
+    The floating tensors named by ``include`` (default: every floating tensor) are merged; they
+    must exist in every model with one shape and be finite. Without ``include`` the models must
+    have the same parameter names and shapes throughout.
     """
     if isinstance(models, nn.Module | Mapping) or not isinstance(models, Sequence):
         raise ValueError("models must be a sequence (list or tuple) of nn.Modules or state dicts")
@@ -63,23 +64,30 @@ def prepare(
         raise ValueError(f"models must hold at least {min_models} model(s), got {len(models)}")
     states = [state_of(model) for model in models]
     reference = states[0]
+    floating = [name for name, value in reference.items() if value.is_floating_point()]
+    names = _selected(floating, include)
+    if not names:
+        raise ValueError("include selects no floating-point parameter to merge")
+    # without a selection the whole architectures must agree; with one, the selected parameters
+    checked = list(reference) if include is None else names
     for index, state in enumerate(states[1:], start=1):
-        if state.keys() != reference.keys():
+        if include is None and state.keys() != reference.keys():
             extra = sorted(set(state) ^ set(reference))
             raise ValueError(
                 f"models[{index}] and models[0] have different architectures: parameters {extra} "
                 "are in one and not the other"
             )
-        for name, value in state.items():
-            if value.shape != reference[name].shape:
+        for name in checked:
+            if name not in state:
                 raise ValueError(
-                    f"parameter {name!r} has shape {tuple(value.shape)} in models[{index}] and "
-                    f"{tuple(reference[name].shape)} in models[0]"
+                    f"models[{index}] and models[0] have different architectures: models[{index}] "
+                    f"has no parameter {name!r}"
                 )
-    floating = [name for name, value in reference.items() if value.is_floating_point()]
-    names = _selected(floating, include)
-    if not names:
-        raise ValueError("include selects no floating-point parameter to merge")
+            if state[name].shape != reference[name].shape:
+                raise ValueError(
+                    f"parameter {name!r} has shape {tuple(state[name].shape)} in models[{index}] "
+                    f"and {tuple(reference[name].shape)} in models[0]"
+                )
     base_state = None
     if base is not None:
         base_state = state_of(base, "base")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ._state import ModelLike, prepare
+from ._state import ModelLike, prepare, state_of
 
 __all__ = ["permutation_align"]
 
@@ -33,7 +33,8 @@ def permutation_align(
         other: model B, same architecture.
         layers: the prefixes of the chain's Linear layers in order (``"0"`` for ``"0.weight"`` and
             ``"0.bias"``); the last one's outputs are not permuted (include a head here so that it
-            follows its trunk).
+            follows its trunk; a head with other outputs than ``reference``'s, e.g. another
+            task's, follows without entering the matching).
         max_iter: sweeps over the layers. Default: 100.
 
     Returns:
@@ -42,10 +43,20 @@ def permutation_align(
     """
     if len(layers) < 2:
         raise ValueError(f"layers must name at least two Linear layers, got {list(layers)}")
-    _, (state_a, state_b), _ = prepare([reference, other])
+    inner = [f"{p}.{kind}" for p in layers[:-1] for kind in ("weight", "bias")]
+    states = [state_of(reference, "reference"), state_of(other, "other")]
+    inner = [name for name in inner if name in states[0]]
+    _, (state_a, state_b), _ = prepare(states, include=inner)
     for prefix in layers:
-        if f"{prefix}.weight" not in state_a or state_a[f"{prefix}.weight"].dim() != 2:
-            raise ValueError(f"layers: {prefix!r} is not a Linear layer with a 2-D weight")
+        for state, which in ((state_a, "reference"), (state_b, "other")):
+            weight = state.get(f"{prefix}.weight")
+            if weight is None or weight.dim() != 2:
+                raise ValueError(f"layers: {prefix!r} is not a Linear layer of {which}")
+    last = f"{layers[-1]}.weight"
+    if state_a[last].shape[1] != state_b[last].shape[1]:
+        raise ValueError(f"parameter {last!r} takes different input sizes in the two models")
+    # a last layer with different outputs (task heads) follows the permutation without voting
+    head_votes = state_a[last].shape == state_b[last].shape
     weights_a = [state_a[f"{p}.weight"].double() for p in layers]
     weights_b = [state_b[f"{p}.weight"].double() for p in layers]
     biases_a = [state_a.get(f"{p}.bias") for p in layers]
@@ -64,10 +75,11 @@ def permutation_align(
             cost = weights_a[index] @ permuted_b(index).mT
             if biases_a[index] is not None:
                 cost = cost + torch.outer(biases_a[index].double(), biases_b[index].double())
-            following = weights_b[index + 1]
-            if index + 1 < len(perms):
-                following = following[perms[index + 1]]
-            cost = cost + weights_a[index + 1].mT @ following
+            if index + 1 < len(perms) or head_votes:
+                following = weights_b[index + 1]
+                if index + 1 < len(perms):
+                    following = following[perms[index + 1]]
+                cost = cost + weights_a[index + 1].mT @ following
             _, columns = linear_sum_assignment(cost.cpu().numpy(), maximize=True)
             new = torch.as_tensor(columns, dtype=torch.long)
             if not torch.equal(new, perms[index]):
