@@ -250,6 +250,10 @@ def run_config(setting, seed, lr, args):
         [lambda r=r: subspace_merge(models, r, include=is_trunk) for r in RANKS],
     )
     select(
+        "subspace, self-weighted",
+        [lambda r=r: subspace_merge(models, r, data="self", include=is_trunk) for r in RANKS],
+    )
+    select(
         "RGSP-TEFM", [lambda r=r: rgsp_tefm(model_a, model_b, r, include=is_trunk) for r in RANKS]
     )
     select(
@@ -425,23 +429,22 @@ def _plot(details, methods, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(details), figsize=(6.5 * len(details), 4.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(details), figsize=(5.5 * len(details) + 2.5, 4.8), squeeze=False
+    )
+    colours = plt.get_cmap("tab20")
     for ax, (setting, by_lr) in zip(axes[0], details.items()):
         entries = sorted(by_lr.values(), key=lambda e: e["drift"])
         drifts = [e["drift"] for e in entries]
-        for method in methods:
+        for index, method in enumerate(methods):
             style = "-o" if method in NO_C + DATA else ("--s" if method in WITH_C else ":")
-            ax.plot(
-                drifts,
-                [e["results"][method]["normalised"] for e in entries],
-                style,
-                label=method,
-                ms=3,
-            )
+            values = [e["results"][method]["normalised"] for e in entries]
+            ax.plot(drifts, values, style, label=method, ms=3, color=colours(index % 20))
         ax.set(title=setting, xlabel="drift ||tau|| / ||C|| (trunk)", ylabel="normalised accuracy")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
