@@ -179,16 +179,20 @@ def trunk_norm(state) -> float:
     return float(torch.sqrt(sum(v.square().sum() for k, v in state.items() if is_trunk(k))))
 
 
-def run_config(setting, seed, lr, args):
-    """One seed at one fine-tuning learning rate: every method's val-selected test accuracies."""
+def fine_tune(setting: str, seed: int, lr: float, epochs: int, hidden: int) -> dict:
+    """Pretrain C and fine-tune A and B from it: ``{"tasks", "generator", "C", "A", "B", "start"}``.
+
+    ``start(key)`` builds a fresh model for task ``key`` initialised from C (trunk; for digits also
+    the adapter), as A and B were before fine-tuning.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     tasks = load_setting(setting, seed)
-    width, hidden = 64, args.hidden
+    width = 64
     dims = {key: tasks[key]["train"][0].shape[1] for key in "CAB"}
     classes = {"C": 10, "A": 10, "B": 5}
     pre = TaskModel(dims["C"], width, hidden, classes["C"])
-    train(pre, [(pre, tasks["C"]["train"])], lr=3e-3, epochs=args.epochs, generator=generator)
+    train(pre, [(pre, tasks["C"]["train"])], lr=3e-3, epochs=epochs, generator=generator)
 
     def start(key):
         model = TaskModel(dims[key], width, hidden, classes[key])
@@ -201,8 +205,22 @@ def run_config(setting, seed, lr, args):
     fine = {}
     for key in "AB":
         model = fine[key] = start(key)
-        train(model, [(model, tasks[key]["train"])], lr=lr, epochs=args.epochs, generator=generator)
-    model_a, model_b = fine["A"], fine["B"]
+        train(model, [(model, tasks[key]["train"])], lr=lr, epochs=epochs, generator=generator)
+    return {
+        "tasks": tasks,
+        "generator": generator,
+        "C": pre,
+        "A": fine["A"],
+        "B": fine["B"],
+        "start": start,
+    }
+
+
+def run_config(setting, seed, lr, args):
+    """One seed at one fine-tuning learning rate: every method's val-selected test accuracies."""
+    models = fine_tune(setting, seed, lr, args.epochs, args.hidden)
+    tasks, generator, start = models["tasks"], models["generator"], models["start"]
+    pre, model_a, model_b = models["C"], models["A"], models["B"]
     base_state = pre.state_dict()
     drift = np.mean(
         [

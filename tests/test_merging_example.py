@@ -24,3 +24,11 @@ def test_model_merging_example_runs(tmp_path):
     assert set(saved["settings"]) == {"digits", "mfeat"}
     assert saved["settings"]["digits"]["lr=0.001"]["drift"] > 0
     assert (out / "merging.png").stat().st_size > 0
+
+
+def test_rgsp_tefm_diagnostics_runs():
+    from benchmarks import rgsp_tefm_diagnostics
+
+    report = rgsp_tefm_diagnostics.main(["--settings", "digits", "--seeds", "1", "--ranks", "2"])
+    low, high = report["digits"]["sigma2_over_sigma1"]
+    assert 0.0 <= low <= high <= 1.0
