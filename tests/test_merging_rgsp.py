@@ -115,3 +115,12 @@ def test_models_conv_and_errors():
         rgsp_tefm(a, b, 4)
     with pytest.raises(ValueError, match="square"):
         rgsp_tefm_matrix(torch.randn(4, 3), torch.randn(4, 3), 2, right_basis="u")
+
+
+def test_no_nan_when_a_weight_of_p_underflows():
+    # singular-value gaps of hundreds make softmax(|S_B - S_A|) underflow to exact zeros
+    a = torch.diag(torch.tensor([400.0, 1.0, 0.5]))
+    b = torch.diag(torch.tensor([1.0, 0.9, 0.4]))
+    merged, info = rgsp_tefm_matrix(a, b, 2)
+    assert float(info["p"].min()) == 0.0
+    assert bool(torch.isfinite(merged).all()) and bool(torch.isfinite(info["h_bar"]))

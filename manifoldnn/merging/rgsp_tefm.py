@@ -72,6 +72,7 @@ def rgsp_tefm_matrix(
     * :math:`p = \operatorname{softmax}(|S_B - S_A|)`, :math:`\bar s = \sum_i p_i (S_B - S_A)_i`,
       :math:`\bar h = -\sum_i p_i \log p_i`, :math:`\mathrm{TFI}_i = p_i \bar s (1 - \bar d) /
       (\bar h + \varepsilon)`.
+    * With ``rank=1``, :math:`\bar h = 0` and λ is of order :math:`1/\varepsilon`, as written.
     * :math:`\mathrm{TOS} = \cos(\psi, \psi) e^{-\beta \bar d}`; the cosine of ψ with itself is 1,
       so TOS is :math:`e^{-\beta \bar d}` (a scalar reweighting of π).
     * Rectangular layers: :math:`\tau_\text{proj}` uses :math:`U_\text{rel} = (U_A + U_B')/2` on the
@@ -122,7 +123,7 @@ def rgsp_tefm_matrix(
     gap = s_b - s_a
     p = torch.softmax(gap.abs(), dim=0)
     s_bar = (p * gap).sum()
-    h_bar = -(p * torch.log(p)).sum()
+    h_bar = torch.special.entr(p).sum()  # 0 log 0 = 0 where a weight underflows
     tfi = p * s_bar * (1.0 - distance) / (h_bar + eps)
     psi = torch.stack([s_bar, h_bar, distance])
     tos = torch.nn.functional.cosine_similarity(psi, psi, dim=0) * torch.exp(-beta * distance)
