@@ -131,3 +131,21 @@ def test_orthogonal_direct_sum_vector_and_token_paths():
     tokens = OrthogonalDirectSum(4, 2, 3, 10, num_tokens=3)
     ids = torch.randint(0, 3, (6, 2))
     assert_compiles_like_eager(tokens, a, ids)
+
+
+def test_grnet_karcher_pooling_breaks_only_at_the_karcher_mean():
+    """karcher_mean (iterative, per-set stopping) runs as one opaque call: every graph break is at
+    that call, and the compiled model still equals eager."""
+    torch.manual_seed(6)
+    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2, pooling="karcher").eval()
+    x = torch.randn(5, 12, 20)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.break_reasons
+    for reason in explanation.break_reasons:
+        assert "disable" in str(reason.reason)
+        assert any(
+            frame.name == "forward" and "grassmann" in frame.filename for frame in reason.user_stack
+        )
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(model, backend="aot_eager")(x), model(x))

@@ -1,6 +1,7 @@
 """Scikit-learn-style clustering estimators and clustering metrics."""
 
-from .kmeans import GrassmannKMeans, extrinsic_mean
+from ..manifolds import extrinsic_mean  # re-exported (it lived here before the layout by concern)
+from .kmeans import GrassmannKMeans
 from .metrics import (
     adjusted_rand_index,
     best_matching,

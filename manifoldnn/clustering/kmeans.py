@@ -22,30 +22,21 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..manifolds import Grassmann, karcher_mean
+from ..manifolds import (
+    Grassmann,
+    extrinsic_mean,
+    karcher_mean,
+    projection_metric_distance,
+    top_eigenspace,
+)
 
-__all__ = ["GrassmannKMeans", "extrinsic_mean"]
-
-
-def extrinsic_mean(points: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Top-p eigenvectors of the (weighted) mean projector :math:`\sum_i w_i Y_i Y_i^\top`.
-
-    ``points`` ``(..., N, n, p)``, optional ``weights`` ``(..., N)`` (normalised here) ->
-    ``(..., n, p)``; the basis is arbitrary within the mean subspace. Chikuse 2003, Sec. 8.2.
-    """
-    if points.dim() < 3:
-        raise ValueError(f"points must have shape (..., N, n, p), got {tuple(points.shape)}")
-    p = points.shape[-1]
-    if weights is None:
-        projector = (points @ points.transpose(-1, -2)).mean(-3)
-    else:
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(points.dtype).tiny)
-        projector = torch.einsum("...i,...iab,...icb->...ac", weights, points, points)
-    return torch.linalg.eigh(projector)[1][..., -p:]
+__all__ = ["GrassmannKMeans"]
 
 
 def _mean_projectors(points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum_i w_i Y_i Y_i^T`` for weights ``(..., N)`` and points ``(N, n, p)`` -> ``(..., n, n)``.
+    """``sum_i w_i Y_i Y_i^T`` for weights ``(..., N)`` and points ``(N, n, p)`` -> ``(..., n, n)``:
+    the mean projectors of many weightings of one shared point set (the extrinsic mean's matrix,
+    :mod:`manifoldnn.manifolds.extrinsic`, without expanding the points per set).
 
     One matrix product with the flattened projectors ``(N, n^2)`` when they fit in memory, otherwise a
     loop over the weight rows using only the points with non-zero weight.
@@ -114,8 +105,11 @@ class GrassmannKMeans:
             points = torch.as_tensor(np.asarray(points))
         if points.dim() != 3:
             raise ValueError(
-                f"GrassmannKMeans expects bases of shape (N, n, p), got {tuple(points.shape)}"
+                f"GrassmannKMeans expects points as bases of shape (N, n, p), got "
+                f"{tuple(points.shape)}"
             )
+        if points.shape[0] == 0:
+            raise ValueError("points is empty: GrassmannKMeans needs at least one basis (N >= 1)")
         if not points.is_floating_point():
             points = points.to(torch.get_default_dtype())
         if points.shape[-2] < points.shape[-1]:
@@ -148,16 +142,9 @@ class GrassmannKMeans:
 
     @staticmethod
     def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-        """``points`` ``(N, n, p)``, ``centers`` ``(R, K, n, p)`` -> ``(R, N, K)`` squared distances.
-
-        One product of all basis vectors, ``d^2 = p - sum_ab (x_a . c_b)^2`` (Hamm & Lee 2008, eq. 6).
-        """
-        num_points, n, p = points.shape
-        restarts, clusters = centers.shape[:2]
-        rows = points.transpose(-1, -2).reshape(num_points * p, n)
-        cols = centers.transpose(-1, -2).reshape(restarts * clusters * p, n)
-        cross = (rows @ cols.T).pow(2).reshape(num_points, p, restarts, clusters, p).sum((1, 4))
-        return (p - cross.permute(1, 0, 2)).clamp_min(0.0)
+        """``points`` ``(N, n, p)``, ``centers`` ``(R, K, n, p)`` -> ``(R, N, K)`` squared
+        projection distances ``p - ||X^T C||_F^2`` (Hamm & Lee 2008, eq. 6)."""
+        return projection_metric_distance(points.unsqueeze(0), centers, squared=True)
 
     def _seed(self, points: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """k-means++ seeding for ``n_init`` restarts at once -> ``(R, K, n, p)``."""
@@ -166,11 +153,15 @@ class GrassmannKMeans:
         first = torch.randint(num_points, (restarts,), generator=generator)
         chosen = [first]
         closest = self._squared_distances(points, points[first][:, None])[..., 0]  # (R, N)
-        for _ in range(1, self.n_clusters):
-            weights = closest.double().cpu()
-            totals = weights.sum(-1, keepdim=True)
-            # all points coincide with a centre already: draw uniformly
-            weights = torch.where(totals > 0, weights, torch.ones_like(weights))
+        # squared distances below the rounding of p - ||X^T Y||^2 (a few p eps) are coincident points
+        floor = 8 * points.shape[-1] * torch.finfo(points.dtype).eps
+        for found in range(1, self.n_clusters):
+            weights = torch.where(closest > floor, closest, 0.0).double().cpu()
+            if bool((weights.sum(-1) == 0).any()):
+                raise ValueError(
+                    f"points hold only {found} distinct subspace(s) (up to rounding), fewer than "
+                    f"n_clusters={self.n_clusters}"
+                )
             index = torch.multinomial(weights, 1, generator=generator)[:, 0]
             chosen.append(index)
             new = self._squared_distances(points, points[index.to(points.device)][:, None])[..., 0]
@@ -188,9 +179,7 @@ class GrassmannKMeans:
         batch = points.expand(*weights.shape[:2], *points.shape)  # (R, K, N, n, p)
         if self.mean == "extrinsic":
             normalised = weights / counts.clamp_min(1.0)[..., None]
-            centres = torch.linalg.eigh(_mean_projectors(points, normalised))[1][
-                ..., -points.shape[-1] :
-            ]
+            centres = top_eigenspace(_mean_projectors(points, normalised), points.shape[-1])
         else:
             safe = torch.where(counts[..., None] > 0, weights, torch.ones_like(weights))
             init = extrinsic_mean(batch, safe)

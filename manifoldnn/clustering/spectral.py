@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..losses import projection_metric_similarity
+from ..manifolds.projection import projection_metric_similarity
 
 __all__ = ["projection_affinity", "GrassmannSpectralClustering"]
 

@@ -38,13 +38,20 @@ __all__ = ["FairnessMetric", "AssociationBias", "LinearBias"]
 
 class LinearBias(nn.Module):
     r"""Linear bias loss :math:`b(x) = \langle a, x \rangle` (projection on a bias direction, e.g. the
-    gender direction of Bolukbasi et al. 2016, Sec. 5). ``x (..., d)`` -> ``(...)``."""
+    gender direction of Bolukbasi et al. 2016, Sec. 5). ``x (..., d)`` -> ``(...)``; ``device``
+    and ``dtype`` (default: the direction's) are those of the stored direction."""
 
-    def __init__(self, direction: torch.Tensor) -> None:
+    def __init__(
+        self,
+        direction: torch.Tensor,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if direction.dim() != 1:
             raise ValueError(f"direction must be a vector (d,), got {tuple(direction.shape)}")
-        self.register_buffer("direction", direction.clone())
+        self.register_buffer("direction", direction.to(device=device, dtype=dtype, copy=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.direction.to(x)
@@ -54,10 +61,18 @@ class AssociationBias(nn.Module):
     r"""Difference of mean cosine association with two attribute sets,
     :math:`b(x) = \mathrm{mean}_{a \in A} \cos(x, a) - \mathrm{mean}_{b \in B} \cos(x, b)`
     (the WEAT association s(w, A, B) of Caliskan, Bryson & Narayanan 2017, eq. 1, without its
-    standard-deviation normalisation). ``A (n_a, d)``, ``B (n_b, d)``; ``x (..., d)`` -> ``(...)``.
+    standard-deviation normalisation). ``A (n_a, d)``, ``B (n_b, d)``; ``x (..., d)`` -> ``(...)``;
+    ``device`` and ``dtype`` (default: the sets') are those of the stored direction.
     """
 
-    def __init__(self, first: torch.Tensor, second: torch.Tensor) -> None:
+    def __init__(
+        self,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if first.dim() != 2 or second.dim() != 2 or first.shape[-1] != second.shape[-1]:
             raise ValueError(
@@ -66,7 +81,8 @@ class AssociationBias(nn.Module):
             )
         unit_a = first / first.norm(dim=-1, keepdim=True)
         unit_b = second / second.norm(dim=-1, keepdim=True)
-        self.register_buffer("direction", unit_a.mean(0) - unit_b.mean(0))
+        direction = unit_a.mean(0) - unit_b.mean(0)
+        self.register_buffer("direction", direction.to(device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x @ self.direction.to(x)) / x.norm(dim=-1)
@@ -87,6 +103,7 @@ class FairnessMetric(nn.Module):
     bandwidth : :math:`\sigma`.
     distance : the geometry's distance for the locality kernel and :meth:`sq_dist`; default the
         geometry's default (the one attention uses).
+    device, dtype : of the stored centres (default: those of ``centres``).
 
     ``linear_directions`` is the ``(M, d)`` stack of directions when every bias loss is a
     :class:`LinearBias` (then the stretched distance runs through SDPA in Euclidean space).
@@ -101,6 +118,8 @@ class FairnessMetric(nn.Module):
         centres: torch.Tensor | None = None,
         bandwidth: float = 1.0,
         distance: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.geometry = geometry_for(manifold)
@@ -119,7 +138,10 @@ class FairnessMetric(nn.Module):
                 f"centres must have one point per bias loss ({len(bias_losses)}), got "
                 f"{tuple(centres.shape)}"
             )
-        self.register_buffer("centres", None if centres is None else centres.clone())
+        self.register_buffer(
+            "centres",
+            None if centres is None else centres.to(device=device, dtype=dtype, copy=True),
+        )
         self.bandwidth = float(bandwidth)
         if all(isinstance(b, LinearBias) for b in self.bias_losses):
             self.register_buffer(

@@ -153,7 +153,16 @@ class ReOrth(nn.Module):
     differentiation of linear algebra functions with application in optimum experimental design",
     reduced QR of a tall matrix) times a locally constant sign.  GrNet's released code used a
     hand-written backward; here autograd supplies it and ``gradcheck`` checks it.
+
+    Args:
+        validate: in eager mode, raise a ``ValueError`` when an input is numerically rank-deficient
+            (smallest ``|R_kk|`` at most ``n eps`` times the largest): Q is then not a function of X
+            and the QR backward divides by that ``R_kk``. Default: True.
     """
+
+    def __init__(self, *, validate: bool = True) -> None:
+        super().__init__()
+        self.validate = validate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_matrix(x, "input", "ReOrth")
@@ -161,7 +170,7 @@ class ReOrth(nn.Module):
             raise ValueError(
                 f"ReOrth needs p <= n in (..., n, p), got n={x.shape[-2]}, p={x.shape[-1]}"
             )
-        return qr_positive(x)
+        return qr_positive(x, check_rank=self.validate)
 
 
 class ProjMap(nn.Module):
@@ -259,7 +268,8 @@ class KarcherPool(nn.Module):
 
     With ``learn_weights=True`` (needs ``size``, the length of the pooled axis) each group has a
     learnable weight vector, softmax-normalised, initialised uniform: ``weights`` of shape
-    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None).
+    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None);
+    ``device`` and ``dtype`` are those of that parameter.
     """
 
     def __init__(
@@ -271,6 +281,8 @@ class KarcherPool(nn.Module):
         size: int | None = None,
         max_iter: int = 50,
         tol: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if group_size is not None and group_size < 1:
@@ -293,7 +305,7 @@ class KarcherPool(nn.Module):
             k = size if group_size is None else group_size
             if size % k:
                 raise ValueError(f"KarcherPool: size={size} is not divisible by group_size={k}")
-            self.weight_logits = nn.Parameter(torch.zeros(size // k, k))
+            self.weight_logits = nn.Parameter(torch.zeros(size // k, k, device=device, dtype=dtype))
         else:
             self.register_parameter("weight_logits", None)
 

@@ -13,7 +13,7 @@ Every function accepts any number of leading batch dimensions and any floating d
 from .basic import eye_like, qr_positive, sym, symmetric_vectorize
 from .eigh import eigh_top
 from .spectral import ScalarFn, sym_expm, sym_logm, symmetric_functions
-from .tolerances import TOLERANCES, tolerance
+from .tolerances import HALF_DTYPES, TOLERANCES, tolerance
 
 __all__ = [
     "sym",
@@ -26,5 +26,6 @@ __all__ = [
     "sym_logm",
     "sym_expm",
     "TOLERANCES",
+    "HALF_DTYPES",
     "tolerance",
 ]

@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from .tolerances import HALF_DTYPES
+
 __all__ = ["sym", "qr_positive", "eye_like", "symmetric_vectorize"]
 
 
@@ -23,27 +25,41 @@ def eye_like(a: torch.Tensor) -> torch.Tensor:
     return torch.eye(n, dtype=a.dtype, device=a.device).expand(a.shape[:-2] + (n, n))
 
 
-def qr_positive(a: torch.Tensor) -> torch.Tensor:
+def qr_positive(a: torch.Tensor, *, check_rank: bool = False) -> torch.Tensor:
     """Orthonormal factor Q of the QR decomposition of ``a`` with ``diag(R) >= 0``.
 
-    Parameters
-    ----------
-    a : tensor of shape ``(..., n, p)`` with ``n >= p`` and full column rank.
+    Args:
+        a: tensor of shape ``(..., n, p)`` with ``n >= p`` and full column rank.
+        check_rank: in eager mode, raise a ``ValueError`` when some matrix is numerically
+            rank-deficient (smallest ``|R_kk|`` at most ``n eps`` times the largest): its Q is then
+            not a function of ``a`` and the QR backward divides by that ``R_kk``. Costs one host
+            synchronisation. Default: False.
 
-    Returns
-    -------
-    tensor of shape ``(..., n, p)`` with orthonormal columns spanning the columns of ``a``.
+    Returns:
+        tensor of shape ``(..., n, p)`` with orthonormal columns spanning the columns of ``a``.
 
     The sign convention makes Q a function of ``a`` (the Gram-Schmidt factor): an input with
     orthonormal columns comes back unchanged, and the result is differentiable (PyTorch's QR
-    backward composed with a locally constant sign flip).
+    backward composed with a locally constant sign flip). Half-precision inputs are factored in
+    float32 and returned in their own dtype.
     """
     if a.dim() < 2 or a.shape[-2] < a.shape[-1]:
         raise ValueError(
             f"qr_positive needs a tall matrix (..., n, p) with n >= p, got {tuple(a.shape)}"
         )
+    if a.dtype in HALF_DTYPES:  # no half QR kernel: evaluated in float32, returned as the input
+        return qr_positive(a.float(), check_rank=check_rank).to(a.dtype)
     q, r = torch.linalg.qr(a, mode="reduced")
-    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    diagonal = torch.diagonal(r, dim1=-2, dim2=-1)
+    if check_rank and a.numel() and not torch.compiler.is_compiling():
+        size = diagonal.abs()
+        floor = a.shape[-2] * torch.finfo(a.dtype).eps * size.amax(-1)
+        if bool((size.amin(-1) <= floor).any()):
+            raise ValueError(
+                f"input of shape (..., n, p) = {tuple(a.shape)} is rank-deficient: some matrix has "
+                "fewer than p linearly independent columns, so it spans no p-dimensional subspace"
+            )
+    signs = torch.sign(diagonal)
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     return q * signs.unsqueeze(-2)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from .basic import sym
-from .tolerances import tolerance
+from .tolerances import HALF_DTYPES, tolerance
 
 __all__ = ["eigh_top"]
 
@@ -114,6 +114,9 @@ def eigh_top(
         raise ValueError(f"eigh_top needs 1 <= p <= n = {n}, got p = {p}")
     if not a.is_floating_point():
         raise ValueError(f"eigh_top needs a floating-point tensor, got {a.dtype}")
+    if a.dtype in HALF_DTYPES:  # no half eigensolver: evaluated in float32, returned as the input
+        values, vectors = eigh_top(a.float(), p, broadening=broadening)
+        return values.to(a.dtype), vectors.to(a.dtype)
     if broadening is None:
         broadening = tolerance("eigh_broadening", a.dtype)
     if broadening < 0:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .tolerances import tolerance
+from .tolerances import HALF_DTYPES, tolerance
 
 __all__ = [
     "ScalarFn",
@@ -205,6 +205,11 @@ def symmetric_functions(
     -------
     tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one eigendecomposition.
     """
+    if s.dtype in HALF_DTYPES:  # no half eigensolver: evaluated in float32, returned as the input
+        outs = symmetric_functions(
+            s.float(), *fns, factor=None if factor is None else factor.float()
+        )
+        return tuple(out.to(s.dtype) for out in outs)
     if torch.is_grad_enabled() and s.requires_grad:
         return _SymmetricSpectralFunctions.apply(s, tuple(fns), factor)
     lam, q = _eigh(s, factor)

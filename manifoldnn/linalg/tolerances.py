@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TOLERANCES", "tolerance"]
+__all__ = ["TOLERANCES", "tolerance", "HALF_DTYPES"]
+
+#: the half-precision dtypes, which manifoldnn evaluates in float32 (see docs/precision.md)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 TOLERANCES: dict[str, dict[torch.dtype, float]] = {
     "taylor_switch": {

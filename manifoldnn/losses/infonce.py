@@ -93,6 +93,7 @@ class InfoNCELoss(nn.Module):
     temperature : initial tau > 0.
     learnable_temperature : learn ``log tau`` (CLIP, Radford et al. 2021, sec. 2.5).
     normalize, reduction : as in :func:`info_nce_loss`.
+    device, dtype : of the (log-)temperature.
 
     ``forward(z_a (..., N, d), z_b (..., N, d))`` returns the loss.
     """
@@ -104,11 +105,13 @@ class InfoNCELoss(nn.Module):
         learnable_temperature: bool = False,
         normalize: bool = True,
         reduction: Reduction = "mean",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        log_tau = torch.log(torch.tensor(float(temperature)))
+        log_tau = torch.log(torch.tensor(float(temperature), device=device, dtype=dtype))
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_tau)
         else:

@@ -24,7 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linalg import symmetric_vectorize
+from ..manifolds.projection import (
+    cross_products_cheaper,
+    projection_metric_distance,
+    projection_metric_similarity,
+    projector_vectors,
+)
 
 __all__ = [
     "projection_metric_distance",
@@ -37,121 +42,9 @@ __all__ = [
 
 Reduction = Literal["mean", "sum", "none"]
 
-# p - ||Y1^T Y2||^2 is computed with an absolute rounding error of a few p * eps, so squared distances
-# below _ROUNDING * p * eps are rounding noise: they are reported as exactly 0 with zero gradient
-# (the gradient of sqrt at 0 is infinite). Distances above sqrt(_ROUNDING * p * eps) are exact.
-_ROUNDING = 8.0
-
 # a positives mask with at most this many entries per row (on average) is gathered pair by pair
 # in the contrastive loss; denser masks are summed against the full logits
 _SPARSE_POSITIVES = 16
-
-
-def _check_bases(name: str, y: torch.Tensor) -> None:
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor, got {type(y).__name__}")
-    if y.dim() < 2:
-        raise ValueError(f"{name} must have shape (..., n, p), got {tuple(y.shape)}")
-    if not y.is_floating_point():
-        raise ValueError(f"{name} must be floating point, got {y.dtype}")
-    if y.shape[-2] < y.shape[-1]:
-        raise ValueError(
-            f"{name} must be a tall basis (..., n, p) with n >= p, got {tuple(y.shape)}"
-        )
-
-
-def projection_metric_similarity(
-    y1: torch.Tensor, y2: torch.Tensor, *, pairwise: bool = True
-) -> torch.Tensor:
-    r"""Squared Frobenius norm :math:`\|Y_1^\top Y_2\|_F^2 = \sum_k \cos^2\theta_k` (in ``[0, p]``).
-
-    It equals :math:`\langle Y_1 Y_1^\top, Y_2 Y_2^\top \rangle_F` (the projection kernel of Hamm & Lee,
-    ICML 2008, eq. 5) and :math:`p - d^2` for the projection metric ``d``.
-
-    Parameters
-    ----------
-    y1 : ``(..., N, n, p)`` orthonormal bases when ``pairwise`` (``(..., n, p)`` otherwise).
-    y2 : ``(..., M, n, p)`` when ``pairwise`` (``(..., n, p)`` otherwise); leading dims broadcast.
-    pairwise : all pairs ``(..., N, M)`` when True, element-wise ``(...)`` when False.
-
-    Pairwise, the cheaper of two exact evaluations is used: the squared cross products of the basis
-    vectors (``N M p^2 n`` flops, chosen when ``p^2 (n + 70) < n (n + 1) / 2``, i.e. from n = 13,
-    28, 46, 66 for p = 1, 2, 3, 4), or, for smaller n, the inner products of the isometrically
-    vectorised projectors (``N M n (n + 1) / 2`` flops).
-    """
-    _check_bases("y1", y1)
-    _check_bases("y2", y2)
-    if y1.shape[-2:] != y2.shape[-2:]:
-        raise ValueError(
-            f"y1 and y2 must be bases of the same Gr(n, p), got {tuple(y1.shape[-2:])} and "
-            f"{tuple(y2.shape[-2:])}"
-        )
-    if y1.dtype != y2.dtype:
-        raise ValueError(f"y1 and y2 must share a dtype, got {y1.dtype} and {y2.dtype}")
-    if not pairwise:
-        return (y1.transpose(-1, -2) @ y2).pow(2).sum(dim=(-2, -1))
-    if y1.dim() < 3 or y2.dim() < 3:
-        raise ValueError(
-            "pairwise projection metric needs batches (..., N, n, p) and (..., M, n, p), got "
-            f"{tuple(y1.shape)} and {tuple(y2.shape)}"
-        )
-    n, p = y1.shape[-2:]
-    rows, cols = y1.shape[-3], y2.shape[-3]
-    if _use_cross_products(n, p):
-        # sum_{a,b} (y1_a . y2_b)^2 over all pairs of basis vectors: N M p^2 n flops, no projectors
-        a = y1.transpose(-1, -2).flatten(-3, -2)  # (..., N p, n)
-        b = y2.transpose(-1, -2).flatten(-3, -2)  # (..., M p, n)
-        cross = (a @ b.transpose(-1, -2)).pow(2)  # (..., N p, M p)
-        return cross.unflatten(-1, (cols, p)).sum(-1).unflatten(-2, (rows, p)).sum(-2)
-    # small n: the Frobenius inner product of the isometrically vectorised projectors,
-    # N M n (n + 1) / 2 flops and (N, M) intermediates instead of (N p, M p)
-    return _projector_vectors(y1) @ _projector_vectors(y2).transpose(-1, -2)
-
-
-def _use_cross_products(n: int, p: int) -> bool:
-    """Whether pairwise kernels of Gr(n, p) are cheaper from basis cross products (``p^2 n``
-    multiply-adds a pair, then passes over ``p^2`` products a pair) than from projector vectors
-    (``n (n + 1) / 2`` multiply-adds a pair). The passes count as about 70 multiply-adds each:
-    ``benchmarks/contrastive_loss.py`` (500 samples, 6 views, p = 2, 3, 4, one thread) puts the
-    break-even at n = 30, 45 and 65, where ``p^2 (n + 70) = n (n + 1) / 2``."""
-    return p * p * (n + 70) < n * (n + 1) // 2
-
-
-def _projector_vectors(y: torch.Tensor) -> torch.Tensor:
-    """``(..., n, p)`` bases -> ``(..., n (n + 1) / 2)`` isometric vectors of their projectors."""
-    return symmetric_vectorize(y @ y.transpose(-1, -2))
-
-
-def projection_metric_distance(
-    y1: torch.Tensor, y2: torch.Tensor, *, pairwise: bool = True, squared: bool = False
-) -> torch.Tensor:
-    r"""Projection metric :math:`\|Y_1 Y_1^\top - Y_2 Y_2^\top\|_F / \sqrt 2` between subspaces.
-
-    Computed as :math:`\sqrt{\max(p - \|Y_1^\top Y_2\|_F^2, 0)}` (Hamm & Lee, ICML 2008, eq. 6;
-    Edelman, Arias & Smith 1998, Sec. 4.3) from ``p x p`` products, never the ``n x n`` projectors.
-    The formula resolves squared distances down to its rounding error, a few ``p * eps``; below
-    ``8 p eps`` (``eps`` of the dtype) the distance is returned as exactly 0 with a zero gradient, so
-    equal subspaces are at distance 0 whatever their bases and the gradient stays finite there.
-
-    Parameters
-    ----------
-    y1, y2 : orthonormal bases, ``(..., N, n, p)`` and ``(..., M, n, p)`` when ``pairwise``
-        (result ``(..., N, M)``), or broadcastable ``(..., n, p)`` when not (result ``(...)``).
-    pairwise : all pairs, or element-wise.
-    squared : return :math:`d^2` (smooth everywhere, no floor needed).
-
-    Returns
-    -------
-    Distances in ``[0, sqrt(p)]``.
-    """
-    p = y1.shape[-1] if isinstance(y1, torch.Tensor) and y1.dim() >= 1 else 0
-    d2 = (p - projection_metric_similarity(y1, y2, pairwise=pairwise)).clamp_min(0.0)
-    if squared:
-        return d2
-    floor = _ROUNDING * max(p, 1) * torch.finfo(d2.dtype).eps
-    d2_safe = torch.where(d2 > floor, d2, torch.full_like(d2, floor))
-    # below the floor the distance is reported as 0 with zero gradient (locally constant branch)
-    return torch.where(d2 > floor, d2_safe.sqrt(), torch.zeros_like(d2))
 
 
 def _reduce(per_item: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -163,6 +56,20 @@ def _reduce(per_item: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 def _check_reduction(reduction: str) -> None:
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_orthonormal_views(views: torch.Tensor) -> None:
+    detached = views.detach()
+    if not bool(torch.isfinite(detached).all()):
+        raise ValueError("views hold NaN or infinite values")
+    eye = torch.eye(views.shape[-1], dtype=views.dtype, device=views.device)
+    error = (detached.transpose(-1, -2) @ detached - eye).abs().amax()
+    bound = torch.finfo(views.dtype).eps ** 0.5
+    if not bool(error <= bound):
+        raise ValueError(
+            f"views must be orthonormal bases (Y^T Y = I): max |Y^T Y - I| = {float(error):.2e} > "
+            f"{bound:.1e}; orthonormalise them first (e.g. ReOrth or manifoldnn.linalg.qr_positive)"
+        )
 
 
 class ProjectionMetricContrastiveLoss(nn.Module):
@@ -183,6 +90,9 @@ class ProjectionMetricContrastiveLoss(nn.Module):
         works for small p.
     reduction : ``"mean"``, ``"sum"`` or ``"none"`` (``(V, N)`` per view and sample, each averaged
         over the other views).
+    validate : in eager mode, raise a ``ValueError`` for views holding NaN/inf or bases that are not
+        orthonormal (``max |Y^T Y - I| > sqrt(eps)`` of the dtype), which would otherwise give an
+        infinite or NaN loss. Costs one host synchronisation per call. Default: True.
 
     With ``positives`` (a bool ``(N, N)`` mask with a true diagonal), the anchor's term becomes the
     mean of :math:`-\log` softmax over all its positives (the multi-positive loss of Khosla et al.,
@@ -200,13 +110,16 @@ class ProjectionMetricContrastiveLoss(nn.Module):
     tensors ``(N, n, p)`` of orthonormal bases; returns a scalar (or ``(V, N)``).
     """
 
-    def __init__(self, temperature: float = 0.5, reduction: Reduction = "mean") -> None:
+    def __init__(
+        self, temperature: float = 0.5, reduction: Reduction = "mean", *, validate: bool = True
+    ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         _check_reduction(reduction)
         self.temperature = float(temperature)
         self.reduction = reduction
+        self.validate = validate
 
     def forward(
         self,
@@ -228,6 +141,8 @@ class ProjectionMetricContrastiveLoss(nn.Module):
             raise ValueError(f"the contrastive loss needs at least 2 views, got {num_views}")
         if num_samples < 2:
             raise ValueError(f"in-batch negatives need N >= 2 samples, got {num_samples}")
+        if self.validate and not torch.compiler.is_compiling():
+            _check_orthonormal_views(views)
         if positives is not None:
             if positives.shape != (num_samples, num_samples) or positives.dtype != torch.bool:
                 raise ValueError(
@@ -281,8 +196,8 @@ class ProjectionMetricContrastiveLoss(nn.Module):
         tau = self.temperature
         # the two factors of the logits of every pair of views, gathered once (index_select: its
         # backward is a plain index_add); pair_logits(i, j): the logits at the sample pairs (i, j)
-        if _use_cross_products(n, p):
-            # large n: cross products of the basis vectors (see _use_cross_products)
+        if cross_products_cheaper(n, p):
+            # large n: cross products of the basis vectors (see cross_products_cheaper)
             left, right = views.index_select(0, first), views.index_select(0, second)
             logits = projection_metric_similarity(left, right) / tau
 
@@ -294,7 +209,7 @@ class ProjectionMetricContrastiveLoss(nn.Module):
             # small n: inner products of the projector vectors, each view vectorised once, with
             # 1 / tau folded into one factor (no pass over the (P, N, N) logits)
             # (pair_logits gathers the samples from the V views before the P pairs: fewer rows)
-            vectors = _projector_vectors(views)  # (V, N, n (n + 1) / 2)
+            vectors = projector_vectors(views)  # (V, N, n (n + 1) / 2)
             scaled = vectors / tau
             left, right = vectors.index_select(0, first), scaled.index_select(0, second)
             logits = left @ right.transpose(-1, -2)

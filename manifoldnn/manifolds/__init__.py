@@ -25,6 +25,7 @@ from .geometry import (
 )
 from .grassmann import Grassmann
 from .karcher import karcher_mean
+from .projection import projection_metric_distance, projection_metric_similarity
 from .sphere import Sphere
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "karcher_mean",
     "extrinsic_mean",
     "top_eigenspace",
+    "projection_metric_similarity",
+    "projection_metric_distance",
     "ManifoldGeometry",
     "EuclideanGeometry",
     "SphereGeometry",

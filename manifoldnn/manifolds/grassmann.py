@@ -9,7 +9,7 @@ from geoopt.manifolds.base import Manifold
 from geoopt.tensor import ManifoldTensor
 from geoopt.utils import broadcast_shapes, size2shape
 
-from ..linalg import qr_positive
+from ..linalg import HALF_DTYPES, qr_positive
 from ..linalg.spectral import ACOS_SQRT_OVER_SIN_COS, COS_SQRT, SINC_SQRT, symmetric_functions
 
 __all__ = ["Grassmann", "stack_columns", "weighted_logmap_sum_stacked"]
@@ -51,6 +51,15 @@ def _angle_over_sin_cos(sin2: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
         1.0 / 6.0 + sin2 * (3.0 / 40.0 + sin2 * (5.0 / 112.0 + sin2 * 35.0 / 1152.0))
     )
     return torch.where(small, series, closed) / cos
+
+
+def _check_same_space(x: torch.Tensor, y: torch.Tensor, method: str) -> None:
+    """Two bases must be of one Gr(n, p): a shape check, so it costs nothing and compiles."""
+    if x.dim() < 2 or y.dim() < 2 or x.shape[-2:] != y.shape[-2:]:
+        raise ValueError(
+            f"Grassmann.{method}: both points must be bases (..., n, p) of the same Gr(n, p), got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
 
 
 def stack_columns(y: torch.Tensor) -> torch.Tensor:
@@ -190,6 +199,7 @@ class Grassmann(Manifold):
 
         ``x``, ``y``: ``(..., n, p)`` -> ``(..., n, p)``; independent of the basis of ``y``.
         """
+        _check_same_space(x, y, "logmap")
         xty = x.transpose(-1, -2) @ y
         residual = y - x @ xty
         (f,) = symmetric_functions(xty.transpose(-1, -2) @ xty, ACOS_SQRT_OVER_SIN_COS, factor=xty)
@@ -213,6 +223,12 @@ class Grassmann(Manifold):
 
         ``x``: ``(..., n, p)``, ``y``: ``(..., N, n, p)``, ``weights``: ``(..., N)`` -> ``(..., n, p)``.
         """
+        _check_same_space(x, y, "weighted_logmap_sum")
+        if weights.shape[-1] != y.shape[-3]:
+            raise ValueError(
+                f"Grassmann.weighted_logmap_sum: weights (..., N) must match the N = {y.shape[-3]} "
+                f"points of y, got {tuple(weights.shape)}"
+            )
         if torch.is_grad_enabled() and (
             x.requires_grad or y.requires_grad or weights.requires_grad
         ):
@@ -234,6 +250,11 @@ class Grassmann(Manifold):
 
         ``x``, ``y``: ``(..., n, p)`` -> ``(..., p)``.
         """
+        _check_same_space(x, y, "principal_angles")
+        if x.dtype in HALF_DTYPES or y.dtype in HALF_DTYPES:  # no half SVD: float32, cast back
+            return self.principal_angles(x.float(), y.float()).to(
+                torch.promote_types(x.dtype, y.dtype)
+            )
         xty = x.transpose(-1, -2) @ y
         cosines = torch.linalg.svdvals(xty)
         sines = torch.linalg.svdvals(y - x @ xty).flip(-1)
@@ -328,6 +349,7 @@ class Grassmann(Manifold):
 
         ``x``, ``y``: ``(..., n, p)`` -> ``(...)`` (``(..., 1, 1)`` if keepdim).
         """
+        _check_same_space(x, y, "projection_distance")
         residual = y - x @ (x.transpose(-1, -2) @ y)
         d2 = residual.pow(2).sum(dim=(-2, -1), keepdim=keepdim)
         return _distance_from_squared(d2, x.shape[-1])

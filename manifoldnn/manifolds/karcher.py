@@ -9,7 +9,7 @@ import warnings
 import geoopt
 import torch
 
-from ..linalg import tolerance
+from ..linalg import HALF_DTYPES, tolerance
 from .extrinsic import extrinsic_mean
 from .grassmann import Grassmann, stack_columns, weighted_logmap_sum_stacked
 from .sphere import Sphere
@@ -260,6 +260,9 @@ def _batched_vjp(output: torch.Tensor, wrt: torch.Tensor, cotangents: torch.Tens
         return torch.stack(rows)
 
 
+# The solver is iterative with per-set stopping (host reads of convergence flags): under
+# torch.compile it runs as one opaque call, a single graph break around it.
+@torch.compiler.disable
 def karcher_mean(
     manifold: geoopt.Manifold,
     points: torch.Tensor,
@@ -325,6 +328,31 @@ def karcher_mean(
         )
     if not points.is_floating_point():
         raise ValueError(f"points must be a floating tensor, got dtype {points.dtype}")
+    if points.dtype in HALF_DTYPES:
+        # half precision: solved in float32 (the eigen/QR kernels have no half CPU implementation),
+        # returned in the input dtype. The points are checked at the rounding of their own dtype
+        # (a basis rounded to it is orthonormal to about p eps) and projected in float32.
+        if check:
+            atol = 2 * points.shape[-1] * torch.finfo(points.dtype).eps
+            ok, reason = manifold.check_point_on_manifold(
+                points.detach(), explain=True, atol=atol, rtol=0
+            )
+            if not ok:
+                raise ValueError(f"points are not on the manifold {manifold.name}: {reason}")
+        upcast = karcher_mean(
+            manifold,
+            manifold.projx(points.float()),
+            None if weights is None else weights.float(),
+            max_iter=max_iter,
+            tol=tol,
+            step_size=step_size,
+            init=None if init is None else init.float(),
+            check=False,
+            return_info=return_info,
+        )
+        if return_info:
+            return (upcast[0].to(points.dtype),) + tuple(upcast[1:])
+        return upcast.to(points.dtype)
     point_shape = points.shape[points.dim() - ndim :]
     batch_shape = points.shape[: points.dim() - ndim - 1]
     n_points = points.shape[points.dim() - ndim - 1]
@@ -333,6 +361,13 @@ def karcher_mean(
     ok, reason = manifold._check_shape(tuple(point_shape), "points")
     if not ok:
         raise ValueError(f"points do not have a valid point shape for {manifold.name}: {reason}")
+    if math.prod(batch_shape) == 0:  # an empty batch of sets has an empty batch of means
+        empty = points.new_empty(batch_shape + tuple(point_shape))
+        if return_info:
+            return empty, points.new_empty(batch_shape), torch.zeros(batch_shape, dtype=torch.long)
+        return empty
+    if not bool(torch.isfinite(points.detach()).all()):
+        raise ValueError("points hold NaN or infinite values")
     if check:
         ok, reason = manifold.check_point_on_manifold(points.detach(), explain=True)
         if not ok:
@@ -352,6 +387,8 @@ def karcher_mean(
             f"weights of shape {tuple(weights.shape)} do not broadcast to the batch shape "
             f"{tuple(batch_shape)} of points {tuple(points.shape)}"
         ) from err
+    if not bool(torch.isfinite(weights.detach()).all()):
+        raise ValueError("weights hold NaN or infinite values; they must be finite and >= 0")
     if bool((weights.detach() < 0).any()):
         raise ValueError("weights must be non-negative")
     if bool((weights.detach().sum(-1) <= 0).any()):
@@ -359,6 +396,15 @@ def karcher_mean(
             "weights sum to zero for at least one set; each set needs a positive weight"
         )
 
+    if init is not None:
+        try:
+            init = init.expand(batch_shape + tuple(point_shape))
+        except (RuntimeError, AttributeError):
+            raise ValueError(
+                f"init must be a tensor broadcastable to the means' shape "
+                f"{tuple(batch_shape + tuple(point_shape))}, got "
+                f"{tuple(getattr(init, 'shape', ()))}"
+            ) from None
     tol = tolerance("karcher_tol", points.dtype) if tol is None else float(tol)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
@@ -368,7 +414,7 @@ def karcher_mean(
         start = (
             _warm_start(manifold, x, w)
             if init is None
-            else init.detach().to(x).expand(batch_shape + tuple(point_shape)).reshape(x[:, 0].shape)
+            else init.detach().to(x).reshape(x[:, 0].shape)
         )
         mean, grad_norm, iterations = _solve(
             manifold, x, w, start, max_iter=max_iter, tol=tol, step_size=step_size

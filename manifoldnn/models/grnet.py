@@ -48,9 +48,17 @@ class ProjectorClassifier(nn.Module):
     """
 
     def __init__(
-        self, n: int, num_classes: int, channels: int = 1, batch_norm: bool = False
+        self,
+        n: int,
+        num_classes: int,
+        channels: int = 1,
+        batch_norm: bool = False,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
         if n < 1 or num_classes < 1 or channels < 1:
             raise ValueError(
                 f"ProjectorClassifier needs positive sizes, got n={n}, num_classes={num_classes}, "
@@ -60,8 +68,8 @@ class ProjectorClassifier(nn.Module):
         self.channels = channels
         self.num_classes = num_classes
         features = channels * n * (n + 1) // 2
-        self.norm = nn.BatchNorm1d(features, affine=False) if batch_norm else None
-        self.linear = nn.Linear(features, num_classes)
+        self.norm = nn.BatchNorm1d(features, affine=False, **factory_kwargs) if batch_norm else None
+        self.linear = nn.Linear(features, num_classes, **factory_kwargs)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         expected = (self.n, self.n) if self.channels == 1 else (self.channels, self.n, self.n)
@@ -105,6 +113,7 @@ class GrNet(nn.Module):
         ``(..., K, in_dim, m)`` (or ``(..., K, in_dim, p)``), ``channels`` must be a multiple of K
         and input channel k feeds the ``channels / K`` FRMap channels ``k * channels / K, ...,
         (k + 1) * channels / K - 1`` (each with its own weight).
+    device, dtype : of the parameters.
 
     Shapes: ``(..., in_dim, m)`` (or ``(..., in_dim, p)``) -> logits ``(..., num_classes)``; with
     ``in_channels=K > 1``, ``(..., K, in_dim, m)`` (or ``(..., K, in_dim, p)``) -> ``(...,
@@ -125,8 +134,12 @@ class GrNet(nn.Module):
         center: bool = False,
         batch_norm: bool = False,
         in_channels: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
         dims = tuple(int(d) for d in dims)
         if len(dims) < 1:
             raise ValueError("GrNet needs at least one FRMap size in dims")
@@ -151,7 +164,9 @@ class GrNet(nn.Module):
         self.in_channels = in_channels
         self._fan_out = channels // in_channels
         self.embedding = SubspaceEmbedding(p, center=center) if embed else None
-        self.first = nn.Sequential(FRMap(in_dim, dims[0], channels=channels), ReOrth())
+        self.first = nn.Sequential(
+            FRMap(in_dim, dims[0], channels=channels, **factory_kwargs), ReOrth()
+        )
         pooled_channels = channels // pool_size
         if pool_size == 1:
             self.pool = nn.Identity()
@@ -160,14 +175,17 @@ class GrNet(nn.Module):
                 ProjMap(), ProjPooling("across", kernel_size=pool_size), OrthMap(p)
             )
         else:
-            self.pool = KarcherPool(group_size=pool_size)
+            self.pool = KarcherPool(group_size=pool_size, **factory_kwargs)
         blocks = []
         for previous, current in zip(dims[:-1], dims[1:]):
-            blocks += [FRMap(previous, current, channels=pooled_channels), ReOrth()]
+            blocks += [
+                FRMap(previous, current, channels=pooled_channels, **factory_kwargs),
+                ReOrth(),
+            ]
         self.blocks = nn.Sequential(*blocks)
         self.projmap = ProjMap()
         self.head = ProjectorClassifier(
-            dims[-1], num_classes, channels=pooled_channels, batch_norm=batch_norm
+            dims[-1], num_classes, channels=pooled_channels, batch_norm=batch_norm, **factory_kwargs
         )
         self._pooled_channels = pooled_channels
 

@@ -64,6 +64,7 @@ class MultiViewGrassmannNet(nn.Module):
     rank : p, dimension of the subspaces.
     projected_dim : m, rows after the shared FRMap (``p <= m <= n``).
     dropout : dropout rate in the encoders.
+    device, dtype : of the parameters.
 
     Shape
     -----
@@ -82,8 +83,11 @@ class MultiViewGrassmannNet(nn.Module):
         rank: int = 3,
         projected_dim: int = 8,
         dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
         if len(view_dims) < 1 or any(int(d) < 1 for d in view_dims):
             raise ValueError(f"view_dims must list positive feature sizes, got {list(view_dims)}")
         if n_clusters < 2:
@@ -99,22 +103,33 @@ class MultiViewGrassmannNet(nn.Module):
         self.rank = rank
         self.projected_dim = projected_dim
         self.encoders = nn.ModuleList(
-            [self._encoder(d, list(hidden), ambient_dim * rank, dropout) for d in self.view_dims]
+            [
+                self._encoder(d, list(hidden), ambient_dim * rank, dropout, factory_kwargs)
+                for d in self.view_dims
+            ]
         )
         self.reorth = ReOrth()
-        self.frmap = FRMap(ambient_dim, projected_dim)
+        self.frmap = FRMap(ambient_dim, projected_dim, **factory_kwargs)
         self.projmap = ProjMap()
-        self.head = nn.Linear(projected_dim * (projected_dim + 1) // 2, n_clusters)
+        self.head = nn.Linear(
+            projected_dim * (projected_dim + 1) // 2, n_clusters, **factory_kwargs
+        )
 
     @staticmethod
-    def _encoder(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
+    def _encoder(
+        in_dim: int, hidden: list[int], out_dim: int, dropout: float, factory_kwargs: dict
+    ) -> nn.Sequential:
         layers: list[nn.Module] = []
         for width in hidden:
-            layers += [nn.Linear(in_dim, width), nn.BatchNorm1d(width), nn.ReLU()]
+            layers += [
+                nn.Linear(in_dim, width, **factory_kwargs),
+                nn.BatchNorm1d(width, **factory_kwargs),
+                nn.ReLU(),
+            ]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             in_dim = width
-        layers.append(nn.Linear(in_dim, out_dim))
+        layers.append(nn.Linear(in_dim, out_dim, **factory_kwargs))
         return nn.Sequential(*layers)
 
     def encode_view(self, view: int, x: torch.Tensor) -> torch.Tensor:
