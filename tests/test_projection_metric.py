@@ -138,7 +138,9 @@ def test_contrastive_positives_gradcheck():
     views = _bases(3, 5, 6, 2, seed=23).requires_grad_(True)
     eye = torch.eye(5, dtype=torch.bool)
     positives = eye | eye.roll(1, 1)
-    loss = ProjectionMetricContrastiveLoss(temperature=0.4)
+    loss = ProjectionMetricContrastiveLoss(
+        temperature=0.4, validate=False
+    )  # finite differences leave the manifold
     assert torch.autograd.gradcheck(lambda v: loss(v, positives=positives), (views,))
     # more than 16 positives per anchor: summed against the full logits, not gathered
     dense_views = _bases(2, 18, 5, 2, seed=24).requires_grad_(True)
@@ -153,7 +155,9 @@ def test_contrastive_prefers_aligned_views_and_gradcheck():
     shuffled = loss(torch.stack([anchor, anchor[torch.randperm(8)]]))
     assert aligned < shuffled
     views = _bases(2, 4, 5, 2, seed=14).requires_grad_(True)
-    assert torch.autograd.gradcheck(loss, (views,))
+    # finite differences step off the manifold, where the value check would refuse the views
+    unchecked = ProjectionMetricContrastiveLoss(temperature=0.2, validate=False)
+    assert torch.autograd.gradcheck(unchecked, (views,))
 
 
 def test_contrastive_errors():
