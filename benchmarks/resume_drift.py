@@ -23,7 +23,7 @@ import geoopt
 import torch
 
 import manifoldnn.optim
-from manifoldnn.manifolds import Grassmann, Stiefel
+from manifoldnn.manifolds import Grassmann
 
 ROUTES = ("file", "deepcopy-state", "deepcopy-pair")
 FAMILIES = {
@@ -41,7 +41,7 @@ def make_model(dtype: torch.dtype, seed: int) -> torch.nn.Module:
     basis = torch.linalg.qr(torch.randn(12, 3, generator=generator, dtype=torch.float64))[0]
     frames = torch.linalg.qr(torch.randn(2, 8, 2, generator=generator, dtype=torch.float64))[0]
     model.basis = geoopt.ManifoldParameter(basis.to(dtype), manifold=Grassmann())
-    model.frames = geoopt.ManifoldParameter(frames.to(dtype), manifold=Stiefel())
+    model.frames = geoopt.ManifoldParameter(frames.to(dtype), manifold=geoopt.Stiefel())
     model.bias = torch.nn.Parameter(
         torch.randn(5, generator=generator, dtype=torch.float64).to(dtype)
     )
