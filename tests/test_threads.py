@@ -11,6 +11,7 @@ import torch
 
 from manifoldnn.utils.threads import (
     WAIT_VARIABLES,
+    free_cores,
     openmp_runtime_loaded,
     prefer_passive_openmp_wait,
 )
@@ -96,3 +97,17 @@ def test_run_sh_threads():
     # values the caller set are kept
     assert _run_sh_threads(OMP_NUM_THREADS="7", OMP_WAIT_POLICY="ACTIVE") == ("7", "ACTIVE")
     assert _run_sh_threads(GOMP_SPINCOUNT="10")[1] == "unset"
+
+
+def test_free_cores():
+    assert free_cores(load=0.0, cores=2) == 2
+    assert free_cores(load=0.4, cores=2) == 2
+    assert free_cores(load=0.5, cores=2) == 1  # half up, as run.sh
+    assert free_cores(load=1.3, cores=2) == 1
+    assert free_cores(load=9.0, cores=2) == 1  # never below one
+    assert free_cores(load=1.6, cores=8) == 6
+    assert 1 <= free_cores() <= os.cpu_count()
+    with pytest.raises(ValueError, match="cores"):
+        free_cores(load=0.0, cores=0)
+    with pytest.raises(ValueError, match="load"):
+        free_cores(load=float("nan"), cores=2)

@@ -11,15 +11,19 @@ number of threads, hence the results' rounding, unchanged.
 
 The runtime reads the variable once, when it is loaded (for PyTorch: at ``import torch``), so it
 must be in the environment before that: ``scripts/run.sh`` exports it, and a script run directly can
-call :func:`prefer_passive_openmp_wait` before its first ``import torch``. Measurements and the
-other knobs (``OMP_NUM_THREADS``, ``torch.set_num_threads``) are in ``docs/threads.md``.
+call :func:`prefer_passive_openmp_wait` before its first ``import torch``. Fewer threads than
+cores helps more when another process holds some of them: :func:`free_cores` gives the count
+``scripts/run.sh`` uses for ``OMP_NUM_THREADS``, for ``torch.set_num_threads`` (which, unlike the
+wait policy, works at any time). Measurements are in ``docs/threads.md``.
 
 Examples::
 
-    from manifoldnn.utils.threads import prefer_passive_openmp_wait
+    from manifoldnn.utils.threads import free_cores, prefer_passive_openmp_wait
 
     prefer_passive_openmp_wait()  # before torch is imported
     import torch  # noqa: E402
+
+    torch.set_num_threads(free_cores())
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import warnings
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["openmp_runtime_loaded", "prefer_passive_openmp_wait"]
+__all__ = ["free_cores", "openmp_runtime_loaded", "prefer_passive_openmp_wait"]
 
 # Variables with which the user has already chosen how OpenMP threads wait; any of them is respected.
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
@@ -80,3 +84,32 @@ def prefer_passive_openmp_wait(environ: MutableMapping[str, str] | None = None) 
             stacklevel=2,
         )
     return True
+
+
+def free_cores(load: float | None = None, cores: int | None = None) -> int:
+    """Cores not already taken by other processes: ``cores - round(load)``, at least 1.
+
+    The rule of ``scripts/run.sh``. A snapshot: the 1-minute load average lags a job that has just
+    started or stopped, and it counts the whole machine (in a container it may include processes
+    on cores the container cannot use, which only makes the answer smaller).
+
+    Args:
+        load: the load average. Default: ``None`` (``os.getloadavg()[0]``, 0 where unavailable).
+        cores: the usable cores. Default: ``None`` (the CPUs this process may run on).
+
+    Returns:
+        The number of threads to give an OpenMP runtime, between 1 and ``cores``.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    if cores is None or cores < 1:
+        raise ValueError(f"free_cores: cores must be a positive integer, got {cores!r}")
+    if not load >= 0:
+        raise ValueError(f"free_cores: load must be a non-negative number, got {load!r}")
+    # half up, as run.sh's awk int(l + 0.5)
+    return max(1, min(cores, cores - int(load + 0.5)))
