@@ -14,6 +14,27 @@ PYTHON=${PYTHON:-python3}
 VENV=${MANIFOLDNN_VENV:-.venv}
 FLAGSHIP=examples/multiview_clustering.py
 
+# Threads on a shared machine (docs/threads.md). OpenMP worker threads (PyTorch's, scikit-learn's)
+# busy-wait after each parallel region before sleeping; beside another busy process they take the
+# cores the working threads need, and runs get many times slower. Waiting threads sleep at once
+# with OMP_WAIT_POLICY=PASSIVE, and cores another process is already using are not given threads:
+# OMP_NUM_THREADS = cores minus the 1-minute load average (rounded), at least 1. A value the caller
+# has already set (even empty) is kept.
+threads() {
+    if [ -z "${OMP_WAIT_POLICY+set}" ] && [ -z "${GOMP_SPINCOUNT+set}" ]; then
+        export OMP_WAIT_POLICY=PASSIVE
+    fi
+    if [ -z "${OMP_NUM_THREADS+set}" ]; then
+        local cores load free
+        cores=$(nproc 2>/dev/null || echo 1)
+        load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+        free=$(awk -v c="$cores" -v l="$load" 'BEGIN { f = c - int(l + 0.5); print (f < 1 ? 1 : f) }')
+        export OMP_NUM_THREADS=$free
+        echo "run.sh: OMP_NUM_THREADS=$OMP_NUM_THREADS ($cores cores, 1-minute load $load)," \
+            "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}; export either to choose" >&2
+    fi
+}
+
 setup() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
@@ -42,12 +63,14 @@ case "$cmd" in
         ;;
     test)
         setup
+        threads
         "$VENV/bin/python" -m ruff check .
         "$VENV/bin/python" -m ruff format --check .
         "$VENV/bin/python" -m pytest -q "$@"
         ;;
     example)
         setup
+        threads
         if [ -f "$FLAGSHIP" ]; then
             "$VENV/bin/python" "$FLAGSHIP" "$@"
         else

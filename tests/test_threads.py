@@ -1,0 +1,113 @@
+"""The OpenMP wait-policy helper: what libgomp actually reads, checked with OMP_DISPLAY_ENV."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from manifoldnn.utils.threads import (
+    WAIT_VARIABLES,
+    free_cores,
+    openmp_runtime_loaded,
+    prefer_passive_openmp_wait,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+GNU_OPENMP = sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info()
+
+
+def _spin_count(code: str, **extra: str) -> str:
+    """Run ``code`` in a fresh interpreter; return the GOMP_SPINCOUNT libgomp reports at load."""
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES}
+    env.update(PYTHONPATH=str(ROOT), OMP_DISPLAY_ENV="VERBOSE", **extra)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    # libgomp prints its settings once per runtime loaded; torch's is the first
+    match = re.search(r"GOMP_SPINCOUNT = '(\w+)'", result.stderr)
+    assert match, result.stderr
+    return match.group(1)
+
+
+CALL_THEN_IMPORT = (
+    "from manifoldnn.utils.threads import prefer_passive_openmp_wait as p\n"
+    "assert p()\n"
+    "import torch\n"
+    "torch.ones(1)\n"
+)
+
+
+@pytest.mark.skipif(not GNU_OPENMP, reason="OMP_DISPLAY_ENV output is GNU libgomp's (Linux)")
+def test_policy_reaches_torchs_openmp_runtime():
+    assert _spin_count("import torch") == "300000"  # libgomp's default: spin before sleeping
+    assert _spin_count(CALL_THEN_IMPORT) == "0"
+
+
+@pytest.mark.skipif(not GNU_OPENMP, reason="OMP_DISPLAY_ENV output is GNU libgomp's (Linux)")
+def test_user_choice_is_respected():
+    code = CALL_THEN_IMPORT.replace("assert p()", "assert not p()")
+    assert _spin_count(code, OMP_WAIT_POLICY="ACTIVE") != "0"
+    assert _spin_count(code, GOMP_SPINCOUNT="1000") == "1000"
+
+
+def test_sets_only_unset_environment():
+    environ = {}
+    assert prefer_passive_openmp_wait(environ) is True
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}
+    for name in WAIT_VARIABLES:
+        environ = {name: "42"}
+        assert prefer_passive_openmp_wait(environ) is False
+        assert environ == {name: "42"}
+
+
+def test_warns_once_torch_is_loaded(monkeypatch):
+    # torch is imported by this module, so its OpenMP runtime is already loaded here
+    assert openmp_runtime_loaded()
+    for name in WAIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.warns(RuntimeWarning, match="before the first `import torch`"):
+        assert prefer_passive_openmp_wait() is True
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def _run_sh_threads(**env: str) -> tuple[str, str]:
+    """Run scripts/run.sh's ``threads`` function alone; return (OMP_NUM_THREADS, OMP_WAIT_POLICY)."""
+    script = (
+        f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
+        "threads\n"
+        'echo "${OMP_NUM_THREADS-unset} ${OMP_WAIT_POLICY-unset}"\n'
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in (*WAIT_VARIABLES, "OMP_NUM_THREADS")}
+    result = subprocess.run(
+        ["bash", "-c", script], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
+    threads, policy = result.stdout.split()
+    return threads, policy
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="run.sh reads /proc/loadavg")
+def test_run_sh_threads():
+    threads, policy = _run_sh_threads()
+    assert policy == "PASSIVE"
+    assert 1 <= int(threads) <= os.cpu_count()
+    # values the caller set are kept
+    assert _run_sh_threads(OMP_NUM_THREADS="7", OMP_WAIT_POLICY="ACTIVE") == ("7", "ACTIVE")
+    assert _run_sh_threads(GOMP_SPINCOUNT="10")[1] == "unset"
+
+
+def test_free_cores():
+    assert free_cores(load=0.0, cores=2) == 2
+    assert free_cores(load=0.4, cores=2) == 2
+    assert free_cores(load=0.5, cores=2) == 1  # half up, as run.sh
+    assert free_cores(load=1.3, cores=2) == 1
+    assert free_cores(load=9.0, cores=2) == 1  # never below one
+    assert free_cores(load=1.6, cores=8) == 6
+    assert 1 <= free_cores() <= os.cpu_count()
+    with pytest.raises(ValueError, match="cores"):
+        free_cores(load=0.0, cores=0)
+    with pytest.raises(ValueError, match="load"):
+        free_cores(load=float("nan"), cores=2)
