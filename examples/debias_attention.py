@@ -70,6 +70,11 @@ from manifoldnn.fairness import FairnessMetric, LinearBias
 from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
 
+try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
+
 WEAT_TESTS = {"career_family": 5, "math_arts": 6, "science_arts": 7}
 
 
@@ -246,9 +251,7 @@ def evaluate(name, out, eval_words, weights, ctx) -> dict[str, float]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/debias_attention"))
-    parser.add_argument("--json", type=Path, default=None)
+    add_output_arguments(parser, "debias_attention")
     parser.add_argument("--keys", type=int, default=10000, help="vocabulary size (most frequent)")
     parser.add_argument("--tau", type=float, default=0.2, help="attention temperature")
     parser.add_argument(
@@ -396,9 +399,7 @@ def main(argv=None) -> dict:
         },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
+    write_json(args.json, payload)
     return payload
 
 

@@ -194,10 +194,8 @@ any setting on the training split::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import geoopt
 import numpy as np
@@ -208,6 +206,11 @@ from tqdm import tqdm
 from manifoldnn.layers import SubspaceEmbedding
 from manifoldnn.manifolds import Grassmann
 from manifoldnn.models import GrNet, ProjectorClassifier
+
+try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 MAX_LENGTH = 29
 GRASSMANN = Grassmann()
@@ -620,9 +623,7 @@ def parameter_count(model: nn.Module) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/grassmann_classification"))
-    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    add_output_arguments(parser, "grassmann_classification")
     parser.add_argument("--p", type=int, default=2, help="subspace dimension")
     parser.add_argument("--delays", type=int, default=1, help="delay-embedding depth of the frames")
     parser.add_argument("--dims", type=int, nargs="+", default=[20], help="FRMap output sizes")
@@ -810,9 +811,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"total time {seconds:.1f} s")
     output = {"results": results, "seconds": seconds, "stiefel_error": stiefel_error,
               "history": {"grnet": history, "mlp": mlp_history}}  # fmt: skip
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(output, indent=2))
+    write_json(args.json, output)
     return output
 
 

@@ -11,7 +11,6 @@ recomputed on each training fold).  Reports the mean validation accuracy of GrNe
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from examples._common import write_json  # noqa: E402
 from examples.grassmann_classification import (  # noqa: E402
     accuracy,
     build_parser,
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<16} CV accuracy {values['mean']:.4f} +- {values['std']:.4f}")
     print(f"total time {seconds:.1f} s")
     output = {"cv": summary, "seconds": seconds, "argv": sys.argv[1:] if argv is None else argv}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(output, indent=2))
+    write_json(args.json, output)
     return output
 
 

@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import geoopt
 import numpy as np
@@ -21,6 +19,11 @@ import scipy.linalg
 import torch
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
+
+try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 
 def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):
@@ -38,9 +41,7 @@ def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/karcher_demo"))
-    parser.add_argument("--json", type=Path, default=None)
+    add_output_arguments(parser, "karcher_demo")
     parser.add_argument("--sets", type=int, default=64)
     parser.add_argument("--points", type=int, default=50)
     args = parser.parse_args(argv)
@@ -99,9 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         for metric, value in metrics.items():
             print(f"{method:<28} {metric:<32} {value:.3e}")
     report = {"results": results, "seconds": time.perf_counter() - start, "seed": args.seed}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     return report
 
 

