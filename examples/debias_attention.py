@@ -70,7 +70,7 @@ from manifoldnn.fairness import FairnessMetric, LinearBias
 from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
 
-try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+try:  # imported as examples.debias_attention (tests), or run as python examples/debias_attention.py
     from examples._common import add_output_arguments, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
     from _common import add_output_arguments, write_json

@@ -207,7 +207,7 @@ from manifoldnn.layers import SubspaceEmbedding
 from manifoldnn.manifolds import Grassmann
 from manifoldnn.models import GrNet, ProjectorClassifier
 
-try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+try:  # imported as examples.grassmann_classification (tests), or run as python examples/grassmann_classification.py
     from examples._common import add_output_arguments, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
     from _common import add_output_arguments, write_json

@@ -20,7 +20,7 @@ import torch
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
 
-try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+try:  # imported as examples.karcher_demo (tests), or run as python examples/karcher_demo.py
     from examples._common import add_output_arguments, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
     from _common import add_output_arguments, write_json

@@ -47,7 +47,7 @@ from manifoldnn.clustering import (
 from manifoldnn.datasets import load_multiview
 from manifoldnn.linalg import symmetric_vectorize
 
-try:  # imported as examples.<name> (tests), or run as python examples/<name>.py
+try:  # imported as examples.multiview_clustering (tests), or run as python examples/multiview_clustering.py
     from examples._common import add_output_arguments, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
     from _common import add_output_arguments, write_json
