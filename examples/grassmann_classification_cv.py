@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name, values in summary.items():
         print(f"{name:<16} CV accuracy {values['mean']:.4f} +- {values['std']:.4f}")
     print(f"total time {seconds:.1f} s")
-    output = {"cv": summary, "seconds": seconds, "argv": sys.argv[1:] if argv is None else argv}
+    results = {
+        name: {"cv_accuracy": values["mean"], "cv_std": values["std"]}
+        for name, values in summary.items()
+    }
+    output = {"results": results, "cv": summary, "seconds": seconds,
+              "argv": sys.argv[1:] if argv is None else argv}  # fmt: skip
     write_json(args.json, output)
     return output
 
