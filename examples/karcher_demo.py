@@ -5,7 +5,18 @@
 2. A ``geoopt.ManifoldParameter`` on ``Grassmann`` trained with RiemannianAdam finds the dominant
    eigenspace of a symmetric matrix (compared with ``scipy.linalg.eigh``).
 
+Run (about 10 s on one core)::
+
     python examples/karcher_demo.py --seed 0 --out out/karcher_demo --json out/karcher_demo.json
+
+``--sets`` and ``--points`` set the number of noisy sample sets and their size.
+
+What to expect: a table of the mean geodesic error to the hidden subspace for each estimator, the
+naive basis average clearly the worst and the Karcher mean at least as close as the extrinsic mean
+it starts from, with its largest final gradient norm and mean iteration count; then the
+projection distance between the learned subspace and SciPy's eigenspace (small, set by the
+optimiser's tolerance) and an orthonormality error at float64 rounding. The JSON holds the same
+table under ``"results"``.
 """
 
 from __future__ import annotations
