@@ -21,7 +21,7 @@ profession's lean), ``weat`` (mean |effect size|, Caliskan et al. 2017, eq. 2, o
 ``nn_overlap`` (10-NN shared with ``none``) and ``self_mass``.
 
 Run: ``python examples/debias_attention.py --out out/debias --json out/debias/results.json``
-(under a minute on one core).
+(about a minute on one core).
 
 What to expect: the fairness metric keeps the meaning of the outputs (nearest neighbours, SimLex,
 WordSim close to the raw vectors) and moves the stereotype gap (overshooting at large alpha), but
