@@ -54,11 +54,15 @@ def test_orthogonal_after_1000_riemannian_adam_steps(parametrization: str, lossy
     q = module.frame().detach()
     assert q.dtype == torch.float32
     assert spectral(q - start) > 0.1
+    # The frame is recomputed from its parameter at every step (QR, Cayley or matrix exponential in
+    # float32), so its orthonormality error is that of one backward-stable factorisation of a c x c
+    # matrix, O(c eps), not an accumulation over the 1000 steps.
+    tolerance = 8 * c * torch.finfo(torch.float32).eps
     cross, gram = module.orthogonality_error()
-    assert cross <= 1e-6 and gram <= 1e-6, (cross, gram)
+    assert cross <= tolerance and gram <= tolerance, (cross, gram)
     for frame in (module.retained_a, module.retained_b):
         if frame is not None:
-            assert gram_error(frame().detach()) <= 1e-6
+            assert gram_error(frame().detach()) <= tolerance
     if not lossy:
         with torch.no_grad():
             a_hat, b_hat = module.decompose(module(a, b))
