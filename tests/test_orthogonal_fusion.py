@@ -54,9 +54,9 @@ def test_orthogonal_after_1000_riemannian_adam_steps(parametrization: str, lossy
     q = module.frame().detach()
     assert q.dtype == torch.float32
     assert spectral(q - start) > 0.1
-    # The frame is recomputed from its parameter at every step (QR, Cayley or matrix exponential in
-    # float32), so its orthonormality error is that of one backward-stable factorisation of a c x c
-    # matrix, O(c eps), not an accumulation over the 1000 steps.
+    # The frame is recomputed from its parameter (Cayley or matrix exponential) or re-orthonormalised
+    # by the Stiefel retraction at every step, in float32, so its orthonormality error is that of
+    # one backward-stable factorisation of a c x c matrix, O(c eps), not an accumulation over steps.
     tolerance = 8 * c * torch.finfo(torch.float32).eps
     cross, gram = module.orthogonality_error()
     assert cross <= tolerance and gram <= tolerance, (cross, gram)
