@@ -157,7 +157,10 @@ def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[
 
 
 def _torchrun_main(args: argparse.Namespace) -> None:
-    from grassmann_classification import accuracy, load_data, standardise, subspaces
+    try:  # the data pipeline of the classification example, imported as _common is
+        from examples.grassmann_classification import accuracy, load_data, standardise, subspaces
+    except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+        from grassmann_classification import accuracy, load_data, standardise, subspaces
     from tqdm import tqdm
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
