@@ -17,6 +17,11 @@ subprocess, and the peak is ``ru_maxrss`` (``resource.getrusage``, the process's
 high-water mark) minus the resident set size just before the call, i.e. the extra memory the call
 needed. (tracemalloc does not see PyTorch's allocator, hence RSS.)
 
+Correctness, printed first: at the first length, each Grassmann method's output (as timed: float32,
+chunked) against a float64 dense computation of its definition (softmax over all keys, then the
+top-p eigenspace of the weighted mean projector), with the smallest eigengap that bounds the
+difference.
+
 ``--backward-lengths 2048 4096`` adds forward+backward of the chunked path (sphere, geodesic
 distance, tangent aggregation, d = 16) with key chunks of ``--chunk`` (activation checkpointing)
 against a single chunk (no checkpointing): time and peak extra RSS, each in a fresh process.
