@@ -17,6 +17,11 @@ subprocess, and the peak is ``ru_maxrss`` (``resource.getrusage``, the process's
 high-water mark) minus the resident set size just before the call, i.e. the extra memory the call
 needed. (tracemalloc does not see PyTorch's allocator, hence RSS.)
 
+Correctness, printed first: at the first length, each Grassmann method's output (as timed: float32,
+chunked) against a float64 dense computation of its definition (softmax over all keys, then the
+top-p eigenspace of the weighted mean projector), with the smallest eigengap that bounds the
+difference.
+
 ``--backward-lengths 2048 4096`` adds forward+backward of the chunked path (sphere, geodesic
 distance, tangent aggregation, d = 16) with key chunks of ``--chunk`` (activation checkpointing)
 against a single chunk (no checkpointing): time and peak extra RSS, each in a fresh process.
@@ -87,6 +92,46 @@ def worker_time(args) -> dict:
             samples.append(time.perf_counter() - start)
         times[method] = min(samples)
     return times
+
+
+def dense_reference(method: str, grassmann, points) -> torch.Tensor:
+    """The attention output, as projectors ``(1, L, n, n)``, from the definition in float64, and the
+    eigenvalues of the weighted mean projectors: weights ``softmax(-d^2 / tau)`` over all keys (``d``
+    the projection distance or the geodesic distance of :class:`~manifoldnn.manifolds.Grassmann`),
+    output the span of the top-p eigenvectors of the
+    weighted mean projector of the values (extrinsic mean)."""
+    q, k, v = (x.double() for x in points)
+    query, key = q[..., :, None, :, :], k[..., None, :, :, :]
+    if method == "projection":  # p - ||Q^T K||_F^2 = ||sin theta||^2
+        sq_distance = q.shape[-1] - (query.transpose(-1, -2) @ key).pow(2).sum((-2, -1))
+    else:
+        sq_distance = grassmann.dist(query, key).pow(2)
+    weights = torch.softmax(-sq_distance / 0.5, dim=-1)  # tau = 0.5 as in run_method
+    mean = torch.einsum("...ij,...jab->...iab", weights, v @ v.transpose(-1, -2))
+    top = torch.linalg.eigh(mean)[1][..., -q.shape[-1] :]
+    return top @ top.transpose(-1, -2), torch.linalg.eigvalsh(mean)
+
+
+def worker_agreement(args) -> dict:
+    """Largest entry of the difference between the projector of each Grassmann method's output (as
+    timed: float32, key chunks of ``args.chunk``) and that of :func:`dense_reference`, and the
+    smallest eigenvalue gap ``lambda_p - lambda_{p+1}`` of the reference's weighted mean projectors
+    (which bounds the sensitivity of the output subspace, Davis & Kahan 1970)."""
+    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed)
+    methods = ["projection"] + (["geodesic"] if args.length <= args.geodesic_max else [])
+    report = {}
+    for method in methods:
+        out = run_method(method, grassmann, points, features, args.chunk).double()
+        projector, eigenvalues = dense_reference(method, grassmann, points)
+        gap = eigenvalues[..., -args.p] - eigenvalues[..., -args.p - 1]
+        report[method] = {
+            "max_projector_difference": (out @ out.transpose(-1, -2) - projector)
+            .abs()
+            .max()
+            .item(),
+            "min_eigengap": gap.min().item(),
+        }
+    return report
 
 
 def worker_memory(args) -> dict:
@@ -165,6 +210,13 @@ def main(argv=None) -> dict:
     common += ["--seed", str(args.seed), "--repeats", str(args.repeats)]
     common += ["--geodesic-max", str(args.geodesic_max)]
     rows = {}
+    agreement = worker_agreement(argparse.Namespace(**(vars(args) | {"length": args.lengths[0]})))
+    rows["agreement"] = agreement
+    for method, row in agreement.items():
+        print(
+            f"{method}: max |projector - float64 dense reference| at L = {args.lengths[0]}: "
+            f"{row['max_projector_difference']:.1e} (smallest eigengap {row['min_eigengap']:.2e})"
+        )
     print(
         f"Gr({args.n},{args.p}) tokens; SDPA peer on q/k/v features of size "
         f"{args.n * (args.n + 1) // 2}; torch threads {torch.get_num_threads()}"

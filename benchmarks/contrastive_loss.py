@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from manifoldnn.linalg import qr_positive
 from manifoldnn.losses import ProjectionMetricContrastiveLoss
+
+try:  # imported as benchmarks.contrastive_loss (tests), or run as python benchmarks/contrastive_loss.py
+    from benchmarks._timing import best_time
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _timing import best_time
 
 
 def textbook_loss(views: torch.Tensor, positives: torch.Tensor, tau: float) -> torch.Tensor:
@@ -40,17 +44,6 @@ def textbook_loss(views: torch.Tensor, positives: torch.Tensor, tau: float) -> t
                 log_softmax = torch.log_softmax(-(p - kernel) / tau, -1)
                 total = total - (log_softmax * weight).sum(-1).mean()
     return total / (num_views * (num_views - 1))
-
-
-def timed(function, repeats: int) -> float:
-    """Best of ``repeats`` wall times of ``function()`` after one warm-up call, in seconds."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
         return run(lambda x: textbook_loss(x, positives, args.temperature))
 
     (value, gradient), (expected, expected_gradient) = ours(), textbook()
-    ours_seconds = timed(ours, args.repeats)
-    textbook_seconds = timed(textbook, args.repeats)
+    ours_seconds = best_time(ours, args.repeats)
+    textbook_seconds = best_time(textbook, args.repeats)
     result = {
         "ours_seconds": ours_seconds,
         "textbook_seconds": textbook_seconds,

@@ -9,14 +9,15 @@ unconstrained), ``torch.linalg.qr`` (no sign fix), ``X X^T``, channel mean, ``to
 eigenvectors (its own backward), trained with ``torch.optim.Adam``.
 
 Both are timed on the same inputs (bases of Gr(n, p), float32) for forward + backward, and for forward
-+ backward + optimiser step; the table prints milliseconds and the manifoldnn / peer ratio.
++ backward + optimiser step; the table prints milliseconds and the manifoldnn / peer ratio. A last
+line checks that the two compute the same function: with the same weights, in float64, the largest
+difference of their outputs and the eigengap of the pooled projectors that bounds it.
 Run: ``OMP_NUM_THREADS=1 python benchmarks/grassmann_layers.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import geoopt
 import torch
@@ -24,17 +25,10 @@ from torch import nn
 
 from manifoldnn.layers import FRMap, OrthMap, ProjMap, ProjPooling, ReOrth
 
-
-def best_time(fn, repeats: int, inner: int) -> float:
-    """Best over ``repeats`` of the mean time of ``inner`` calls (seconds)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
+try:  # imported as benchmarks.grassmann_layers (tests), or run as python benchmarks/grassmann_layers.py
+    from benchmarks._timing import best_time
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _timing import best_time
 
 
 class ManifoldBlock(nn.Module):
@@ -73,7 +67,30 @@ class PlainBlock(nn.Module):
         return q2 @ q2.transpose(-1, -2)
 
 
+def output_difference(sizes: tuple[int, int, int, int, int], batch: int, seed: int) -> dict:
+    """Both blocks in float64 with the same weights (the plain block's ``nn.Linear`` weights set to
+    the FRMap matrices): the largest difference of their outputs (projectors, so the sign of the
+    QR factors does not matter) and the smallest eigengap ``lambda_p - lambda_{p+1}`` of the pooled
+    projectors whose top-p eigenvectors OrthMap takes (the sensitivity of that step)."""
+    n, _, _, p, _ = sizes
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.linalg.qr(torch.randn(batch, n, p, generator=generator, dtype=torch.float64))[0]
+    ours, plain = ManifoldBlock(*sizes).double(), PlainBlock(*sizes).double()
+    first, second = ours.net[0].matrix.detach(), ours.net[5].matrix.detach()
+    with torch.no_grad():
+        for channel, linear in enumerate(plain.first):
+            linear.weight.copy_(first[channel])
+        plain.second.weight.copy_(second.reshape(plain.second.weight.shape))
+        q = torch.linalg.qr(first @ y.unsqueeze(-3))[0]
+        eigenvalues = torch.linalg.eigvalsh((q @ q.transpose(-1, -2)).mean(-3))
+        difference = (ours(y) - plain(y)).abs().max().item()
+    gap = (eigenvalues[..., -p] - eigenvalues[..., -p - 1]).min().item()
+    return {"max_output_difference": difference, "min_eigengap": gap}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Print the timing table and the agreement check; return the ratios (``fb``, ``step``) and
+    :func:`output_difference`'s figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--n", type=int, default=20)
@@ -122,7 +139,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         ours, peer = times[f"manifoldnn_{key}"], times[f"plain_{key}"]
         ratios[key] = ours / peer
         print(f"{label:<28}{1e3 * ours:>14.3f}{1e3 * peer:>10.3f}{ratios[key]:>8.2f}")
-    return ratios
+    agreement = output_difference(sizes, args.batch, args.seed)
+    print(
+        f"same weights, float64: max |manifoldnn - plain| {agreement['max_output_difference']:.1e} "
+        f"(smallest eigengap of the pooled projectors {agreement['min_eigengap']:.2e})"
+    )
+    return ratios | agreement
 
 
 if __name__ == "__main__":

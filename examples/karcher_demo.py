@@ -5,22 +5,38 @@
 2. A ``geoopt.ManifoldParameter`` on ``Grassmann`` trained with RiemannianAdam finds the dominant
    eigenspace of a symmetric matrix (compared with ``scipy.linalg.eigh``).
 
+Run (about 10 s on one core)::
+
     python examples/karcher_demo.py --seed 0 --out out/karcher_demo --json out/karcher_demo.json
+
+``--sets`` and ``--points`` set the number of noisy sample sets and their size; the plot
+``karcher_demo.png`` in ``--out`` shows the per-set errors and the optimiser's progress.
+
+What to expect: a table of the mean geodesic error to the hidden subspace for each estimator, the
+naive basis average clearly the worst and the Karcher mean at least as close as the extrinsic mean
+it starts from, with its largest final gradient norm and mean iteration count; then the
+projection distance between the learned subspace and SciPy's eigenspace (small, set by the
+optimiser's tolerance) and an orthonormality error at float64 rounding. The JSON holds the same
+table under ``"results"``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import geoopt
 import numpy as np
 import scipy.linalg
 import torch
+from tqdm import tqdm
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
+
+try:  # imported as examples.karcher_demo (tests), or run as python examples/karcher_demo.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 
 def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):
@@ -38,9 +54,7 @@ def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/karcher_demo"))
-    parser.add_argument("--json", type=Path, default=None)
+    add_output_arguments(parser, "karcher_demo")
     parser.add_argument("--sets", type=int, default=64)
     parser.add_argument("--points", type=int, default=50)
     args = parser.parse_args(argv)
@@ -58,13 +72,14 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     karcher, grad_norm, iterations = karcher_mean(grassmann, samples, return_info=True)
     karcher_seconds = time.perf_counter() - t0
-    results = {}
+    results, errors = {}, {}
     for name, estimate in (
         ("naive_basis_average", naive),
         ("extrinsic_mean", extrinsic),
         ("karcher_mean", karcher),
     ):
-        results[name] = {"geodesic_error": float(grassmann.dist(estimate, truth).mean())}
+        errors[name] = grassmann.dist(estimate, truth).numpy()
+        results[name] = {"geodesic_error": float(errors[name].mean())}
     results["karcher_mean"]["max_gradient_norm"] = float(grad_norm.max())
     results["karcher_mean"]["mean_iterations"] = float(iterations.double().mean())
     results["karcher_mean"]["seconds_per_set"] = karcher_seconds / args.sets
@@ -77,10 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     optimizer = geoopt.optim.RiemannianAdam([parameter], lr=0.05)
     a_t = torch.from_numpy(a)
-    for _ in range(500):
+    objective = []
+    for _ in tqdm(range(500), desc="RiemannianAdam", leave=False):
         optimizer.zero_grad()
-        (-torch.trace(parameter.T @ a_t @ parameter)).backward()
+        loss = -torch.trace(parameter.T @ a_t @ parameter)
+        loss.backward()
         optimizer.step()
+        objective.append(-loss.item())
     reference = torch.from_numpy(scipy.linalg.eigh(a)[1][:, -p:])
     results["riemannian_adam_eigenspace"] = {
         "projection_distance_to_eigh": float(
@@ -98,11 +116,29 @@ def main(argv: list[str] | None = None) -> dict:
     for method, metrics in results.items():
         for metric, value in metrics.items():
             print(f"{method:<28} {metric:<32} {value:.3e}")
+    plot(errors, objective, float(np.sort(np.linalg.eigvalsh(a))[-p:].sum()), args.out)
     report = {"results": results, "seconds": time.perf_counter() - start, "seed": args.seed}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     return report
+
+
+def plot(errors: dict, objective: list[float], optimum: float, out) -> None:
+    """Per-set errors of the three estimators and the RiemannianAdam objective, saved to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.boxplot(list(errors.values()))
+    left.set_xticks(range(1, len(errors) + 1), [name.replace("_", "\n") for name in errors])
+    left.set_ylabel("distance to the hidden subspace")
+    right.semilogy(optimum - np.asarray(objective))
+    right.set_xlabel("RiemannianAdam step")
+    right.set_ylabel("optimum - tr(Y^T A Y)")
+    figure.tight_layout()
+    figure.savefig(out / "karcher_demo.png", dpi=120)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ the confusion matrix (``confusion_matrix.png``); ``--json`` writes ``{"results":
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -47,6 +46,11 @@ from manifoldnn.clustering import (
 )
 from manifoldnn.datasets import load_multiview
 from manifoldnn.linalg import symmetric_vectorize
+
+try:  # imported as examples.multiview_clustering (tests), or run as python examples/multiview_clustering.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 
 def baselines(views: list[np.ndarray], n_clusters: int, seed: int, k: int) -> dict[str, np.ndarray]:
@@ -99,9 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mfeat", help="mfeat, digits, or a .npz/.mat file")
     parser.add_argument("--clusters", type=int, default=None, help="default: number of classes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/multiview_clustering"))
-    parser.add_argument("--json", type=Path, default=None)
+    add_output_arguments(parser, "multiview_clustering")
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -260,9 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{label:{width}s} {r['acc']:6.3f} {r['nmi']:6.3f} {r['ari']:6.3f} "
                 f"{r['purity']:6.3f}"
             )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     return report
 
 

@@ -41,7 +41,6 @@ def test_benchmark_main_smoke(tmp_path, weights):
     result = bench.main(argv)
     manifoldnn = result["results"]["manifoldnn float64"]
     assert manifoldnn["err_max"] <= 1e-8
-    assert manifoldnn["time_per_set_s"] > 0
     assert result["results"]["manifoldnn float32"]["err_max"] <= 1e-4
     assert json.loads(out.read_text())["results"].keys() == result["results"].keys()
 

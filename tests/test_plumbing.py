@@ -1,0 +1,41 @@
+"""The plumbing shared by the examples (``examples/_common.py``) and benchmarks
+(``benchmarks/_timing.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks._timing import best_time
+from examples._common import add_output_arguments, write_json
+
+
+def test_output_arguments_defaults_and_paths():
+    parser = add_output_arguments(argparse.ArgumentParser(), "demo")
+    args = parser.parse_args([])
+    assert (args.seed, args.out, args.json) == (0, Path("out/demo"), None)
+    args = parser.parse_args(["--seed", "3", "--out", "a/b", "--json", "c/r.json"])
+    assert (args.seed, args.out, args.json) == (3, Path("a/b"), Path("c/r.json"))
+
+
+def test_write_json_round_trip_and_validation(tmp_path):
+    path = tmp_path / "nested" / "results.json"
+    payload = {"results": {"method": {"accuracy": 0.5}}, "out": Path("x")}
+    write_json(path, payload)
+    assert json.loads(path.read_text()) == {"results": {"method": {"accuracy": 0.5}}, "out": "x"}
+    write_json(None, payload)  # no --json: nothing written, no error
+    with pytest.raises(ValueError, match="results"):
+        write_json(tmp_path / "bad.json", {"cv": {}})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_best_time_calls_and_validation():
+    calls = []
+    best_time(lambda: calls.append(1), repeats=3, inner=4)
+    assert len(calls) == 1 + 3 * 4  # one warm-up call, then repeats x inner timed calls
+    for repeats, inner in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match="repeats >= 1 and inner >= 1"):
+            best_time(lambda: None, repeats, inner)
