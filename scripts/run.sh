@@ -17,10 +17,13 @@ FLAGSHIP=examples/multiview_clustering.py
 # Threads on a shared machine (docs/threads.md). OpenMP worker threads (PyTorch's, scikit-learn's)
 # busy-wait after each parallel region before sleeping; beside another busy process they take the
 # cores the working threads need, and runs get many times slower. Waiting threads sleep at once
-# with OMP_WAIT_POLICY=PASSIVE, and cores another process is already using are not given threads:
-# OMP_NUM_THREADS = cores minus the 1-minute load average (rounded), at least 1. A value the caller
-# has already set (even empty) is kept.
+# with OMP_WAIT_POLICY=PASSIVE (no arithmetic changes). For the tests, cores another process is
+# already using are not given threads either: OMP_NUM_THREADS = cores minus the 1-minute load
+# average (rounded), at least 1. The example keeps one thread per core, so that its figures do not
+# depend on the machine's load (the thread count changes the rounding of parallel reductions), and
+# says how to choose fewer. A value the caller has already set (even empty) is kept.
 threads() {
+    local rule=$1
     if [ -z "${OMP_WAIT_POLICY+set}" ] && [ -z "${GOMP_SPINCOUNT+set}" ]; then
         export OMP_WAIT_POLICY=PASSIVE
     fi
@@ -29,7 +32,16 @@ threads() {
         cores=$(nproc 2>/dev/null || echo 1)
         load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
         free=$(awk -v c="$cores" -v l="$load" 'BEGIN { f = c - int(l + 0.5); print (f < 1 ? 1 : f) }')
-        export OMP_NUM_THREADS=$free
+        if [ "$rule" = free ]; then
+            export OMP_NUM_THREADS=$free
+        else
+            export OMP_NUM_THREADS=$cores
+            if [ "$free" -lt "$cores" ]; then
+                echo "run.sh: the machine is busy (1-minute load $load on $cores cores); for" \
+                    "speed, OMP_NUM_THREADS=$free bash scripts/run.sh example (results then differ" \
+                    "in their last digits)" >&2
+            fi
+        fi
         echo "run.sh: OMP_NUM_THREADS=$OMP_NUM_THREADS ($cores cores, 1-minute load $load)," \
             "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}; export either to choose" >&2
     fi
@@ -63,14 +75,14 @@ case "$cmd" in
         ;;
     test)
         setup
-        threads
+        threads free
         "$VENV/bin/python" -m ruff check .
         "$VENV/bin/python" -m ruff format --check .
         "$VENV/bin/python" -m pytest -q "$@"
         ;;
     example)
         setup
-        threads
+        threads cores
         if [ -f "$FLAGSHIP" ]; then
             "$VENV/bin/python" "$FLAGSHIP" "$@"
         else

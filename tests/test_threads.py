@@ -74,11 +74,11 @@ def test_warns_once_torch_is_loaded(monkeypatch):
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
-def _run_sh_threads(**env: str) -> tuple[str, str]:
+def _run_sh_threads(rule: str = "free", **env: str) -> tuple[str, str]:
     """Run scripts/run.sh's ``threads`` function alone; return (OMP_NUM_THREADS, OMP_WAIT_POLICY)."""
     script = (
         f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
-        "threads\n"
+        f"threads {rule}\n"
         'echo "${OMP_NUM_THREADS-unset} ${OMP_WAIT_POLICY-unset}"\n'
     )
     clean = {k: v for k, v in os.environ.items() if k not in (*WAIT_VARIABLES, "OMP_NUM_THREADS")}
@@ -97,6 +97,9 @@ def test_run_sh_threads():
     # values the caller set are kept
     assert _run_sh_threads(OMP_NUM_THREADS="7", OMP_WAIT_POLICY="ACTIVE") == ("7", "ACTIVE")
     assert _run_sh_threads(GOMP_SPINCOUNT="10")[1] == "unset"
+    # the example keeps one thread per core whatever the load (reproducible figures)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert _run_sh_threads("cores") == (str(cores), "PASSIVE")
 
 
 def test_free_cores():
