@@ -2,18 +2,21 @@
 
 Subpackages, each importing only those listed before it:
 
-============== ==================================================================================
-linalg         differentiable linear algebra (sign-fixed QR, gap-safe spectral functions, tolerances)
-manifolds      geometry: Grassmann for geoopt, an accurate Sphere, Karcher and extrinsic means, and
-               one pairwise-geometry class per manifold for attention and metrics
-losses         losses for manifold-valued representations
-fairness       a Riemannian metric stretched along bias gradients
+================ ================================================================================
+linalg           differentiable linear algebra (sign-fixed QR, gap-safe spectral functions,
+                 per-dtype tolerances); with ``validation``, ``utils`` and ``datasets`` the bottom
+manifolds        geometry: Grassmann for geoopt, an accurate Sphere, Karcher and extrinsic means,
+                 the projection metric, one pairwise-geometry class per manifold
+losses           losses for manifold-valued representations
+fairness         a Riemannian metric stretched along bias gradients
 parametrizations orthonormal frames (Stiefel parameter, matrix exponential, Cayley)
-layers         ``nn.Module`` layers on manifold-valued data
-models         whole networks (GrNet, MultiViewGrassmannNet)
-clustering     scikit-learn-style estimators and clustering metrics
-datasets       multi-view and word2vec loaders (nothing is downloaded)
-============== ==================================================================================
+optim            geoopt's Riemannian optimisers, resuming exactly
+layers           ``nn.Module`` layers on manifold-valued data
+models           whole networks (GrNet, MultiViewGrassmannNet)
+clustering       scikit-learn-style estimators and clustering metrics
+merging          model merging in shared subspaces, and the field's baselines
+datasets         multi-view and word2vec loaders (nothing is downloaded)
+================ ================================================================================
 
 The names used most are importable from here too (``manifoldnn.Grassmann``, ``manifoldnn.GrNet``,
 ...); they are loaded on first use.
