@@ -189,8 +189,8 @@ def favor_kernel_sums(
         phi_k = torch.exp(log_k - k_shift)
         numerator = phi_q @ (phi_k.transpose(-1, -2) @ value_features)
         denominator = phi_q @ phi_k.sum(-2).unsqueeze(-1)
-        log_scale = q_shift + k_shift.squeeze(-1) - math.log(m)
-        return numerator, denominator.squeeze(-1), log_scale.squeeze(-1)
+        log_scale = (q_shift + k_shift).squeeze(-1) - math.log(m)
+        return numerator, denominator.squeeze(-1), log_scale
 
     lq = x.shape[-2]
     log_k, value_features = log_k[..., :lq, :], value_features[..., :lq, :]
