@@ -25,7 +25,7 @@ CASES = {
     "euclidean": (E, "euclidean", 8.0),
     "sphere": (S, "chordal", 4.0),
     "grassmann": (G, "projection", 4.0),
-    "spd": (P, "log_euclidean", 8.0),
+    "spd": (P, "log_euclidean", 16.0),
 }
 
 
@@ -106,9 +106,11 @@ def test_positive_features_estimate_the_exponential_kernel_without_bias(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
 def test_kernel_sums_are_unbiased(dtype, causal):
+    # small norms keep the estimator light-tailed (relative variance (exp|x + y|^2 - 1) / m of
+    # order one), so the sample standard error over draws is a reliable yardstick
     gen = torch.Generator().manual_seed(2)
-    x = (0.6 * torch.randn(9, 4, generator=gen)).to(dtype)
-    y = (0.6 * torch.randn(9, 4, generator=gen)).to(dtype)
+    x = (0.3 * torch.randn(9, 4, generator=gen)).to(dtype)
+    y = (0.3 * torch.randn(9, 4, generator=gen)).to(dtype)
     v = torch.randn(9, 3, generator=gen).to(dtype)
     mask = torch.tensor([False, False, True, False, False, False, True, False, False])
     w = draws(3000, 8, 4, dtype, seed=3)
@@ -164,13 +166,13 @@ def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
     mean = kernel @ geometry.value_features(v) / kernel.sum(-1, keepdim=True)
     reference = geometry.aggregate(mean, v.shape[-geometry.point_ndim :])
     out, reference, exact = (comparable(manifold, t) for t in (out, reference, exact))
-    assert relative_error(out, reference) < 100 * rounding_bound(dtype, 64, 9, phi.shape[-1])
-    # oracle 2: exact attention; asymptotically the error falls like 1/sqrt(m) (64x features: 8x
+    assert relative_error(out, reference) < rounding_bound(dtype, 64, 9, phi.shape[-1])
+    # oracle 2: exact attention; asymptotically the error falls like 1/sqrt(m) (256x features: 16x
     # smaller). The estimator is heavy-tailed (relative variance (exp|x + y|^2 - 1) / m), so the
-    # rate holds once m is well above exp|x + y|^2: from m = 256 here
+    # rate sets in only once m is well above exp|x + y|^2; 1/4 leaves room for that slower start
     if dtype is torch.float64:
         errors = []
-        for m in (256, 16384):
+        for m in (256, 65536):
             ws = draws(8, m, phi.shape[-1], dtype, seed=m)
             e = [
                 relative_error(
