@@ -260,8 +260,11 @@ def favor_attention(
     Sec. 2.4). Numerator and denominator are unbiased; their ratio is consistent in ``m``. The
     estimator's relative variance per pair is :math:`(e^{\|x + y\|^2} - 1)/m` (with i.i.d.
     rows), so it needs :math:`\|x\|, \|y\|` of order one: small ``s/tau`` relative to the features'
-    norms. Stabilisation (shifts that cancel in the ratio) is described in
-    :func:`favor_kernel_sums`; nothing in the causal path reads a later key.
+    norms. Stabilisation, by shifts that cancel in the ratio (:func:`favor_kernel_sums`): each
+    query's log-features by their maximum; the keys' by their maximum over the whole sequence when
+    non-causal, and by the running maximum over keys ``j <= i`` for query ``i`` when causal, so
+    that no output reads a later key (unlike a maximum over all positions, performer-pytorch
+    issue 82).
 
     Args:
         manifold: a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
