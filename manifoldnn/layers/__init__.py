@@ -4,6 +4,7 @@
   KarcherPool, OrthMap, SubspaceEmbedding);
 * :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
   manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`;
+* :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
@@ -12,6 +13,13 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 """
 
 from .attention import GeodesicAttention, geodesic_attention
+from .favor import (
+    FavorAttention,
+    favor_attention,
+    favor_kernel_sums,
+    orthogonal_random_features,
+    positive_random_features,
+)
 from .fusion import OrthogonalDirectSum
 from .grassmann import (
     FRMap,
@@ -36,4 +44,9 @@ __all__ = [
     "geodesic_attention",
     "ManifoldLinear",
     "OrthogonalDirectSum",
+    "FavorAttention",
+    "favor_attention",
+    "favor_kernel_sums",
+    "orthogonal_random_features",
+    "positive_random_features",
 ]

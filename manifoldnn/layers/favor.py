@@ -1,0 +1,514 @@
+r"""Linear-time geodesic attention with positive orthogonal random features (FAVOR+).
+
+On the geometries whose squared distance is an inner product of features,
+:math:`\langle \phi(q), \psi(k) \rangle = -d^2(q, k) + c(q)` (each geometry's ``sdpa_distances``:
+Euclidean, the sphere's chord, the Grassmann projection metric, the SPD log-Euclidean distance),
+softmax attention with logits :math:`-s\, d^2 / \tau` has the kernel
+:math:`\exp(x^\top y)` with :math:`x = \sqrt{s/\tau}\, \phi(q)`, :math:`y = \sqrt{s/\tau}\, \psi(k)`
+(``c(q)`` cancels in the normalisation). Performer's positive random features (Choromanski et al.,
+ICLR 2021, "Rethinking attention with Performers", Lemma 1)
+
+.. math::
+
+    \phi^+(x) = \frac{1}{\sqrt m} \exp\big(W x - \|x\|^2 / 2\big), \qquad
+    \mathbb{E}\big[\phi^+(x)^\top \phi^+(y)\big] = \exp(x^\top y),
+
+with the rows of :math:`W \in \mathbb{R}^{m \times F}` Gaussian and orthogonal within blocks of
+``F`` (ibid., Sec. 2.4), give the numerator :math:`\sum_j K_{ij} f(v_j)` and the denominator
+:math:`\sum_j K_{ij}` with two matrix products, :math:`O(L m F)`, and causal attention with prefix
+sums. Values are aggregated extrinsically: the geometry's ``value_features``, their weighted mean,
+and ``aggregate`` back to the manifold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import geoopt
+import torch
+from torch import nn
+
+from ..linalg import qr_positive
+from ..manifolds import ManifoldGeometry, geometry_for
+from .manifold_linear import ManifoldLinear
+
+__all__ = [
+    "FavorAttention",
+    "favor_attention",
+    "favor_kernel_sums",
+    "orthogonal_random_features",
+    "positive_random_features",
+]
+
+
+def orthogonal_random_features(
+    num_features: int,
+    dim: int,
+    *,
+    batch_shape: tuple[int, ...] = (),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Random projection ``W (*batch_shape, m, F)`` of Performer's orthogonal random features.
+
+    Rows are drawn in blocks of ``F``: each block is a Haar-random orthogonal matrix (the Q factor
+    of a Gaussian matrix with ``diag R > 0``) whose rows are rescaled by the norms of independent
+    Gaussian vectors, so that every row is marginally :math:`\mathcal N(0, I_F)` (unbiased
+    features) while rows of one block are exactly orthogonal (Choromanski et al. 2021, Sec. 2.4).
+    A last block narrower than ``F`` keeps its first rows.
+
+    Args:
+        num_features: m, the number of random features (>= 1).
+        dim: F, the size of the vectors projected (>= 1).
+        batch_shape: leading dimensions (e.g. ``(H,)``: one independent draw per head). Default: ().
+        generator: random generator (its device is used to draw). Default: the global one.
+        device, dtype: of the result. Default: PyTorch's defaults.
+
+    Shape:
+        ``(*batch_shape, num_features, dim)``.
+    """
+    if not isinstance(num_features, int) or num_features < 1:
+        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    draw_device = generator.device if generator is not None else device
+    blocks = -(-num_features // dim)
+    shape = tuple(batch_shape) + (blocks, dim, dim)
+    gaussian = torch.randn(shape, generator=generator, device=draw_device, dtype=torch.float64)
+    rows = qr_positive(gaussian).transpose(-1, -2)  # orthonormal rows
+    norms = torch.randn(shape, generator=generator, device=draw_device, dtype=torch.float64)
+    w = (rows * norms.norm(dim=-1, keepdim=True)).flatten(-3, -2)[..., :num_features, :]
+    return w.to(device=device if device is not None else w.device, dtype=dtype)
+
+
+def positive_random_features(x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    r"""Performer's positive random features :math:`\exp(W x - \|x\|^2/2) / \sqrt m` (Lemma 1).
+
+    Unstabilised (it overflows for large :math:`W x`); :func:`favor_attention` works with the
+    logarithms and shifts them. ``E[prf(x) . prf(y)] = exp(x . y)`` over ``W ~ N(0, I)`` rows.
+
+    Shape:
+        ``x (..., L, F)``, ``features (..., m, F)`` (broadcast) -> ``(..., L, m)``.
+    """
+    m = features.shape[-2]
+    return torch.exp(_log_features(x, features) - 0.5 * math.log(m))
+
+
+def _log_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return x @ w.transpose(-1, -2) - 0.5 * x.pow(2).sum(-1, keepdim=True)
+
+
+def _validate(geometry, distance, query, key, value, num_features, features, key_padding_mask):
+    """Shape and argument checks (no tensor values read); returns (distance, m)."""
+    distance = geometry.check_distance(distance)
+    if distance not in geometry.sdpa_distances:
+        raise ValueError(
+            f"distance {distance!r} on {geometry.name} has no inner-product features; FAVOR+ needs "
+            f"one of {sorted(geometry.sdpa_distances)}"
+        )
+    if features is None and (not isinstance(num_features, int) or num_features < 1):
+        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    nd = geometry.point_ndim
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor")
+        geometry.check_points(t, name)
+    if query.shape[-nd:] != key.shape[-nd:]:
+        raise ValueError(
+            f"query and key points differ in shape: {tuple(query.shape)} vs {tuple(key.shape)}"
+        )
+    if key.shape[-nd - 1] != value.shape[-nd - 1]:
+        raise ValueError(
+            f"key and value must have the same length, got {key.shape[-nd - 1]} and "
+            f"{value.shape[-nd - 1]}"
+        )
+    if features is not None and (not isinstance(features, torch.Tensor) or features.dim() < 2):
+        raise ValueError("features must be a tensor (..., m, F) (see orthogonal_random_features)")
+    if key_padding_mask is not None:
+        lk = key.shape[-nd - 1]
+        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[-1] != lk:
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor (..., L_k={lk}) with True = padded, got "
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
+    return distance
+
+
+def favor_kernel_sums(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    value_features: torch.Tensor,
+    features: torch.Tensor,
+    *,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""FAVOR+ estimates of the kernel sums :math:`\sum_j K_{ij} v_j` and :math:`\sum_j K_{ij}`
+    for :math:`K_{ij} = \exp(x_i^\top y_j)`, in shifted form.
+
+    Returns ``(numerator, denominator, log_scale)`` with the estimates equal to
+    ``exp(log_scale)[..., None] * numerator`` and ``exp(log_scale) * denominator``; the shift is
+    what keeps the exponentials finite, and cancels in ``numerator / denominator``.
+
+    Stabilisation. Each query's log-features are shifted by their maximum over the m features (a
+    per-query constant). Non-causal: the keys' log-features are shifted by their maximum over all
+    (unpadded) keys and features of the sequence, a constant over keys. Causal: key ``j`` is seen
+    by queries ``i >= j`` only, so the key shift of query ``i`` is the running maximum
+    :math:`M_i = \max_{j \le i, r} \log \phi^+_r(y_j)`, a per-query constant that reads no later
+    key; the prefix sums are carried over chunks of ``chunk_size`` keys relative to the running
+    maximum (every factor :math:`\exp(M_j - M_i)`, :math:`j \le i`, is at most 1), so query
+    ``i`` depends on keys ``j <= i`` only, and memory is ``O(chunk^2 + chunk m + m F_v)`` per
+    sequence. Queries attend to keys ``j <= i`` (top-left aligned, as SDPA's ``is_causal``).
+
+    Args:
+        x: scaled query features ``(..., L_q, F)``.
+        y: scaled key features ``(..., L_k, F)``.
+        value_features: ``(..., L_k, F_v)``.
+        features: random projection ``(..., m, F)`` (e.g. :func:`orthogonal_random_features`).
+        causal: query ``i`` sees keys ``j <= i`` (needs ``L_q <= L_k``). Default: False.
+        key_padding_mask: bool ``(..., L_k)``, True where a key is padding. Default: None.
+        chunk_size: keys per chunk of the causal prefix sums. Default: 64.
+
+    Shape:
+        numerator ``(..., L_q, F_v)``, denominator and log_scale ``(..., L_q)``.
+    """
+    m = features.shape[-2]
+    log_q = _log_features(x, features)
+    q_shift = log_q.detach().amax(-1, keepdim=True)
+    phi_q = torch.exp(log_q - q_shift)
+    log_k = _log_features(y, features)
+    if key_padding_mask is not None:
+        log_k = log_k.masked_fill(key_padding_mask.unsqueeze(-1), -math.inf)
+    lowest = torch.finfo(log_k.dtype).min
+    if not causal:
+        k_shift = log_k.detach().amax((-2, -1), keepdim=True)
+        k_shift = torch.where(torch.isfinite(k_shift), k_shift, torch.zeros_like(k_shift))
+        phi_k = torch.exp(log_k - k_shift)
+        numerator = phi_q @ (phi_k.transpose(-1, -2) @ value_features)
+        denominator = phi_q @ phi_k.sum(-2).unsqueeze(-1)
+        log_scale = (q_shift + k_shift).squeeze(-1) - math.log(m)
+        return numerator, denominator.squeeze(-1), log_scale
+
+    lq = x.shape[-2]
+    log_k, value_features = log_k[..., :lq, :], value_features[..., :lq, :]
+    per_key = log_k.detach().amax(-1)
+    per_key = torch.where(torch.isfinite(per_key), per_key, torch.full_like(per_key, lowest))
+    running = torch.cummax(per_key, dim=-1).values  # M_i, reads keys j <= i only
+    phi_k = torch.exp(log_k - running.unsqueeze(-1))  # at most 1; 0 for padding
+    batch = torch.broadcast_shapes(phi_q.shape[:-2], phi_k.shape[:-2], value_features.shape[:-2])
+    state = phi_q.new_zeros(batch + (m, value_features.shape[-1]))
+    normaliser = phi_q.new_zeros(batch + (m,))
+    previous = phi_q.new_full(batch + (1,), lowest)  # M at the end of the previous chunk
+    numerators, denominators = [], []
+    for start in range(0, lq, chunk_size):
+        stop = min(start + chunk_size, lq)
+        q_c, k_c = phi_q[..., start:stop, :], phi_k[..., start:stop, :]
+        v_c, m_c = value_features[..., start:stop, :], running[..., start:stop]
+        size = stop - start
+        lower = torch.ones(size, size, dtype=torch.bool, device=x.device).tril()
+        gap = m_c.unsqueeze(-2) - m_c.unsqueeze(-1)  # M_j - M_i
+        decay = torch.exp(torch.where(lower, gap, -math.inf))
+        scores = (q_c @ k_c.transpose(-1, -2)) * decay
+        carry = torch.exp(previous - m_c).unsqueeze(-1)  # exp(M_prev - M_i) <= 1
+        numerators.append(scores @ v_c + (q_c @ state) * carry)
+        denominators.append(
+            scores.sum(-1) + (q_c @ normaliser.unsqueeze(-1)).squeeze(-1) * carry[..., 0]
+        )
+        end = m_c[..., -1:]
+        weight = torch.exp(m_c - end).unsqueeze(-1)  # exp(M_j - M_end) <= 1
+        shrink = torch.exp(previous - end)
+        state = state * shrink.unsqueeze(-1) + (k_c * weight).transpose(-1, -2) @ v_c
+        normaliser = normaliser * shrink + (k_c * weight).sum(-2)
+        previous = end
+    numerator, denominator = torch.cat(numerators, -2), torch.cat(denominators, -1)
+    log_scale = q_shift.squeeze(-1) + running - math.log(m)
+    return numerator, denominator, log_scale
+
+
+def favor_attention(
+    manifold: geoopt.Manifold | ManifoldGeometry,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    tau: torch.Tensor | float,
+    distance: str | None = None,
+    num_features: int = 256,
+    causal: bool = False,
+    scale: float = 1.0,
+    features: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    chunk_size: int = 64,
+    validate: bool = True,
+) -> torch.Tensor:
+    r"""Geodesic attention in linear time with FAVOR+ positive orthogonal random features.
+
+    Estimates :func:`~manifoldnn.layers.geodesic_attention` with ``score="neg_sq"`` and
+    ``aggregation="extrinsic"``:
+
+    .. math::
+
+        o_i = \mathrm{agg}\Big(\frac{\sum_j \hat K_{ij} f(v_j)}{\sum_j \hat K_{ij}}\Big), \quad
+        \hat K_{ij} = \phi^+(x_i)^\top \phi^+(y_j) \approx \exp(-s\, d^2(q_i, k_j)/\tau + c_i),
+
+    with :math:`x = \sqrt{s/\tau}\,\phi(q)`, :math:`y = \sqrt{s/\tau}\,\psi(k)` the geometry's
+    ``sdpa_features`` mapped by one random ``W`` (Choromanski et al., ICLR 2021, Lemma 1 and
+    Sec. 2.4). Numerator and denominator are unbiased; their ratio is consistent in ``m``. The
+    estimator's relative variance per pair is :math:`(e^{\|x + y\|^2} - 1)/m` (with i.i.d.
+    rows), so it needs :math:`\|x\|, \|y\|` of order one: small ``s/tau`` relative to the features'
+    norms. Stabilisation, by shifts that cancel in the ratio (:func:`favor_kernel_sums`): each
+    query's log-features by their maximum; the keys' by their maximum over the whole sequence when
+    non-causal, and by the running maximum over keys ``j <= i`` for query ``i`` when causal, so
+    that no output reads a later key (unlike a maximum over all positions, performer-pytorch
+    issue 82).
+
+    Args:
+        manifold: a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
+        query: ``(..., L_q, *point_shape)``.
+        key: ``(..., L_k, *point_shape)``.
+        value: ``(..., L_k, *point_shape)``.
+        tau: positive temperature (float or tensor, may be learnable).
+        distance: one of the geometry's ``sdpa_distances``. Default: the geometry's default.
+        num_features: m, random features drawn when ``features`` is None. Default: 256.
+        causal: query ``i`` sees keys ``j <= i``. Default: False.
+        scale: extra multiplier of the logits (entropy-invariant scaling). Default: 1.0.
+        features: a random projection ``(..., m, F)`` to reuse (from
+            :func:`orthogonal_random_features`; ``F`` the size of the geometry's features);
+            ``num_features`` is then not used. Default: None (a fresh draw).
+        generator: random generator of the fresh draw. Default: None (global).
+        key_padding_mask: bool ``(..., L_k)``, True where a key is padding. A causal query whose
+            visible keys are all padding gets the aggregate of a zero mean. Default: None.
+        chunk_size: keys per chunk of the causal prefix sums. Default: 64.
+        validate: check values on the host (positive tau, finite tokens, a key left unmasked in
+            every sequence) in eager mode. Default: True.
+
+    Shape:
+        output ``(..., L_q, *point_shape)``.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Sphere
+        >>> x = torch.nn.functional.normalize(torch.randn(2, 100, 16), dim=-1)
+        >>> favor_attention(Sphere(), x, x, x, tau=4.0, distance="chordal").shape
+        torch.Size([2, 100, 16])
+    """
+    geometry = geometry_for(manifold)
+    distance = _validate(
+        geometry, distance, query, key, value, num_features, features, key_padding_mask
+    )
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not isinstance(tau, torch.Tensor) and not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    nd = geometry.point_ndim
+    lq, lk = query.shape[-nd - 1], key.shape[-nd - 1]
+    if causal and lq > lk:
+        raise ValueError(f"causal attention needs L_q <= L_k, got {lq} > {lk}")
+    tau = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
+    if validate and not torch.compiler.is_compiling():
+        if not bool((tau > 0).all()):
+            raise ValueError(f"tau must be positive, got {tau}")
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} holds NaN or infinite values")
+        if key_padding_mask is not None and bool(key_padding_mask.all(-1).any()):
+            raise ValueError("key_padding_mask masks every key of some sequence; nothing to attend")
+    phi, psi = geometry.sdpa_features(query, key, distance)
+    root = (scale / tau).sqrt()
+    x, y = phi * root, psi * root
+    if features is None:
+        features = orthogonal_random_features(
+            num_features, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype
+        )
+    elif features.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"features must have shape (..., m, {x.shape[-1]}) for {distance!r} on "
+            f"{geometry.name}, got {tuple(features.shape)}"
+        )
+    features = features.to(x)
+    numerator, denominator, _ = favor_kernel_sums(
+        x, y, geometry.value_features(value), features,
+        causal=causal, key_padding_mask=key_padding_mask, chunk_size=chunk_size,
+    )  # fmt: skip
+    tiny = torch.finfo(denominator.dtype).tiny
+    mean = numerator / denominator.clamp_min(tiny).unsqueeze(-1)
+    return geometry.aggregate(mean, value.shape[value.dim() - nd :])
+
+
+def _feature_size(geometry: ManifoldGeometry, distance: str, size: int) -> int:
+    """Size F of the geometry's ``sdpa_features`` for head points of first dimension ``size``."""
+    eye = torch.eye(size, dtype=torch.float64)
+    dummy = (eye[0] if geometry.point_ndim == 1 else eye).unsqueeze(0)  # one token, values unused
+    return geometry.sdpa_features(dummy, dummy, distance)[0].shape[-1]
+
+
+class FavorAttention(nn.Module):
+    r"""Multi-head geodesic attention in linear time (FAVOR+), the counterpart of
+    :class:`~manifoldnn.layers.GeodesicAttention` with ``score="neg_sq"`` and extrinsic means.
+
+    Each head maps queries, keys and values with a :class:`~manifoldnn.layers.ManifoldLinear` and
+    runs :func:`favor_attention` with its own random projection (a buffer ``features``
+    ``(H, m, F)``). Logits :math:`-s\, d^2/\tau` with a learnable :math:`\tau` and, with
+    ``train_length``, the entropy-invariant factor :math:`s = \log L_k / \log L_{train}` (Chiang
+    & Cholak 2022, Sec. 5).
+
+    Args:
+        manifold: a geoopt manifold or its geometry (one with ``sdpa_distances``).
+        in_size: input size: d (vectors), n (Grassmann ``(n, p)`` bases, SPD ``(n, n)``).
+        head_size: per-head output size (``<= in_size`` on Grassmann and SPD). Default: in_size.
+        num_heads: H. Default: 1.
+        tau: initial temperature. Default: 1.0.
+        learn_tau: make ``log tau`` a parameter. Default: True.
+        distance: one of the geometry's ``sdpa_distances``. Default: the geometry's default.
+        num_features: m random features per head. Default: 256.
+        redraw_interval: in training mode, redraw the features before every ``redraw_interval``-th
+            forward (the first excepted); None never redraws. Default: None.
+        train_length: enables entropy-invariant scaling with this training length. Default: None.
+        chunk_size: keys per chunk of the causal prefix sums. Default: 64.
+        validate: host-side value checks in eager forwards. Default: True.
+        device, dtype: of the parameters and buffers. Default: PyTorch's defaults.
+
+    Shape:
+        ``query (..., L_q, *point)``, ``key``/``value (..., L_k, *point)`` (default: self
+        attention) -> ``(..., L_q, H, *head_point)``.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> layer = FavorAttention(Grassmann(), in_size=8, head_size=6, num_heads=2)
+        >>> layer(Grassmann().random(3, 50, 8, 2)).shape
+        torch.Size([3, 50, 2, 6, 2])
+    """
+
+    def __init__(
+        self,
+        manifold: geoopt.Manifold | ManifoldGeometry,
+        in_size: int,
+        head_size: int | None = None,
+        num_heads: int = 1,
+        *,
+        tau: float = 1.0,
+        learn_tau: bool = True,
+        distance: str | None = None,
+        num_features: int = 256,
+        redraw_interval: int | None = None,
+        train_length: int | None = None,
+        chunk_size: int = 64,
+        validate: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.geometry = geometry_for(manifold)
+        head_size = in_size if head_size is None else head_size
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be positive, got {num_heads}")
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        if redraw_interval is not None and (
+            not isinstance(redraw_interval, int) or redraw_interval < 1
+        ):
+            raise ValueError(f"redraw_interval must be a positive integer, got {redraw_interval!r}")
+        if train_length is not None and train_length < 2:
+            raise ValueError(f"train_length must be >= 2, got {train_length}")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        distance = self.geometry.check_distance(distance)
+        if distance not in self.geometry.sdpa_distances:
+            raise ValueError(
+                f"distance {distance!r} on {self.geometry.name} has no inner-product features; "
+                f"FAVOR+ needs one of {sorted(self.geometry.sdpa_distances)}"
+            )
+        self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
+        self.distance, self.num_features = distance, num_features
+        self.redraw_interval, self.train_length = redraw_interval, train_length
+        self.chunk_size, self.validate = chunk_size, validate
+        self.feature_size = _feature_size(self.geometry, distance, head_size)
+        log_tau = torch.tensor(math.log(tau), **factory_kwargs)
+        self.log_tau = nn.Parameter(log_tau) if learn_tau else None
+        if not learn_tau:
+            self.register_buffer("fixed_log_tau", log_tau)
+        maps = [
+            ManifoldLinear(self.geometry, in_size, head_size, num_heads, **factory_kwargs)
+            for _ in range(3)
+        ]
+        self.query_map, self.key_map, self.value_map = maps
+        self.register_buffer(
+            "features",
+            orthogonal_random_features(
+                num_features, self.feature_size, batch_shape=(num_heads,), **factory_kwargs
+            ),
+        )
+        self.forwards_since_redraw = 0
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """Current temperature ``exp(log_tau)``."""
+        return (self.log_tau if self.log_tau is not None else self.fixed_log_tau).exp()
+
+    @torch.no_grad()
+    def redraw_features(self, generator: torch.Generator | None = None) -> None:
+        """Draw a new random projection for every head (in place, same device and dtype)."""
+        self.features.copy_(
+            orthogonal_random_features(
+                self.num_features,
+                self.feature_size,
+                batch_shape=(self.num_heads,),
+                generator=generator,
+                device=self.features.device,
+                dtype=self.features.dtype,
+            )  # fmt: skip
+        )
+        self.forwards_since_redraw = 0
+
+    def _heads(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
+        nd = self.geometry.point_ndim
+        return getattr(self, f"{which}_map")(x).movedim(-nd - 1, -nd - 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        *,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        key = query if key is None else key
+        value = key if value is None else value
+        nd = self.geometry.point_ndim
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            self.geometry.check_points(t, name)
+        if self.training and self.redraw_interval is not None:
+            if self.forwards_since_redraw >= self.redraw_interval:
+                self.redraw_features()
+            self.forwards_since_redraw += 1
+        q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
+        lk = k.shape[-nd - 1]
+        scale = 1.0
+        if self.train_length is not None:
+            scale = math.log(max(lk, 2)) / math.log(self.train_length)
+        mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
+        out = favor_attention(
+            self.geometry, q, k, v, tau=self.tau, distance=self.distance, causal=causal,
+            scale=scale, features=self.features, key_padding_mask=mask,
+            chunk_size=self.chunk_size, validate=self.validate,
+        )  # fmt: skip
+        return out.movedim(-nd - 2, -nd - 1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
+            f"num_heads={self.num_heads}, distance={self.distance}, "
+            f"num_features={self.num_features}, redraw_interval={self.redraw_interval}"
+        )
