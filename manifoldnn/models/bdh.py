@@ -261,20 +261,37 @@ class BDH(nn.Module):
         idx = check_generation(
             idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
         )
-        states, logits = None, None
-        for start in range(0, idx.shape[1], prefill_segment):
-            segment = idx[:, start : start + prefill_segment]
-            logits, states = self._run(segment, "chunked", states, start)
-        logits = logits[:, -1]
-        out = [idx]
-        position = idx.shape[1]
+        logits, state = self.prefill(idx, prefill_segment)
+        out, position = [idx], idx.shape[1]
         for _ in range(max_new_tokens):
             token = sample_next(logits, temperature, top_k, generator)
             out.append(token)
-            logits, states = self._run(token, "recurrent", states, position)
-            logits = logits[:, -1]
+            logits, state = self.step(token, state, position)
             position += 1
         return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def prefill(
+        self, idx: torch.Tensor, prefill_segment: int = 1024
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Read a prompt ``(B, T)`` in chunked segments; return the last logits ``(B, vocab)`` and the
+        state (one ``(B, H, N, D)`` tensor per layer) for :meth:`step`."""
+        idx = check_generation(idx, self.config.vocab_size, 0, 1.0, None, prefill_segment)
+        state, logits = None, None
+        for start in range(0, idx.shape[1], prefill_segment):
+            logits, state = self._run(
+                idx[:, start : start + prefill_segment], "chunked", state, start
+            )
+        return logits[:, -1], state
+
+    @torch.no_grad()
+    def step(
+        self, token: torch.Tensor, state: list[torch.Tensor], position: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One recurrent step: the token ``(B, 1)`` at ``position`` after the state of the tokens
+        before it; returns its next-token logits ``(B, vocab)`` and the new state."""
+        logits, state = self._run(token, "recurrent", state, position)
+        return logits[:, -1], state
 
 
 def check_token_ids(idx: torch.Tensor, vocab_size: int) -> torch.Tensor:

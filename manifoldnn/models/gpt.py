@@ -210,21 +210,39 @@ class GPT(nn.Module):
         idx = check_generation(
             idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
         )
-        batch, length = idx.shape
-        caches = self.empty_cache(batch, length + max_new_tokens)
-        if self.config.attention == "delta":
-            logits = None
-            for start in range(0, length, prefill_segment):
-                segment = idx[:, start : start + prefill_segment]
-                logits, caches = self._run(segment, "chunked", caches, start)
-        else:
-            logits, caches = self._run(idx, "chunked", caches, 0)
-        logits = logits[:, -1]
-        out, position = [idx], length
+        logits, cache = self.prefill(idx, max_new_tokens, prefill_segment)
+        out, position = [idx], idx.shape[1]
         for _ in range(max_new_tokens):
             token = sample_next(logits, temperature, top_k, generator)
             out.append(token)
-            logits, caches = self._run(token, "recurrent", caches, position)
-            logits = logits[:, -1]
+            logits, cache = self.step(token, cache, position)
             position += 1
         return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def prefill(
+        self, idx: torch.Tensor, max_new_tokens: int = 0, prefill_segment: int = 1024
+    ) -> tuple[torch.Tensor, list]:
+        """Read a prompt ``(B, T)``; return the last logits ``(B, vocab)`` and the generation state:
+        a key/value cache with room for ``max_new_tokens`` more tokens (softmax, the prompt read in
+        one causal call) or the delta rule's state (read in chunked segments)."""
+        idx = check_generation(
+            idx, self.config.vocab_size, max_new_tokens, 1.0, None, prefill_segment
+        )
+        batch, length = idx.shape
+        cache = self.empty_cache(batch, length + max_new_tokens)
+        if self.config.attention == "softmax":
+            logits, cache = self._run(idx, "chunked", cache, 0)
+            return logits[:, -1], cache
+        logits = None
+        for start in range(0, length, prefill_segment):
+            logits, cache = self._run(
+                idx[:, start : start + prefill_segment], "chunked", cache, start
+            )
+        return logits[:, -1], cache
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, cache: list, position: int) -> tuple[torch.Tensor, list]:
+        """One decoding step of the token ``(B, 1)`` at ``position``; returns ``(B, vocab)`` logits."""
+        logits, cache = self._run(token, "recurrent", cache, position)
+        return logits[:, -1], cache
