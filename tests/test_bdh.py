@@ -216,3 +216,9 @@ def test_cuda_modes_agree():
     torch.testing.assert_close(
         model(idx, mode="chunked"), model(idx, mode="parallel"), atol=1e-5, rtol=0
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_empty_sequence(mode):
+    model = _tiny(torch.float32)
+    assert model(torch.zeros(2, 0, dtype=torch.long), mode=mode).shape == (2, 0, 256)

@@ -190,7 +190,9 @@ class BDH(nn.Module):
             attended, state = self._attention(layer, xs, x, mode, state, start)
             new_states.append(state)
             ys = torch.relu(F.layer_norm(attended, (config.n_embd,)) @ layer.encoder_v)
-            sparse = self.dropout(xs * ys).transpose(1, 2).reshape(batch, length, -1)
+            sparse = (
+                self.dropout(xs * ys).transpose(1, 2).reshape(batch, length, layer.decoder.shape[0])
+            )
             y = F.layer_norm(sparse @ layer.decoder, (config.n_embd,))
             x = F.layer_norm(x + y, (config.n_embd,))
         return x @ self.lm_head, new_states
@@ -220,7 +222,9 @@ class BDH(nn.Module):
                 logits, states = self._run(idx[:, t : t + 1], "recurrent", states, t, stats)
                 steps.append(logits)
             logits = (
-                torch.cat(steps, dim=1) if steps else self.lm_head.new_zeros(idx.shape[0], 0, 1)
+                torch.cat(steps, dim=1)
+                if steps
+                else self.lm_head.new_zeros(idx.shape[0], 0, self.config.vocab_size)
             )
         else:
             logits, _ = self._run(idx, mode, None, 0, stats)

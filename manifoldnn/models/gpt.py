@@ -99,7 +99,8 @@ class _Block(nn.Module):
         elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            # preallocated key/value cache: write this step's keys, attend to all positions so far
+            # preallocated key/value cache: write this step's keys, attend to all positions so far;
+            # several tokens at once only from position 0 (the prompt), where the causal mask is exact
             keys, values = cache
             keys[:, :, start : start + length] = k
             values[:, :, start : start + length] = v
