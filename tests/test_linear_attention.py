@@ -203,3 +203,10 @@ def test_cuda_matches_cpu():
     cpu = delta_rule(q, F.normalize(k, dim=-1), v, beta)
     gpu = delta_rule(*(x.cuda() for x in (q, F.normalize(k, dim=-1), v, beta)))
     torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+def test_empty_sequence_delta_rule():
+    q = torch.randn(2, 3, 0, 4, dtype=torch.float64)
+    for mode in MODES:
+        out = delta_rule(q, q, torch.randn(2, 3, 0, 5, dtype=torch.float64), q[..., 0], mode=mode)
+        assert out.shape == (2, 3, 0, 5)

@@ -56,8 +56,10 @@ def _zero_state(q, k, v, lead, size):
     return torch.zeros(*lead, *size, dtype=dtype, device=q.device)
 
 
-def _chunks(length: int, chunk_size: int):
-    return [(s, min(s + chunk_size, length)) for s in range(0, length, chunk_size)]
+def _split(chunk_size: int, *tensors: torch.Tensor):
+    # torch.split rather than slicing: its backward concatenates the chunks' gradients once, where
+    # each slice's backward would write into a zero tensor of the full length (quadratic in T)
+    return [tensor.split(chunk_size, dim=-2) if tensor.shape[-2] else () for tensor in tensors]
 
 
 def _hebbian_chunk(q, k, v, state, log_decay, strict):
@@ -139,8 +141,7 @@ def causal_linear_attention(
     if mode == "recurrent":
         decay = None if log_decay is None else torch.exp(log_decay)[..., None, None]
         outputs = []
-        for t in range(length):
-            qt, kt, vt = q[..., t : t + 1, :], k[..., t : t + 1, :], v[..., t : t + 1, :]
+        for qt, kt, vt in zip(*_split(1, q, k, v)):
             previous = state if decay is None else decay * state
             state = previous + kt.transpose(-1, -2) @ vt
             outputs.append(qt @ (previous if strict else state))
@@ -148,12 +149,9 @@ def causal_linear_attention(
     else:
         step = max(length, 1) if mode == "parallel" else chunk_size
         outputs = []
-        for start, stop in _chunks(length, step):
-            o, state = _hebbian_chunk(
-                q[..., start:stop, :], k[..., start:stop, :], v[..., start:stop, :], state,
-                log_decay, strict,
-            )  # fmt: skip
-            outputs.append(o.expand(*lead, stop - start, size[1]))
+        for qc, kc, vc in zip(*_split(step, q, k, v)):
+            o, state = _hebbian_chunk(qc, kc, vc, state, log_decay, strict)
+            outputs.append(o.expand(*lead, qc.shape[-2], size[1]))
         out = torch.cat(outputs, dim=-2) if outputs else q.new_zeros(*lead, 0, size[1])
     return (out, state) if return_state else out
 
@@ -233,20 +231,16 @@ def delta_rule(
     length = q.shape[-2]
     if mode == "recurrent":
         outputs = []
-        for t in range(length):
-            qt, kt, vt = q[..., t : t + 1, :], k[..., t : t + 1, :], v[..., t : t + 1, :]
+        for qt, kt, vt, bt in zip(*_split(1, q, k, v, beta[..., None])):
             error = vt - kt @ state
             previous = state
-            state = state + beta[..., t, None, None] * kt.transpose(-1, -2) @ error
+            state = state + bt * kt.transpose(-1, -2) @ error
             outputs.append(qt @ (previous if strict else state))
     else:
         step = max(length, 1) if mode == "parallel" else chunk_size
         outputs = []
-        for start, stop in _chunks(length, step):
-            o, state = _delta_chunk(
-                q[..., start:stop, :], k[..., start:stop, :], v[..., start:stop, :],
-                beta[..., start:stop], state, strict,
-            )  # fmt: skip
+        for qc, kc, vc, bc in zip(*_split(step, q, k, v, beta[..., None])):
+            o, state = _delta_chunk(qc, kc, vc, bc[..., 0], state, strict)
             outputs.append(o)
     out = torch.cat(outputs, dim=-2) if outputs else q.new_zeros(*lead, 0, size[1])
     return (out, state) if return_state else out
