@@ -153,7 +153,7 @@ def _generation_child(kind, config, state_dict, context, new_tokens, threads, pr
     model.eval()
     warm = prompt[:, :8]
     model.generate(warm, 2, top_k=1)  # first-call allocations outside the measurement
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _reset_peak_rss()
     ids = prompt[:, :context]
     clock = time.process_time  # one thread: CPU seconds, robust to a shared machine
     t0 = clock()
@@ -166,7 +166,7 @@ def _generation_child(kind, config, state_dict, context, new_tokens, threads, pr
         token = logits.argmax(-1, keepdim=True)
         logits, state = model.step(token, state, position)
     t2 = clock()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = _peak_rss_kb()
     queue.put(
         {
             "prefill_seconds": t1 - t0,
@@ -175,6 +175,38 @@ def _generation_child(kind, config, state_dict, context, new_tokens, threads, pr
             "rss_growth_mb": (after - before) / 1024.0,
         }
     )
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _peak_rss_kb() -> int:
+    """Peak resident memory of this process in kB (Linux VmHWM; ru_maxrss elsewhere)."""
+    peak = _status_kb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak to the current resident size where Linux allows it; return that size in kB.
+
+    A spawned child inherits its parent's ``ru_maxrss`` across ``exec`` on Linux, so the peak must be
+    read from ``VmHWM`` and reset through ``/proc/self/clear_refs`` to see this measurement alone.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        pass
+    current = _status_kb("VmRSS")
+    return current if current is not None else _peak_rss_kb()
 
 
 def measure_generation(kind, model, context, new_tokens, threads, prompt) -> dict:

@@ -143,7 +143,8 @@ def causal_linear_attention(
         outputs = []
         for qt, kt, vt in zip(*_split(1, q, k, v)):
             previous = state if decay is None else decay * state
-            state = previous + kt.transpose(-1, -2) @ vt
+            # one fused pass over the N x D state: previous + k_t v_t^T by broadcasting
+            state = torch.addcmul(previous, kt.transpose(-1, -2), vt)
             outputs.append(qt @ (previous if strict else state))
         out = torch.cat(outputs, dim=-2) if outputs else q.new_zeros(*lead, 0, size[1])
     else:
@@ -234,7 +235,7 @@ def delta_rule(
         for qt, kt, vt, bt in zip(*_split(1, q, k, v, beta[..., None])):
             error = vt - kt @ state
             previous = state
-            state = state + bt * kt.transpose(-1, -2) @ error
+            state = torch.addcmul(state, bt * kt.transpose(-1, -2), error)
             outputs.append(qt @ (previous if strict else state))
     else:
         step = max(length, 1) if mode == "parallel" else chunk_size
