@@ -222,3 +222,12 @@ def test_cuda_modes_agree():
 def test_empty_sequence(mode):
     model = _tiny(torch.float32)
     assert model(torch.zeros(2, 0, dtype=torch.long), mode=mode).shape == (2, 0, 256)
+
+
+@pytest.mark.parametrize("variant", ["shared", "delta"])
+def test_compiles_without_graph_breaks(variant):
+    """fullgraph=True fails on any graph break (the token check is skipped while compiling)."""
+    model = _tiny(torch.float32, **VARIANTS[variant])
+    idx = torch.randint(0, 256, (2, 10))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(idx, mode="chunked"), model(idx, mode="chunked"))
