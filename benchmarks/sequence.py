@@ -6,7 +6,9 @@ Methods, all causal, batch 1, ``--heads`` heads, measured in the same process:
 - ``bdh``: BDH-GPU's attention, ``causal_linear_attention(q, q, v, strict=True)`` chunked, with
   ``q = RoPE(ReLU(.))`` of ``--bdh-neurons`` features per head and one value sequence of width
   ``--dim`` shared by the heads (as in the model);
-- ``delta``: the chunked (WY) delta rule, unit keys of width ``--dim``, ``beta`` in (0, 1).
+- ``delta``: the chunked (WY) delta rule, unit keys of width ``--dim``, ``beta`` in (0, 1);
+- ``favor``: causal FAVOR+ (``favor_attention(causal=True)``), unit-sphere queries and keys of width
+  ``--dim``, ``--favor-features`` positive orthogonal random features, tau 0.2.
 
 Time is the median of ``--repeats`` forward+backward passes after one warm-up, in CPU seconds of
 this process on the CPU (with one thread, the wall-clock of an idle core; other processes on a shared
@@ -14,8 +16,7 @@ machine do not inflate it) and in synchronised wall-clock seconds on CUDA; memor
 the tensors autograd saves for the backward pass plus the output (distinct storages, counted through
 ``torch.autograd.graph.saved_tensors_hooks``), which is what grows with ``T``; on CUDA the peak of
 ``torch.cuda.max_memory_allocated`` is reported as well. A method whose pass exceeds
-``--max-seconds`` is not run at longer ``T``. Causal FAVOR+ is not included (it is part 3 of the
-issue, not written yet). One thread by default.
+``--max-seconds`` is not run at longer ``T``. One thread by default.
 
     python benchmarks/sequence.py --json out/sequence.json
 """
@@ -31,9 +32,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from manifoldnn.models import causal_linear_attention, delta_rule, rotary
+from manifoldnn.models import (
+    causal_linear_attention,
+    delta_rule,
+    favor_attention,
+    orthogonal_random_features,
+    rotary,
+)
 
-METHODS = ("sdpa", "bdh", "delta")
+METHODS = ("sdpa", "bdh", "delta", "favor")
 
 
 def make_inputs(method: str, length: int, args, device, dtype) -> tuple[torch.Tensor, ...]:
@@ -43,7 +50,7 @@ def make_inputs(method: str, length: int, args, device, dtype) -> tuple[torch.Te
         return torch.randn(*shape, generator=g, dtype=dtype).to(device).requires_grad_()
 
     h, d = args.heads, args.dim
-    if method == "sdpa":
+    if method in ("sdpa", "favor"):
         return randn(1, h, length, d), randn(1, h, length, d), randn(1, h, length, d)
     if method == "bdh":
         return randn(1, h, length, args.bdh_neurons), randn(1, 1, length, d)
@@ -55,7 +62,7 @@ def make_inputs(method: str, length: int, args, device, dtype) -> tuple[torch.Te
     )
 
 
-def run(method: str, inputs, chunk_size: int) -> torch.Tensor:
+def run(method: str, inputs, chunk_size: int, omega: torch.Tensor | None = None) -> torch.Tensor:
     if method == "sdpa":
         return F.scaled_dot_product_attention(*inputs, is_causal=True)
     if method == "bdh":
@@ -63,6 +70,12 @@ def run(method: str, inputs, chunk_size: int) -> torch.Tensor:
         # the 1/sqrt(N) keeps the unnormalised scores of random inputs at a moderate size
         qk = rotary(torch.relu(pre), 0, 2.0**16) * pre.shape[-1] ** -0.5
         return causal_linear_attention(qk, qk, v, strict=True, chunk_size=chunk_size)
+    if method == "favor":
+        q, k, v = inputs
+        unit_q, unit_k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        return favor_attention(
+            unit_q, unit_k, v, omega, tau=0.2, causal=True, chunk_size=chunk_size
+        )
     q, k, v, beta = inputs
     key = F.normalize(k, dim=-1)
     return delta_rule(F.normalize(q, dim=-1), key, v, torch.sigmoid(beta), chunk_size=chunk_size)
@@ -70,6 +83,10 @@ def run(method: str, inputs, chunk_size: int) -> torch.Tensor:
 
 def measure(method: str, length: int, args, device, dtype) -> dict:
     inputs = make_inputs(method, length, args, device, dtype)
+    features = torch.Generator().manual_seed(0)
+    omega = orthogonal_random_features(
+        args.favor_features, args.dim, generator=features, device=device, dtype=dtype
+    )
     # CPU time of this process on the CPU (one thread: the wall-clock of an idle core, and robust to
     # the other processes of a shared machine); wall-clock with synchronisation on CUDA
     clock = time.perf_counter if device.type == "cuda" else time.process_time
@@ -88,7 +105,7 @@ def measure(method: str, length: int, args, device, dtype) -> dict:
             torch.cuda.reset_peak_memory_stats()
         t0 = clock()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            out = run(method, inputs, args.chunk_size)
+            out = run(method, inputs, args.chunk_size, omega)
         out.backward(torch.ones_like(out))
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -112,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--dim", type=int, default=64, help="head width (keys and values)")
     parser.add_argument("--bdh-neurons", type=int, default=64, help="BDH features per head")
+    parser.add_argument("--favor-features", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-seconds", type=float, default=60.0)

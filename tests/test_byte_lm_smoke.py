@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import sequence
+from benchmarks import favor_error, sequence
 from examples import byte_lm
 
 TINY_MODELS = ["--bdh-layers", "2", "--bdh-embd", "16", "--bdh-neurons", "32"]
@@ -39,13 +39,44 @@ def test_example_runs_on_tiny_settings(tmp_path):
 
 def test_benchmark_runs_and_linear_memory_is_linear(tmp_path):
     out = tmp_path / "sequence.json"
-    argv = ["--lengths", "128", "256", "--repeats", "1", "--heads", "2", "--dim", "8"]
-    argv += ["--bdh-neurons", "8", "--chunk-size", "32", "--json", str(out)]
+    argv = ["--lengths", "64", "128", "256", "--repeats", "1", "--heads", "2", "--dim", "8"]
+    argv += [
+        "--bdh-neurons",
+        "8",
+        "--favor-features",
+        "8",
+        "--chunk-size",
+        "32",
+        "--json",
+        str(out),
+    ]
     report = sequence.main(argv)
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"sdpa", "bdh", "delta"}
-    for method in ("bdh", "delta"):
+    assert set(results) == {"sdpa", "bdh", "delta", "favor"}
+    for method in ("bdh", "delta", "favor"):
         rows = report["results"][method]
         assert rows["256"]["speedup_over_sdpa"] > 0
-        # chunked forms save the same tensors for every chunk: twice the length, twice the memory
-        assert rows["256"]["saved_mb"] == pytest.approx(2 * rows["128"]["saved_mb"], rel=1e-12)
+        # chunked forms save the same tensors for every chunk plus constants (FAVOR+'s features):
+        # memory affine in T, so doubling T from 128 to 256 adds twice what 64 to 128 added
+        saved = [rows[t]["saved_mb"] for t in ("64", "128", "256")]
+        assert saved[2] - saved[1] == pytest.approx(2 * (saved[1] - saved[0]), rel=1e-12)
+
+
+def test_favor_error_benchmark_runs(tmp_path):
+    out = tmp_path / "favor.json"
+    argv = [
+        "--features",
+        "4",
+        "64",
+        "--taus",
+        "1.0",
+        "--dim",
+        "4",
+        "--tokens",
+        "32",
+        "--draws",
+        "2",
+    ]
+    report = favor_error.main(argv + ["--json", str(out)])
+    row = json.loads(out.read_text())["results"]["tau=1.0"]
+    assert row.keys() == {"4", "64"} and report["results"]["tau=1.0"]["64"]["mean"] > 0
