@@ -1,9 +1,27 @@
-"""Whole networks built from manifoldnn's layers."""
+"""Whole networks built from manifoldnn's layers, and sequence models.
 
+* Grassmann networks: :class:`GrNet`, :class:`ProjectorClassifier`, :class:`MultiViewGrassmannNet`;
+* linear-recurrent sequence models: :class:`BDH` (BDH-GPU, the Dragon Hatchling) and the building
+  blocks :func:`causal_linear_attention` and :func:`delta_rule`; :class:`GPT`, the softmax
+  baseline. (Linear-time geodesic attention with random features is
+  :func:`manifoldnn.layers.favor_attention`.)
+"""
+
+from .bdh import BDH, BDHConfig
+from .gpt import GPT, GPTConfig
 from .grnet import GrNet, ProjectorClassifier
+from .linear_attention import causal_linear_attention, delta_rule
 from .multiview import MultiViewGrassmannNet, MultiViewOutput, fuse_subspaces
+from .rope import rotary
 
 __all__ = [
+    "BDH",
+    "BDHConfig",
+    "GPT",
+    "GPTConfig",
+    "causal_linear_attention",
+    "delta_rule",
+    "rotary",
     "GrNet",
     "ProjectorClassifier",
     "MultiViewGrassmannNet",

@@ -1,0 +1,353 @@
+r"""BDH-GPU, the Dragon Hatchling language model, with parallel, chunked and recurrent execution.
+
+Kosowski et al. 2025, "The Dragon Hatchling: The Missing Link between the Transformer and Models of
+the Brain" (Pathway), section 3 and the reference implementation's architecture: one set of low-rank
+weights shared by all layers, a positive sparse neuron space of size ``n = H * N`` reached through a
+ReLU, and attention without softmax whose state is an ``N x D`` synaptic matrix per head.
+
+Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``n_embd``, ``H`` = ``n_head``, ``N`` = ``n_neuron`` per head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manifoldnn.models.linear_attention import MODES, causal_linear_attention, delta_rule
+from manifoldnn.models.rope import rotary
+
+__all__ = ["BDH", "BDHConfig"]
+
+STATE_UPDATES = ("hebbian", "delta")
+
+
+@dataclass
+class BDHConfig:
+    """Hyper-parameters of :class:`BDH`; the defaults are the reference model (25.3M parameters).
+
+    Args:
+        vocab_size: number of token ids (bytes). Default: 256.
+        n_layer: layers. Default: 6.
+        n_embd: model width ``D``. Default: 256.
+        n_head: heads ``H``. Default: 4.
+        n_neuron: neurons per head ``N`` (the sparse space has ``n = H * N``). Default: 8192.
+        shared_layers: one set of weights for all layers, as in the paper. Default: ``True``.
+        dropout: dropout on the sparse products ``xs * ys``. Default: 0.1.
+        decay: learn a per-head decay ``lambda`` in (0, 1) on top of RoPE. Default: ``False``.
+        state_update: ``"hebbian"`` (additive, BDH) or ``"delta"`` (error-driven, learnt ``beta``
+            per head and token, l2-normalised keys). Default: ``"hebbian"``.
+        rope_theta: RoPE base. Default: ``2**16``.
+        chunk_size: chunk length of ``mode="chunked"``. Default: 64.
+        mode: execution mode used when :meth:`BDH.forward` gets none. Default: ``"chunked"``.
+    """
+
+    vocab_size: int = 256
+    n_layer: int = 6
+    n_embd: int = 256
+    n_head: int = 4
+    n_neuron: int = 8192
+    shared_layers: bool = True
+    dropout: float = 0.1
+    decay: bool = False
+    state_update: str = "hebbian"
+    rope_theta: float = 2.0**16
+    chunk_size: int = 64
+    mode: str = "chunked"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_neuron", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_neuron % 2:
+            raise ValueError(f"n_neuron must be even (RoPE rotates pairs), got {self.n_neuron}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.state_update not in STATE_UPDATES:
+            raise ValueError(
+                f"state_update must be one of {STATE_UPDATES}, got {self.state_update!r}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.decay and self.state_update != "hebbian":
+            raise ValueError("decay applies to state_update='hebbian' only")
+        if self.rope_theta <= 1.0:
+            raise ValueError(f"rope_theta must be > 1, got {self.rope_theta}")
+
+
+class _BDHLayer(nn.Module):
+    """The weights of one BDH layer: encoder ``E_x``, value encoder ``E_y``, decoder ``D``."""
+
+    def __init__(self, config: BDHConfig, factory: dict) -> None:
+        super().__init__()
+        h, d, n = config.n_head, config.n_embd, config.n_neuron
+        self.encoder = nn.Parameter(torch.empty(h, d, n, **factory))
+        self.encoder_v = nn.Parameter(torch.empty(h, d, n, **factory))
+        self.decoder = nn.Parameter(torch.empty(h * n, d, **factory))
+        self.beta = (
+            nn.Parameter(torch.empty(d, h, **factory)) if config.state_update == "delta" else None
+        )
+        self.log_decay_logit = nn.Parameter(torch.empty(h, **factory)) if config.decay else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for weight in (self.encoder, self.encoder_v, self.decoder):
+            nn.init.normal_(weight, std=0.02)
+        if self.beta is not None:
+            nn.init.normal_(self.beta, std=0.02)
+        if self.log_decay_logit is not None:
+            # half-lives from 2^4 to 2^(3 + H) tokens, one per head: lambda_h = 2^(-1 / 2^(4 + h))
+            heads = torch.arange(self.log_decay_logit.shape[0], dtype=torch.float64)
+            rate = math.log(2.0) / 2.0 ** (4.0 + heads)
+            with torch.no_grad():
+                self.log_decay_logit.copy_(torch.log(torch.expm1(rate)))  # softplus^-1
+
+    def log_decay(self) -> torch.Tensor | None:
+        return None if self.log_decay_logit is None else -F.softplus(self.log_decay_logit)
+
+
+class BDH(nn.Module):
+    r"""BDH-GPU language model (Kosowski et al. 2025, the Dragon Hatchling) in three execution modes.
+
+    Per layer, with LayerNorms without affine parameters and :math:`x` initialised to
+    :math:`\mathrm{LN}(\mathrm{embed}(idx))`:
+
+    .. math::
+
+        x_s = \mathrm{ReLU}(x E_x),\quad
+        a_t = \mathrm{LN}\Bigl(\sum_{s<t} \langle \rho(x_s)_t, \rho(x_s)_s\rangle\, x_s\Bigr),\quad
+        y_s = \mathrm{ReLU}(a E_y),\quad
+        x \leftarrow \mathrm{LN}\bigl(x + \mathrm{LN}((x_s \odot y_s) D)\bigr)
+
+    per head, :math:`\rho` being RoPE (:math:`\theta = 2^{16}`); the attention is the recurrence
+    :math:`S_t = S_{t-1} + \rho(x_s)_t\, x_t^\top` read as :math:`S_{t-1}^\top \rho(x_s)_t`
+    (:func:`~manifoldnn.models.linear_attention.causal_linear_attention`), or the delta rule
+    (:func:`~manifoldnn.models.linear_attention.delta_rule`) with ``state_update="delta"``.
+    ``mode="parallel"`` builds the :math:`T \times T` scores as the reference code does,
+    ``"chunked"`` works in chunks with a carried state (any ``T``), ``"recurrent"`` feeds one token at
+    a time through all layers with an ``N x D`` state per head and layer; they agree to rounding.
+
+    Args:
+        config: a :class:`BDHConfig`. Default: the reference configuration.
+        device, dtype: factory arguments of the parameters. Default: ``None``.
+
+    Shape:
+        - Input: token ids ``(B, T)`` (or ``(T,)``), integers in ``[0, vocab_size)``.
+        - Output: logits ``(B, T, vocab_size)`` (or ``(T, vocab_size)``).
+
+    Examples::
+
+        >>> model = BDH(BDHConfig(n_layer=2, n_embd=32, n_head=2, n_neuron=64)).eval()
+        >>> idx = torch.randint(0, 256, (1, 50))
+        >>> torch.allclose(model(idx, mode="parallel"), model(idx, mode="recurrent"), atol=1e-5)
+        True
+    """
+
+    def __init__(self, config: BDHConfig | None = None, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.config = config = BDHConfig() if config is None else config
+        factory = {"device": device, "dtype": dtype}
+        count = 1 if config.shared_layers else config.n_layer
+        self.layers = nn.ModuleList(_BDHLayer(config, factory) for _ in range(count))
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd, **factory)
+        self.lm_head = nn.Parameter(torch.empty(config.n_embd, config.vocab_size, **factory))
+        self.dropout = nn.Dropout(config.dropout)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.lm_head, std=0.02)
+
+    def _layer(self, index: int) -> _BDHLayer:
+        return self.layers[0 if self.config.shared_layers else index]
+
+    def _attention(self, layer, xs, x, mode, state, start):
+        config = self.config
+        qk = rotary(xs, start, config.rope_theta)
+        v = x.unsqueeze(1)
+        common = {"strict": True, "mode": mode, "chunk_size": config.chunk_size, "state": state}
+        if config.state_update == "hebbian":
+            return causal_linear_attention(
+                qk, qk, v, log_decay=layer.log_decay(), return_state=True, **common
+            )
+        # delta rule: unit keys and beta = sigmoid(x W_beta) in (0, 1), one per head and token
+        key = F.normalize(qk, dim=-1, eps=1e-6)
+        beta = torch.sigmoid(x @ layer.beta).transpose(-1, -2)
+        return delta_rule(key, key, v, beta, return_state=True, **common)
+
+    def _run(self, idx, mode, states, start, stats=None):
+        config = self.config
+        batch, length = idx.shape
+        x = F.layer_norm(self.embed(idx), (config.n_embd,))
+        new_states = []
+        for index in range(config.n_layer):
+            layer = self._layer(index)
+            xs = torch.relu(x.unsqueeze(1) @ layer.encoder)  # (B, H, T, N)
+            if stats is not None:
+                stats.append((xs > 0).to(x.dtype).mean())
+            state = None if states is None else states[index]
+            attended, state = self._attention(layer, xs, x, mode, state, start)
+            new_states.append(state)
+            ys = torch.relu(F.layer_norm(attended, (config.n_embd,)) @ layer.encoder_v)
+            sparse = (
+                self.dropout(xs * ys).transpose(1, 2).reshape(batch, length, layer.decoder.shape[0])
+            )
+            y = F.layer_norm(sparse @ layer.decoder, (config.n_embd,))
+            x = F.layer_norm(x + y, (config.n_embd,))
+        return x @ self.lm_head, new_states
+
+    def forward(
+        self, idx: torch.Tensor, mode: str | None = None, return_active_fraction: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the next token at every position.
+
+        Args:
+            idx: token ids ``(B, T)`` or ``(T,)``.
+            mode: ``"parallel"``, ``"chunked"`` or ``"recurrent"``. Default: ``config.mode``.
+            return_active_fraction: also return the fraction of non-zero entries of the sparse
+                neuron activations ``ReLU(x E_x)``, averaged over layers. Default: ``False``.
+        """
+        mode = self.config.mode if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        idx = check_token_ids(idx, self.config.vocab_size)
+        unbatched = idx.dim() == 1
+        if unbatched:
+            idx = idx.unsqueeze(0)
+        stats = [] if return_active_fraction else None
+        if mode == "recurrent":
+            states, steps = None, []
+            for t in range(idx.shape[1]):
+                logits, states = self._run(idx[:, t : t + 1], "recurrent", states, t, stats)
+                steps.append(logits)
+            logits = (
+                torch.cat(steps, dim=1)
+                if steps
+                else self.lm_head.new_zeros(idx.shape[0], 0, self.config.vocab_size)
+            )
+        else:
+            logits, _ = self._run(idx, mode, None, 0, stats)
+        if unbatched:
+            logits = logits.squeeze(0)
+        if return_active_fraction:
+            fraction = torch.stack(stats).mean() if stats else logits.new_zeros(())
+            return logits, fraction
+        return logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        prefill_segment: int = 1024,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` with the recurrent form.
+
+        The prompt is read in segments of ``prefill_segment`` tokens by the chunked form, carrying
+        the state, then each new token is one recurrent step, so memory does not grow with the
+        context: the state is ``n_layer x H x N x D`` numbers per sequence.
+
+        Args:
+            idx: prompt ids ``(B, T)`` with ``T >= 1``.
+            max_new_tokens: tokens to sample (``>= 0``).
+            temperature: softmax temperature (``> 0``). Default: 1.0.
+            top_k: sample among the ``top_k`` most likely tokens only. Default: ``None`` (all).
+            prefill_segment: prompt tokens per chunked call. Default: 1024.
+            generator: random generator for sampling. Default: ``None``.
+
+        Shape:
+            - Output: ``(B, T + max_new_tokens)``.
+        """
+        idx = check_generation(
+            idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
+        )
+        logits, state = self.prefill(idx, prefill_segment)
+        out, position = [idx], idx.shape[1]
+        for _ in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, generator)
+            out.append(token)
+            logits, state = self.step(token, state, position)
+            position += 1
+        return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def prefill(
+        self, idx: torch.Tensor, prefill_segment: int = 1024
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Read a prompt ``(B, T)`` in chunked segments; return the last logits ``(B, vocab)`` and the
+        state (one ``(B, H, N, D)`` tensor per layer) for :meth:`step`."""
+        idx = check_generation(idx, self.config.vocab_size, 0, 1.0, None, prefill_segment)
+        state, logits = None, None
+        for start in range(0, idx.shape[1], prefill_segment):
+            logits, state = self._run(
+                idx[:, start : start + prefill_segment], "chunked", state, start
+            )
+        return logits[:, -1], state
+
+    @torch.no_grad()
+    def step(
+        self, token: torch.Tensor, state: list[torch.Tensor], position: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One recurrent step: the token ``(B, 1)`` at ``position`` after the state of the tokens
+        before it; returns its next-token logits ``(B, vocab)`` and the new state."""
+        logits, state = self._run(token, "recurrent", state, position)
+        return logits[:, -1], state
+
+
+def check_token_ids(idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Validate token ids ``(B, T)`` or ``(T,)`` against the vocabulary; returns them as int64."""
+    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+    if idx.dim() not in (1, 2):
+        raise ValueError(f"idx must have shape (B, T) or (T,), got {tuple(idx.shape)}")
+    # one host read at the boundary; skipped under torch.compile, where it would break the graph
+    if not torch.compiler.is_compiling() and idx.numel():
+        low, high = int(idx.min()), int(idx.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"token ids must lie in [0, {vocab_size}) (the vocabulary), got values in "
+                f"[{low}, {high}]"
+            )
+    return idx.long()
+
+
+def check_generation(idx, vocab_size, max_new_tokens, temperature, top_k, prefill_segment):
+    """Validate the arguments of ``generate``; returns the prompt as int64 ``(B, T)``."""
+    idx = check_token_ids(idx, vocab_size)
+    if idx.dim() != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must be a non-empty prompt of shape (B, T), got {tuple(idx.shape)}")
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
+    if (
+        isinstance(prefill_segment, bool)
+        or not isinstance(prefill_segment, int)
+        or prefill_segment <= 0
+    ):
+        raise ValueError(f"prefill_segment must be a positive integer, got {prefill_segment!r}")
+    return idx
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample one token id per row of ``logits`` ``(B, V)``; returns ``(B, 1)``."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        threshold = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)

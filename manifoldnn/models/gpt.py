@@ -1,0 +1,249 @@
+r"""A small pre-norm causal Transformer (GPT) with softmax or delta-rule attention, the baselines of BDH.
+
+``attention="softmax"`` uses :func:`torch.nn.functional.scaled_dot_product_attention` (causal) and a
+key/value cache for generation; ``attention="delta"`` replaces it with DeltaNet's error-driven linear
+attention (:func:`~manifoldnn.models.linear_attention.delta_rule`), a linear-time baseline whose
+generation state is constant in the context. Both use RoPE, so no position table bounds the length.
+
+Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``n_embd``, ``H`` = ``n_head``, head width ``D / H``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manifoldnn.models.bdh import check_generation, check_token_ids, sample_next
+from manifoldnn.models.linear_attention import MODES, delta_rule
+from manifoldnn.models.rope import rotary
+
+__all__ = ["GPT", "GPTConfig"]
+
+ATTENTIONS = ("softmax", "delta")
+
+
+@dataclass
+class GPTConfig:
+    """Hyper-parameters of :class:`GPT`.
+
+    Args:
+        vocab_size: token ids. Default: 256.
+        n_layer: blocks. Default: 4.
+        n_embd: width ``D``. Default: 128.
+        n_head: heads ``H`` (must divide ``D``; ``D / H`` even). Default: 4.
+        mlp_ratio: hidden width of the MLP over ``D``. Default: 4.
+        dropout: dropout on the residual branches. Default: 0.0.
+        attention: ``"softmax"`` (causal SDPA) or ``"delta"`` (delta rule). Default: ``"softmax"``.
+        rope_theta: RoPE base. Default: 10000.
+        chunk_size: chunk length of the delta rule's chunked form. Default: 64.
+    """
+
+    vocab_size: int = 256
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    attention: str = "softmax"
+    rope_theta: float = 10_000.0
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "mlp_ratio", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError(
+                f"n_head must divide n_embd into even head widths, got {self.n_embd}/{self.n_head}"
+            )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class _Block(nn.Module):
+    def __init__(self, config: GPTConfig, factory: dict) -> None:
+        super().__init__()
+        d = config.n_embd
+        self.config = config
+        self.norm1 = nn.LayerNorm(d, **factory)
+        self.qkv = nn.Linear(d, 3 * d, bias=False, **factory)
+        self.beta = (
+            nn.Linear(d, config.n_head, bias=False, **factory)
+            if config.attention == "delta"
+            else None
+        )
+        self.proj = nn.Linear(d, d, bias=False, **factory)
+        self.norm2 = nn.LayerNorm(d, **factory)
+        self.fc = nn.Linear(d, config.mlp_ratio * d, bias=False, **factory)
+        self.fc_out = nn.Linear(config.mlp_ratio * d, d, bias=False, **factory)
+        self.drop = nn.Dropout(config.dropout)
+
+    def attend(self, x, mode, cache, start):
+        config = self.config
+        batch, length, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, config.n_head, -1).permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, start, config.rope_theta), rotary(k, start, config.rope_theta)
+        if config.attention == "delta":
+            q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
+            beta = torch.sigmoid(self.beta(x)).transpose(1, 2)
+            y, cache = delta_rule(
+                q, k, v, beta, mode=mode, chunk_size=config.chunk_size, state=cache,
+                return_state=True,
+            )  # fmt: skip
+        elif cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # preallocated key/value cache: write this step's keys, attend to all positions so far;
+            # several tokens at once only from position 0 (the prompt), where the causal mask is exact
+            keys, values = cache
+            keys[:, :, start : start + length] = k
+            values[:, :, start : start + length] = v
+            stop = start + length
+            y = F.scaled_dot_product_attention(
+                q, keys[:, :, :stop], values[:, :, :stop], is_causal=length > 1 and start == 0
+            )
+        return self.proj(y.transpose(1, 2).reshape(batch, length, -1)), cache
+
+    def forward(self, x, mode="chunked", cache=None, start=0):
+        attended, cache = self.attend(self.norm1(x), mode, cache, start)
+        x = x + self.drop(attended)
+        x = x + self.drop(self.fc_out(F.gelu(self.fc(self.norm2(x)))))
+        return x, cache
+
+
+class GPT(nn.Module):
+    r"""Pre-norm causal Transformer language model (Radford et al. 2019, GPT-2 layout) with RoPE.
+
+    .. math::
+
+        x \leftarrow x + \mathrm{Attn}(\mathrm{LN}(x)),\qquad
+        x \leftarrow x + W_2\,\mathrm{GELU}(W_1 \mathrm{LN}(x)),
+
+    the attention being causal softmax attention
+    :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)V` through
+    :func:`~torch.nn.functional.scaled_dot_product_attention`, or the delta rule. The input embedding
+    and the output projection share their weights.
+
+    Args:
+        config: a :class:`GPTConfig`. Default: ``GPTConfig()``.
+        device, dtype: factory arguments. Default: ``None``.
+
+    Shape:
+        - Input: token ids ``(B, T)``; output: logits ``(B, T, vocab_size)``.
+
+    Examples::
+
+        >>> model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=2))
+        >>> model(torch.randint(0, 256, (3, 40))).shape
+        torch.Size([3, 40, 256])
+    """
+
+    def __init__(self, config: GPTConfig | None = None, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.config = config = GPTConfig() if config is None else config
+        factory = {"device": device, "dtype": dtype}
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd, **factory)
+        self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(config.n_layer))
+        self.norm = nn.LayerNorm(config.n_embd, **factory)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, weight in self.named_parameters():
+            if weight.dim() >= 2:
+                # residual output projections scaled by 1 / sqrt(2 L) as in GPT-2
+                scale = (
+                    (2 * self.config.n_layer) ** -0.5
+                    if name.endswith(("proj.weight", "fc_out.weight"))
+                    else 1.0
+                )
+                nn.init.normal_(weight, std=0.02 * scale)
+
+    def _run(self, idx, mode, caches, start):
+        x = self.embed(idx)
+        new_caches = []
+        for index, block in enumerate(self.blocks):
+            x, cache = block(x, mode, None if caches is None else caches[index], start)
+            new_caches.append(cache)
+        return self.norm(x) @ self.embed.weight.t(), new_caches
+
+    def forward(self, idx: torch.Tensor, mode: str = "chunked") -> torch.Tensor:
+        """Logits ``(B, T, vocab)``; ``mode`` selects the delta rule's execution form."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        idx = check_token_ids(idx, self.config.vocab_size)
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
+        return self._run(idx, mode, None, 0)[0]
+
+    def empty_cache(self, batch: int, max_length: int) -> list:
+        """Per-block generation state: a preallocated key/value cache for ``max_length`` tokens
+        (softmax) or ``None`` (the delta rule starts from a zero state)."""
+        if self.config.attention == "delta":
+            return [None] * self.config.n_layer
+        h = self.config.n_head
+        shape = (batch, h, max_length, self.config.n_embd // h)
+        weight = self.embed.weight
+        return [
+            (weight.new_zeros(shape), weight.new_zeros(shape)) for _ in range(self.config.n_layer)
+        ]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        prefill_segment: int = 1024,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample after the prompt with a key/value cache (softmax) or the recurrent state (delta).
+
+        Args and shapes as :meth:`manifoldnn.models.BDH.generate`; the softmax model reads its
+        whole prompt in one causal call and keeps ``2 x n_layer x T x D`` cached numbers.
+        """
+        idx = check_generation(
+            idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
+        )
+        logits, cache = self.prefill(idx, max_new_tokens, prefill_segment)
+        out, position = [idx], idx.shape[1]
+        for _ in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, generator)
+            out.append(token)
+            logits, cache = self.step(token, cache, position)
+            position += 1
+        return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def prefill(
+        self, idx: torch.Tensor, max_new_tokens: int = 0, prefill_segment: int = 1024
+    ) -> tuple[torch.Tensor, list]:
+        """Read a prompt ``(B, T)``; return the last logits ``(B, vocab)`` and the generation state:
+        a key/value cache with room for ``max_new_tokens`` more tokens (softmax, the prompt read in
+        one causal call) or the delta rule's state (read in chunked segments)."""
+        idx = check_generation(
+            idx, self.config.vocab_size, max_new_tokens, 1.0, None, prefill_segment
+        )
+        batch, length = idx.shape
+        cache = self.empty_cache(batch, length + max_new_tokens)
+        if self.config.attention == "softmax":
+            logits, cache = self._run(idx, "chunked", cache, 0)
+            return logits[:, -1], cache
+        logits = None
+        for start in range(0, length, prefill_segment):
+            logits, cache = self._run(
+                idx[:, start : start + prefill_segment], "chunked", cache, start
+            )
+        return logits[:, -1], cache
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, cache: list, position: int) -> tuple[torch.Tensor, list]:
+        """One decoding step of the token ``(B, 1)`` at ``position``; returns ``(B, vocab)`` logits."""
+        logits, cache = self._run(token, "recurrent", cache, position)
+        return logits[:, -1], cache
