@@ -30,6 +30,7 @@ from torch import nn
 
 from ..linalg import qr_positive
 from ..manifolds import ManifoldGeometry, geometry_for
+from .attention import _check_inputs
 from .manifold_linear import ManifoldLinear
 
 __all__ = [
@@ -101,7 +102,8 @@ def _log_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def _validate(geometry, distance, query, key, value, num_features, features, key_padding_mask):
-    """Shape and argument checks (no tensor values read); returns (distance, m)."""
+    """Argument checks (no tensor values read): geodesic attention's token and mask checks plus the
+    random-feature ones; returns the distance."""
     distance = geometry.check_distance(distance)
     if distance not in geometry.sdpa_distances:
         raise ValueError(
@@ -110,29 +112,9 @@ def _validate(geometry, distance, query, key, value, num_features, features, key
         )
     if features is None and (not isinstance(num_features, int) or num_features < 1):
         raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-    nd = geometry.point_ndim
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor")
-        geometry.check_points(t, name)
-    if query.shape[-nd:] != key.shape[-nd:]:
-        raise ValueError(
-            f"query and key points differ in shape: {tuple(query.shape)} vs {tuple(key.shape)}"
-        )
-    if key.shape[-nd - 1] != value.shape[-nd - 1]:
-        raise ValueError(
-            f"key and value must have the same length, got {key.shape[-nd - 1]} and "
-            f"{value.shape[-nd - 1]}"
-        )
     if features is not None and (not isinstance(features, torch.Tensor) or features.dim() < 2):
         raise ValueError("features must be a tensor (..., m, F) (see orthogonal_random_features)")
-    if key_padding_mask is not None:
-        lk = key.shape[-nd - 1]
-        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[-1] != lk:
-            raise ValueError(
-                f"key_padding_mask must be a bool tensor (..., L_k={lk}) with True = padded, got "
-                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
-            )
+    _check_inputs(geometry, query, key, value, key_padding_mask)
     return distance
 
 
