@@ -1,4 +1,6 @@
-"""The helpers shared by the benchmarks: ``best_time`` and the JSON file.
+"""The helpers shared by the benchmarks: ``best_time``, and ``write_json`` (the examples' one, from
+``examples/_common.py``: ``path=None`` writes nothing, the folder is created, the payload needs a
+``"results"`` dict).
 
 Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``) and are imported
 as ``benchmarks.x`` by the tests, so each imports this module with a fallback::
@@ -11,10 +13,19 @@ as ``benchmarks.x`` by the tests, so each imports this module with a fallback::
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# run as a script, only benchmarks/ is on sys.path; the repository root makes examples importable
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples._common import write_json  # noqa: E402
+
+__all__ = ["best_time", "write_json"]
 
 
 def best_time(function: Callable[[], object], repeats: int, inner: int = 1) -> float:
@@ -39,16 +50,3 @@ def best_time(function: Callable[[], object], repeats: int, inner: int = 1) -> f
             function()
         best = min(best, (time.perf_counter() - start) / inner)
     return best
-
-
-def write_json(path: str | Path | None, payload: dict) -> None:
-    """Write ``payload`` (which must have a ``"results"`` mapping) as indented JSON to ``path``,
-    creating its folder; ``path=None`` writes nothing. Values JSON cannot hold (paths) are written
-    with ``str``. The same contract as ``examples._common.write_json``."""
-    if path is None:
-        return
-    if not isinstance(payload.get("results"), dict):
-        raise ValueError('write_json needs a payload with a "results" dict')
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
