@@ -49,6 +49,11 @@ if str(ROOT) not in sys.path:
 from manifoldnn.layers import geodesic_attention  # noqa: E402
 from manifoldnn.manifolds import Grassmann  # noqa: E402
 
+try:  # imported as benchmarks.attention (tests), or run as python benchmarks/attention.py
+    from benchmarks._common import best_time, write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import best_time, write_json
+
 
 def _rss_kib() -> int:
     with open("/proc/self/statm") as f:
@@ -84,13 +89,10 @@ def worker_time(args) -> dict:
     methods = ["sdpa", "projection"] + (["geodesic"] if args.length <= args.geodesic_max else [])
     times = {}
     for method in methods:
-        run_method(method, grassmann, points, features, args.chunk)  # warm-up
-        samples = []
-        for _ in range(args.repeats if args.length <= 4096 else 1):
-            start = time.perf_counter()
-            run_method(method, grassmann, points, features, args.chunk)
-            samples.append(time.perf_counter() - start)
-        times[method] = min(samples)
+        times[method] = best_time(
+            lambda method=method: run_method(method, grassmann, points, features, args.chunk),
+            repeats=args.repeats if args.length <= 4096 else 1,
+        )
     return times
 
 
@@ -256,9 +258,7 @@ def main(argv=None) -> dict:
             f"{length:>6} {chunked['seconds']:>10.2f} {whole['seconds']:>12.2f} "
             f"{chunked['peak_extra_mib']:>12.0f} {whole['peak_extra_mib']:>14.0f}"
         )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": rows, "config": vars(args)}, default=str))
+    write_json(args.json, {"results": rows, "config": vars(args)})
     return rows
 
 

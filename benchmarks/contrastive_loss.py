@@ -17,7 +17,6 @@ differences of the losses and gradients.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -26,9 +25,9 @@ from manifoldnn.linalg import qr_positive
 from manifoldnn.losses import ProjectionMetricContrastiveLoss
 
 try:  # imported as benchmarks.contrastive_loss (tests), or run as python benchmarks/contrastive_loss.py
-    from benchmarks._timing import best_time
+    from benchmarks._common import best_time, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _timing import best_time
+    from _common import best_time, write_json
 
 
 def textbook_loss(views: torch.Tensor, positives: torch.Tensor, tau: float) -> torch.Tensor:
@@ -104,9 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['gradient_difference']:.2e} (largest gradient entry "
         f"{result['gradient_scale']:.2e})"
     )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": {"contrastive_loss": result}}, indent=2))
+    write_json(args.json, {"results": {"contrastive_loss": result}})
     return result
 
 

@@ -27,7 +27,6 @@ Run: ``OMP_NUM_THREADS=2 python benchmarks/favor.py --json out/favor.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,11 @@ from manifoldnn.layers import (  # noqa: E402
     orthogonal_random_features,
 )
 from manifoldnn.manifolds import Grassmann, Sphere, geometry_for  # noqa: E402
+
+try:  # imported as benchmarks.favor (tests), or run as python benchmarks/favor.py
+    from benchmarks._common import best_time, write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import best_time, write_json
 
 
 def unit_tokens(length: int, dim: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -108,16 +112,6 @@ def measure_errors(args) -> dict:
         results[name] = row
     bar.close()
     return results
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def time_methods(x: torch.Tensor, w: torch.Tensor, args) -> dict:
@@ -191,9 +185,7 @@ def main(argv=None) -> dict:
         "config": vars(args),
         "seconds": time.perf_counter() - start,
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, default=str, indent=1))
+    write_json(args.json, report)
     return report
 
 

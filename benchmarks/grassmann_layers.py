@@ -26,9 +26,9 @@ from torch import nn
 from manifoldnn.layers import FRMap, OrthMap, ProjMap, ProjPooling, ReOrth
 
 try:  # imported as benchmarks.grassmann_layers (tests), or run as python benchmarks/grassmann_layers.py
-    from benchmarks._timing import best_time
+    from benchmarks._common import best_time
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _timing import best_time
+    from _common import best_time
 
 
 class ManifoldBlock(nn.Module):

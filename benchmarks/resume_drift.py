@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import json
 from pathlib import Path
 
 import geoopt
@@ -24,6 +23,11 @@ import torch
 
 import manifoldnn.optim
 from manifoldnn.manifolds import Grassmann
+
+try:  # imported as benchmarks.resume_drift (tests), or run as python benchmarks/resume_drift.py
+    from benchmarks._common import write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import write_json
 
 ROUTES = ("file", "deepcopy-state", "deepcopy-pair")
 FAMILIES = {
@@ -119,9 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{family:18} {kind:6} {name:8} " + " ".join(f"{v:15.3e}" for v in row.values())
                 )
     report = {"results": results, "settings": vars(args) | {"json": str(args.json)}}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     return report
 
 

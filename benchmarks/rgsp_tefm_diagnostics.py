@@ -11,13 +11,17 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/rgsp_tefm_diagnostics.py --json out/r
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from examples.model_merging import fine_tune, is_trunk
 from manifoldnn.merging import rgsp_tefm
+
+try:  # imported as benchmarks.rgsp_tefm_diagnostics (tests), or run as python benchmarks/rgsp_tefm_diagnostics.py
+    from benchmarks._common import write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import write_json
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -55,9 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary["max |d - 4(1 - 1/r)|"] = max(abs(r["d"] - r["d_rank_one"]) for r in rows)
         report[setting] = summary
         print(f"{setting}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, {"results": report})
     return report
 
 

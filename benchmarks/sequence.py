@@ -24,7 +24,6 @@ the tensors autograd saves for the backward pass plus the output (distinct stora
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +35,11 @@ from manifoldnn.layers import favor_attention
 from manifoldnn.layers.favor import orthogonal_random_features
 from manifoldnn.manifolds import Euclidean, EuclideanGeometry
 from manifoldnn.models import causal_linear_attention, delta_rule, rotary
+
+try:  # imported as benchmarks.sequence (tests), or run as python benchmarks/sequence.py
+    from benchmarks._common import write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import write_json
 
 EUCLIDEAN = EuclideanGeometry(Euclidean(ndim=1))
 
@@ -183,9 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "seconds": time.perf_counter() - start,
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     return report
 
 

@@ -30,6 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+try:  # imported as benchmarks.shared_machine (tests), or run as python benchmarks/shared_machine.py
+    from benchmarks._common import write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {
     "karcher": ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_karcher.py"],
@@ -156,9 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{key:24} {entry['median_seconds']:9.1f} {entry['median_cpu_seconds']:13.1f} {ratio:6.2f}"
         )
     report = {"results": results, "runs": rows, "busy_loop": not args.no_busy}
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
+    write_json(args.json, report)
     return report
 
 

@@ -16,12 +16,15 @@ import json
 from pathlib import Path
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+def add_output_arguments(
+    parser: argparse.ArgumentParser, name: str, seed_help: str = "random seed"
+) -> argparse.ArgumentParser:
     """Add ``--seed`` (default 0), ``--out`` (default ``out/<name>``) and ``--json`` (default: none).
 
-    ``--out`` and ``--json`` are parsed as :class:`pathlib.Path`.
+    ``--out`` and ``--json`` are parsed as :class:`pathlib.Path`; ``seed_help`` is the help text of
+    ``--seed`` (default ``"random seed"``), for an example that reads the seed in its own way.
     """
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument(
         "--out", type=Path, default=Path("out") / name, help="directory for plots and checkpoints"
     )

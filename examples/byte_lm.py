@@ -26,7 +26,6 @@ model from a validation prompt). Measured figures are in ``docs/sequence_models.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import resource
@@ -38,6 +37,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
+
+try:  # imported as examples.byte_lm (tests), or run as python examples/byte_lm.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 
 def load_corpus() -> bytes:
@@ -249,9 +253,7 @@ def plot(histories, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/byte_lm"))
-    parser.add_argument("--json", type=Path, default=None)
+    add_output_arguments(parser, "byte_lm")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per model")
     parser.add_argument("--context", type=int, default=256)
@@ -371,9 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"\nwrote {args.out / 'loss_curves.png'} and {args.out / 'sample.txt'}; "
           f"{report['seconds']:.0f} s in all")  # fmt: skip
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     return report
 
 

@@ -27,7 +27,6 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -52,6 +51,11 @@ from manifoldnn.merging import (
     tsv_merge,
     weight_average,
 )
+
+try:  # imported as examples.model_merging (tests), or run as python examples/model_merging.py
+    from examples._common import add_output_arguments, write_json
+except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+    from _common import add_output_arguments, write_json
 
 LAMBDAS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 SUBSPACE_LAMBDAS = (0.5, 0.75, 1.0, 1.25)
@@ -370,14 +374,12 @@ def run_config(setting, seed, lr, args):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed..seed+n-1")
+    add_output_arguments(parser, "model_merging", "first seed; seeds are seed..seed+n-1")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--settings", nargs="+", default=["digits", "mfeat"])
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("out/model_merging"))
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -435,9 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "seconds": elapsed,
     }
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
+    write_json(args.json, payload)
     return payload
 
 

@@ -125,15 +125,20 @@ def test_gradcheck_chunked_tiny():
         assert torch.autograd.gradcheck(f, (weight,))
 
 
+def _greedy_by_forward(model, prompt, steps):
+    """The reference of greedy decoding: the whole sequence re-run, its last argmax appended."""
+    sequence = prompt
+    for _ in range(steps):
+        sequence = torch.cat([sequence, model(sequence)[:, -1:].argmax(-1)], dim=1)
+    return sequence
+
+
 def test_generate_greedy_matches_forward():
     """top_k = 1 generation (chunked prefill, then recurrent steps) equals repeated argmax."""
     model = _tiny(torch.float64)
     prompt = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(4))
     out = model.generate(prompt, 6, top_k=1, prefill_segment=4)
-    expected = prompt
-    for _ in range(6):
-        expected = torch.cat([expected, model(expected)[:, -1:].argmax(-1)], dim=1)
-    assert torch.equal(out, expected)
+    assert torch.equal(out, _greedy_by_forward(model, prompt, 6))
 
 
 @pytest.mark.parametrize("attention", ["softmax", "delta"])
@@ -143,10 +148,7 @@ def test_gpt_generate_greedy_matches_forward(attention):
     model = model.double().eval()
     prompt = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(5))
     out = model.generate(prompt, 5, top_k=1, prefill_segment=3)
-    expected = prompt
-    for _ in range(5):
-        expected = torch.cat([expected, model(expected)[:, -1:].argmax(-1)], dim=1)
-    assert torch.equal(out, expected)
+    assert torch.equal(out, _greedy_by_forward(model, prompt, 5))
 
 
 def test_gpt_delta_modes_agree():

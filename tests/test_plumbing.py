@@ -1,5 +1,5 @@
 """The plumbing shared by the examples (``examples/_common.py``) and benchmarks
-(``benchmarks/_timing.py``)."""
+(``benchmarks/_common.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._timing import best_time
-from examples._common import add_output_arguments, write_json
+from benchmarks import _common as benchmarks_common
+from benchmarks._common import best_time
+from examples import _common as examples_common
+from examples._common import add_output_arguments
 
 
 def test_output_arguments_defaults_and_paths():
@@ -21,7 +23,18 @@ def test_output_arguments_defaults_and_paths():
     assert (args.seed, args.out, args.json) == (3, Path("a/b"), Path("c/r.json"))
 
 
+def test_output_arguments_seed_help():
+    parser = add_output_arguments(argparse.ArgumentParser(), "demo", "first seed")
+    assert "first seed" in parser.format_help()
+    assert parser.parse_args([]).seed == 0
+
+
+def test_benchmarks_share_the_examples_write_json():
+    assert benchmarks_common.write_json is examples_common.write_json
+
+
 def test_write_json_round_trip_and_validation(tmp_path):
+    write_json = examples_common.write_json
     path = tmp_path / "nested" / "results.json"
     payload = {"results": {"method": {"accuracy": 0.5}}, "out": Path("x")}
     write_json(path, payload)

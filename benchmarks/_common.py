@@ -1,18 +1,31 @@
-"""The timing helper shared by the benchmarks.
+"""The helpers shared by the benchmarks: ``best_time``, and ``write_json`` (the examples' one, from
+``examples/_common.py``: ``path=None`` writes nothing, the folder is created, the payload needs a
+``"results"`` dict).
 
 Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``) and are imported
 as ``benchmarks.x`` by the tests, so each imports this module with a fallback::
 
     try:
-        from benchmarks._timing import best_time
+        from benchmarks._common import best_time, write_json
     except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-        from _timing import best_time
+        from _common import best_time, write_json
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+# run as a script, only benchmarks/ is on sys.path; the repository root makes examples importable
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples._common import write_json  # noqa: E402
+
+__all__ = ["best_time", "write_json"]
 
 
 def best_time(function: Callable[[], object], repeats: int, inner: int = 1) -> float:
