@@ -89,17 +89,21 @@ def _run_sh_threads(rule: str = "free", **env: str) -> tuple[str, str]:
     return threads, policy
 
 
-@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="run.sh reads /proc/loadavg")
 def test_run_sh_threads():
-    threads, policy = _run_sh_threads()
-    assert policy == "PASSIVE"
-    assert 1 <= int(threads) <= os.cpu_count()
-    # values the caller set are kept
-    assert _run_sh_threads(OMP_NUM_THREADS="7", OMP_WAIT_POLICY="ACTIVE") == ("7", "ACTIVE")
-    assert _run_sh_threads(GOMP_SPINCOUNT="10")[1] == "unset"
-    # the example keeps one thread per core whatever the load (reproducible figures)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert _run_sh_threads("cores") == (str(cores), "PASSIVE")
+    busy = str(cores - 0.6)  # one core left free
+    # an idle machine keeps libgomp's default wait (the passive one costs sleeps and wake-ups)
+    assert _run_sh_threads(MANIFOLDNN_LOAD="0.0") == (str(cores), "unset")
+    assert _run_sh_threads("cores", MANIFOLDNN_LOAD="0.0") == (str(cores), "unset")
+    # a busy machine: waiting threads sleep; the tests get the free cores, the example all of them
+    assert _run_sh_threads(MANIFOLDNN_LOAD=busy) == ("1", "PASSIVE")
+    assert _run_sh_threads("cores", MANIFOLDNN_LOAD=busy) == (str(cores), "PASSIVE")
+    # values the caller set are kept
+    assert _run_sh_threads(OMP_NUM_THREADS="7", OMP_WAIT_POLICY="ACTIVE", MANIFOLDNN_LOAD=busy) == (
+        "7",
+        "ACTIVE",
+    )
+    assert _run_sh_threads(GOMP_SPINCOUNT="10", MANIFOLDNN_LOAD=busy)[1] == "unset"
 
 
 def test_free_cores():
