@@ -328,7 +328,122 @@ def _sdpa_path(
     return geometry.aggregate(mean, point_shape)
 
 
-class GeodesicAttention(nn.Module):
+class ManifoldAttentionHeads(nn.Module):
+    r"""What multi-head attention on a manifold shares, whatever computes the attention: the
+    geometry, per-head query/key/value maps (:class:`~manifoldnn.layers.ManifoldLinear`), a
+    (learnable) temperature, and the entropy-invariant length scaling of the logits,
+    :math:`\log L_k / \log L_{train}` (Chiang & Cholak 2022, "Overcoming a theoretical limitation of
+    self-attention", Sec. 5). :class:`GeodesicAttention` and
+    :class:`~manifoldnn.layers.FavorAttention` subclass it.
+
+    Args:
+        manifold: a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
+        in_size: input size: d (vectors), n (Grassmann ``(n, p)`` bases, SPD ``(n, n)``).
+        head_size: per-head output size (``<= in_size`` on Grassmann and SPD). Default: in_size.
+        num_heads: H. Default: 1.
+        tau: initial temperature. Default: 1.0.
+        learn_tau: make ``log tau`` a parameter. Default: True.
+        project: if False, no maps (needs ``num_heads == 1`` and ``head_size == in_size``).
+            Default: True.
+        train_length: enables entropy-invariant scaling with this training length. Default: None.
+        device, dtype: of the parameters. Default: PyTorch's defaults.
+    """
+
+    def __init__(
+        self,
+        manifold: geoopt.Manifold | ManifoldGeometry,
+        in_size: int,
+        head_size: int | None = None,
+        num_heads: int = 1,
+        *,
+        tau: float = 1.0,
+        learn_tau: bool = True,
+        project: bool = True,
+        train_length: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.geometry = geometry_for(manifold)
+        self.manifold = self.geometry.manifold
+        head_size = in_size if head_size is None else head_size
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be positive, got {num_heads}")
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if not project and (num_heads != 1 or head_size != in_size):
+            raise ValueError("project=False needs num_heads == 1 and head_size == in_size")
+        if train_length is not None and train_length < 2:
+            raise ValueError(f"train_length must be >= 2, got {train_length}")
+        if project and self.geometry.rank_preserving_map and head_size > in_size:
+            raise ValueError(
+                f"head_size={head_size} must be <= in_size={in_size} on {self.geometry.name} (the "
+                "query, key and value maps need full row rank)"
+            )
+        self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
+        self.project, self.train_length = project, train_length
+        log_tau = torch.tensor(math.log(tau), **factory_kwargs)
+        self.log_tau = nn.Parameter(log_tau) if learn_tau else None
+        if not learn_tau:
+            self.register_buffer("fixed_log_tau", log_tau)
+        if project:
+            maps = [
+                ManifoldLinear(self.geometry, in_size, head_size, num_heads, **factory_kwargs)
+                for _ in range(3)
+            ]
+            self.query_map, self.key_map, self.value_map = maps
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """Current temperature ``exp(log_tau)``."""
+        return (self.log_tau if self.log_tau is not None else self.fixed_log_tau).exp()
+
+    def _heads(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
+        nd = self.geometry.point_ndim
+        if not self.project:
+            return x.unsqueeze(-nd - 2)
+        y = getattr(self, f"{which}_map")(x)  # (..., L, H, *head_point)
+        return y.movedim(-nd - 1, -nd - 2)
+
+    def split_heads(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None,
+        value: torch.Tensor | None,
+        key_padding_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+        """Checked per-head ``(q, k, v)`` ``(..., H, L, *head_point)`` (key defaults to the query,
+        value to the key), the logit scale and the mask ``(..., 1, L_k)`` broadcast over heads."""
+        key = query if key is None else key
+        value = key if value is None else value
+        nd = self.geometry.point_ndim
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            self.geometry.check_points(t, name)
+        if key_padding_mask is not None:
+            try:
+                torch.broadcast_shapes(key_padding_mask.shape[:-1], key.shape[: -nd - 1])
+            except RuntimeError:
+                raise ValueError(
+                    f"key_padding_mask (..., L_k) has batch shape "
+                    f"{tuple(key_padding_mask.shape[:-1])}, which does not broadcast to the keys' "
+                    f"batch shape {tuple(key.shape[: -nd - 1])}"
+                ) from None
+        q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
+        scale = 1.0
+        if self.train_length is not None:
+            scale = math.log(max(k.shape[-nd - 1], 2)) / math.log(self.train_length)
+        mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
+        return q, k, v, scale, mask
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """``(..., H, L_q, *head_point)`` -> ``(..., L_q, H, *head_point)``."""
+        nd = self.geometry.point_ndim
+        return out.movedim(-nd - 2, -nd - 1)
+
+
+class GeodesicAttention(ManifoldAttentionHeads):
     r"""Multi-head attention between manifold-valued tokens with geodesic-distance scores.
 
     Each head maps queries, keys and values with a :class:`~manifoldnn.layers.ManifoldLinear`
@@ -380,62 +495,22 @@ class GeodesicAttention(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        factory_kwargs = {"device": device, "dtype": dtype}
-        self.geometry = geometry_for(manifold)
-        self.manifold = self.geometry.manifold
-        head_size = in_size if head_size is None else head_size
-        if num_heads < 1:
-            raise ValueError(f"num_heads must be positive, got {num_heads}")
-        if tau <= 0:
-            raise ValueError(f"tau must be positive, got {tau}")
-        if not project and (num_heads != 1 or head_size != in_size):
-            raise ValueError("project=False needs num_heads == 1 and head_size == in_size")
-        if train_length is not None and train_length < 2:
-            raise ValueError(f"train_length must be >= 2, got {train_length}")
+        super().__init__(
+            manifold, in_size, head_size, num_heads, tau=tau, learn_tau=learn_tau, project=project,
+            train_length=train_length, device=device, dtype=dtype,
+        )  # fmt: skip
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        if project and self.geometry.rank_preserving_map and head_size > in_size:
-            raise ValueError(
-                f"head_size={head_size} must be <= in_size={in_size} on {self.geometry.name} (the "
-                "query, key and value maps need full row rank)"
-            )
         distance = self.geometry.check_distance(distance)
         if score not in SCORES or aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"score must be in {SCORES} and aggregation in {AGGREGATIONS}, got "
                 f"{score!r}, {aggregation!r}"
             )
-        self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
-        self.project = project
         self.distance, self.score, self.aggregation = distance, score, aggregation
         self.metric = metric
-        self.train_length = train_length
         self.chunk_size = chunk_size
         self.validate = validate
-        log_tau = torch.tensor(math.log(tau), **factory_kwargs)
-        self.log_tau = nn.Parameter(log_tau) if learn_tau else None
-        if not learn_tau:
-            self.register_buffer("fixed_log_tau", log_tau)
-        if project:
-            maps = [
-                ManifoldLinear(self.geometry, in_size, head_size, num_heads, **factory_kwargs)
-                for _ in range(3)
-            ]
-            self.query_map, self.key_map, self.value_map = maps
-
-    @property
-    def tau(self) -> torch.Tensor:
-        """Current temperature ``exp(log_tau)``."""
-        return (self.log_tau if self.log_tau is not None else self.fixed_log_tau).exp()
-
-    def _heads(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
-        nd = self.geometry.point_ndim
-        if not self.project:
-            return x.unsqueeze(-nd - 2)
-        y = getattr(self, f"{which}_map")(x)  # (..., L, H, *head_point)
-        return y.movedim(-nd - 1, -nd - 2)
 
     def forward(
         self,
@@ -447,26 +522,7 @@ class GeodesicAttention(nn.Module):
         causal: bool = False,
         return_weights: bool = False,
     ):
-        key = query if key is None else key
-        value = key if value is None else value
-        nd = self.geometry.point_ndim
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            self.geometry.check_points(t, name)
-        if key_padding_mask is not None:
-            try:
-                torch.broadcast_shapes(key_padding_mask.shape[:-1], key.shape[: -nd - 1])
-            except RuntimeError:
-                raise ValueError(
-                    f"key_padding_mask (..., L_k) has batch shape "
-                    f"{tuple(key_padding_mask.shape[:-1])}, which does not broadcast to the keys' "
-                    f"batch shape {tuple(key.shape[: -nd - 1])}"
-                ) from None
-        q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
-        lk = k.shape[-nd - 1]
-        scale = 1.0
-        if self.train_length is not None:
-            scale = math.log(max(lk, 2)) / math.log(self.train_length)
-        mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
+        q, k, v, scale, mask = self.split_heads(query, key, value, key_padding_mask)
         tau = self.tau
         out = geodesic_attention(
             self.geometry, q, k, v, tau=tau,
@@ -477,7 +533,7 @@ class GeodesicAttention(nn.Module):
         weights = None
         if return_weights:
             out, weights = out
-        out = out.movedim(-nd - 2, -nd - 1)  # (..., L_q, H, *head_point)
+        out = self.merge_heads(out)
         return (out, weights) if return_weights else out
 
     def extra_repr(self) -> str:

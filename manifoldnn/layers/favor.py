@@ -26,12 +26,10 @@ import math
 
 import geoopt
 import torch
-from torch import nn
 
 from ..linalg import qr_positive
 from ..manifolds import ManifoldGeometry, geometry_for
-from .attention import _check_inputs
-from .manifold_linear import ManifoldLinear
+from .attention import ManifoldAttentionHeads, _check_inputs
 
 __all__ = [
     "FavorAttention",
@@ -101,15 +99,21 @@ def _log_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return x @ w.transpose(-1, -2) - 0.5 * x.pow(2).sum(-1, keepdim=True)
 
 
-def _validate(geometry, distance, query, key, value, num_features, features, key_padding_mask):
-    """Argument checks (no tensor values read): geodesic attention's token and mask checks plus the
-    random-feature ones; returns the distance."""
+def _feature_distance(geometry: ManifoldGeometry, distance: str | None) -> str:
+    """The distance to use (default: the geometry's); it must have inner-product features."""
     distance = geometry.check_distance(distance)
     if distance not in geometry.sdpa_distances:
         raise ValueError(
             f"distance {distance!r} on {geometry.name} has no inner-product features; FAVOR+ needs "
             f"one of {sorted(geometry.sdpa_distances)}"
         )
+    return distance
+
+
+def _validate(geometry, distance, query, key, value, num_features, features, key_padding_mask):
+    """Argument checks (no tensor values read): geodesic attention's token and mask checks plus the
+    random-feature ones; returns the distance."""
+    distance = _feature_distance(geometry, distance)
     if features is None and (not isinstance(num_features, int) or num_features < 1):
         raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
     if features is not None and (not isinstance(features, torch.Tensor) or features.dim() < 2):
@@ -330,7 +334,7 @@ def _feature_size(geometry: ManifoldGeometry, distance: str, size: int) -> int:
     return geometry.sdpa_features(dummy, dummy, distance)[0].shape[-1]
 
 
-class FavorAttention(nn.Module):
+class FavorAttention(ManifoldAttentionHeads):
     r"""Multi-head geodesic attention in linear time (FAVOR+), the counterpart of
     :class:`~manifoldnn.layers.GeodesicAttention` with ``score="neg_sq"`` and extrinsic means.
 
@@ -386,44 +390,24 @@ class FavorAttention(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            manifold, in_size, head_size, num_heads, tau=tau, learn_tau=learn_tau,
+            train_length=train_length, device=device, dtype=dtype,
+        )  # fmt: skip
         factory_kwargs = {"device": device, "dtype": dtype}
-        self.geometry = geometry_for(manifold)
-        head_size = in_size if head_size is None else head_size
-        if num_heads < 1:
-            raise ValueError(f"num_heads must be positive, got {num_heads}")
-        if not tau > 0:
-            raise ValueError(f"tau must be positive, got {tau}")
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         if redraw_interval is not None and (
             not isinstance(redraw_interval, int) or redraw_interval < 1
         ):
             raise ValueError(f"redraw_interval must be a positive integer, got {redraw_interval!r}")
-        if train_length is not None and train_length < 2:
-            raise ValueError(f"train_length must be >= 2, got {train_length}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        distance = self.geometry.check_distance(distance)
-        if distance not in self.geometry.sdpa_distances:
-            raise ValueError(
-                f"distance {distance!r} on {self.geometry.name} has no inner-product features; "
-                f"FAVOR+ needs one of {sorted(self.geometry.sdpa_distances)}"
-            )
-        self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
+        distance = _feature_distance(self.geometry, distance)
         self.distance, self.num_features = distance, num_features
-        self.redraw_interval, self.train_length = redraw_interval, train_length
+        self.redraw_interval = redraw_interval
         self.chunk_size, self.validate = chunk_size, validate
-        self.feature_size = _feature_size(self.geometry, distance, head_size)
-        log_tau = torch.tensor(math.log(tau), **factory_kwargs)
-        self.log_tau = nn.Parameter(log_tau) if learn_tau else None
-        if not learn_tau:
-            self.register_buffer("fixed_log_tau", log_tau)
-        maps = [
-            ManifoldLinear(self.geometry, in_size, head_size, num_heads, **factory_kwargs)
-            for _ in range(3)
-        ]
-        self.query_map, self.key_map, self.value_map = maps
+        self.feature_size = _feature_size(self.geometry, distance, self.head_size)
         self.register_buffer(
             "features",
             orthogonal_random_features(
@@ -431,11 +415,6 @@ class FavorAttention(nn.Module):
             ),
         )
         self.forwards_since_redraw = 0
-
-    @property
-    def tau(self) -> torch.Tensor:
-        """Current temperature ``exp(log_tau)``."""
-        return (self.log_tau if self.log_tau is not None else self.fixed_log_tau).exp()
 
     @torch.no_grad()
     def redraw_features(self, generator: torch.Generator | None = None) -> None:
@@ -452,11 +431,6 @@ class FavorAttention(nn.Module):
         )
         self.forwards_since_redraw = 0
 
-    def _heads(self, x: torch.Tensor, which: str) -> torch.Tensor:
-        """``(..., L, *point)`` -> ``(..., H, L, *head_point)``."""
-        nd = self.geometry.point_ndim
-        return getattr(self, f"{which}_map")(x).movedim(-nd - 1, -nd - 2)
-
     def forward(
         self,
         query: torch.Tensor,
@@ -466,27 +440,17 @@ class FavorAttention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> torch.Tensor:
-        key = query if key is None else key
-        value = key if value is None else value
-        nd = self.geometry.point_ndim
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            self.geometry.check_points(t, name)
         if self.training and self.redraw_interval is not None:
             if self.forwards_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.forwards_since_redraw += 1
-        q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
-        lk = k.shape[-nd - 1]
-        scale = 1.0
-        if self.train_length is not None:
-            scale = math.log(max(lk, 2)) / math.log(self.train_length)
-        mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
+        q, k, v, scale, mask = self.split_heads(query, key, value, key_padding_mask)
         out = favor_attention(
             self.geometry, q, k, v, tau=self.tau, distance=self.distance, causal=causal,
             scale=scale, features=self.features, key_padding_mask=mask,
             chunk_size=self.chunk_size, validate=self.validate,
         )  # fmt: skip
-        return out.movedim(-nd - 2, -nd - 1)
+        return self.merge_heads(out)
 
     def extra_repr(self) -> str:
         return (
