@@ -12,7 +12,7 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from .attention import GeodesicAttention, geodesic_attention
+from .attention import GeodesicAttention, ManifoldAttentionHeads, geodesic_attention
 from .favor import (
     FavorAttention,
     favor_attention,
@@ -41,6 +41,7 @@ __all__ = [
     "ReOrth",
     "SubspaceEmbedding",
     "GeodesicAttention",
+    "ManifoldAttentionHeads",
     "geodesic_attention",
     "ManifoldLinear",
     "OrthogonalDirectSum",
