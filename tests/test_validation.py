@@ -31,6 +31,17 @@ def test_grassmann_points_of_different_p_are_refused():
         gr.weighted_logmap_sum(x, bases(4, 10, 3), torch.ones(3, dtype=x.dtype))
 
 
+def test_logmap_refuses_bases_far_from_orthonormal():
+    x, y = bases(4, 10, 3), bases(4, 10, 3)
+    assert torch.isfinite(gr.logmap(x, y)).all()
+    with pytest.raises(ValueError, match="y must be orthonormal"):
+        gr.logmap(x, 1.5 * y)  # cosines above 1: acos would return NaN
+    with pytest.raises(ValueError, match="x must be orthonormal"):
+        gr.logmap(x + 0.3, y)
+    # a perturbation at the size finite differences use stays accepted and finite
+    assert torch.isfinite(gr.logmap(x, y + 1e-6)).all()
+
+
 def test_reorth_refuses_rank_deficient_input():
     x = torch.randn(5, 8, 3, dtype=torch.float64)
     x[2, :, 2] = x[2, :, 0] + x[2, :, 1]  # third column in the span of the first two

@@ -9,7 +9,7 @@ from geoopt.manifolds.base import Manifold
 from geoopt.tensor import ManifoldTensor
 from geoopt.utils import broadcast_shapes, size2shape
 
-from ..linalg import HALF_DTYPES, qr_positive
+from ..linalg import HALF_DTYPES, qr_positive, tolerance
 from ..linalg.spectral import ACOS_SQRT_OVER_SIN_COS, COS_SQRT, SINC_SQRT, symmetric_functions
 
 __all__ = ["Grassmann", "stack_columns", "weighted_logmap_sum_stacked"]
@@ -59,6 +59,26 @@ def _check_same_space(x: torch.Tensor, y: torch.Tensor, method: str) -> None:
         raise ValueError(
             f"Grassmann.{method}: both points must be bases (..., n, p) of the same Gr(n, p), got "
             f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+
+
+def _check_near_orthonormal(y: torch.Tensor, name: str, method: str) -> None:
+    """``ValueError`` unless ``||Y^T Y - I||_F`` is within the Taylor radius of the spectral functions.
+
+    Beyond it a cosine of a principal angle can exceed 1 and the logarithm's ``acos`` returns NaN
+    (the eigenvalues of ``M^T M``, ``M = X^T Y``, are at most ``lambda_max(Y^T Y) <= 1 +
+    ||Y^T Y - I||_F``); within it the result is finite. Reads one number on the host.
+    """
+    if y.numel() == 0:
+        return
+    eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+    error = torch.linalg.matrix_norm(y.detach().transpose(-1, -2) @ y.detach() - eye).amax()
+    bound = tolerance("taylor_switch", y.dtype)
+    if not bool(error <= bound):
+        raise ValueError(
+            f"Grassmann.{method}: {name} must be orthonormal bases (Y^T Y = I); "
+            f"||{name}^T {name} - I||_F = {float(error):.2e} > {bound:.0e} (orthonormalise with "
+            "Grassmann().projx or manifoldnn.linalg.qr_positive)"
         )
 
 
@@ -200,6 +220,9 @@ class Grassmann(Manifold):
         ``x``, ``y``: ``(..., n, p)`` -> ``(..., n, p)``; independent of the basis of ``y``.
         """
         _check_same_space(x, y, "logmap")
+        if not torch.compiler.is_compiling():
+            _check_near_orthonormal(x, "x", "logmap")
+            _check_near_orthonormal(y, "y", "logmap")
         xty = x.transpose(-1, -2) @ y
         residual = y - x @ xty
         (f,) = symmetric_functions(xty.transpose(-1, -2) @ xty, ACOS_SQRT_OVER_SIN_COS, factor=xty)
