@@ -99,10 +99,15 @@ def measure(method: str, length: int, args, device, dtype) -> dict:
     saved_bytes = 0
     for repeat in range(args.repeats + 1):
         storages: dict[int, int] = {}
+        # the storages are kept alive until the pass ends: a tensor saved by a graph branch the
+        # output does not use is freed at once, and its memory, reused by a later saved tensor,
+        # would otherwise make the keys (data pointers) collide and the count vary run to run
+        alive: list = []
 
-        def pack(tensor, storages=storages):
+        def pack(tensor, storages=storages, alive=alive):
             storage = tensor.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
+            alive.append(storage)
             return tensor
 
         if device.type == "cuda":
