@@ -266,13 +266,9 @@ class BDH(nn.Module):
             idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
         )
         logits, state = self.prefill(idx, prefill_segment)
-        out, position = [idx], idx.shape[1]
-        for _ in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_k, generator)
-            out.append(token)
-            logits, state = self.step(token, state, position)
-            position += 1
-        return torch.cat(out, dim=1)
+        return sample_continuation(
+            idx, logits, state, self.step, max_new_tokens, temperature, top_k, generator
+        )
 
     @torch.no_grad()
     def prefill(
@@ -337,6 +333,28 @@ def check_generation(idx, vocab_size, max_new_tokens, temperature, top_k, prefil
     ):
         raise ValueError(f"prefill_segment must be a positive integer, got {prefill_segment!r}")
     return idx
+
+
+def sample_continuation(
+    idx: torch.Tensor,
+    logits: torch.Tensor,
+    state,
+    step,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The decoding loop shared by the models' ``generate``: sample a token from ``logits``
+    ``(B, vocab)``, feed it to ``step(token, state, position) -> (logits, state)``, repeat
+    ``max_new_tokens`` times; returns the prompt ``idx`` ``(B, T)`` followed by the samples."""
+    out, position = [idx], idx.shape[1]
+    for _ in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_k, generator)
+        out.append(token)
+        logits, state = step(token, state, position)
+        position += 1
+    return torch.cat(out, dim=1)
 
 
 def sample_next(

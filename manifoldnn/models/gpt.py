@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from manifoldnn.models.bdh import check_generation, check_token_ids, sample_next
+from manifoldnn.models.bdh import check_generation, check_token_ids, sample_continuation
 from manifoldnn.models.linear_attention import MODES, delta_rule
 from manifoldnn.models.rope import rotary
 
@@ -212,13 +212,9 @@ class GPT(nn.Module):
             idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
         )
         logits, cache = self.prefill(idx, max_new_tokens, prefill_segment)
-        out, position = [idx], idx.shape[1]
-        for _ in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_k, generator)
-            out.append(token)
-            logits, cache = self.step(token, cache, position)
-            position += 1
-        return torch.cat(out, dim=1)
+        return sample_continuation(
+            idx, logits, cache, self.step, max_new_tokens, temperature, top_k, generator
+        )
 
     @torch.no_grad()
     def prefill(
