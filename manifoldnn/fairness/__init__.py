@@ -4,6 +4,40 @@
 (:class:`manifoldnn.layers.GeodesicAttention`, ``metric=``) or on its own.
 """
 
+from .evaluation import (
+    GenderBiasSplit,
+    ProbeResult,
+    WeatResult,
+    attention_stereotype_gap,
+    gender_bias,
+    gender_bias_split,
+    kmeans_bias_accuracy,
+    neighbour_bias_correlation,
+    neighbour_overlap,
+    probe_accuracy,
+    similarity_spearman,
+    weat_effect_size,
+    weat_summary,
+    weat_test,
+)
 from .metric import AssociationBias, FairnessMetric, LinearBias
 
-__all__ = ["FairnessMetric", "LinearBias", "AssociationBias"]
+__all__ = [
+    "FairnessMetric",
+    "LinearBias",
+    "AssociationBias",
+    "GenderBiasSplit",
+    "gender_bias",
+    "gender_bias_split",
+    "WeatResult",
+    "weat_effect_size",
+    "weat_test",
+    "weat_summary",
+    "kmeans_bias_accuracy",
+    "neighbour_bias_correlation",
+    "ProbeResult",
+    "probe_accuracy",
+    "similarity_spearman",
+    "neighbour_overlap",
+    "attention_stereotype_gap",
+]
