@@ -230,3 +230,23 @@ def test_bad_input_errors_name_the_problem():
         neighbour_overlap(np.eye(4), np.eye(3), k=1)
     with pytest.raises(ValueError, match="candidate words"):
         gender_bias_split(words, vectors, set(), n_eval=1, n_fit=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, torch.float32])
+def test_inputs_of_any_float_type_give_the_float64_figures(dtype):
+    # Inputs are promoted to float64 once; the only error left is rounding the input to dtype.
+    X, labels = two_clusters(30, seed=9)
+    bias = labels * np.linspace(0.1, 1.0, 60)
+    cast = torch.as_tensor(X, dtype=dtype) if isinstance(dtype, torch.dtype) else X.astype(dtype)
+    rounded = np.asarray(cast, dtype=np.float64)
+    vectors = {f"w{i}": row for i, row in enumerate(cast)}
+    reference = {f"w{i}": row for i, row in enumerate(rounded)}
+    sets = ([f"w{i}" for i in range(0, 5)], [f"w{i}" for i in range(30, 35)])
+    attributes = ([f"w{i}" for i in range(5, 10)], [f"w{i}" for i in range(35, 40)])
+    assert weat_effect_size(vectors, *sets, *attributes) == pytest.approx(
+        weat_effect_size(reference, *sets, *attributes), abs=64 * EPS
+    )
+    assert neighbour_bias_correlation(cast, bias, k=10) == pytest.approx(
+        neighbour_bias_correlation(rounded, bias, k=10), abs=64 * EPS
+    )
+    assert kmeans_bias_accuracy(cast, labels) == kmeans_bias_accuracy(rounded, labels)
