@@ -71,7 +71,7 @@ def test_leace_leaves_no_linear_signal():
     X, z = planted(seed=2)
     leace = LEACE(normalize=False).fit(X, z)
     out = leace.transform(X)
-    # LEACE (Belrose et al. 2023, Thm. 3.1) makes the class-conditional means equal: the
+    # LEACE (Belrose et al. 2023) makes the class-conditional means equal: the
     # cross-covariance with the one-hot concept vanishes.
     means = np.stack([out[z == c].mean(0) for c in (-1, 0, 1)])
     assert np.abs(means - means.mean(0)).max() <= 1e3 * EPS

@@ -202,7 +202,7 @@ class HardDebias:
 # ---------------------------------------------------------------------------------------- INLP
 def inlp_projection(directions: Sequence[np.ndarray]) -> np.ndarray:
     """Projection onto the intersection of the null spaces of the classifier directions
-    (Ravfogel et al. 2020, Sec. 3): ``I - B B^T`` with ``B`` an orthonormal basis of their span."""
+    (Ravfogel et al. 2020): ``I - B B^T`` with ``B`` an orthonormal basis of their span."""
     stacked = np.concatenate([np.atleast_2d(d) for d in directions])
     u, s, _ = np.linalg.svd(stacked.T, full_matrices=False)
     # rank cut-off: singular values below d * eps * s_max are rounding (numpy's matrix_rank rule)
@@ -297,8 +297,8 @@ class LEACE:
     in closed form", NeurIPS) through ``concept_erasure.LeaceEraser``.
 
     The concept is the one-hot class of ``z`` (with the neutral class: three columns); the
-    eraser is the affine map that makes every linear classifier's loss on it no better than a
-    constant's (Theorem 3.1 there).
+    eraser is the least-squares affine map after which the class-conditional means coincide, so
+    that no linear classifier does better than a constant one.
 
     Args:
         normalize: unit-normalise the outputs. Default: True.

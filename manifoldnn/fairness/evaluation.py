@@ -3,8 +3,9 @@ r"""Measuring gender bias in word vectors the way the field measures it.
 The selection and the two geometric tests are Gonen & Goldberg (2019), "Lipstick on a Pig:
 Debiasing Methods Cover up Systematic Gender Biases in Word Embeddings But do not Remove Them"
 (NAACL); WEAT is Caliskan, Bryson & Narayanan (2017), "Semantics derived automatically from language
-corpora contain human-like biases" (Science); the probes follow Ravfogel et al. (2020, Sec. 6.1)
-and Gonen & Goldberg (Sec. 4, "classifying previously biased words").
+corpora contain human-like biases" (Science); the probes follow Gonen & Goldberg ("classifying previously
+biased words") and Ravfogel et al. (2020, "Null It Out", ACL: linear and nonlinear probes after
+INLP).
 
 Vectors are numpy arrays ``(n, d)`` (a torch tensor is accepted and copied to the host); words are
 looked up by exact string. scikit-learn is imported inside the functions that need it.
@@ -103,7 +104,7 @@ class GenderBiasSplit:
 
 
 def gender_bias(vectors: object, words: Sequence[str], male: str = "he", female: str = "she"):
-    r"""Bias by projection of Gonen & Goldberg (2019, Sec. 2): :math:`\cos(w, he) - \cos(w, she)`.
+    r"""Bias by projection of Gonen & Goldberg (2019): :math:`\cos(w, he) - \cos(w, she)`.
 
     Args:
         vectors: ``(N, d)`` word vectors (any norm).
@@ -134,7 +135,7 @@ def gender_bias_split(
     male: str = "he",
     female: str = "she",
 ) -> GenderBiasSplit:
-    r"""The word selection of Gonen & Goldberg (2019, Sec. 4), with a disjoint fitting set.
+    r"""The word selection of Gonen & Goldberg (2019), with a disjoint fitting set.
 
     Bias :math:`b(w) = \cos(w, he) - \cos(w, she)` on the given (original) vectors. Candidates are
     lower-case ASCII-alphabetic words not in ``specific_words`` (case-insensitive). Ranked by
@@ -332,7 +333,7 @@ def _check_binary(labels: np.ndarray, name: str = "labels") -> np.ndarray:
 def kmeans_bias_accuracy(
     vectors: object, labels: object, n_init: int = 10, random_state: int = 0
 ) -> float:
-    """Gonen & Goldberg (2019, Sec. 4, "clustering"): 2-means on the vectors, accuracy of the
+    """Gonen & Goldberg (2019, the clustering experiment): 2-means on the vectors, accuracy of the
     clusters against the bias labels under the better of the two matchings (0.5 = no signal).
 
     Args:
@@ -353,13 +354,14 @@ def kmeans_bias_accuracy(
 def neighbour_bias_correlation(
     vectors: object, original_bias: object, k: int = 100, male: object | None = None
 ) -> float:
-    """Gonen & Goldberg (2019, Sec. 4, "bias-by-neighbours"): Pearson ``r`` between each word's
+    """Gonen & Goldberg (2019, "bias-by-neighbours"): Pearson ``r`` between each word's
     original bias and the share of male-biased words among its ``k`` nearest neighbours.
 
     Neighbours (cosine) are searched among the rows of ``vectors`` only, the word itself
-    excluded: pass the words the paper measures (in the example, the 1000 evaluation words, the
-    500 most male- and female-biased, with their debiased vectors), so that the neighbourhoods are
-    those of the transformed space while "male-biased" keeps its original meaning.
+    excluded. The paper measures its most biased words; ``examples/debias_embeddings.py`` passes
+    the 1000 evaluation words (the 500 most male- and 500 most female-biased, with their debiased
+    vectors), so neighbourhoods are those of the transformed space while "male-biased" keeps its
+    original meaning (``original_bias > 0``).
 
     Args:
         vectors: ``(n, d)`` (transformed) vectors, ``n > k``.
@@ -424,8 +426,8 @@ def probe_accuracy(
 ) -> ProbeResult:
     """Accuracy of a classifier predicting the labels from the vectors, stratified k-fold CV.
 
-    The probes of Gonen & Goldberg (2019, Sec. 4, an RBF-SVM) and Ravfogel et al. (2020, Sec.
-    6.1, linear and MLP): ``"linear"`` (logistic regression), ``"rbf"`` (SVM, ``C=1``,
+    The probes of Gonen & Goldberg (2019, an RBF-SVM) and Ravfogel et al. (2020, linear and
+    MLP): ``"linear"`` (logistic regression), ``"rbf"`` (SVM, ``C=1``,
     ``gamma="scale"``) or ``"mlp"`` (one hidden layer of 100 ReLU units, Adam), each after
     standardising the features. Each seed reshuffles the folds (and initialises the MLP).
 
