@@ -166,6 +166,53 @@ def test_planted_xor_bias_is_removed_on_unseen_rows_where_leace_leaves_it(dtype)
     assert kept >= orig - 4 * math.sqrt(orig * (1 - orig) / len(Xt) + 1 / len(Xt) ** 2)
 
 
+class _TanhMLPBias(torch.nn.Module):
+    """A one-hidden-layer tanh network's output: a nonlinear probe supplied by the user."""
+
+    def __init__(self, d: int, hidden: int, generator: torch.Generator, dtype) -> None:
+        super().__init__()
+        self.inner = torch.nn.Linear(d, hidden, dtype=dtype)
+        self.outer = torch.nn.Linear(hidden, 1, dtype=dtype)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=dtype) * 0.5)
+
+    def forward(self, x):
+        return self.outer(torch.tanh(self.inner(x))).squeeze(-1)
+
+
+def _fit_mlp(x, target, weight, generator):
+    model = _TanhMLPBias(x.shape[-1], 16, generator, x.dtype)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
+    with torch.enable_grad():
+        for _ in range(150):
+            optimiser.zero_grad()
+            loss = (weight * (model(x) - target) ** 2).sum() / weight.sum()
+            loss.backward()
+            optimiser.step()
+    return model.requires_grad_(False)
+
+
+def test_a_user_supplied_mlp_bias_function_is_refitted_and_removes_the_planted_bias():
+    calls = []
+
+    def fitter(x, target, weight, generator):
+        calls.append(x.clone())
+        return _fit_mlp(x, target, weight, generator)
+
+    X, z, _ = planted_xor(600, 0)
+    Xt, zt, _ = planted_xor(400, 1)
+    biased = zt != 0
+    model = FairMetricDebias(alpha=30.0, rounds=6, bias_fitter=fitter, random_state=0)
+    out = model.fit(X, z).transform(Xt)
+    assert len(calls) == 6 and not torch.equal(calls[0], calls[-1])  # refitted on moved rows
+    assert probe_accuracy(out[biased], zt[biased], "rbf", (0,)).mean < chance_bound(
+        int(biased.sum())
+    )
+    with pytest.raises(ValueError, match="sup_bound"):
+        model.displacement_bound(Xt)
+
+
 # ---------------------------------------------------------------------- oracle: the ridge
 def test_random_feature_bias_matches_scikit_learn_weighted_ridge():
     from sklearn.linear_model import Ridge
@@ -258,6 +305,7 @@ def test_bad_fit_input_raises(X, z, message):
         ({"max_step": 0.0}, "max_step"),
         ({"bandwidth": -0.1}, "bandwidth"),
         ({"n_centres": 0}, "n_centres"),
+        ({"bias_fitter": 3}, "bias_fitter"),
     ],
 )
 def test_bad_parameters_raise_naming_them(params, name):
@@ -286,3 +334,14 @@ def test_batched_leading_dimensions_equal_the_flat_transform():
     np.testing.assert_array_equal(
         model.transform(X[:24].reshape(2, 3, 4, -1)).reshape(24, -1), flat
     )
+
+
+def test_device_generic(device):
+    """Fitted and applied on each device present (CUDA skipped with its reason when absent), the
+    result matches the CPU's to float64 rounding amplified by the rounds."""
+    X, z, _ = planted_xor(150, 0)
+    x = torch.as_tensor(X, device=device)
+    out = FairMetricDebias(rounds=3, n_features=32).fit(x, z).transform(x)
+    assert out.device == x.device
+    ref = FairMetricDebias(rounds=3, n_features=32).fit(X, z).transform(X)
+    np.testing.assert_allclose(out.cpu().numpy(), ref, atol=1e6 * np.finfo(np.float64).eps)

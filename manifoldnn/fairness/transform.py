@@ -38,6 +38,7 @@ with :math:`d_{min}` the geodesic distance to the nearest sensitive centre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -144,15 +145,19 @@ class FairMetricDebias:
 
     Args:
         alpha: strength :math:`\alpha \ge 0` of the metric's stretch; 0 returns the input. Default: 30.
-        rounds: number of refit-and-move rounds :math:`R`. Default: 8.
+        rounds: number of refit-and-move rounds :math:`R`. Default: 20.
         n_features: random Fourier features :math:`D` of each bias function. Default: 1024.
-        gamma: RBF kernel parameter :math:`\gamma` of the bias functions. Default: 1.0.
+        gamma: RBF kernel parameter :math:`\gamma` of the bias functions. Default: 0.2.
         ridge: relative ridge penalty of the bias regression. Default: 1e-3.
         n_centres: sensitive centres, drawn (seeded) from the biased fitting points. Default: 256.
         bandwidth: locality bandwidth :math:`\sigma` (radians); ``None`` sets it to the median
             geodesic distance from the biased fitting points to their nearest other centre.
             Default: None.
         max_step: largest geodesic step per round (radians). Default: 0.5.
+        bias_fitter: ``(x (n, d), target (n,), sample_weight (n,), generator) -> module`` fitting
+            any differentiable bias function ``(..., d) -> (...)`` (e.g. an MLP probe's logit);
+            :meth:`displacement_bound` needs it to have ``sup_bound()``. Default: None, the
+            :class:`RandomFeatureBias` of ``n_features``, ``gamma`` and ``ridge``.
         random_state: seed of the centres and the random features. Default: 0.
         batch_size: rows per chunk in :meth:`transform`. Default: 4096.
         device, dtype: where and in what precision to compute. Default: the input's device,
@@ -174,14 +179,15 @@ class FairMetricDebias:
     def __init__(
         self,
         alpha: float = 30.0,
-        rounds: int = 8,
+        rounds: int = 20,
         *,
         n_features: int = 1024,
-        gamma: float = 1.0,
+        gamma: float = 0.2,
         ridge: float = 1e-3,
         n_centres: int = 8,
         bandwidth: float | None = None,
         max_step: float = 0.5,
+        bias_fitter: Callable[..., nn.Module] | None = None,
         random_state: int = 0,
         batch_size: int = 4096,
         device: torch.device | str | None = None,
@@ -195,6 +201,7 @@ class FairMetricDebias:
         self.n_centres = n_centres
         self.bandwidth = bandwidth
         self.max_step = max_step
+        self.bias_fitter = bias_fitter
         self.random_state = random_state
         self.batch_size = batch_size
         self.device = device
@@ -215,6 +222,8 @@ class FairMetricDebias:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if self.bias_fitter is not None and not callable(self.bias_fitter):
+            raise ValueError(f"bias_fitter must be callable or None, got {self.bias_fitter!r}")
         if self.bandwidth is not None and not (
             self.bandwidth > 0 and math.isfinite(self.bandwidth)
         ):
@@ -287,15 +296,18 @@ class FairMetricDebias:
         kernel = self._kernel(x)
         current = x
         for _ in range(self.rounds if self.alpha > 0 else 0):
-            bias = RandomFeatureBias.fit(
-                current,
-                target,
-                group_weight,
-                n_features=self.n_features,
-                gamma=float(self.gamma),
-                ridge=float(self.ridge),
-                generator=generator,
-            )
+            if self.bias_fitter is None:
+                bias = RandomFeatureBias.fit(
+                    current,
+                    target,
+                    group_weight,
+                    n_features=self.n_features,
+                    gamma=float(self.gamma),
+                    ridge=float(self.ridge),
+                    generator=generator,
+                )
+            else:
+                bias = self.bias_fitter(current, target, group_weight, generator)
             metric = FairnessMetric(self.manifold_, [bias], float(self.alpha))
             self.metrics_.append(metric)
             current = self._step(metric, current, kernel)
@@ -364,6 +376,8 @@ class FairMetricDebias:
         x = self._as_points(X, "X", dtype=self.dtype_)
         kernel = self._kernel(x.reshape(-1, self.dim_))
         total = torch.zeros_like(kernel[..., 0])
+        if not all(hasattr(b, "sup_bound") for m in self.metrics_ for b in m.bias_losses):
+            raise ValueError("displacement_bound needs bias functions with a sup_bound() method")
         for metric in self.metrics_:
             sup = torch.stack([b.sup_bound() for b in metric.bias_losses]).to(kernel)
             per_round = torch.sqrt(self.alpha * (kernel * sup.pow(2)).sum(-1))
