@@ -345,3 +345,23 @@ def test_device_generic(device):
     assert out.device == x.device
     ref = FairMetricDebias(rounds=3, n_features=32).fit(X, z).transform(X)
     np.testing.assert_allclose(out.cpu().numpy(), ref, atol=1e6 * np.finfo(np.float64).eps)
+
+
+def test_two_equal_bias_functions_act_as_one_with_twice_alpha():
+    """The M x M solve of the step: M copies of one bias function give
+    ``1/2 |u|^2 + (M alpha W / 2) (b + <g, u>)^2``, one function at ``M alpha``."""
+
+    def fitter(copies):
+        def fit(x, target, weight, generator):
+            bias = RandomFeatureBias.fit(
+                x, target, weight, n_features=32, gamma=1.0, ridge=1e-3, generator=generator
+            )
+            return [bias] * copies
+
+        return fit
+
+    X, z, _ = planted_xor(200, 0)
+    two = FairMetricDebias(alpha=3.0, rounds=2, bias_fitter=fitter(2)).fit(X, z)
+    one = FairMetricDebias(alpha=6.0, rounds=2, bias_fitter=fitter(1)).fit(X, z)
+    assert len(two.metrics_[0].bias_losses) == 2
+    np.testing.assert_allclose(two.transform(X), one.transform(X), atol=1e3 * np.finfo(float).eps)

@@ -154,9 +154,10 @@ class FairMetricDebias:
             geodesic distance from the biased fitting points to their nearest other centre.
             Default: None.
         max_step: largest geodesic step per round (radians). Default: 0.5.
-        bias_fitter: ``(x (n, d), target (n,), sample_weight (n,), generator) -> module`` fitting
-            any differentiable bias function ``(..., d) -> (...)`` (e.g. an MLP probe's logit);
-            :meth:`displacement_bound` needs it to have ``sup_bound()``. Default: None, the
+        bias_fitter: ``(x (n, d), target (n,), sample_weight (n,), generator) -> module`` (or a
+            sequence of M modules) fitting any differentiable bias functions ``(..., d) -> (...)``
+            (e.g. an MLP probe's logit); M > 1 functions are removed together by the step's
+            M x M solve. :meth:`displacement_bound` needs each to have ``sup_bound()``. Default: None, the
             :class:`RandomFeatureBias` of ``n_features``, ``gamma`` and ``ridge``.
         random_state: seed of the centres and the random features. Default: 0.
         batch_size: rows per chunk in :meth:`transform`. Default: 4096.
@@ -297,18 +298,21 @@ class FairMetricDebias:
         current = x
         for _ in range(self.rounds if self.alpha > 0 else 0):
             if self.bias_fitter is None:
-                bias = RandomFeatureBias.fit(
-                    current,
-                    target,
-                    group_weight,
-                    n_features=self.n_features,
-                    gamma=float(self.gamma),
-                    ridge=float(self.ridge),
-                    generator=generator,
-                )
+                biases = [
+                    RandomFeatureBias.fit(
+                        current,
+                        target,
+                        group_weight,
+                        n_features=self.n_features,
+                        gamma=float(self.gamma),
+                        ridge=float(self.ridge),
+                        generator=generator,
+                    )
+                ]
             else:
-                bias = self.bias_fitter(current, target, group_weight, generator)
-            metric = FairnessMetric(self.manifold_, [bias], float(self.alpha))
+                fitted = self.bias_fitter(current, target, group_weight, generator)
+                biases = [fitted] if isinstance(fitted, nn.Module) else list(fitted)
+            metric = FairnessMetric(self.manifold_, biases, float(self.alpha))
             self.metrics_.append(metric)
             current = self._step(metric, current, kernel)
         self.fit_vectors_ = current
