@@ -144,27 +144,26 @@ class FairMetricDebias:
     :class:`~manifoldnn.fairness.FairnessMetric` on :class:`~manifoldnn.manifolds.Sphere`.
 
     Args:
-        alpha: strength :math:`\alpha \ge 0` of the metric's stretch; 0 returns the input. Default: 30.
+        alpha: stretch :math:`\alpha \ge 0` of the metric; 0 returns the input. Default: 30.
         rounds: number of refit-and-move rounds :math:`R`. Default: 20.
         n_features: random Fourier features :math:`D` of each bias function. Default: 1024.
         gamma: RBF kernel parameter :math:`\gamma` of the bias functions. Default: 0.2.
         ridge: relative ridge penalty of the bias regression. Default: 1e-3.
-        n_centres: sensitive centres, drawn (seeded) from the biased fitting points. Default: 256.
+        n_centres: K sensitive centres, drawn (seeded) from the biased fitting points. Default: 8.
         bandwidth: locality bandwidth :math:`\sigma` (radians); ``None`` sets it to the median
-            geodesic distance from the biased fitting points to their nearest other centre.
-            Default: None.
+            geodesic distance from a centre to its nearest other centre. Default: None.
         max_step: largest geodesic step per round (radians). Default: 0.5.
         bias_fitter: ``(x (n, d), target (n,), sample_weight (n,), generator) -> module`` (or a
             sequence of M modules) fitting any differentiable bias functions ``(..., d) -> (...)``
             (e.g. an MLP probe's logit); M > 1 functions are removed together by the step's
-            M x M solve. :meth:`displacement_bound` needs each to have ``sup_bound()``. Default: None, the
-            :class:`RandomFeatureBias` of ``n_features``, ``gamma`` and ``ridge``.
+            M x M solve. :meth:`displacement_bound` needs each to have ``sup_bound()``.
+            Default: None, the :class:`RandomFeatureBias` of ``n_features``, ``gamma``, ``ridge``.
         random_state: seed of the centres and the random features. Default: 0.
         batch_size: rows per chunk in :meth:`transform`. Default: 4096.
         device, dtype: where and in what precision to compute. Default: the input's device,
             float64 for float64 input, else float32.
 
-    Attributes (after fit): ``centres_ (M, d)``, ``bandwidth_``, ``metrics_`` (one
+    Attributes (after fit): ``centres_ (K, d)``, ``bandwidth_``, ``metrics_`` (one
     :class:`FairnessMetric` per round, its bias loss the round's :class:`RandomFeatureBias`),
     ``locality_`` (the :class:`FairnessMetric` whose kernel weights the steps), ``fit_vectors_``.
 
