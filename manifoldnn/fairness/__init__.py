@@ -4,7 +4,8 @@
 (:class:`manifoldnn.layers.GeodesicAttention`, ``metric=``) or on its own.
 :mod:`~manifoldnn.fairness.evaluation` measures bias in word vectors (WEAT, Gonen & Goldberg's
 tests, probes, similarity benchmarks); :mod:`~manifoldnn.fairness.debias` holds the baseline
-debiasing transformers (hard debiasing, INLP, LEACE).
+debiasing transformers (hard debiasing, INLP, LEACE); :class:`FairMetricDebias` moves the vectors
+by local natural-gradient steps under the fairness metric (:mod:`~manifoldnn.fairness.transform`).
 """
 
 from .debias import (
@@ -33,6 +34,7 @@ from .evaluation import (
     weat_test,
 )
 from .metric import AssociationBias, FairnessMetric, LinearBias
+from .transform import FairMetricDebias, RandomFeatureBias
 
 __all__ = [
     "FairnessMetric",
@@ -59,4 +61,6 @@ __all__ = [
     "inlp_projection",
     "INLP",
     "LEACE",
+    "FairMetricDebias",
+    "RandomFeatureBias",
 ]
