@@ -125,7 +125,7 @@ def test_lossy_direct_sum_cca_and_pca_start() -> None:
         model.initialize_fusion(text, codes, method)
         q_a, q_b, _, _ = model.direct_sum.frames()
         eps = torch.finfo(torch.float64).eps
-        assert float((q_a.T @ q_b).abs().max()) <= 100 * eps
+        assert float((q_a.T @ q_b).detach().abs().max()) <= 100 * eps
         assert torch.isfinite(model.loss(text, codes)).all()
     with pytest.raises(ValueError, match="direct_sum"):
         make("summed").initialize_fusion(text, codes)
@@ -141,6 +141,16 @@ def test_gradcheck(fusion, c, kwargs) -> None:
         return functional_call(model, {"text_embedding.weight": w}, (text, codes))
 
     assert torch.autograd.gradcheck(f, (weight,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+@pytest.mark.parametrize(("fusion", "c", "kwargs"), CONFIGS)
+def test_cuda_matches_cpu(fusion, c, kwargs) -> None:
+    model = make(fusion, c, **kwargs)
+    text, codes = batch()
+    expected = model(text, codes)
+    got = model.to("cuda")(text.cuda(), codes.cuda())
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-10, rtol=1e-10)
 
 
 def test_value_errors() -> None:
@@ -192,3 +202,12 @@ def test_rvq_value_errors() -> None:
         ResidualVectorQuantizer(2, 40).fit(np.zeros((10, 2)))
     with pytest.raises(ValueError, match="n_codebooks"):
         ResidualVectorQuantizer(0, 4)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_compiles_without_graph_breaks(fusion) -> None:
+    """fullgraph=True fails on any graph break (no host reads of tensor values in forward)."""
+    model = make(fusion)
+    text, codes = batch()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(text, codes), model(text, codes))

@@ -115,6 +115,7 @@ class ResidualVectorQuantizer:
             raise ValueError(
                 f"frames must have shape (..., d={codebooks.shape[-1]}), got {tuple(x.shape)}"
             )
+        codebooks = codebooks.to(x.device)
         residual = x.to(codebooks.dtype)
         ids = []
         for centres in codebooks:
@@ -130,7 +131,8 @@ class ResidualVectorQuantizer:
         ids = torch.as_tensor(ids)
         if ids.dim() < 1 or ids.shape[-1] != self.n_codebooks or ids.is_floating_point():
             raise ValueError(f"ids must be integer (..., K={self.n_codebooks}), got {ids.shape}")
-        return codebooks[torch.arange(self.n_codebooks), ids.long()]
+        codebooks = codebooks.to(ids.device)
+        return codebooks[torch.arange(self.n_codebooks, device=ids.device), ids.long()]
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """Quantised frames ``x_hat (..., d)`` of token ids ``(..., K)``."""
@@ -283,9 +285,8 @@ class FusedStreamLM(nn.Module):
         self._check(text, codes)
         previous = self.previous_codes(codes).long()
         a = self.text_embedding(text.long())
-        if self.direct_sum is not None:
-            return a, self.direct_sum.codebooks[torch.arange(self.n_codebooks), previous]
-        return a, self.code_embeddings[torch.arange(self.n_codebooks), previous]
+        table = self.code_embeddings if self.direct_sum is None else self.direct_sum.codebooks
+        return a, table[torch.arange(self.n_codebooks, device=previous.device), previous]
 
     def fuse(self, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The Transformer's input ``x (B, T, c)`` (see the module docstring)."""
