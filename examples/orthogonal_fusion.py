@@ -251,10 +251,10 @@ def readback(model, train, test, n_probe, seed):
 # ---------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--words", type=int, default=1500, help="number of words (train + test)")
-    parser.add_argument("--test-words", type=int, default=300, help="held-out words")
+    parser.add_argument("--words", type=int, default=1200, help="number of words (train + test)")
+    parser.add_argument("--test-words", type=int, default=240, help="held-out words")
     parser.add_argument("--words-per-utterance", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="passes over the training words")
+    parser.add_argument("--repeats", type=int, default=2, help="passes over the training words")
     parser.add_argument("--n-mels", type=int, default=32)
     parser.add_argument("--hop", type=int, default=512, help="frame step in samples (22.05 kHz)")
     parser.add_argument("--codebooks", type=int, default=4, help="K, RVQ stages")
@@ -266,10 +266,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rank-b", type=int, default=32, help="lossy: retained code directions")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=600, help="training steps of every LM")
+    parser.add_argument("--dropout", type=float, default=0.1, help="on the residual branches")
+    parser.add_argument("--steps", type=int, default=250, help="training steps of every LM")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--probe-frames", type=int, default=20000, help="training frames of probes")
     parser.add_argument("--retrieval-c", type=int, default=64)
     parser.add_argument("--retrieval-rank", type=int, default=32)
@@ -373,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {
         "num_text_tokens": len(phonemes), "n_codebooks": K, "num_codes": args.codebook_size,
         "text_dim": n, "code_dim": V, "n_layer": args.layers, "n_head": args.heads,
+        "dropout": args.dropout,
     }  # fmt: skip
     lossy = {"c": args.c_lossy, "fusion": "direct_sum", "rank_a": args.rank_a}
     lossy["rank_b"] = args.rank_b
