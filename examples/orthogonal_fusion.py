@@ -121,7 +121,7 @@ def run_retrieval(args, a_tr, b_tr, a_te, b_te, progress):
         [p for p in model.parameters() if p.requires_grad], lr=args.infonce_lr
     )
     generator = torch.Generator().manual_seed(args.seed)
-    history = {"loss": [], "t2s_R@10": [], "s2t_R@10": []}
+    history = {"loss": [], "t2s_R@1": [], "s2t_R@1": [], "t2s_R@10": [], "s2t_R@10": []}
     for _ in tqdm(range(args.infonce_epochs), desc="InfoNCE (rotation)", disable=not progress):
         perm = torch.randperm(len(a_tr), generator=generator)
         losses = []
@@ -136,8 +136,8 @@ def run_retrieval(args, a_tr, b_tr, a_te, b_te, progress):
             losses.append(float(loss.detach()))
         scores = retrieval(model)
         history["loss"].append(float(np.mean(losses)))
-        history["t2s_R@10"].append(scores["t2s_R@10"])
-        history["s2t_R@10"].append(scores["s2t_R@10"])
+        for key in ("t2s_R@1", "s2t_R@1", "t2s_R@10", "s2t_R@10"):
+            history[key].append(scores[key])
     results["infonce"] = retrieval(model)
     w_a, w_b, mean_a, mean_b = whitened_cca(
         a_tr, b_tr.flatten(1), args.readout_dim, regularization=args.cca_reg
@@ -474,13 +474,14 @@ def plot(results, curves, retrieval, infonce_history, path: Path) -> None:
     axes[0].set_title("LM training: held-out (solid), train (dotted)")
     axes[0].legend(fontsize=7)
     epochs = np.arange(1, len(infonce_history["loss"]) + 1)
-    axes[1].plot(epochs, infonce_history["t2s_R@10"], label="text→speech")
-    axes[1].plot(epochs, infonce_history["s2t_R@10"], label="speech→text")
-    axes[1].axhline(retrieval["cca_start"]["t2s_R@10"], ls="--", c="C0", label="CCA start t→s")
-    axes[1].axhline(retrieval["cca_start"]["s2t_R@10"], ls="--", c="C1", label="CCA start s→t")
-    axes[1].axhline(retrieval["chance"]["t2s_R@10"], ls=":", c="k", label="chance")
+    axes[1].plot(epochs, infonce_history["t2s_R@1"], label="text→speech")
+    axes[1].plot(epochs, infonce_history["s2t_R@1"], label="speech→text")
+    axes[1].axhline(retrieval["cca_start"]["t2s_R@1"], ls="--", c="C0", label="CCA start t→s")
+    axes[1].axhline(retrieval["cca_start"]["s2t_R@1"], ls="--", c="C1", label="CCA start s→t")
+    axes[1].axhline(retrieval["whitened_cca"]["t2s_R@1"], ls="-.", c="C2", label="whitened CCA t→s")
+    axes[1].axhline(retrieval["chance"]["t2s_R@1"], ls=":", c="k", label="chance")
     axes[1].set_xlabel("InfoNCE epoch")
-    axes[1].set_ylabel("held-out recall@10")
+    axes[1].set_ylabel("held-out recall@1")
     axes[1].set_title("aligning the rotation Q")
     axes[1].legend(fontsize=7)
     names = list(results)

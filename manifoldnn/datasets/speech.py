@@ -3,10 +3,11 @@ r"""Spoken words from espeak-ng: phoneme transcription, synthesis, log-mel frame
 espeak-ng (https://github.com/espeak-ng/espeak-ng) is called as a program through ``subprocess``:
 
 * ``espeak-ng -q -x --sep=_`` writes its own phoneme mnemonics (the ASCII phoneme names of its
-  phoneme tables, ``docs/phonemes.md``), one input line per output line, phonemes separated by
-  ``_`` and stress written as the marks ``'`` (primary), ``,`` (secondary), ``%`` (unstressed) and
-  ``=`` (stress on the preceding syllable) in front of a vowel; :func:`transcribe` strips the
-  marks and returns the phoneme names, e.g. ``"cat" -> ["k", "a", "t"]`` (``k'at``);
+  English phoneme table, espeak-ng ``docs/phonemes.md``), one input line per output line,
+  phonemes separated by ``_``, stress as a mark in front of the stressed vowel (``'`` primary,
+  ``,`` secondary; ``%`` and ``=`` are the other stress marks of its dictionary notation,
+  ``docs/dictionary.md``). :func:`transcribe` strips the marks and returns the phoneme names,
+  e.g. ``"cat" -> ["k", "a", "t"]`` (espeak-ng 1.51 prints ``k_'a_t``);
 * ``espeak-ng -w FILE`` writes the speech as a 16-bit mono WAV file (:func:`synthesise`).
 
 The log-mel frames use librosa's Slaney mel filterbank (:func:`librosa.feature.melspectrogram`,
