@@ -435,12 +435,19 @@ def test_example_smoke(tmp_path) -> None:
 
     example = load_example()
     json_path = tmp_path / "results.json"
-    argv = ["--words", "48", "--test-words", "16", "--epochs", "2", "--codebook-size", "8"]
+    argv = ["--words", "40", "--test-words", "12", "--steps", "4", "--eval-every", "2"]
+    argv += ["--infonce-epochs", "1", "--codebook-size", "8", "--layers", "1", "--no-extra"]
     argv += ["--out", str(tmp_path), "--json", str(json_path), "--no-progress"]
     assert example.main(argv) == 0
-    results = json.loads(json_path.read_text())["results"]
-    assert results["exact"]["max_abs_error"] <= 1e-5
-    assert results["exact"]["token_recovery_rate"] == 1.0
-    for method in ("random", "pca", "cca"):
-        assert math.isfinite(results[f"lossy_{method}"]["mse_a"])
+    payload = json.loads(json_path.read_text())
+    results = payload["results"]
+    assert set(results) == {"direct_sum_exact", "direct_sum_lossy", "summed", "concat_linear"}
+    for row in results.values():
+        assert math.isfinite(row["ce"]) and 0.0 <= row["acc"] <= 1.0
+        assert len(row["ce_per_codebook"]) == 4
+    # exact mode: every phoneme and every previous code read back from the Transformer's input
+    assert results["direct_sum_exact"]["decompose_text_recovery"] == 1.0
+    assert results["direct_sum_exact"]["decompose_codes_recovery"] == 1.0
+    for method in ("chance", "whitened_cca", "cca_start", "infonce"):
+        assert set(payload["retrieval"][method]) == {"t2s_R@1", "t2s_R@10", "s2t_R@1", "s2t_R@10"}
     assert (tmp_path / "orthogonal_fusion.png").exists()

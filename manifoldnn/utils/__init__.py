@@ -1,4 +1,5 @@
-"""Small helpers that are not geometry: the process's threading (``threads``).
+"""Small helpers that are not geometry: the process's threading (``threads``) and evaluation
+metrics of paired representations (``metrics``: retrieval recall, read-back, token recovery).
 
-Nothing here imports torch at module level, so that ``threads`` can run before torch is loaded.
+This ``__init__`` imports no submodule, so that ``threads`` can run before torch is loaded.
 """
