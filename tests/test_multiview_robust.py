@@ -13,6 +13,7 @@ from manifoldnn.clustering import (
     clustering_accuracy,
     confident_samples,
     graph_modularity,
+    multiview_knn_graph,
     preprocess_views,
     select_partition,
 )
@@ -227,3 +228,23 @@ def test_estimator_without_selection_reports_the_self_labelled_clusters():
     assert set(model.candidate_labels_) == {"self_labelled", "consensus"}
     with pytest.raises(ValueError, match="select"):
         MultiViewSubspaceClustering(4, select="yes").fit(views)
+
+
+def test_multiview_knn_graph_against_brute_force():
+    rng = np.random.default_rng(3)
+    views = [rng.standard_normal((15, 4)), rng.standard_normal((15, 7))]
+    expected = np.zeros((15, 15))
+    for view in views:
+        distances = ((view[:, None] - view[None]) ** 2).sum(-1)
+        adjacency = np.zeros((15, 15))
+        for i in range(15):
+            adjacency[i, [j for j in np.argsort(distances[i]) if j != i][:3]] = 1.0
+        expected += (adjacency + adjacency.T) / 2 / len(views)
+    graph = multiview_knn_graph(views, 3)
+    assert np.array_equal(graph.toarray(), expected)
+    # sparse and dense graphs give the same modularity
+    labels = rng.integers(0, 3, 15)
+    eps = np.finfo(np.float64).eps
+    assert abs(graph_modularity(graph, labels) - graph_modularity(expected, labels)) <= 100 * eps
+    with pytest.raises(ValueError, match="n_neighbors"):
+        multiview_knn_graph(views, 15)

@@ -9,7 +9,7 @@ extrinsic mean), several training restarts are combined by spectral clustering o
 projection kernel, and the clusters are refined by self-labelling on the confident samples (SCAN,
 Van Gansbeke et al., ECCV 2020). The reported clusters are chosen without labels among the
 self-labelled clusters, the consensus and spectral clustering of the input views, by their
-modularity on the input and the learned neighbour graphs (:func:`select_partition`).
+modularity on the views' neighbour graphs (:func:`select_partition`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from ._multiview_training import (
     self_label_rounds,
 )
 from .preprocessing import as_numpy_views, mutual_neighbor_graph, preprocess_views
-from .selection import select_partition
-from .spectral import GrassmannSpectralClustering, projection_affinity
+from .selection import multiview_knn_graph, select_partition
+from .spectral import GrassmannSpectralClustering
 
 __all__ = ["MultiViewSubspaceClustering", "auto_restarts", "confident_samples"]
 
@@ -89,12 +89,12 @@ class MultiViewSubspaceClustering:
     Zou et al., ECCV 2018). With ``select``, the reported clusters are the best of three
     candidates, the self-labelled clusters, the consensus and spectral clustering of the
     concatenated input views (their symmetric ``neighbors``-NN graph, scikit-learn's
-    ``SpectralClustering``), by their modularity on two graphs, the input graph and the learned
-    one (the mean of the consensus's kNN graph of the restarts' mean kernel and the same graph of
-    the self-labelled networks' fused subspaces), each relative to the best candidate on that graph
-    (:func:`~manifoldnn.clustering.select_partition`); a candidate that leaves some of the K
-    clusters empty is set aside. No label is used anywhere; the method is transductive (no ``predict``), like scikit-learn's
-    ``SpectralClustering``.
+    ``SpectralClustering``), by their modularity on the mean of the views' own ``neighbors``-NN
+    graphs (:func:`~manifoldnn.clustering.multiview_knn_graph`,
+    :func:`~manifoldnn.clustering.select_partition`): the partition that agrees best with the
+    neighbourhoods of every view; a candidate that leaves some of the K clusters empty is set
+    aside. No label is used anywhere; the method is transductive (no ``predict``), like
+    scikit-learn's ``SpectralClustering``.
 
     Args:
         n_clusters: number of clusters K (>= 2). Default: 10.
@@ -366,14 +366,12 @@ class MultiViewSubspaceClustering:
                 heads.append(outputs.outputs.probabilities.mean(0).argmax(-1))
             # one training: its fused subspaces; several: the stack, clustered on the mean kernel
             ensemble = torch.stack(fused) if restarts > 1 else fused[0]
-            spectral = GrassmannSpectralClustering(
+            consensus = GrassmannSpectralClustering(
                 self.n_clusters,
                 n_neighbors=self.neighbors,
                 assign_labels="cluster_qr",
                 random_state=seed,
-            )
-            consensus = spectral.fit_predict(ensemble)
-            consensus_graph = spectral.affinity_matrix_
+            ).fit_predict(ensemble)
             confident = confident_samples(
                 ensemble, consensus, self.neighbors, self.confidence, balanced=True
             )
@@ -401,12 +399,7 @@ class MultiViewSubspaceClustering:
                 random_state=seed,
             )
             candidates["input_spectral"] = baseline.fit_predict(np.hstack(arrays))
-            learned = consensus_graph
-            if self_labelled:  # and the graph of the fine-tuned networks' fused subspaces
-                tuned = [fused_outputs(m, tensors, self.view_temperature).fused for m in models]
-                tuned = torch.stack(tuned) if restarts > 1 else tuned[0]
-                learned = (learned + projection_affinity(tuned, n_neighbors=self.neighbors)) / 2
-            graphs = [baseline.affinity_matrix_.toarray(), learned]
+            graphs = [multiview_knn_graph(arrays, self.neighbors)]
             chosen, scores = select_partition(candidates, graphs, self.n_clusters)
         labels = candidates[chosen]
         for model in models:

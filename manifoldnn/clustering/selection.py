@@ -1,8 +1,6 @@
 r"""Label-free choice between candidate partitions of the same samples.
 
-A partition of N samples is scored on several neighbour graphs of them (e.g. the k-nearest-neighbour
-graph of the input views and that of learned subspaces, the graphs their spectral clusterings cut)
-by Newman's modularity
+A partition of N samples is scored by Newman's modularity on a neighbour graph of them
 
 .. math::
     Q(W, c) = \sum_{k} \Big[ \frac{\sum_{i, j \in c_k} W_{ij}}{\sum_{ij} W_{ij}}
@@ -11,12 +9,14 @@ by Newman's modularity
 
 (Newman, PNAS 2006, eq. 2): the share of edges inside the clusters minus the share expected for
 the same cluster volumes at random, so that neither one giant cluster nor a scatter of small ones
-scores by its sizes alone. Each graph's scores are divided by the best candidate's on that graph
-and summed over the graphs: the chosen partition is the one that both geometries support best,
-each measured against the best it can get among the candidates. A graph on which no candidate has
-positive modularity carries no cluster structure and is left out. Candidates that leave some of the
-requested clusters empty are set aside when any candidate uses them all (a collapse is not a
-partition into that many clusters). No label is used.
+scores by its sizes alone. For multi-view data the graph is the mean of the views' own
+k-nearest-neighbour graphs (:func:`multiview_knn_graph`): a partition scores by how well it agrees
+with the neighbourhoods of every view, a graph that none of the candidates was computed on (the
+multi-view agreement principle of co-training and co-regularised spectral clustering, Kumar, Rai &
+Daume, NeurIPS 2011). With several graphs each graph's scores are divided by the best candidate's
+on it and summed. Candidates that leave some of the requested clusters empty are set aside when
+any candidate uses them all (a collapse is not a partition into that many clusters). No label is
+used.
 """
 
 from __future__ import annotations
@@ -25,7 +25,41 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["graph_modularity", "select_partition"]
+__all__ = ["graph_modularity", "multiview_knn_graph", "select_partition"]
+
+
+def multiview_knn_graph(views: Sequence, n_neighbors: int):
+    r"""Mean of the views' symmetric k-nearest-neighbour graphs, sparse ``(N, N)``.
+
+    .. math::
+        W = \frac1V \sum_v \frac{A^v + A^{v\top}}2, \qquad
+        A^v_{ij} = [\, j \in \mathcal N_k(x^v_i) \,],
+
+    with :math:`\mathcal N_k(x^v_i)` the ``n_neighbors`` nearest other samples of i in view v
+    (Euclidean; von Luxburg, "A tutorial on spectral clustering", 2007, Sec. 2.2).
+
+    Args:
+        views: list of V arrays ``(N, d_v)``.
+        n_neighbors: k, in ``[1, N - 1]``.
+
+    Shape:
+        ``[(N, d_1), ..., (N, d_V)]`` -> SciPy sparse float64 ``(N, N)``, symmetric, zero diagonal.
+    """
+    from sklearn.neighbors import kneighbors_graph
+
+    if len(views) == 0:
+        raise ValueError("views is empty: give at least one array (N, d_v)")
+    n = np.asarray(views[0]).shape[0]
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
+        raise ValueError(f"n_neighbors must be an int, got {n_neighbors!r}")
+    if not 1 <= n_neighbors < n:
+        raise ValueError(f"n_neighbors must be in [1, N - 1] = [1, {n - 1}], got {n_neighbors}")
+    total = None
+    for view in views:
+        graph = kneighbors_graph(np.asarray(view), n_neighbors, include_self=False)
+        graph = 0.5 * (graph + graph.T)
+        total = graph if total is None else total + graph
+    return (total / len(views)).tocsr()
 
 
 def graph_modularity(graph, labels) -> float:
@@ -37,20 +71,25 @@ def graph_modularity(graph, labels) -> float:
     differences between partitions). In :math:`[-1/2, 1)`; 0 for a single cluster. A graph without
     edges has modularity 0.
     """
-    graph = np.asarray(graph, dtype=np.float64)
+    from scipy import sparse
+
+    if sparse.issparse(graph):
+        graph = sparse.csr_matrix(graph, dtype=np.float64)
+    else:
+        graph = np.asarray(graph, dtype=np.float64)
     labels = np.asarray(labels)
     if graph.ndim != 2 or graph.shape[0] != graph.shape[1]:
         raise ValueError(f"graph must be square (N, N), got {graph.shape}")
     if labels.shape != (graph.shape[0],):
         raise ValueError(f"labels must have shape ({graph.shape[0]},), got {labels.shape}")
-    graph = graph - np.diag(np.diag(graph))  # self-loops say nothing about the partition
-    total = graph.sum()
+    diagonal = graph.diagonal()  # self-loops say nothing about the partition
+    total = graph.sum() - diagonal.sum()
     if total <= 0:
         return 0.0
     _, cluster = np.unique(labels, return_inverse=True)
     members = np.eye(cluster.max() + 1)[cluster]  # (N, K) one-hot
-    inside = np.einsum("ik,ij,jk->", members, graph, members)
-    volumes = members.T @ graph.sum(1)
+    inside = np.sum(np.asarray(graph @ members) * members) - diagonal.sum()
+    volumes = members.T @ (np.asarray(graph.sum(1)).ravel() - diagonal)
     return float(inside / total - np.sum((volumes / total) ** 2))
 
 
@@ -71,7 +110,8 @@ def select_partition(
 
     Args:
         candidates: name -> labels ``(N,)``, in order of preference on ties.
-        graphs: symmetric non-negative ``(N, N)`` neighbour graphs of the same samples.
+        graphs: symmetric non-negative ``(N, N)`` neighbour graphs of the same samples (NumPy or
+            SciPy sparse).
         n_clusters: the number of clusters asked for.
 
     Returns:
