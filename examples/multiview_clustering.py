@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     first_note = " (restart 1)" if restarts > 1 else ""
     described = {
         "manifoldnn": {
-            "self_labelled": f"Grassmann contrastive, head self-labelled on the next row{ensemble_note}",
+            "self_labelled": "Grassmann contrastive, head self-labelled on the next row"
+            + ensemble_note,
             "consensus": "same as manifoldnn_spectral (chosen by the views' modularity)",
             "input_spectral": "spectral of the inputs (chosen by the views' modularity)",
         }[estimator.chosen_],

@@ -57,9 +57,10 @@ def test_clusters_smaller_than_the_neighbour_count_can_be_confident(dtype):
 
 def test_balanced_confident_set_covers_every_cluster():
     """An imbalanced pair: 30 tight samples and 8 scattered around the same centre, whose
-    neighbours are mostly the big cluster's. The threshold alone leaves the small cluster without a confident sample (and
-    so without self-labelling targets); the balanced set adds its ceil(q n_c) most consistent
-    members, q the overall confident share (CBST), and leaves the rest unchanged."""
+    neighbours are mostly the big cluster's. The threshold alone leaves the small cluster without
+    a confident sample (and so without self-labelling targets); the balanced set adds its
+    ceil(q n_c) most consistent members, q the overall confident share (CBST), and leaves the rest
+    unchanged."""
     generator = torch.Generator().manual_seed(1)
     centre = torch.randn(6, 2, generator=generator, dtype=torch.float64)
     spread = torch.tensor([0.05] * 30 + [0.6] * 8, dtype=torch.float64)[:, None, None]
@@ -169,7 +170,8 @@ def many_small_clusters(seed):
 
 def imbalanced_count_views(seed):
     """Four imbalanced clusters (60, 30, 10, 6 samples) in three sparse count views: documents of
-    30, 12 and 12 words drawn from each cluster's topic (Dirichlet(0.05) over 300, 120, 120 words)."""
+    30, 12 and 12 words drawn from each cluster's topic (Dirichlet(0.05) over 300, 120, 120
+    words)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(4), [60, 30, 10, 6])
     views = []
