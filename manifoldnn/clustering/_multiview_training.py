@@ -93,17 +93,19 @@ def confident_samples(
     confident at all (a sample of a cluster of 7 has only 6 neighbours that can share its label).
     A singleton cluster has no such neighbour and agreement 0.
 
-    With ``balanced``, every cluster c also keeps its :math:`\lceil q\, n_c \rceil` most
-    consistent members (highest neighbour agreement, ties by index), q the overall confident share:
-    the class-balanced selection of self-training (CBST, Zou et al., ECCV 2018, Sec. 3.2), so that
-    self-labelling has targets for every cluster and no cluster is dropped for want of them.
+    With ``balanced``, a cluster c of which no sample passes the threshold keeps its
+    :math:`\lceil q\, n_c \rceil` most consistent members (highest neighbour agreement, ties by
+    index), q the overall confident share: the per-class selection of class-balanced self-training
+    (CBST, Zou et al., ECCV 2018, Sec. 3.2) applied where the threshold leaves a cluster without
+    targets, so that self-labelling cannot drop a cluster for want of them; clusters that have
+    confident samples are left as the threshold makes them.
 
     Args:
         subspaces: ``(N, m, p)`` or ``(R, N, m, p)`` orthonormal bases.
         labels: ``(N,)`` integer clusters.
         k: neighbours looked at (before the cap).
         threshold: share of them that must carry the label, in (0, 1].
-        balanced: add each cluster's most consistent members up to the overall share.
+        balanced: give a cluster without confident samples its most consistent members.
             Default: ``False``.
     """
     labels = np.asarray(labels)
@@ -120,7 +122,7 @@ def confident_samples(
         for c, size in enumerate(sizes):
             members = np.flatnonzero(cluster == c)
             wanted = int(np.ceil(share * size))
-            if confident[members].sum() < wanted:
+            if not confident[members].any():
                 best = members[np.argsort(-agreement[members], kind="stable")[:wanted]]
                 confident[best] = True
     return confident

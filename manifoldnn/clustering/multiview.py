@@ -84,9 +84,9 @@ class MultiViewSubspaceClustering:
     ``self_label_epochs`` epochs with the cross-entropy of its heads on the labels of the
     confident samples (at least ``confidence`` of their ``neighbors`` nearest neighbours share
     their label), and every sample takes the argmax of the heads' mean probabilities (SCAN, Van
-    Gansbeke et al., ECCV 2020, Secs. 3.2-3.3; later rounds re-label from the previous round; every
-    cluster keeps its most consistent members, :func:`confident_samples` with ``balanced``, CBST,
-    Zou et al., ECCV 2018). With ``select``, the reported clusters are the best of three
+    Gansbeke et al., ECCV 2020, Secs. 3.2-3.3; later rounds re-label from the previous round; a
+    cluster without a confident sample keeps its most consistent members, :func:`confident_samples`
+    with ``balanced``, after CBST, Zou et al., ECCV 2018). With ``select``, the reported clusters are the best of three
     candidates, the self-labelled clusters, the consensus and spectral clustering of the
     concatenated input views (their symmetric ``neighbors``-NN graph, scikit-learn's
     ``SpectralClustering``), by their modularity on the mean of the views' own ``neighbors``-NN
