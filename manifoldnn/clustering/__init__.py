@@ -13,6 +13,7 @@ from .metrics import (
 )
 from .multiview import MultiViewSubspaceClustering, auto_restarts, confident_samples
 from .preprocessing import mutual_neighbor_graph, preprocess_views
+from .selection import graph_modularity, multiview_knn_graph, select_partition
 from .spectral import GrassmannSpectralClustering, projection_affinity
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "confident_samples",
     "mutual_neighbor_graph",
     "preprocess_views",
+    "graph_modularity",
+    "multiview_knn_graph",
+    "select_partition",
     "adjusted_rand_index",
     "best_matching",
     "clustering_accuracy",

@@ -76,15 +76,56 @@ def fused_outputs(
 
 
 def confident_samples(
-    subspaces: torch.Tensor, labels: np.ndarray, k: int, threshold: float
+    subspaces: torch.Tensor,
+    labels: np.ndarray,
+    k: int,
+    threshold: float,
+    *,
+    balanced: bool = False,
 ) -> np.ndarray:
-    """Bool ``(N,)``: at least ``threshold`` of the sample's ``k`` nearest neighbours (projection
-    kernel of ``subspaces`` ``(N, m, p)``, or the mean kernel of an ensemble ``(R, N, m, p)``)
-    carry its label ``labels`` ``(N,)``: the neighbour-consistency filter of SCAN (Van Gansbeke et
-    al., ECCV 2020, Sec. 3.2)."""
+    r"""Bool ``(N,)``: the samples whose nearest neighbours carry their label.
+
+    Sample i of cluster c is confident when at least ``threshold`` of its
+    :math:`k_i = \min(k, n_c - 1)` nearest neighbours (projection kernel of ``subspaces``
+    ``(N, m, p)``, or the mean kernel of an ensemble ``(R, N, m, p)``) carry its label: the
+    neighbour-consistency filter of SCAN (Van Gansbeke et al., ECCV 2020, Sec. 3.2), with k capped
+    by the number of other members of the cluster so that a cluster of at most k samples can be
+    confident at all (a sample of a cluster of 7 has only 6 neighbours that can share its label).
+    A singleton cluster has no such neighbour and agreement 0.
+
+    With ``balanced``, a cluster c of which no sample passes the threshold keeps its
+    :math:`\lceil q\, n_c \rceil` most consistent members (highest neighbour agreement, ties by
+    index), q the overall confident share: the per-class selection of class-balanced self-training
+    (CBST, Zou et al., ECCV 2018, Sec. 3.2) applied where the threshold leaves a cluster without
+    targets, so that self-labelling cannot drop a cluster for want of them; clusters that have
+    confident samples are left as the threshold makes them.
+
+    Args:
+        subspaces: ``(N, m, p)`` or ``(R, N, m, p)`` orthonormal bases.
+        labels: ``(N,)`` integer clusters.
+        k: neighbours looked at (before the cap).
+        threshold: share of them that must carry the label, in (0, 1].
+        balanced: give a cluster without confident samples its most consistent members.
+            Default: ``False``.
+    """
+    labels = np.asarray(labels)
     affinity = projection_affinity(subspaces, n_neighbors=None)
     order = np.argsort(-affinity, axis=1, kind="stable")[:, :k]
-    return (labels[order] == labels[:, None]).mean(1) >= threshold
+    _, cluster, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    looked = np.minimum(order.shape[1], sizes[cluster] - 1)  # k_i
+    within = np.arange(order.shape[1]) < looked[:, None]
+    agreeing = ((labels[order] == labels[:, None]) & within).sum(1)
+    agreement = agreeing / np.maximum(looked, 1)
+    confident = agreement >= threshold
+    if balanced and confident.any():
+        share = confident.mean()
+        for c, size in enumerate(sizes):
+            members = np.flatnonzero(cluster == c)
+            wanted = int(np.ceil(share * size))
+            if not confident[members].any():
+                best = members[np.argsort(-agreement[members], kind="stable")[:wanted]]
+                confident[best] = True
+    return confident
 
 
 def contrastive_epochs(
@@ -207,6 +248,7 @@ def self_label_rounds(
     confidence: float,
     view_temperature: float,
     seeds: Sequence[int],
+    balanced: bool = False,
     verbose: bool = False,
 ) -> np.ndarray:
     """``rounds`` rounds of :func:`self_label` of every model; returns the final clusters ``(N,)``.
@@ -216,14 +258,17 @@ def self_label_rounds(
     those, with the confident samples recomputed (:func:`confident_samples`) on the fused subspaces
     of the fine-tuned models (the re-labelling rounds of self-training, Xie et al., CVPR 2020,
     with neighbour consistency as the filter). Model r draws its mini-batches from one generator
-    seeded ``seeds[r]``. Stops early when fewer than two samples are confident.
+    seeded ``seeds[r]``. Stops early when fewer than two samples are confident. ``balanced`` is
+    passed to :func:`confident_samples`.
     """
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     for round_index in range(rounds):
         if round_index > 0:
             fused = [fused_outputs(model, views, view_temperature).fused for model in models]
             ensemble = torch.stack(fused) if len(models) > 1 else fused[0]
-            confident = confident_samples(ensemble, labels, neighbors, confidence)
+            confident = confident_samples(
+                ensemble, labels, neighbors, confidence, balanced=balanced
+            )
         if confident.sum() < 2:
             break
         mean_probabilities = 0.0

@@ -7,7 +7,9 @@ trained with the projection-metric InfoNCE across views and a cluster-level cont
 (DGMVCL, Electronic Research Archive 2024), the views are fused per sample (view-weighted
 extrinsic mean), several training restarts are combined by spectral clustering of their mean
 projection kernel, and the clusters are refined by self-labelling on the confident samples (SCAN,
-Van Gansbeke et al., ECCV 2020).
+Van Gansbeke et al., ECCV 2020). The reported clusters are chosen without labels among the
+self-labelled clusters, the consensus and spectral clustering of the input views, by their
+modularity on the views' neighbour graphs (:func:`select_partition`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ._multiview_training import (
     self_label_rounds,
 )
 from .preprocessing import as_numpy_views, mutual_neighbor_graph, preprocess_views
+from .selection import multiview_knn_graph, select_partition
 from .spectral import GrassmannSpectralClustering
 
 __all__ = ["MultiViewSubspaceClustering", "auto_restarts", "confident_samples"]
@@ -81,9 +84,17 @@ class MultiViewSubspaceClustering:
     ``self_label_epochs`` epochs with the cross-entropy of its heads on the labels of the
     confident samples (at least ``confidence`` of their ``neighbors`` nearest neighbours share
     their label), and every sample takes the argmax of the heads' mean probabilities (SCAN, Van
-    Gansbeke et al., ECCV 2020, Secs. 3.2-3.3; later rounds re-label from the previous round). No
-    label is used anywhere; the method is transductive (no ``predict``), like scikit-learn's
-    ``SpectralClustering``.
+    Gansbeke et al., ECCV 2020, Secs. 3.2-3.3; later rounds re-label from the previous round; a
+    cluster without a confident sample keeps its most consistent members, :func:`confident_samples`
+    with ``balanced``, after CBST, Zou et al., ECCV 2018). With ``select``, the reported clusters are the best of three
+    candidates, the self-labelled clusters, the consensus and spectral clustering of the
+    concatenated input views (their symmetric ``neighbors``-NN graph, scikit-learn's
+    ``SpectralClustering``), by their modularity on the mean of the views' own ``neighbors``-NN
+    graphs (:func:`~manifoldnn.clustering.multiview_knn_graph`,
+    :func:`~manifoldnn.clustering.select_partition`): the partition that agrees best with the
+    neighbourhoods of every view; a candidate that leaves some of the K clusters empty is set
+    aside. No label is used anywhere; the method is transductive (no ``predict``), like
+    scikit-learn's ``SpectralClustering``.
 
     Args:
         n_clusters: number of clusters K (>= 2). Default: 10.
@@ -113,6 +124,8 @@ class MultiViewSubspaceClustering:
             filter (``1 <= neighbors < n_samples``). Default: 10.
         neighbor_positives: add the input-space mutual neighbours as positives. Default: ``True``.
         preprocess: apply :func:`preprocess_views` to the views first. Default: ``True``.
+        select: choose the reported clusters among the candidates (above); ``False`` reports the
+            self-labelled clusters (the consensus when no round ran). Default: ``True``.
         random_state: int seed of restart 0 (restart r uses ``random_state + 1000 r``), or
             ``None`` for a fresh one. The caller's global torch RNG state is left unchanged.
             Default: 0.
@@ -121,7 +134,12 @@ class MultiViewSubspaceClustering:
         verbose: show tqdm bars over the epochs of each restart and round. Default: ``False``.
 
     Attributes:
-        labels_: ``(N,)`` int64 final clusters (self-labelled, or the consensus when no round ran).
+        labels_: ``(N,)`` int64 reported clusters, ``candidate_labels_[chosen_]``.
+        chosen_: the name of the reported candidate: ``"self_labelled"``, ``"consensus"`` or
+            ``"input_spectral"``.
+        candidate_labels_: dict name -> ``(N,)`` int64 labels of every candidate computed
+            (``"input_spectral"`` only with ``select``).
+        selection_scores_: dict name -> summed relative modularity (empty without ``select``).
         consensus_labels_: ``(N,)`` int64 spectral clusters of the restarts' mean kernel.
         confident_: ``(N,)`` bool, the confident samples of the consensus.
         subspaces_: ``(R, N, m, p)`` float64 fused subspaces of each restart after the contrastive
@@ -173,6 +191,7 @@ class MultiViewSubspaceClustering:
         neighbors: int = 10,
         neighbor_positives: bool = True,
         preprocess: bool = True,
+        select: bool = True,
         random_state: int | None = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -199,6 +218,7 @@ class MultiViewSubspaceClustering:
         self.neighbors = neighbors
         self.neighbor_positives = neighbor_positives
         self.preprocess = preprocess
+        self.select = select
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -261,7 +281,7 @@ class MultiViewSubspaceClustering:
                 f"ambient_dim, got rank={self.rank}, projected_dim={self.projected_dim}, "
                 f"ambient_dim={self.ambient_dim}"
             )
-        for name in ("reweight_views", "neighbor_positives", "preprocess", "verbose"):
+        for name in ("reweight_views", "neighbor_positives", "preprocess", "select", "verbose"):
             check(name, isinstance(getattr(self, name), (bool, np.bool_)), "a bool")
         check(
             "random_state",
@@ -352,7 +372,9 @@ class MultiViewSubspaceClustering:
                 assign_labels="cluster_qr",
                 random_state=seed,
             ).fit_predict(ensemble)
-            confident = confident_samples(ensemble, consensus, self.neighbors, self.confidence)
+            confident = confident_samples(
+                ensemble, consensus, self.neighbors, self.confidence, balanced=True
+            )
             self_labelled = self.self_label_epochs > 0 and self.self_label_rounds > 0
             self_labelled = self_labelled and int(confident.sum()) >= 2
             labels = consensus
@@ -361,8 +383,25 @@ class MultiViewSubspaceClustering:
                     models, tensors, consensus, confident, rounds=self.self_label_rounds,
                     epochs=self.self_label_epochs, batch_size=self.batch_size, lr=self.lr,
                     neighbors=self.neighbors, confidence=self.confidence,
-                    view_temperature=self.view_temperature, seeds=seeds, verbose=self.verbose,
+                    view_temperature=self.view_temperature, seeds=seeds, balanced=True,
+                    verbose=self.verbose,
                 )  # fmt: skip
+        candidates = {"self_labelled": labels} if self_labelled else {}
+        candidates["consensus"] = consensus
+        chosen, scores = next(iter(candidates)), {}
+        if self.select:
+            from sklearn.cluster import SpectralClustering
+
+            baseline = SpectralClustering(
+                self.n_clusters,
+                affinity="nearest_neighbors",
+                n_neighbors=self.neighbors,
+                random_state=seed,
+            )
+            candidates["input_spectral"] = baseline.fit_predict(np.hstack(arrays))
+            graphs = [multiview_knn_graph(arrays, self.neighbors)]
+            chosen, scores = select_partition(candidates, graphs, self.n_clusters)
+        labels = candidates[chosen]
         for model in models:
             model.eval()
 
@@ -376,6 +415,9 @@ class MultiViewSubspaceClustering:
         self.loss_curve_ = histories
         self.n_restarts_ = restarts
         self.self_labelled_ = bool(self_labelled)
+        self.chosen_ = chosen
+        self.candidate_labels_ = {k: np.asarray(v, dtype=np.int64) for k, v in candidates.items()}
+        self.selection_scores_ = scores
         self.seed_ = seed
         self.n_views_ = len(arrays)
         return self
