@@ -16,19 +16,39 @@ FLAGSHIP=examples/multiview_clustering.py
 
 # Threads on a shared machine (docs/threads.md). OpenMP worker threads (PyTorch's, scikit-learn's)
 # busy-wait after each parallel region before sleeping; beside another busy process they take the
-# cores the working threads need, and runs get many times slower. So when the 1-minute load average
-# shows cores in use, waiting threads sleep at once (OMP_WAIT_POLICY=PASSIVE; no arithmetic
+# cores the working threads need, and runs get many times slower. So when other processes keep
+# cores busy (measured over one second from /proc/stat, not the 1-minute load average, which
+# still counts a job that ended a minute ago), waiting threads sleep at once (OMP_WAIT_POLICY=PASSIVE; no arithmetic
 # changes) and the tests get only the free cores (OMP_NUM_THREADS = cores minus the rounded load, at
 # least 1). On an idle machine the default spinning is kept: there the passive wait made the
 # flagship 3.4 times slower (futex sleeps and wake-ups at every parallel region). The example
 # always keeps one thread per core, so that its figures do not depend on the load (the thread count
 # changes the rounding of parallel reductions), and says how to choose fewer. Values the caller has
 # already set (even empty) are kept.
+# Cores kept busy by other processes over the last second: the non-idle share of the CPU time in
+# /proc/stat (user, nice, system, irq, softirq, steal; not idle or iowait) times the cores. Where
+# /proc/stat is missing, the 1-minute load average; else 0.
+busy_cores() {
+    local before after
+    if [ -r /proc/stat ]; then
+        before=$(head -n 1 /proc/stat)
+        sleep 1
+        after=$(head -n 1 /proc/stat)
+        awk -v a="$before" -v b="$after" -v c="$1" 'BEGIN {
+            split(a, x); split(b, y); total = 0
+            for (k = 2; k <= 9; k++) total += y[k] - x[k]
+            idle = (y[5] - x[5]) + (y[6] - x[6])
+            printf "%.2f\n", (total > 0 ? c * (total - idle) / total : 0) }'
+    else
+        cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0
+    fi
+}
+
 threads() {
     local rule=$1 cores load free
     cores=$(nproc 2>/dev/null || echo 1)
-    # MANIFOLDNN_LOAD stands in for the load average (tests)
-    load=${MANIFOLDNN_LOAD:-$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)}
+    # MANIFOLDNN_LOAD stands in for the measured busy cores (tests)
+    load=${MANIFOLDNN_LOAD:-$(busy_cores "$cores")}
     free=$(awk -v c="$cores" -v l="$load" 'BEGIN { f = c - int(l + 0.5); print (f < 1 ? 1 : f) }')
     if [ "$free" -lt "$cores" ] && [ -z "${OMP_WAIT_POLICY+set}" ] \
         && [ -z "${GOMP_SPINCOUNT+set}" ]; then
@@ -40,12 +60,12 @@ threads() {
         else
             export OMP_NUM_THREADS=$cores
             if [ "$free" -lt "$cores" ]; then
-                echo "run.sh: the machine is busy (1-minute load $load on $cores cores); for" \
+                echo "run.sh: the machine is busy ($load of $cores cores in use); for" \
                     "speed, OMP_NUM_THREADS=$free bash scripts/run.sh example (results then differ" \
                     "in their last digits)" >&2
             fi
         fi
-        echo "run.sh: OMP_NUM_THREADS=$OMP_NUM_THREADS ($cores cores, 1-minute load $load)," \
+        echo "run.sh: OMP_NUM_THREADS=$OMP_NUM_THREADS ($cores cores, $load in use by others)," \
             "OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}; export either to choose" >&2
     fi
 }

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,7 @@ def test_warns_once_torch_is_loaded(monkeypatch):
 def _run_sh_threads(rule: str = "free", **env: str) -> tuple[str, str]:
     """Run scripts/run.sh's ``threads`` function alone; return (OMP_NUM_THREADS, OMP_WAIT_POLICY)."""
     script = (
+        f"eval \"$(sed -n '/^busy_cores() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
         f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
         f"threads {rule}\n"
         'echo "${OMP_NUM_THREADS-unset} ${OMP_WAIT_POLICY-unset}"\n'
@@ -118,3 +120,24 @@ def test_free_cores():
         free_cores(load=0.0, cores=0)
     with pytest.raises(ValueError, match="load"):
         free_cores(load=float("nan"), cores=2)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs /proc/stat (Linux)")
+def test_run_sh_busy_cores_sees_a_busy_loop():
+    """run.sh measures the cores in use over one second: a busy loop beside it shows as at least
+    half a core, and the figure never exceeds the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    script = (
+        f"eval \"$(sed -n '/^busy_cores() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
+        f"busy_cores {cores}\n"
+    )
+    loop = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"]
+    )
+    try:
+        time.sleep(0.5)  # let the loop start
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    finally:
+        loop.wait()
+    busy = float(out.stdout)
+    assert 0.5 <= busy <= cores + 1e-9
