@@ -66,15 +66,19 @@ def clean_environment() -> dict[str, str]:
 
 def run_sh_settings() -> dict[str, str]:
     """The variables scripts/run.sh's ``threads`` function exports now."""
+    run_sh = ROOT / "scripts" / "run.sh"
     script = (
-        f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
+        f"eval \"$(sed -n '/^busy_cores() {{/,/^}}/p' {run_sh})\"\n"
+        f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {run_sh})\"\n"
         "threads 2>/dev/null\n"
-        'echo "$OMP_NUM_THREADS $OMP_WAIT_POLICY"\n'
+        'echo "${OMP_NUM_THREADS-}|${OMP_WAIT_POLICY-}"\n'
     )
     out = subprocess.run(
         ["bash", "-c", script], env=clean_environment(), capture_output=True, text=True, check=True
-    ).stdout.split()
-    return {"OMP_NUM_THREADS": out[0], "OMP_WAIT_POLICY": out[1]}
+    ).stdout.strip()
+    threads, policy = out.split("|")
+    # an idle machine keeps libgomp's default wait: OMP_WAIT_POLICY stays unset
+    return {"OMP_NUM_THREADS": threads} | ({"OMP_WAIT_POLICY": policy} if policy else {})
 
 
 def run_once(workload: str, config: str, out_dir: Path) -> dict:
