@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans, SpectralClustering
+from sklearn.cluster import KMeans
 
 from manifoldnn.clustering import (
     GrassmannKMeans,
@@ -45,6 +45,7 @@ from manifoldnn.clustering import (
     clustering_report,
     contingency_matrix,
     preprocess_views,
+    spectral_clustering_of_views,
 )
 from manifoldnn.datasets import load_multiview
 from manifoldnn.linalg import symmetric_vectorize
@@ -59,9 +60,7 @@ def baselines(views: list[np.ndarray], n_clusters: int, seed: int, k: int) -> di
     """k-means (20 restarts) and spectral clustering (k-NN affinity) of the concatenated views."""
     concatenated = np.hstack(views)
     kmeans = KMeans(n_clusters, n_init=20, random_state=seed).fit_predict(concatenated)
-    spectral = SpectralClustering(
-        n_clusters, affinity="nearest_neighbors", n_neighbors=k, random_state=seed
-    ).fit_predict(concatenated)
+    spectral = spectral_clustering_of_views(views, n_clusters, k, random_state=seed)
     return {"kmeans": kmeans, "spectral": spectral}
 
 

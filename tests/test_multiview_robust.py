@@ -16,6 +16,7 @@ from manifoldnn.clustering import (
     multiview_knn_graph,
     preprocess_views,
     select_partition,
+    spectral_clustering_of_views,
 )
 
 
@@ -250,3 +251,13 @@ def test_multiview_knn_graph_against_brute_force():
     assert abs(graph_modularity(graph, labels) - graph_modularity(expected, labels)) <= 100 * eps
     with pytest.raises(ValueError, match="n_neighbors"):
         multiview_knn_graph(views, 15)
+
+
+def test_spectral_clustering_of_views_is_sklearns_on_the_concatenation():
+    labels, views = imbalanced_count_views(0)
+    views = preprocess_views(views)
+    expected = SpectralClustering(
+        len(np.unique(labels)), affinity="nearest_neighbors", n_neighbors=5, random_state=3
+    ).fit_predict(np.hstack(views))
+    got = spectral_clustering_of_views(views, len(np.unique(labels)), 5, random_state=3)
+    np.testing.assert_array_equal(got, expected)

@@ -14,13 +14,14 @@ from .metrics import (
 from .multiview import MultiViewSubspaceClustering, auto_restarts, confident_samples
 from .preprocessing import mutual_neighbor_graph, preprocess_views
 from .selection import graph_modularity, multiview_knn_graph, select_partition
-from .spectral import GrassmannSpectralClustering, projection_affinity
+from .spectral import GrassmannSpectralClustering, projection_affinity, spectral_clustering_of_views
 
 __all__ = [
     "GrassmannKMeans",
     "GrassmannSpectralClustering",
     "extrinsic_mean",
     "projection_affinity",
+    "spectral_clustering_of_views",
     "MultiViewSubspaceClustering",
     "auto_restarts",
     "confident_samples",

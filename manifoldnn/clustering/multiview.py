@@ -30,7 +30,7 @@ from ._multiview_training import (
 )
 from .preprocessing import as_numpy_views, mutual_neighbor_graph, preprocess_views
 from .selection import multiview_knn_graph, select_partition
-from .spectral import GrassmannSpectralClustering
+from .spectral import GrassmannSpectralClustering, spectral_clustering_of_views
 
 __all__ = ["MultiViewSubspaceClustering", "auto_restarts", "confident_samples"]
 
@@ -390,15 +390,9 @@ class MultiViewSubspaceClustering:
         candidates["consensus"] = consensus
         chosen, scores = next(iter(candidates)), {}
         if self.select:
-            from sklearn.cluster import SpectralClustering
-
-            baseline = SpectralClustering(
-                self.n_clusters,
-                affinity="nearest_neighbors",
-                n_neighbors=self.neighbors,
-                random_state=seed,
+            candidates["input_spectral"] = spectral_clustering_of_views(
+                arrays, self.n_clusters, self.neighbors, random_state=seed
             )
-            candidates["input_spectral"] = baseline.fit_predict(np.hstack(arrays))
             graphs = [multiview_knn_graph(arrays, self.neighbors)]
             chosen, scores = select_partition(candidates, graphs, self.n_clusters)
         labels = candidates[chosen]

@@ -22,7 +22,33 @@ import torch
 
 from ..manifolds.projection import projection_metric_similarity
 
-__all__ = ["projection_affinity", "GrassmannSpectralClustering"]
+__all__ = ["projection_affinity", "GrassmannSpectralClustering", "spectral_clustering_of_views"]
+
+
+def spectral_clustering_of_views(
+    views, n_clusters: int, n_neighbors: int = 10, random_state: int | None = None
+) -> np.ndarray:
+    r"""Spectral clustering of the concatenated views :math:`[x^1_i, \dots, x^V_i]` on their
+    symmetric ``n_neighbors``-nearest-neighbour graph (scikit-learn's ``SpectralClustering`` with
+    ``affinity="nearest_neighbors"``; Ng, Jordan & Weiss 2001; von Luxburg 2007, Sec. 2.2): the
+    in-run baseline of the multi-view examples and a candidate of
+    :class:`~manifoldnn.clustering.MultiViewSubspaceClustering`'s selection.
+
+    Args:
+        views: list of V arrays ``(N, d_v)``.
+        n_clusters: K.
+        n_neighbors: k of the graph. Default: 10.
+        random_state: seed of the eigensolver's start and of the label assignment. Default: None.
+
+    Shape:
+        ``[(N, d_1), ..., (N, d_V)]`` -> ``(N,)`` int labels.
+    """
+    from sklearn.cluster import SpectralClustering
+
+    model = SpectralClustering(
+        n_clusters, affinity="nearest_neighbors", n_neighbors=n_neighbors, random_state=random_state
+    )
+    return model.fit_predict(np.hstack([np.asarray(v) for v in views]))
 
 
 def projection_affinity(
