@@ -160,23 +160,31 @@ class FairnessMetric(nn.Module):
         d2 = self.geometry.pairwise_sq_dist(flat, self.centres.to(x), self.distance)
         return torch.exp(-d2 / (2 * self.bandwidth**2)).reshape(x.shape[: x.dim() - nd] + (m,))
 
-    def euclidean_gradients(self, x: torch.Tensor) -> torch.Tensor:
-        """Euclidean gradients of the bias losses ``(..., M, *point_shape)``.
+    def bias_values_and_gradients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bias losses ``(..., M)`` and their Euclidean gradients ``(..., M, *point_shape)``,
+        from one evaluation of each loss.
 
         Computed with :func:`torch.func.vjp` (each loss is per point, so the vector-Jacobian
         product with ones is the gradient at every point), which stays differentiable for outer
         autograd and traces under ``torch.compile``.
         """
-        batch = x.shape[: x.dim() - self.manifold.ndim]
-        grads = []
+        axis = x.dim() - self.manifold.ndim
+        batch = x.shape[:axis]
+        values, grads = [], []
         for loss in self.bias_losses:
             value, pullback = torch.func.vjp(loss, x)
             if value.shape != batch:
                 raise ValueError(
                     f"a bias loss must map (..., *point_shape) to (...), got {tuple(value.shape)}"
                 )
+            values.append(value)
             grads.append(pullback(torch.ones_like(value))[0])
-        return torch.stack(grads, x.dim() - self.manifold.ndim)
+        return torch.stack(values, -1), torch.stack(grads, axis)
+
+    def euclidean_gradients(self, x: torch.Tensor) -> torch.Tensor:
+        """Euclidean gradients of the bias losses ``(..., M, *point_shape)``
+        (:meth:`bias_values_and_gradients` without the values)."""
+        return self.bias_values_and_gradients(x)[1]
 
     def query_terms(self, manifold: geoopt.Manifold, query: torch.Tensor):
         """``(egrad (..., Lq, M, *point), coeff (..., Lq, M))`` with ``coeff = alpha w_m(q)``.

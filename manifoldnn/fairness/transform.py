@@ -327,8 +327,8 @@ class FairMetricDebias:
         objective for M bias functions, by the push-through identity), clipped, then Exp."""
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            egrad = metric.euclidean_gradients(xg).detach()  # (n, M, d)
-        values = torch.stack([b(x) for b in metric.bias_losses], -1)  # (n, M)
+            values, egrad = metric.bias_values_and_gradients(xg)  # (n, M), (n, M, d)
+        values, egrad = values.detach(), egrad.detach()
         rgrad = self.manifold_.egrad2rgrad(x.unsqueeze(-2).expand_as(egrad), egrad)
         coeff = self.alpha * kernel  # (n, M)
         gram = rgrad @ rgrad.transpose(-1, -2)  # (n, M, M)
