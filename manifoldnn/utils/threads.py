@@ -14,7 +14,8 @@ must be in the environment before that: ``scripts/run.sh`` exports it, and a scr
 call :func:`prefer_passive_openmp_wait` before its first ``import torch``. Fewer threads than
 cores helps more when another process holds some of them: :func:`free_cores` gives the count
 ``scripts/run.sh`` uses for ``OMP_NUM_THREADS``, for ``torch.set_num_threads`` (which, unlike the
-wait policy, works at any time). Measurements are in ``docs/threads.md``.
+wait policy, works at any time). When each helps: "Threads on a shared machine" in
+``docs/getting-started.md``.
 
 Examples::
 
@@ -67,9 +68,9 @@ def prefer_passive_openmp_wait(environ: MutableMapping[str, str] | None = None) 
         ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` was already set (then nothing changes).
 
     Warns:
-        ``RuntimeWarning`` when editing ``os.environ`` after an OpenMP runtime was loaded in this
-        process: that runtime keeps its policy, only runtimes loaded later (and child processes)
-        see the new one.
+        RuntimeWarning: when editing ``os.environ`` after an OpenMP runtime was loaded in this
+            process: that runtime keeps its policy, only runtimes loaded later (and child
+            processes) see the new one.
     """
     target = os.environ if environ is None else environ
     if any(name in target for name in WAIT_VARIABLES):
