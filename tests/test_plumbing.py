@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import _common as benchmarks_common
-from benchmarks._common import best_time
+from benchmarks._common import add_benchmark_arguments, best_time
 from examples import _common as examples_common
 from examples._common import add_output_arguments
 
@@ -52,3 +52,13 @@ def test_best_time_calls_and_validation():
     for repeats, inner in ((0, 1), (1, 0)):
         with pytest.raises(ValueError, match="repeats >= 1 and inner >= 1"):
             best_time(lambda: None, repeats, inner)
+
+
+def test_benchmark_arguments_defaults():
+    parser = add_benchmark_arguments(argparse.ArgumentParser(), repeats=3, device=True)
+    args = parser.parse_args([])
+    assert (args.seed, args.repeats, args.device, args.json) == (0, 3, "cpu", None)
+    args = parser.parse_args(["--device", "cuda", "--json", "r.json", "--repeats", "1"])
+    assert (args.device, args.json, args.repeats) == ("cuda", Path("r.json"), 1)
+    bare = add_benchmark_arguments(argparse.ArgumentParser(), repeats=None).parse_args([])
+    assert not hasattr(bare, "repeats") and not hasattr(bare, "device")
