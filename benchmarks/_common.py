@@ -1,7 +1,7 @@
 """The helpers shared by the benchmarks: ``add_benchmark_arguments`` (``--seed``, ``--repeats``,
-``--device``, ``--json``), ``best_time`` (synchronised on CUDA), ``synchronize``, and ``write_json``
-(the examples' one, from ``examples/_common.py``: ``path=None`` writes nothing, the folder is
-created, the payload needs a ``"results"`` dict).
+``--device``, ``--json``), ``best_time`` (synchronised on CUDA), ``synchronize``, and from
+``examples/_common.py`` ``add_options`` (options from a table of defaults) and ``write_json``
+(``path=None`` writes nothing, the folder is created, the payload needs a ``"results"`` dict).
 
 Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``) and are imported
 as ``benchmarks.x`` by the tests, so each imports this module with a fallback::
@@ -27,24 +27,30 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples._common import write_json  # noqa: E402
+from examples._common import add_options, write_json  # noqa: E402
 
-__all__ = ["add_benchmark_arguments", "best_time", "synchronize", "write_json"]
+__all__ = ["add_benchmark_arguments", "add_options", "best_time", "synchronize", "write_json"]
 
 
 def add_benchmark_arguments(
-    parser: argparse.ArgumentParser, *, repeats: int | None = 5, device: bool = False
+    parser: argparse.ArgumentParser,
+    *,
+    repeats: int | None = 5,
+    device: bool = False,
+    json: bool = True,
 ) -> argparse.ArgumentParser:
     """Add ``--seed`` (default 0), ``--repeats`` (default ``repeats``; left out when ``None``),
-    ``--device`` (default ``cpu``; only when ``device`` is true) and ``--json`` (default: none)."""
+    ``--device`` (default ``cpu``; only when ``device`` is true) and ``--json`` (default: none;
+    only when ``json`` is true)."""
     parser.add_argument("--seed", type=int, default=0)
     if repeats is not None:
         parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds")
     if device:
         parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument(
-        "--json", type=Path, default=None, help='write {"results": {...}} and the settings here'
-    )
+    if json:
+        parser.add_argument(
+            "--json", type=Path, default=None, help='write {"results": {...}} and the settings here'
+        )
     return parser
 
 

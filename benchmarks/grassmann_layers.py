@@ -27,9 +27,9 @@ from torch import nn
 from manifoldnn.layers import FRMap, OrthMap, ProjMap, ProjPooling, ReOrth
 
 try:  # imported as benchmarks.grassmann_layers (tests), or run as python benchmarks/grassmann_layers.py
-    from benchmarks._common import add_benchmark_arguments, best_time, write_json
+    from benchmarks._common import add_benchmark_arguments, add_options, best_time, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, best_time, write_json
+    from _common import add_benchmark_arguments, add_options, best_time, write_json
 
 
 class ManifoldBlock(nn.Module):
@@ -93,13 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """Print the timing table and the agreement check; return the ratios (``fb``, ``step``) and
     :func:`output_difference`'s figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--n", type=int, default=20)
-    parser.add_argument("--d1", type=int, default=16)
-    parser.add_argument("--d2", type=int, default=10)
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--inner", type=int, default=20)
+    add_options(
+        parser, {"batch": 64, "n": 20, "d1": 16, "d2": 10, "p": 4, "channels": 4, "inner": 20}
+    )
     add_benchmark_arguments(parser, repeats=5, device=True)
     args = parser.parse_args(argv)
 

@@ -29,11 +29,18 @@ import torch.nn.functional as F
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
 
 try:  # imported as benchmarks.tokens_per_second (tests), or run as a script
-    from benchmarks._common import add_benchmark_arguments, synchronize, write_json
+    from benchmarks._common import add_benchmark_arguments, add_options, synchronize, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, synchronize, write_json
+    from _common import add_benchmark_arguments, add_options, synchronize, write_json
 
 MODELS = ("bdh", "gpt")
+# each model's size options (--bdh-layers, ...) with their defaults, and the configuration field
+# each sets, by meaning
+MODEL_SIZES = {
+    "bdh": {"layers": 2, "dim": 32, "heads": 2, "neurons": (64, "neurons per head")},
+    "gpt": {"layers": 2, "dim": 32, "heads": 2},
+}
+MEANINGS = {"layers": "num_layers", "dim": "dim", "heads": "num_heads", "neurons": "num_neurons"}
 # configuration fields by meaning; the first name a config class has is used (the size vocabulary
 # of the package docstring, or the names these configs had before it)
 FIELDS = {
@@ -59,25 +66,12 @@ def make_config(config_class: type, **sizes: object) -> object:
 
 
 def build(name: str, args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    sizes = {MEANINGS[size]: getattr(args, f"{name}_{size}") for size in MODEL_SIZES[name]}
     if name == "bdh":
-        config = make_config(
-            BDHConfig,
-            num_layers=args.bdh_layers,
-            dim=args.bdh_dim,
-            num_heads=args.bdh_heads,
-            num_neurons=args.bdh_neurons,
-            chunk_size=args.chunk_size,
-            dropout=0.0,
+        return BDH(
+            make_config(BDHConfig, chunk_size=args.chunk_size, dropout=0.0, **sizes), device=device
         )
-        return BDH(config, device=device)
-    config = make_config(
-        GPTConfig,
-        num_layers=args.gpt_layers,
-        dim=args.gpt_dim,
-        num_heads=args.gpt_heads,
-        chunk_size=args.chunk_size,
-    )
-    return GPT(config, device=device)
+    return GPT(make_config(GPTConfig, chunk_size=args.chunk_size, **sizes), device=device)
 
 
 def timed(function) -> float:
@@ -131,19 +125,17 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--context", type=int, default=64, help="training sequence length")
-    parser.add_argument("--steps", type=int, default=2, help="training steps per timed round")
-    parser.add_argument("--gen-context", type=int, default=64, help="prompt length")
-    parser.add_argument("--gen-tokens", type=int, default=8, help="new tokens")
-    parser.add_argument("--chunk-size", type=int, default=32)
-    parser.add_argument("--bdh-layers", type=int, default=2)
-    parser.add_argument("--bdh-dim", type=int, default=32)
-    parser.add_argument("--bdh-heads", type=int, default=2)
-    parser.add_argument("--bdh-neurons", type=int, default=64, help="neurons per head")
-    parser.add_argument("--gpt-layers", type=int, default=2)
-    parser.add_argument("--gpt-dim", type=int, default=32)
-    parser.add_argument("--gpt-heads", type=int, default=2)
+    options = {
+        "batch": 2,
+        "context": (64, "training sequence length"),
+        "steps": (2, "training steps per timed round"),
+        "gen_context": (64, "prompt length"),
+        "gen_tokens": (8, "new tokens"),
+        "chunk_size": 32,
+    }
+    for model, sizes in MODEL_SIZES.items():
+        options |= {f"{model}_{size}": default for size, default in sizes.items()}
+    add_options(parser, options)
     add_benchmark_arguments(parser, repeats=2, device=True)
     return parser
 

@@ -39,9 +39,9 @@ from tqdm import tqdm
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
 
 try:  # imported as examples.byte_lm (tests), or run as python examples/byte_lm.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 
 def load_corpus() -> bytes:
@@ -246,9 +246,7 @@ def plot(histories, out: Path) -> None:
     ax.set_ylabel("bits per byte")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "loss_curves.png")
 
 
 def main(argv: list[str] | None = None) -> dict:

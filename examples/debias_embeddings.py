@@ -64,9 +64,9 @@ from manifoldnn.fairness import (
 )
 
 try:  # imported as examples.debias_embeddings (tests), or run as a script
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 GENDER_WEAT = ("career_family", "math_arts", "science_arts")
 COLUMNS = (
@@ -306,10 +306,7 @@ def plot_tradeoff(curves: dict, path: Path) -> None:
         ax.set_ylabel(f"{probe.replace('_', ' ')} accuracy on held-out words (0.5 = chance)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Debiasing word2vec: bias a nonlinear probe still finds vs meaning kept")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, "Debiasing word2vec: bias a nonlinear probe still finds vs meaning kept")
 
 
 if __name__ == "__main__":

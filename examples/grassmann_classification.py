@@ -45,9 +45,9 @@ from manifoldnn.layers import SubspaceEmbedding
 from manifoldnn.models import GrNet
 
 try:  # imported as examples.grassmann_classification (tests), or run as python examples/grassmann_classification.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 MAX_LENGTH = 29
 # The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
@@ -568,9 +568,7 @@ def main(argv: list[str] | None = None) -> dict:
         right.set_xlabel("epoch")
         right.set_ylabel("test accuracy")
         right.legend()
-        figure.tight_layout()
-        figure.savefig(args.out / "training_curve.png", dpi=120)
-        plt.close(figure)
+        save_figure(figure, args.out / "training_curve.png")
 
     print(f"\nJapaneseVowels, {len(x_train)} train / {len(x_test)} test, seed {args.seed}")
     print(f"{'method':<18}{'test accuracy':>14}{'parameters':>12}")

@@ -51,9 +51,9 @@ from manifoldnn.datasets import load_multiview
 from manifoldnn.linalg import symmetric_vectorize
 
 try:  # imported as examples.multiview_clustering (tests), or run as python examples/multiview_clustering.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 
 def baselines(views: list[np.ndarray], n_clusters: int, seed: int, k: int) -> dict[str, np.ndarray]:
@@ -77,9 +77,7 @@ def save_plots(out: Path, fused: torch.Tensor, labels, predicted, seed: int, nam
     figure, axis = plt.subplots(figsize=(6, 5))
     axis.scatter(embedding[:, 0], embedding[:, 1], c=predicted, cmap="tab10", s=4)
     axis.set_title(f"{name}: t-SNE of the fused subspaces, coloured by cluster")
-    figure.tight_layout()
-    figure.savefig(out / "tsne.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "tsne.png")
     if labels is None:
         return
     mapping = best_matching(labels, predicted)
@@ -95,9 +93,7 @@ def save_plots(out: Path, fused: torch.Tensor, labels, predicted, seed: int, nam
         if value:
             axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
     figure.colorbar(image)
-    figure.tight_layout()
-    figure.savefig(out / "confusion_matrix.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "confusion_matrix.png")
 
 
 def main(argv: list[str] | None = None) -> dict:

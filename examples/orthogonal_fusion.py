@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 try:  # imported as examples.orthogonal_fusion (tests), or run as python examples/orthogonal_fusion.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 SEGMENTS = 3  # time segments of a word in the word-level retrieval features
 UNKNOWN = "<unk>"  # phonemes not seen in the training words
@@ -491,9 +491,7 @@ def plot(results, curves, retrieval, infonce_history, path: Path) -> None:
     axes[2].set_xticks(x, [m.replace("_", "\n", 2) for m in names], fontsize=6)
     axes[2].set_title("held-out next-frame prediction")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
