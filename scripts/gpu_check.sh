@@ -97,9 +97,9 @@ part() {
 
 if [ "$DEVICE" = cuda ]; then
     part tests 140 "$PYTHON" -m pytest -q -p no:cacheprovider --device cuda \
-        --junitxml "$OUT/tests.xml" tests
+        --continue-on-collection-errors --junitxml "$OUT/tests.xml" tests
     part attention 80 "$PYTHON" benchmarks/attention.py --device cuda \
-        --lengths 4096 32768 --geodesic-max 4096 --repeats 3 --json "$OUT/bench_attention.json"
+        --lengths 1024 32768 --geodesic-max 1024 --repeats 3 --json "$OUT/bench_attention.json"
     part sequence 50 "$PYTHON" benchmarks/sequence.py --device cuda \
         --lengths 4096 16384 65536 --repeats 2 --max-seconds 5 --json "$OUT/bench_sequence.json"
     part karcher 40 "$PYTHON" benchmarks/karcher_mean.py --device cuda --sets 512 --points 50 \

@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         params = callspec.params if callspec is not None else {}
         if "device" in params:
-            chosen = params["device"] == wanted
+            chosen = torch.device(params["device"]).type == wanted
         else:
             chosen = wanted == "cuda" and "cuda" in getattr(item, "originalname", item.name)
         (keep if chosen else drop).append(item)
