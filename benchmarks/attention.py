@@ -53,9 +53,15 @@ from manifoldnn.layers import geodesic_attention  # noqa: E402
 from manifoldnn.manifolds import Grassmann  # noqa: E402
 
 try:  # imported as benchmarks.attention (tests), or run as python benchmarks/attention.py
-    from benchmarks._common import add_benchmark_arguments, best_time, synchronize, write_json
+    from benchmarks._common import (
+        add_benchmark_arguments,
+        add_options,
+        best_time,
+        synchronize,
+        write_json,
+    )
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, best_time, synchronize, write_json
+    from _common import add_benchmark_arguments, add_options, best_time, synchronize, write_json
 
 
 def _rss_kib() -> int:
@@ -197,10 +203,15 @@ def _spawn(extra: list[str]) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Grassmann attention vs SDPA")
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
-    parser.add_argument("--n", type=int, default=6)
-    parser.add_argument("--p", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=256)
-    parser.add_argument("--geodesic-max", type=int, default=2048)
+    add_options(
+        parser,
+        {
+            "n": 6,
+            "p": 2,
+            "chunk": 256,
+            "geodesic_max": 2048,
+        },
+    )
     add_benchmark_arguments(parser, repeats=5, device=True)
     parser.add_argument(
         "--backward-lengths",

@@ -63,9 +63,9 @@ import torch
 from manifoldnn.manifolds import Grassmann, karcher_mean
 
 try:  # imported as benchmarks.karcher_mean (tests), or run as python benchmarks/karcher_mean.py
-    from benchmarks._common import synchronize, write_json
+    from benchmarks._common import add_options, synchronize, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import synchronize, write_json
+    from _common import add_options, synchronize, write_json
 
 # --------------------------------------------------------------------------- NumPy reference
 
@@ -390,11 +390,16 @@ def _blas_threads() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sets", type=int, default=64, help="number of sets (batch size)")
-    parser.add_argument("--points", type=int, default=50, help="points per set")
-    parser.add_argument("--n", type=int, default=20, help="ambient dimension")
-    parser.add_argument("--p", type=int, default=4, help="subspace dimension")
-    parser.add_argument("--spread", type=float, default=0.6, help="mean distance to the centre")
+    add_options(
+        parser,
+        {
+            "sets": (64, "number of sets (batch size)"),
+            "points": (50, "points per set"),
+            "n": (20, "ambient dimension"),
+            "p": (4, "subspace dimension"),
+            "spread": (0.6, "mean distance to the centre"),
+        },
+    )
     parser.add_argument("--weights", choices=("uniform", "random"), default="uniform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=7, help="timed manifoldnn batch calls")
