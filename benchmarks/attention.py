@@ -26,6 +26,9 @@ difference.
 distance, tangent aggregation, d = 16) with key chunks of ``--chunk`` (activation checkpointing)
 against a single chunk (no checkpointing): time and peak extra RSS, each in a fresh process.
 
+``--device cuda`` runs the inputs and the timed calls on the GPU (timings synchronised); there the
+peak memory is ``torch.cuda.max_memory_allocated`` above the memory allocated before the call.
+
 Run: ``OMP_NUM_THREADS=2 python benchmarks/attention.py``.
 """
 
@@ -50,9 +53,15 @@ from manifoldnn.layers import geodesic_attention  # noqa: E402
 from manifoldnn.manifolds import Grassmann  # noqa: E402
 
 try:  # imported as benchmarks.attention (tests), or run as python benchmarks/attention.py
-    from benchmarks._common import best_time, write_json
+    from benchmarks._common import (
+        add_benchmark_arguments,
+        add_options,
+        best_time,
+        synchronize,
+        write_json,
+    )
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import best_time, write_json
+    from _common import add_benchmark_arguments, add_options, best_time, synchronize, write_json
 
 
 def _rss_kib() -> int:
@@ -61,16 +70,22 @@ def _rss_kib() -> int:
     return pages * (resource.getpagesize() // 1024)
 
 
-def make_inputs(length: int, n: int, p: int, seed: int):
+def _device(args: argparse.Namespace) -> str:
+    """The workers' device (``cpu`` for a namespace without one)."""
+    return getattr(args, "device", "cpu")
+
+
+def make_inputs(length: int, n: int, p: int, seed: int, device: str = "cpu"):
+    """Drawn on the CPU (the same numbers on every device), then moved to ``device``."""
     gen = torch.Generator().manual_seed(seed)
     grassmann = Grassmann()
 
     def bases():
-        return torch.linalg.qr(torch.randn(1, length, n, p, generator=gen))[0]
+        return torch.linalg.qr(torch.randn(1, length, n, p, generator=gen))[0].to(device)
 
     q, k, v = bases(), bases(), bases()
     m = n * (n + 1) // 2
-    eq, ek, ev = (torch.randn(1, 1, length, m, generator=gen) for _ in range(3))
+    eq, ek, ev = (torch.randn(1, 1, length, m, generator=gen).to(device) for _ in range(3))
     return grassmann, (q, k, v), (eq, ek, ev)
 
 
@@ -85,7 +100,7 @@ def run_method(method: str, grassmann, points, features, chunk: int):
 
 
 def worker_time(args) -> dict:
-    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed)
+    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed, _device(args))
     methods = ["sdpa", "projection"] + (["geodesic"] if args.length <= args.geodesic_max else [])
     times = {}
     for method in methods:
@@ -119,7 +134,7 @@ def worker_agreement(args) -> dict:
     timed: float32, key chunks of ``args.chunk``) and that of :func:`dense_reference`, and the
     smallest eigenvalue gap ``lambda_p - lambda_{p+1}`` of the reference's weighted mean projectors
     (which bounds the sensitivity of the output subspace, Davis & Kahan 1970)."""
-    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed)
+    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed, _device(args))
     methods = ["projection"] + (["geodesic"] if args.length <= args.geodesic_max else [])
     report = {}
     for method in methods:
@@ -137,9 +152,16 @@ def worker_agreement(args) -> dict:
 
 
 def worker_memory(args) -> dict:
-    small = make_inputs(16, args.n, args.p, args.seed)
+    small = make_inputs(16, args.n, args.p, args.seed, _device(args))
     run_method(args.method, *small, args.chunk)  # load kernels and libraries first
-    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed)
+    grassmann, points, features = make_inputs(args.length, args.n, args.p, args.seed, _device(args))
+    if torch.device(_device(args)).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run_method(args.method, grassmann, points, features, args.chunk)
+        torch.cuda.synchronize()
+        return {"peak_extra_mib": (torch.cuda.max_memory_allocated() - before) / 2**20}
     before = _rss_kib()
     run_method(args.method, grassmann, points, features, args.chunk)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -154,7 +176,7 @@ def worker_backward(args) -> dict:
 
     sphere = Sphere()
     gen = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.length, 16, generator=gen)
+    x = torch.randn(args.length, 16, generator=gen).to(_device(args))
     x = x / x.norm(dim=-1, keepdim=True)
     warm = x[:8].clone().requires_grad_()
     geodesic_attention(
@@ -165,6 +187,7 @@ def worker_backward(args) -> dict:
     start = time.perf_counter()
     out = geodesic_attention(sphere, q, q, q, tau=0.3, aggregation="tangent", chunk_size=args.chunk)
     out.pow(2).sum().backward()
+    synchronize()
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"seconds": seconds, "peak_extra_mib": max(0, peak - before) / 1024}
@@ -180,19 +203,29 @@ def _spawn(extra: list[str]) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="Grassmann attention vs SDPA")
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
-    parser.add_argument("--n", type=int, default=6)
-    parser.add_argument("--p", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--geodesic-max", type=int, default=2048)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
+    add_options(
+        parser,
+        {
+            "n": 6,
+            "p": 2,
+            "chunk": 256,
+            "geodesic_max": 2048,
+        },
+    )
+    add_benchmark_arguments(parser, repeats=5, device=True)
     parser.add_argument(
         "--backward-lengths",
         type=int,
         nargs="*",
         default=[],
         help="also measure forward+backward memory of the chunked path (checkpointed) at these L",
+    )
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure peak memory (one fresh process per method and length); --no-memory times "
+        "in this process and leaves memory out (a quick run)",
     )
     parser.add_argument("--worker", choices=["time", "memory", "backward"], default=None)
     parser.add_argument("--method", default="sdpa")
@@ -210,7 +243,7 @@ def main(argv=None) -> dict:
 
     common = ["--n", str(args.n), "--p", str(args.p), "--chunk", str(args.chunk)]
     common += ["--seed", str(args.seed), "--repeats", str(args.repeats)]
-    common += ["--geodesic-max", str(args.geodesic_max)]
+    common += ["--geodesic-max", str(args.geodesic_max), "--device", args.device]
     rows = {}
     agreement = worker_agreement(argparse.Namespace(**(vars(args) | {"length": args.lengths[0]})))
     rows["agreement"] = agreement
@@ -221,7 +254,7 @@ def main(argv=None) -> dict:
         )
     print(
         f"Gr({args.n},{args.p}) tokens; SDPA peer on q/k/v features of size "
-        f"{args.n * (args.n + 1) // 2}; torch threads {torch.get_num_threads()}"
+        f"{args.n * (args.n + 1) // 2}; device {args.device}, torch threads {torch.get_num_threads()}"
     )
     header = (
         f"{'L':>6} {'sdpa s':>9} {'proj s':>9} {'proj/sdpa':>9} {'geod s':>9} {'geod/sdpa':>9}"
@@ -229,20 +262,27 @@ def main(argv=None) -> dict:
     )
     print(header)
     for length in args.lengths:
-        times = _spawn(common + ["--worker", "time", "--length", str(length)])
-        memory = {}
-        for method in times:
-            memory[method] = _spawn(
-                common + ["--worker", "memory", "--method", method, "--length", str(length)]
-            )["peak_extra_mib"]
+        if args.memory:
+            times = _spawn(common + ["--worker", "time", "--length", str(length)])
+            memory = {
+                method: _spawn(
+                    common + ["--worker", "memory", "--method", method, "--length", str(length)]
+                )["peak_extra_mib"]
+                for method in times
+            }
+        else:
+            times = worker_time(argparse.Namespace(**(vars(args) | {"length": length})))
+            memory = {}  # not measured
         rows[length] = {"time_s": times, "peak_extra_mib": memory}
         geo_t = times.get("geodesic")
         print(
             f"{length:>6} {times['sdpa']:>9.4f} {times['projection']:>9.4f} "
             f"{times['projection'] / times['sdpa']:>9.2f} "
             + (f"{geo_t:>9.3f} {geo_t / times['sdpa']:>9.1f} " if geo_t else f"{'-':>9} {'-':>9} ")
-            + f"{memory['sdpa']:>9.1f} {memory['projection']:>9.1f} "
-            + (f"{memory['geodesic']:>9.1f}" if "geodesic" in memory else f"{'-':>9}")
+            + " ".join(
+                f"{memory[method]:>9.1f}" if method in memory else f"{'-':>9}"
+                for method in ("sdpa", "projection", "geodesic")
+            )
         )
     if args.backward_lengths:
         print("forward+backward, sphere geodesic attention, tangent aggregation, d = 16:")
@@ -251,6 +291,7 @@ def main(argv=None) -> dict:
         )
     for length in args.backward_lengths:
         base = ["--seed", str(args.seed), "--worker", "backward", "--length", str(length)]
+        base += ["--device", args.device]
         chunked = _spawn(base + ["--chunk", str(args.chunk)])
         whole = _spawn(base + ["--chunk", str(length)])
         rows[f"backward_{length}"] = {"chunked": chunked, "one_chunk": whole}

@@ -20,6 +20,11 @@ import torch
 from manifoldnn.clustering import GrassmannKMeans, adjusted_rand_index
 from manifoldnn.linalg import qr_positive
 
+try:  # imported as benchmarks.clustering (tests), or run as python benchmarks/clustering.py
+    from benchmarks._common import add_benchmark_arguments, add_options, write_json
+except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
+    from _common import add_benchmark_arguments, add_options, write_json
+
 
 def numpy_grassmann_kmeans(points: np.ndarray, centres: np.ndarray, max_iter: int, tol: float):
     """Lloyd's iteration with NumPy: ``points`` ``(N, n, p)``, ``centres`` ``(K, n, p)``."""
@@ -47,11 +52,8 @@ def numpy_grassmann_kmeans(points: np.ndarray, centres: np.ndarray, max_iter: in
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=4000)
-    parser.add_argument("--n", type=int, default=30)
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--clusters", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    add_options(parser, {"points": 4000, "n": 30, "p": 4, "clusters": 10})
+    add_benchmark_arguments(parser, repeats=None)
     args = parser.parse_args(argv)
     generator = torch.Generator().manual_seed(args.seed)
     dtype = torch.float64
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  NumPy reference    {numpy_seconds:8.3f} s")
     print(f"  ratio NumPy/torch  {result['speedup']:8.2f}x   identical labels: {same}")
     print(f"  ARI to the planted clusters: {result['ari_to_truth']:.3f}")
+    write_json(args.json, {"results": {"GrassmannKMeans": result}, "config": vars(args)})
     return result
 
 

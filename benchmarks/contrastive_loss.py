@@ -17,7 +17,6 @@ differences of the losses and gradients.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -25,9 +24,9 @@ from manifoldnn.linalg import qr_positive
 from manifoldnn.losses import ProjectionMetricContrastiveLoss
 
 try:  # imported as benchmarks.contrastive_loss (tests), or run as python benchmarks/contrastive_loss.py
-    from benchmarks._common import best_time, write_json
+    from benchmarks._common import add_benchmark_arguments, add_options, best_time, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import best_time, write_json
+    from _common import add_benchmark_arguments, add_options, best_time, write_json
 
 
 def textbook_loss(views: torch.Tensor, positives: torch.Tensor, tau: float) -> torch.Tensor:
@@ -47,16 +46,19 @@ def textbook_loss(views: torch.Tensor, positives: torch.Tensor, tau: float) -> t
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--views", type=int, default=6)
-    parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--neighbors", type=int, default=3, help="random positives per anchor")
-    parser.add_argument("--temperature", type=float, default=0.5)
+    add_options(
+        parser,
+        {
+            "views": 6,
+            "samples": 500,
+            "n": 10,
+            "p": 4,
+            "neighbors": (3, "random positives per anchor"),
+            "temperature": 0.5,
+        },
+    )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
+    add_benchmark_arguments(parser, repeats=10)
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     generator = torch.Generator().manual_seed(args.seed)

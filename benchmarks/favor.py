@@ -46,9 +46,9 @@ from manifoldnn.layers import (  # noqa: E402
 from manifoldnn.manifolds import Grassmann, Sphere, geometry_for  # noqa: E402
 
 try:  # imported as benchmarks.favor (tests), or run as python benchmarks/favor.py
-    from benchmarks._common import best_time, write_json
+    from benchmarks._common import add_options, best_time, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import best_time, write_json
+    from _common import add_options, best_time, write_json
 
 
 def unit_tokens(length: int, dim: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -149,16 +149,26 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="FAVOR+ vs exact geodesic attention")
     parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--taus", type=float, nargs="+", default=[0.2, 1.0, 4.0])
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--length", type=int, default=512)
-    parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--p", type=int, default=2)
-    parser.add_argument("--draws", type=int, default=5)
+    add_options(
+        parser,
+        {
+            "dim": 64,
+            "length": 512,
+            "n": 8,
+            "p": 2,
+            "draws": 5,
+        },
+    )
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192, 16384])
-    parser.add_argument("--time-features", type=int, default=256)
-    parser.add_argument("--chunk", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_options(
+        parser,
+        {
+            "time_features": 256,
+            "chunk": 64,
+            "repeats": 3,
+            "seed": 0,
+        },
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ Both are timed on the same inputs (bases of Gr(n, p), float32) for forward + bac
 + backward + optimiser step; the table prints milliseconds and the manifoldnn / peer ratio. A last
 line checks that the two compute the same function: with the same weights, in float64, the largest
 difference of their outputs and the eigengap of the pooled projectors that bounds it.
+``--device cuda`` times both on the GPU (synchronised); the agreement check stays on the CPU.
 Run: ``OMP_NUM_THREADS=1 python benchmarks/grassmann_layers.py``.
 """
 
@@ -26,9 +27,9 @@ from torch import nn
 from manifoldnn.layers import FRMap, OrthMap, ProjMap, ProjPooling, ReOrth
 
 try:  # imported as benchmarks.grassmann_layers (tests), or run as python benchmarks/grassmann_layers.py
-    from benchmarks._common import best_time
+    from benchmarks._common import add_benchmark_arguments, add_options, best_time, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import best_time
+    from _common import add_benchmark_arguments, add_options, best_time, write_json
 
 
 class ManifoldBlock(nn.Module):
@@ -92,22 +93,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """Print the timing table and the agreement check; return the ratios (``fb``, ``step``) and
     :func:`output_difference`'s figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--n", type=int, default=20)
-    parser.add_argument("--d1", type=int, default=16)
-    parser.add_argument("--d2", type=int, default=10)
-    parser.add_argument("--p", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--inner", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    add_options(
+        parser, {"batch": 64, "n": 20, "d1": 16, "d2": 10, "p": 4, "channels": 4, "inner": 20}
+    )
+    add_benchmark_arguments(parser, repeats=5, device=True)
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
     sizes = (args.n, args.d1, args.d2, args.p, args.channels)
-    y = torch.linalg.qr(torch.randn(args.batch, args.n, args.p))[0]
-    target = torch.randn(args.d2, args.d2)
+    y = torch.linalg.qr(torch.randn(args.batch, args.n, args.p))[0].to(device)
+    target = torch.randn(args.d2, args.d2).to(device)
     models = {"manifoldnn": ManifoldBlock(*sizes), "plain": PlainBlock(*sizes)}
+    models = {name: model.to(device) for name, model in models.items()}
     optimizers = {
         "manifoldnn": geoopt.optim.RiemannianAdam(models["manifoldnn"].parameters(), lr=1e-3),
         "plain": torch.optim.Adam(models["plain"].parameters(), lr=1e-3),
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"GrNet block, batch {args.batch}, Gr({args.n}, {args.p}) -> {args.channels} x "
         f"Gr({args.d1}, {args.p}) -> pool -> Gr({args.d2}, {args.p}), float32, "
-        f"{torch.get_num_threads()} thread(s)"
+        f"{args.device}, {torch.get_num_threads()} thread(s)"
     )
     print(f"{'':<28}{'manifoldnn ms':>14}{'plain ms':>10}{'ratio':>8}")
     ratios = {}
@@ -144,6 +142,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"same weights, float64: max |manifoldnn - plain| {agreement['max_output_difference']:.1e} "
         f"(smallest eigengap of the pooled projectors {agreement['min_eigengap']:.2e})"
     )
+    results = {
+        name: {"fb_ms": 1e3 * times[f"{name}_fb"], "step_ms": 1e3 * times[f"{name}_step"]}
+        for name in models
+    }
+    write_json(args.json, {"results": results, "ratios": ratios | agreement, "config": vars(args)})
     return ratios | agreement
 
 

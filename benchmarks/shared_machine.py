@@ -67,12 +67,11 @@ def clean_environment() -> dict[str, str]:
 def run_sh_settings() -> dict[str, str]:
     """The variables scripts/run.sh's ``threads`` function exports now."""
     run_sh = ROOT / "scripts" / "run.sh"
-    script = (
-        f"eval \"$(sed -n '/^busy_cores() {{/,/^}}/p' {run_sh})\"\n"
-        f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {run_sh})\"\n"
-        "threads 2>/dev/null\n"
-        'echo "${OMP_NUM_THREADS-}|${OMP_WAIT_POLICY-}"\n'
+    functions = "".join(
+        f"eval \"$(sed -n '/^{name}() {{/,/^}}/p' {run_sh})\"\n"
+        for name in ("busy_between", "busy_cores", "threads")
     )
+    script = functions + 'threads 2>/dev/null\necho "${OMP_NUM_THREADS-}|${OMP_WAIT_POLICY-}"\n'
     out = subprocess.run(
         ["bash", "-c", script], env=clean_environment(), capture_output=True, text=True, check=True
     ).stdout.strip()

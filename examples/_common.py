@@ -1,4 +1,6 @@
-"""Command-line plumbing shared by the examples: ``--seed``, ``--out``, ``--json`` and the JSON file.
+"""Command-line plumbing shared by the examples (and the benchmarks): ``--seed``, ``--out``,
+``--json``, the JSON file, options from a table of defaults (``add_options``) and figures
+(``save_figure``).
 
 Examples run as ``python examples/x.py`` (``sys.path[0]`` is ``examples/``) and are imported as
 ``examples.x`` by the tests, so each imports this module with a fallback::
@@ -32,6 +34,36 @@ def add_output_arguments(
         "--json", type=Path, default=None, help='write {"results": {method: {metric: value}}} here'
     )
     return parser
+
+
+def add_options(
+    parser: argparse.ArgumentParser, options: dict[str, object]
+) -> argparse.ArgumentParser:
+    """Add one ``--name`` option per entry of ``options``, typed by its default.
+
+    ``{"batch_size": 32, "lr": (3e-3, "learning rate")}`` adds ``--batch-size`` (int, default 32)
+    and ``--lr`` (float, default 0.003, with its help text): a value is the default or a pair
+    ``(default, help)``; underscores become dashes; the default must be an int, a float or a str.
+    """
+    for name, spec in options.items():
+        default, help_text = spec if isinstance(spec, tuple) else (spec, None)
+        if isinstance(default, bool) or not isinstance(default, int | float | str):
+            raise TypeError(f"add_options: --{name} needs an int, float or str default")
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=help_text
+        )
+    return parser
+
+
+def save_figure(fig, path: str | Path, title: str | None = None) -> None:
+    """Give ``fig`` its title, lay it out, write it to ``path`` (120 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_json(path: str | Path | None, payload: dict) -> None:

@@ -39,9 +39,9 @@ from tqdm import tqdm
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
 
 try:  # imported as examples.byte_lm (tests), or run as python examples/byte_lm.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_options, add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_options, add_output_arguments, save_figure, write_json
 
 
 def load_corpus() -> bytes:
@@ -246,27 +246,30 @@ def plot(histories, out: Path) -> None:
     ax.set_ylabel("bits per byte")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "loss_curves.png")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_output_arguments(parser, "byte_lm")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--budget", type=float, default=120.0, help="training seconds per model")
-    parser.add_argument("--context", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--evals", type=int, default=6, help="validation points on the curves")
-    parser.add_argument("--eval-bytes", type=int, default=32768)
-    parser.add_argument("--bdh-layers", type=int, default=4)
-    parser.add_argument("--bdh-embd", type=int, default=128)
-    parser.add_argument("--bdh-neurons", type=int, default=768, help="neurons per head (4 heads)")
-    parser.add_argument("--gpt-layers", type=int, default=6)
-    parser.add_argument("--gpt-embd", type=int, default=128)
+    add_options(
+        parser,
+        {
+            "threads": 1,
+            "budget": (120.0, "training seconds per model"),
+            "context": 256,
+            "batch": 8,
+            "lr": 2e-3,
+            "chunk_size": 64,
+            "evals": (6, "validation points on the curves"),
+            "eval_bytes": 32768,
+            "bdh_layers": 4,
+            "bdh_embd": 128,
+            "bdh_neurons": (768, "neurons per head (4 heads)"),
+            "gpt_layers": 6,
+            "gpt_embd": 128,
+        },
+    )
     parser.add_argument("--gen-contexts", type=int, nargs="*", default=[1024, 8192, 32768])
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--sample-tokens", type=int, default=300)

@@ -44,9 +44,9 @@ from torch.nn.parallel import DistributedDataParallel
 from manifoldnn.models import GrNet
 
 try:  # imported as examples.ddp_grnet (tests), or run as python examples/ddp_grnet.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_options, add_output_arguments, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_options, add_output_arguments, write_json
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -246,10 +246,15 @@ def _spawn_worker(rank: int, world_size: int, port: int, args: argparse.Namespac
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="DDP training of GrNet on JapaneseVowels")
     add_output_arguments(parser, "ddp_grnet")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=30, help="global batch size")
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--nprocs", type=int, default=2, help="processes when not under torchrun")
+    add_options(
+        parser,
+        {
+            "steps": 200,
+            "batch_size": (30, "global batch size"),
+            "lr": 0.01,
+            "nprocs": (2, "processes when not under torchrun"),
+        },
+    )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args(argv)
     if "RANK" in os.environ:

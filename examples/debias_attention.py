@@ -60,9 +60,9 @@ from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
 
 try:  # imported as examples.debias_attention (tests), or run as python examples/debias_attention.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 WEAT_TESTS = ("career_family", "math_arts", "science_arts")
 # weat_effect_size, similarity_spearman, gender_direction, hard_debias, inlp_directions and
@@ -347,10 +347,7 @@ def plot_tradeoff(results: dict, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Attention over word2vec: bias vs meaning (black dot: no debiasing)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, "Attention over word2vec: bias vs meaning (black dot: no debiasing)")
 
 
 if __name__ == "__main__":

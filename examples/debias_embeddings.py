@@ -64,9 +64,9 @@ from manifoldnn.fairness import (
 )
 
 try:  # imported as examples.debias_embeddings (tests), or run as a script
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_options, add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_options, add_output_arguments, save_figure, write_json
 
 GENDER_WEAT = ("career_family", "math_arts", "science_arts")
 COLUMNS = (
@@ -182,10 +182,15 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_output_arguments(parser, "debias_embeddings")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help="registry names")
-    parser.add_argument("--n-eval", type=int, default=500, help="evaluation words per side")
-    parser.add_argument("--n-fit", type=int, default=2500, help="fit words per side (and neutral)")
-    parser.add_argument("--probe-seeds", type=int, default=3, help="CV repetitions per probe")
-    parser.add_argument("--k", type=int, default=100, help="neighbours of neighbour_corr")
+    add_options(
+        parser,
+        {
+            "n_eval": (500, "evaluation words per side"),
+            "n_fit": (2500, "fit words per side (and neutral)"),
+            "probe_seeds": (3, "CV repetitions per probe"),
+            "k": (100, "neighbours of neighbour_corr"),
+        },
+    )
     parser.add_argument(
         "--weat-min-words",
         type=int,
@@ -306,10 +311,7 @@ def plot_tradeoff(curves: dict, path: Path) -> None:
         ax.set_ylabel(f"{probe.replace('_', ' ')} accuracy on held-out words (0.5 = chance)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Debiasing word2vec: bias a nonlinear probe still finds vs meaning kept")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, "Debiasing word2vec: bias a nonlinear probe still finds vs meaning kept")
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ from manifoldnn.layers import SubspaceEmbedding
 from manifoldnn.models import GrNet
 
 try:  # imported as examples.grassmann_classification (tests), or run as python examples/grassmann_classification.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_options, add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_options, add_output_arguments, save_figure, write_json
 
 MAX_LENGTH = 29
 # The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
@@ -417,11 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="pooling of groups of --pool-size channels (none with the default --pool-size 1); "
         "karcher stops with a ValueError if pooled channels reach a principal angle of pi/2",
     )
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--head-lr", type=float, default=0.03)
-    parser.add_argument("--weight-decay", type=float, default=1e-3, help="on the linear head")
+    add_options(
+        parser,
+        {
+            "epochs": 200,
+            "batch_size": 30,
+            "lr": 0.01,
+            "head_lr": 0.03,
+            "weight_decay": (1e-3, "on the linear head"),
+        },
+    )
     parser.add_argument(
         "--batch-norm", action="store_true", help="batch-normalise the head's projector features"
     )
@@ -568,9 +573,7 @@ def main(argv: list[str] | None = None) -> dict:
         right.set_xlabel("epoch")
         right.set_ylabel("test accuracy")
         right.legend()
-        figure.tight_layout()
-        figure.savefig(args.out / "training_curve.png", dpi=120)
-        plt.close(figure)
+        save_figure(figure, args.out / "training_curve.png")
 
     print(f"\nJapaneseVowels, {len(x_train)} train / {len(x_test)} test, seed {args.seed}")
     print(f"{'method':<18}{'test accuracy':>14}{'parameters':>12}")

@@ -34,9 +34,9 @@ from tqdm import tqdm
 from manifoldnn.manifolds import Grassmann, karcher_mean
 
 try:  # imported as examples.karcher_demo (tests), or run as python examples/karcher_demo.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_output_arguments, save_figure, write_json
 
 
 def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):
@@ -136,9 +136,7 @@ def plot(errors: dict, objective: list[float], optimum: float, out) -> None:
     right.semilogy(optimum - np.asarray(objective))
     right.set_xlabel("RiemannianAdam step")
     right.set_ylabel("optimum - tr(Y^T A Y)")
-    figure.tight_layout()
-    figure.savefig(out / "karcher_demo.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "karcher_demo.png")
 
 
 if __name__ == "__main__":

@@ -51,9 +51,9 @@ from manifoldnn.datasets import load_multiview
 from manifoldnn.linalg import symmetric_vectorize
 
 try:  # imported as examples.multiview_clustering (tests), or run as python examples/multiview_clustering.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_options, add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_options, add_output_arguments, save_figure, write_json
 
 
 def baselines(views: list[np.ndarray], n_clusters: int, seed: int, k: int) -> dict[str, np.ndarray]:
@@ -77,9 +77,7 @@ def save_plots(out: Path, fused: torch.Tensor, labels, predicted, seed: int, nam
     figure, axis = plt.subplots(figsize=(6, 5))
     axis.scatter(embedding[:, 0], embedding[:, 1], c=predicted, cmap="tab10", s=4)
     axis.set_title(f"{name}: t-SNE of the fused subspaces, coloured by cluster")
-    figure.tight_layout()
-    figure.savefig(out / "tsne.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "tsne.png")
     if labels is None:
         return
     mapping = best_matching(labels, predicted)
@@ -95,9 +93,7 @@ def save_plots(out: Path, fused: torch.Tensor, labels, predicted, seed: int, nam
         if value:
             axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
     figure.colorbar(image)
-    figure.tight_layout()
-    figure.savefig(out / "confusion_matrix.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "confusion_matrix.png")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,16 +101,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default="mfeat", help="mfeat, digits, or a .npz/.mat file")
     parser.add_argument("--clusters", type=int, default=None, help="default: number of classes")
     add_output_arguments(parser, "multiview_clustering")
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    add_options(
+        parser,
+        {
+            "epochs": 150,
+            "batch_size": 500,
+            "lr": 2e-3,
+        },
+    )
     parser.add_argument("--hidden", type=int, nargs="*", default=[64])
-    parser.add_argument("--ambient-dim", type=int, default=24, help="n of the per-view Gr(n, p)")
-    parser.add_argument("--rank", type=int, default=4, help="p, subspace dimension")
-    parser.add_argument("--projected-dim", type=int, default=10, help="m after FRMap")
-    parser.add_argument("--temperature", type=float, default=0.5)
-    parser.add_argument("--cluster-temperature", type=float, default=1.0)
-    parser.add_argument("--cluster-weight", type=float, default=1.0)
+    add_options(
+        parser,
+        {
+            "ambient_dim": (24, "n of the per-view Gr(n, p)"),
+            "rank": (4, "p, subspace dimension"),
+            "projected_dim": (10, "m after FRMap"),
+            "temperature": 0.5,
+            "cluster_temperature": 1.0,
+            "cluster_weight": 1.0,
+        },
+    )
     parser.add_argument(
         "--reweight-views",
         action=argparse.BooleanOptionalAction,

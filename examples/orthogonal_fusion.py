@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 try:  # imported as examples.orthogonal_fusion (tests), or run as python examples/orthogonal_fusion.py
-    from examples._common import add_output_arguments, write_json
+    from examples._common import add_options, add_output_arguments, save_figure, write_json
 except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
+    from _common import add_options, add_output_arguments, save_figure, write_json
 
 SEGMENTS = 3  # time segments of a word in the word-level retrieval features
 UNKNOWN = "<unk>"  # phonemes not seen in the training words
@@ -251,35 +251,40 @@ def readback(model, train, test, n_probe, seed):
 # ---------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--words", type=int, default=1200, help="number of words (train + test)")
-    parser.add_argument("--test-words", type=int, default=240, help="held-out words")
-    parser.add_argument("--words-per-utterance", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="passes over the training words")
-    parser.add_argument("--n-mels", type=int, default=32)
-    parser.add_argument("--hop", type=int, default=512, help="frame step in samples (22.05 kHz)")
-    parser.add_argument("--codebooks", type=int, default=4, help="K, RVQ stages")
-    parser.add_argument("--codebook-size", type=int, default=64, help="tokens per codebook")
-    parser.add_argument("--text-dim", type=int, default=32, help="n, phoneme embedding width")
-    parser.add_argument("--code-dim", type=int, default=16, help="V, codebook embedding width")
-    parser.add_argument("--c-lossy", type=int, default=48, help="width of the lossy direct sum")
-    parser.add_argument("--rank-a", type=int, default=16, help="lossy: retained text directions")
-    parser.add_argument("--rank-b", type=int, default=32, help="lossy: retained code directions")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--dropout", type=float, default=0.1, help="on the residual branches")
-    parser.add_argument("--steps", type=int, default=250, help="training steps of every LM")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--probe-frames", type=int, default=20000, help="training frames of probes")
-    parser.add_argument("--retrieval-c", type=int, default=64)
-    parser.add_argument("--retrieval-rank", type=int, default=32)
-    parser.add_argument("--readout-dim", type=int, default=16)
-    parser.add_argument("--cca-reg", type=float, default=0.1, help="CCA ridge (relative)")
-    parser.add_argument("--infonce-epochs", type=int, default=60)
-    parser.add_argument("--infonce-batch", type=int, default=128)
-    parser.add_argument("--infonce-lr", type=float, default=0.02)
-    parser.add_argument("--temperature", type=float, default=0.05)
+    add_options(
+        parser,
+        {
+            "words": (1200, "number of words (train + test)"),
+            "test_words": (240, "held-out words"),
+            "words_per_utterance": 4,
+            "repeats": (2, "passes over the training words"),
+            "n_mels": 32,
+            "hop": (512, "frame step in samples (22.05 kHz)"),
+            "codebooks": (4, "K, RVQ stages"),
+            "codebook_size": (64, "tokens per codebook"),
+            "text_dim": (32, "n, phoneme embedding width"),
+            "code_dim": (16, "V, codebook embedding width"),
+            "c_lossy": (48, "width of the lossy direct sum"),
+            "rank_a": (16, "lossy: retained text directions"),
+            "rank_b": (32, "lossy: retained code directions"),
+            "layers": 2,
+            "heads": 4,
+            "dropout": (0.1, "on the residual branches"),
+            "steps": (250, "training steps of every LM"),
+            "batch_size": 32,
+            "lr": 3e-3,
+            "eval_every": 25,
+            "probe_frames": (20000, "training frames of probes"),
+            "retrieval_c": 64,
+            "retrieval_rank": 32,
+            "readout_dim": 16,
+            "cca_reg": (0.1, "CCA ridge (relative)"),
+            "infonce_epochs": 60,
+            "infonce_batch": 128,
+            "infonce_lr": 0.02,
+            "temperature": 0.05,
+        },
+    )
     parser.add_argument("--espeak", default="espeak-ng", help="espeak-ng executable")
     add_output_arguments(parser, "orthogonal_fusion")
     parser.add_argument(
@@ -491,9 +496,7 @@ def plot(results, curves, retrieval, infonce_history, path: Path) -> None:
     axes[2].set_xticks(x, [m.replace("_", "\n", 2) for m in names], fontsize=6)
     axes[2].set_title("held-out next-frame prediction")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

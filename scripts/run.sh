@@ -26,8 +26,18 @@ FLAGSHIP=examples/multiview_clustering.py
 # core, so that its figures do not depend on the load (the thread count changes the rounding of
 # parallel reductions), and says how to choose fewer. Values the caller has already set (even
 # empty) are kept.
-# Cores kept busy by other processes over the last second: the non-idle share of the CPU time in
-# /proc/stat (user, nice, system, irq, softirq, steal; not idle or iowait) times the cores. Where
+# Cores kept busy between two readings of /proc/stat's first line ("cpu user nice system idle
+# iowait irq softirq steal ..."): the non-idle share of the CPU time (user, nice, system, irq,
+# softirq, steal; not idle or iowait) times the cores ($3).
+busy_between() {
+    awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {
+        split(a, x); split(b, y); total = 0
+        for (k = 2; k <= 9; k++) total += y[k] - x[k]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.2f\n", (total > 0 ? c * (total - idle) / total : 0) }'
+}
+
+# Cores kept busy by other processes over the last second (busy_between on /proc/stat). Where
 # /proc/stat is missing, the 1-minute load average; else 0.
 busy_cores() {
     local before after
@@ -35,11 +45,7 @@ busy_cores() {
         before=$(head -n 1 /proc/stat)
         sleep 1
         after=$(head -n 1 /proc/stat)
-        awk -v a="$before" -v b="$after" -v c="$1" 'BEGIN {
-            split(a, x); split(b, y); total = 0
-            for (k = 2; k <= 9; k++) total += y[k] - x[k]
-            idle = (y[5] - x[5]) + (y[6] - x[6])
-            printf "%.2f\n", (total > 0 ? c * (total - idle) / total : 0) }'
+        busy_between "$before" "$after" "$1"
     else
         cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0
     fi

@@ -1,5 +1,11 @@
-"""Shared test plumbing: the repository's ``examples`` and ``benchmarks`` folders importable, and a
-``device`` fixture over the devices present (CUDA skipped with its reason when absent)."""
+"""Shared test plumbing: the ``device`` fixture over the devices present (CUDA skipped with its
+reason when absent), a ``dtype`` fixture (float32, float64), the ``--device`` option, and the
+repository root on ``sys.path`` for the smoke tests of ``examples/`` and ``benchmarks/``.
+
+``pytest --device cuda`` (or ``cpu``) runs only the tests that take the ``device`` fixture, on that
+device, and with ``cuda`` also the tests named ``test_cuda_*`` / ``test_*_cuda*`` (CUDA-only tests
+written without the fixture); ``scripts/gpu_check.sh`` runs the suite's CUDA tests this way.
+"""
 
 import sys
 from pathlib import Path
@@ -7,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+# the smoke tests import examples.x and benchmarks.x from the repository root
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -23,7 +30,47 @@ DEVICES = [
 ]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="run only the tests that take the `device` fixture, on this device (default: every "
+        "test, on every device present)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = config.getoption("--device")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: torch.cuda.is_available() is False")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = config.getoption("--device")
+    if wanted is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        if "device" in params:
+            chosen = torch.device(params["device"]).type == wanted
+        else:
+            chosen = wanted == "cuda" and "cuda" in getattr(item, "originalname", item.name)
+        (keep if chosen else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     """Each device present: ``cpu`` always, ``cuda`` when ``torch.cuda.is_available()``."""
     return torch.device(request.param)
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request) -> torch.dtype:
+    """float32 and float64 (a test's own ``@pytest.mark.parametrize("dtype", ...)`` overrides it)."""
+    return request.param

@@ -11,14 +11,13 @@ TINY_MODELS = ["--bdh-layers", "2", "--bdh-embd", "16", "--bdh-neurons", "32"]
 TINY_MODELS += ["--gpt-layers", "1", "--gpt-embd", "16", "--chunk-size", "8"]
 
 
-def test_corpus_ships_with_python_and_splits_in_a_fixed_place():
+@pytest.mark.slow
+def test_example_runs_on_tiny_settings(tmp_path):
+    # the corpus ships with Python and splits in a fixed place
     data = byte_lm.load_corpus()
     train, val = byte_lm.split_corpus(data)
     assert len(data) > 100_000 and len(train) + len(val) == len(data)
     assert bytes(val[:50].tolist()) == data[len(train) : len(train) + 50]
-
-
-def test_example_runs_on_tiny_settings(tmp_path):
     out = tmp_path / "byte_lm.json"
     argv = ["--budget", "0.5", "--context", "32", "--batch", "2", "--eval-bytes", "1000"]
     argv += ["--evals", "2", "--gen-contexts", "40", "--gen-tokens", "3", "--sample-tokens", "8"]

@@ -199,6 +199,7 @@ def test_example_smoke(tmp_path):
         assert results[method]["accuracy"] > chance, method
 
 
+@pytest.mark.slow
 def test_cross_validation_script_smoke():
     pytest.importorskip("aeon", reason="JapaneseVowels is read from aeon's bundled copy")
     from examples.grassmann_classification_cv import main as cv_main

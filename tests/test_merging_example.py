@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from examples import model_merging
 
 
+@pytest.mark.slow
 def test_model_merging_example_runs(tmp_path):
     out = tmp_path / "out"
     payload = model_merging.main(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import _common as benchmarks_common
-from benchmarks._common import best_time
+from benchmarks._common import add_benchmark_arguments, best_time
 from examples import _common as examples_common
 from examples._common import add_output_arguments
 
@@ -52,3 +52,39 @@ def test_best_time_calls_and_validation():
     for repeats, inner in ((0, 1), (1, 0)):
         with pytest.raises(ValueError, match="repeats >= 1 and inner >= 1"):
             best_time(lambda: None, repeats, inner)
+
+
+def test_benchmark_arguments_defaults():
+    parser = add_benchmark_arguments(argparse.ArgumentParser(), repeats=3, device=True)
+    args = parser.parse_args([])
+    assert (args.seed, args.repeats, args.device, args.json) == (0, 3, "cpu", None)
+    args = parser.parse_args(["--device", "cuda", "--json", "r.json", "--repeats", "1"])
+    assert (args.device, args.json, args.repeats) == ("cuda", Path("r.json"), 1)
+    bare = add_benchmark_arguments(argparse.ArgumentParser(), repeats=None).parse_args([])
+    assert not hasattr(bare, "repeats") and not hasattr(bare, "device")
+
+
+def test_add_options_types_defaults_and_help():
+    parser = examples_common.add_options(
+        argparse.ArgumentParser(), {"batch_size": 32, "lr": (3e-3, "learning rate"), "K": 4}
+    )
+    args = parser.parse_args([])
+    assert (args.batch_size, args.lr, args.K) == (32, 3e-3, 4)
+    args = parser.parse_args(["--batch-size", "8", "--lr", "0.5"])
+    assert (args.batch_size, args.lr) == (8, 0.5) and isinstance(args.lr, float)
+    assert "learning rate" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--batch-size", "1.5"])
+    for bad in (True, None, [1]):
+        with pytest.raises(TypeError, match="--x"):
+            examples_common.add_options(argparse.ArgumentParser(), {"x": bad})
+
+
+def test_save_figure_writes_and_closes(tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    fig, axis = plt.subplots()
+    axis.plot([0, 1], [1, 0])
+    examples_common.save_figure(fig, tmp_path / "f.png", "title")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    assert fig._suptitle.get_text() == "title"
+    assert not plt.fignum_exists(fig.number)

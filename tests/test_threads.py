@@ -4,7 +4,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -75,13 +74,19 @@ def test_warns_once_torch_is_loaded(monkeypatch):
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
+# scripts/run.sh's functions alone (its commands would set up a venv)
+_RUN_SH_FUNCTIONS = "".join(
+    f"eval \"$(sed -n '/^{name}() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
+    for name in ("busy_between", "busy_cores", "threads")
+)
+
+
 def _run_sh_threads(rule: str = "free", **env: str) -> tuple[str, str]:
     """Run scripts/run.sh's ``threads`` function alone; return (OMP_NUM_THREADS, OMP_WAIT_POLICY)."""
     script = (
-        f"eval \"$(sed -n '/^busy_cores() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
-        f"eval \"$(sed -n '/^threads() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
-        f"threads {rule}\n"
-        'echo "${OMP_NUM_THREADS-unset} ${OMP_WAIT_POLICY-unset}"\n'
+        _RUN_SH_FUNCTIONS
+        + f"threads {rule}\n"
+        + 'echo "${OMP_NUM_THREADS-unset} ${OMP_WAIT_POLICY-unset}"\n'
     )
     clean = {k: v for k, v in os.environ.items() if k not in (*WAIT_VARIABLES, "OMP_NUM_THREADS")}
     result = subprocess.run(
@@ -122,22 +127,27 @@ def test_free_cores():
         free_cores(load=float("nan"), cores=2)
 
 
-@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs /proc/stat (Linux)")
-def test_run_sh_busy_cores_sees_a_busy_loop():
-    """run.sh measures the cores in use over one second: a busy loop beside it shows as at least
-    half a core, and the figure never exceeds the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    script = (
-        f"eval \"$(sed -n '/^busy_cores() {{/,/^}}/p' {ROOT / 'scripts' / 'run.sh'})\"\n"
-        f"busy_cores {cores}\n"
-    )
-    loop = subprocess.Popen(
-        [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"]
-    )
-    try:
-        time.sleep(0.5)  # let the loop start
-        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
-    finally:
-        loop.wait()
-    busy = float(out.stdout)
-    assert 0.5 <= busy <= cores + 1e-9
+def _run_sh_busy_between(before: str, after: str, cores: int) -> float:
+    """scripts/run.sh's ``busy_between`` on two given /proc/stat ``cpu`` lines."""
+    script = _RUN_SH_FUNCTIONS + f'busy_between "{before}" "{after}" {cores}\n'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def test_run_sh_busy_between_counts_the_non_idle_share():
+    """The busy-core figure is the non-idle share of the CPU time between the two readings
+    (idle and iowait are idle; user, nice, system, irq, softirq and steal are busy) times the
+    cores, printed to two decimals."""
+    # fields: cpu user nice system idle iowait irq softirq steal guest guest_nice
+    before = "cpu  1000 10 500 8000 100 5 5 0 0 0"
+    # +300 user +100 nice +100 system +1400 idle +100 iowait: 500 busy of 2000
+    after = "cpu  1300 110 600 9400 200 5 5 0 0 0"
+    assert _run_sh_busy_between(before, after, 4) == 4 * 500 / 2000
+    # irq, softirq and steal are busy time too: +100 each of +1000
+    after = "cpu  1000 10 500 8600 200 105 105 100 0 0"
+    assert _run_sh_busy_between(before, after, 2) == 2 * 300 / 1000
+    # a fully idle and a fully busy interval bound the figure by 0 and the cores
+    assert _run_sh_busy_between(before, "cpu  1000 10 500 9000 100 5 5 0 0 0", 8) == 0.0
+    assert _run_sh_busy_between(before, "cpu  2000 10 500 8000 100 5 5 0 0 0", 8) == 8.0
+    # no time elapsed (two equal readings): 0, not a division by zero
+    assert _run_sh_busy_between(before, before, 8) == 0.0
