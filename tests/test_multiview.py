@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from sklearn.base import clone
 
 from manifoldnn.clustering import (
     MultiViewSubspaceClustering,
@@ -343,12 +344,14 @@ def test_estimator_flattens_image_views_preprocesses_and_takes_a_single_view():
 
 
 def test_estimator_parameters_protocol():
+    """scikit-learn's parameter protocol, from BaseEstimator: get/set_params, clone, repr."""
     model = MultiViewSubspaceClustering(4, epochs=7)
     params = model.get_params()
     assert params["n_clusters"] == 4 and params["epochs"] == 7 and params["rank"] == 4
     assert model.set_params(rank=2) is model and model.rank == 2
-    assert repr(model) == "MultiViewSubspaceClustering(n_clusters=4, epochs=7, rank=2)"
-    with pytest.raises(ValueError, match="invalid parameter 'ranks'"):
+    assert repr(model) == "MultiViewSubspaceClustering(epochs=7, n_clusters=4, rank=2)"
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(ValueError, match="Invalid parameter 'ranks'"):
         model.set_params(ranks=2)
 
 
