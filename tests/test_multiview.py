@@ -16,11 +16,9 @@ from manifoldnn.clustering import (
     clustering_accuracy,
     clustering_report,
     confident_samples,
+    fused_outputs,
     mutual_neighbor_graph,
     preprocess_views,
-)
-from manifoldnn.clustering._multiview_training import (
-    fused_outputs,
     self_label,
     self_label_rounds,
     view_agreement_weights,

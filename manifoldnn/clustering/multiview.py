@@ -39,7 +39,7 @@ from ..validation import (
     check_positive_float,
     check_positive_int,
 )
-from ._multiview_training import (
+from .multiview_training import (
     confident_samples,
     contrastive_epochs,
     fused_outputs,
@@ -49,7 +49,7 @@ from .preprocessing import as_numpy_views, mutual_neighbor_graph, preprocess_vie
 from .selection import multiview_knn_graph, select_partition
 from .spectral import GrassmannSpectralClustering, spectral_clustering_of_views
 
-__all__ = ["MultiViewSubspaceClustering", "auto_restarts", "confident_samples"]
+__all__ = ["MultiViewSubspaceClustering", "auto_restarts"]
 
 
 def auto_restarts(n_samples: int, sample_budget: int = 6000, most: int = 5) -> int:
