@@ -91,22 +91,37 @@ class AssociationBias(nn.Module):
 class FairnessMetric(nn.Module):
     r"""Stretched metric :math:`G + \alpha \sum_m w_m g_m g_m^\top` used as a squared distance.
 
-    Parameters
-    ----------
-    manifold : a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
-    bias_losses : M differentiable functions ``x (..., *point_shape) -> (...)``.
-    alpha : stretch; 0 gives the base metric. Negative values contract the metric along the bias
-        gradients; they are accepted while :math:`1 + \alpha w_m |g_m|^2 > 0` at every query
-        (positive definiteness, checked in :meth:`query_terms`).
-    centres : optional ``(M, *point_shape)``: locality kernel
-        :math:`w_m(x) = \exp(-d^2(x, c_m) / (2 \sigma^2))`; default :math:`w_m \equiv 1`.
-    bandwidth : :math:`\sigma`.
-    distance : the geometry's distance for the locality kernel and :meth:`sq_dist`; default the
-        geometry's default (the one attention uses).
-    device, dtype : of the stored centres (default: those of ``centres``).
+    Args:
+        manifold: a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
+        bias_losses: M differentiable functions ``x (..., *point_shape) -> (...)``.
+        alpha: the stretch :math:`\alpha`; 0 gives the base metric. Negative values contract the
+            metric along the bias gradients; they are accepted while
+            :math:`1 + \alpha w_m |g_m|^2 > 0` at every query (positive definiteness, checked in
+            :meth:`query_terms`). Default: ``1.0``.
+        centres: ``(M, *point_shape)`` centres of the locality kernel
+            :math:`w_m(x) = \exp(-d^2(x, c_m) / (2 \sigma^2))`; ``None``: :math:`w_m \equiv 1`.
+            Default: ``None``.
+        bandwidth: :math:`\sigma` of the locality kernel. Default: ``1.0``.
+        distance: the geometry's distance for the locality kernel and :meth:`sq_dist`; ``None``:
+            the geometry's default (the one attention uses). Default: ``None``.
+        device: device of the stored centres; ``None``: that of ``centres``. Default: ``None``.
+        dtype: dtype of the stored centres; ``None``: that of ``centres``. Default: ``None``.
 
     ``linear_directions`` is the ``(M, d)`` stack of directions when every bias loss is a
     :class:`LinearBias` (then the stretched distance runs through SDPA in Euclidean space).
+
+    Shape:
+        :meth:`sq_dist`: queries ``(..., L, *point_shape)`` and keys ``(..., S, *point_shape)``
+        -> ``(..., L, S)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.manifolds import Sphere
+        >>> metric = FairnessMetric(Sphere(), [LinearBias(torch.tensor([1.0, 0.0, 0.0]))], 2.0)
+        >>> x = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+        >>> metric.sq_dist(x, x).shape
+        torch.Size([4, 4])
     """
 
     def __init__(
