@@ -1,5 +1,7 @@
 """Subspace merging and the baselines: invariances, independent references, errors."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -15,6 +17,7 @@ from manifoldnn.merging import (
     merge_factored,
     permutation_align,
     regmean_merge,
+    rgsp_tefm_matrix,
     subspace_merge,
     subspace_merge_matrices,
     task_arithmetic,
@@ -387,3 +390,10 @@ def test_self_weighting_closed_forms(dtype):
     union = regmean_merge([{"w": a}, {"w": b}], [{"w": a.mT @ a}, {"w": b.mT @ b}], alpha=1.0)
     bound = 1e4 * torch.finfo(dtype).eps * float(torch.linalg.cond(a.mT @ a + b.mT @ b))
     assert torch.allclose(union["w"], a + b, rtol=0, atol=bound)
+
+
+def test_rgsp_tefm_without_pot_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ot", None)  # as if POT were not installed
+    weights = torch.randn(2, 4, 4, dtype=torch.float64)
+    with pytest.raises(ImportError, match=r"manifoldnn\[merging\]"):
+        rgsp_tefm_matrix(weights[0], weights[1], rank=2)
