@@ -58,6 +58,15 @@ def _transformed(X: object, transform) -> np.ndarray:
     return transform(_as_matrix(X, "X")).astype(float_dtype_of(X), copy=False)
 
 
+def _fit_input(estimator: BaseEstimator, X: object, z: object) -> tuple[np.ndarray, np.ndarray]:
+    """The boundary of ``fit(X, z)``: the estimator's parameters checked, ``X`` as a finite float64
+    matrix (its width stored as ``n_features_in_``) and ``z`` one label per row."""
+    validate_parameters(estimator, estimator._parameter_checks)
+    X = _as_matrix(X, "X")
+    estimator.n_features_in_ = X.shape[1]
+    return X, _check_z(z, X.shape[0])
+
+
 def _check_z(z: object, n: int) -> np.ndarray:
     array = np.asarray(z)
     if array.shape != (n,):
@@ -319,9 +328,7 @@ class INLP(TransformerMixin, BaseEstimator):
         Returns:
             ``self``.
         """
-        validate_parameters(self, self._parameter_checks)
-        X = _as_matrix(X, "X")
-        z = _check_z(z, X.shape[0])
+        X, z = _fit_input(self, X, z)
         self.directions_, self.accuracies_ = inlp_directions(
             X, z, self.n_rounds, torch_seed(self.random_state), self.C
         )
@@ -330,7 +337,6 @@ class INLP(TransformerMixin, BaseEstimator):
             d - round(float(np.trace(inlp_projection(self.directions_[: r + 1]))))
             for r in range(self.n_rounds)
         ]
-        self.n_features_in_ = d
         return self
 
     def projection(self, n_rounds: int | None = None) -> np.ndarray:
@@ -387,16 +393,13 @@ class LEACE(TransformerMixin, BaseEstimator):
         Returns:
             ``self``.
         """
-        validate_parameters(self, self._parameter_checks)
+        X, z = _fit_input(self, X, z)
         LeaceEraser = require("concept_erasure", "fairness", "LEACE").LeaceEraser
-        X = _as_matrix(X, "X")
-        z = _check_z(z, X.shape[0])
         self.classes_, codes = np.unique(z, return_inverse=True)
         one_hot = np.eye(len(self.classes_))[codes]
         self.eraser_ = LeaceEraser.fit(
             torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(one_hot, dtype=torch.float64)
         )
-        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: object) -> np.ndarray:
