@@ -18,11 +18,11 @@ linear bias losses and constant weights. Otherwise two approximations enter: the
 under :math:`G_{fair}` bends away from the base geodesic, which changes the length only at
 :math:`O(\alpha^2)`; and the stretch is evaluated with :math:`G_{fair}` frozen at the query rather
 than integrated along the path, so the stretch term has a relative error :math:`O(d)` (absolute
-:math:`O(\alpha d^3)` in :math:`d_{fair}^2`). For a linear bias on the sphere the error of
-:math:`d_{fair}` is at most :math:`\alpha |a| (|\langle a, q\rangle| d^2 / 2 + |\langle a, u
-\rangle| d^3 / 6)`, :math:`u` the unit direction of :math:`\mathrm{Log}_q k` (the frozen metric
-against the integrand along the base geodesic); ``tests/test_fairness.py`` checks the formula
-against the minimal path length found numerically within that bound.
+:math:`O(\alpha d^3)` in :math:`d_{fair}^2`). For a linear bias :math:`\langle a, x\rangle` on the sphere,
+:math:`d_{fair}` differs from the :math:`G_{fair}`-length of the base geodesic by at most
+:math:`\alpha |a| (|\langle a, q\rangle| d^2 / 2 + |\langle a, u\rangle| d^3 / 6)`, :math:`u` the
+unit direction of :math:`\mathrm{Log}_q k`; ``tests/test_fairness.py`` derives the bound and checks
+the formula against the minimal path length found numerically.
 """
 
 from __future__ import annotations
