@@ -144,8 +144,8 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
         preprocess: apply :func:`preprocess_views` to the views first. Default: ``True``.
         select: choose the reported clusters among the candidates (above); ``False`` reports the
             self-labelled clusters (the consensus when no round ran). Default: ``True``.
-        random_state: int seed of restart 0 (restart r uses ``random_state + 1000 r``), or
-            ``None`` for a fresh one. The caller's global torch RNG state is left unchanged.
+        random_state: seed of restart 0 (restart r uses ``seed + 1000 r``): an int, ``None`` (a
+            fresh one) or a ``numpy.random.RandomState`` to draw it from. The caller's global torch RNG state is left unchanged.
             Default: 0.
         device: torch device of the networks (``None``: CPU). Default: ``None``.
         dtype: ``torch.float32`` or ``torch.float64`` (``None``: float32). Default: ``None``.
@@ -168,7 +168,9 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
         models_: the R trained :class:`~manifoldnn.models.MultiViewGrassmannNet` (after
             self-labelling), in eval mode.
         loss_curve_: for each restart, the mean contrastive loss of every epoch.
-        n_restarts_: R. ``n_views_``: V as given. ``self_labelled_``: whether self-labelling ran.
+        n_restarts_: R.
+        n_views_: V as given.
+        self_labelled_: whether self-labelling ran.
         seed_: the seed of restart 0 (``random_state``, or the one drawn for ``None``).
 
     Shape:
