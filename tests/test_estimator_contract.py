@@ -228,3 +228,37 @@ def test_random_state_the_scikit_learn_way(name, device):
     assert result(np.random.RandomState(0)).shape[0] == arguments[0].shape[0]
     with pytest.raises(ValueError, match="^random_state"):
         result("seed")
+
+
+SKLEARN_CHECKS = [
+    "check_no_attributes_set_in_init",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_parameters_default_constructible",
+    "check_estimator_repr",
+    "check_estimator_cloneable",
+]
+
+
+@pytest.mark.parametrize("check", SKLEARN_CHECKS)
+@pytest.mark.parametrize(
+    "estimator_class",
+    [
+        GrassmannKMeans,
+        GrassmannSpectralClustering,
+        MultiViewSubspaceClustering,
+        FairMetricDebias,
+        INLP,
+        LEACE,
+    ],
+    ids=lambda cls: cls.__name__,
+)
+def test_scikit_learn_estimator_checks(estimator_class, check):
+    """scikit-learn's own checks that need no fit on tabular data, on the default-constructed
+    estimator (``HardDebias`` needs its vocabulary: covered above)."""
+    from sklearn.utils import estimator_checks
+
+    run = getattr(estimator_checks, check, None)
+    if run is None:
+        pytest.skip(f"this scikit-learn has no {check}")
+    run(estimator_class.__name__, estimator_class())

@@ -235,7 +235,7 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
         neighbor_positives: bool = True,
         preprocess: bool = True,
         select: bool = True,
-        random_state: int | None = 0,
+        random_state: int | np.random.RandomState | None = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         verbose: bool = False,
