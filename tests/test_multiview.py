@@ -397,11 +397,10 @@ def test_estimator_bad_parameters_name_the_parameter(overrides, parameter):
         small_estimator(**overrides).fit(views)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_estimator_on_cuda_matches_the_planted_clusters():
+def test_estimator_on_every_device_matches_the_planted_clusters(device):
     planted, views = planted_views(4, scale=5.0)
-    model = small_estimator(device="cuda").fit(views)
-    assert model.subspaces_.device.type == "cuda"
+    model = small_estimator(device=device).fit([v.to(device) for v in views])
+    assert model.subspaces_.device.type == device.type
     assert clustering_accuracy(planted, model.labels_) == 1.0
 
 
