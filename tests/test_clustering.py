@@ -203,3 +203,18 @@ def test_benchmark_matches_numpy_reference():
     result = main(["--points", "300", "--n", "12", "--p", "3", "--clusters", "4"])
     assert result["same_labels"]
     assert result["ari_to_truth"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"n_neighbors": 0}, "n_neighbors"),
+        ({"n_neighbors": 10}, "n_neighbors"),  # not below N = 10
+        ({"kernel": "gauss"}, "kernel"),
+        ({"kernel": "heat", "sigma": 0.0}, "sigma"),
+    ],
+)
+def test_projection_affinity_bad_options_name_themselves(options, name):
+    points = _planted(clusters=2, per_cluster=5)[0]
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        projection_affinity(points, **options)

@@ -80,12 +80,13 @@ def projection_affinity(
             f"points must be bases of shape (N, n, p) or (R, N, n, p), got {tuple(points.shape)}"
         )
     num_points, _, p = points.shape[-3:]
-    if n_neighbors is not None and not 1 <= n_neighbors < num_points:
+    if n_neighbors is not None and check_positive_int(n_neighbors, "n_neighbors") >= num_points:
         raise ValueError(
-            f"n_neighbors must be in [1, N - 1] = [1, {num_points - 1}], got {n_neighbors}"
+            f"n_neighbors must be below the number of points N = {num_points}, got {n_neighbors}"
         )
-    if kernel not in ("projection", "heat"):
-        raise ValueError(f"kernel must be 'projection' or 'heat', got {kernel!r}")
+    check_choice(kernel, "kernel", ("projection", "heat"))
+    if sigma is not None:
+        check_positive_float(sigma, "sigma")
     with torch.no_grad():
         similarity = (projection_metric_similarity(points, points) / p).clamp(0.0, 1.0)
         if similarity.dim() == 3:  # ensemble: mean kernel over the R embeddings
@@ -101,8 +102,6 @@ def projection_affinity(
             kth = squared[np.arange(num_points), order[:, -1]] if order is not None else squared
             sigma = float(np.sqrt(np.median(kth)))
             sigma = sigma if sigma > 0 else 1.0
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
         affinity = np.exp(-squared / sigma**2)
         np.fill_diagonal(affinity, 0.0)
     else:
