@@ -210,8 +210,8 @@ def test_benchmark_matches_numpy_reference():
     [
         ({"n_neighbors": 0}, "n_neighbors"),
         ({"n_neighbors": 10}, "n_neighbors"),  # not below N = 10
-        ({"kernel": "gauss"}, "kernel"),
-        ({"kernel": "heat", "sigma": 0.0}, "sigma"),
+        ({"n_neighbors": 3, "kernel": "gauss"}, "kernel"),
+        ({"n_neighbors": 3, "kernel": "heat", "sigma": 0.0}, "sigma"),
     ],
 )
 def test_projection_affinity_bad_options_name_themselves(options, name):
