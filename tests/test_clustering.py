@@ -40,8 +40,9 @@ def _planted(clusters=4, per_cluster=15, n=10, p=3, spread=0.15, seed=0, dtype=t
 
 
 @pytest.mark.parametrize("mean", ["extrinsic", "karcher"])
-def test_kmeans_recovers_planted_clusters(mean):
+def test_kmeans_recovers_planted_clusters(mean, device):
     points, labels, centres = _planted()
+    points, centres = points.to(device), centres.to(device)
     model = GrassmannKMeans(4, mean=mean, n_init=4, random_state=0).fit(points)
     assert adjusted_rand_score(labels, model.labels_) == 1.0
     assert np.array_equal(model.predict(points), model.labels_)
@@ -55,12 +56,16 @@ def test_kmeans_recovers_planted_clusters(mean):
         assert grassmann.projection_distance(model.cluster_centers_[k], mean_k) < 1e-6
     distance = grassmann.projection_distance(model.cluster_centers_[:, None], centres[None])
     assert distance.min(1).values.max() < 0.4 < distance.max(1).values.min()
+    assert model.cluster_centers_.device == points.device
     ones = model.cluster_centers_.transpose(-1, -2) @ model.cluster_centers_
-    assert torch.allclose(ones, torch.eye(3, dtype=ones.dtype).expand_as(ones), atol=1e-10)
+    # eigenvectors of a symmetric n x n matrix: orthonormal to a few n eps (n = 10)
+    eye = torch.eye(3, dtype=ones.dtype, device=device).expand_as(ones)
+    assert torch.allclose(ones, eye, atol=10 * points.shape[-2] * torch.finfo(ones.dtype).eps)
 
 
-def test_kmeans_float32_and_deterministic():
+def test_kmeans_float32_and_deterministic(device):
     points, labels, _ = _planted(seed=1, dtype=torch.float32)
+    points = points.to(device)
     first = GrassmannKMeans(4, n_init=3, random_state=5).fit(points)
     second = GrassmannKMeans(4, n_init=3, random_state=5).fit(points)
     assert np.array_equal(first.labels_, second.labels_)
@@ -97,6 +102,7 @@ def test_extrinsic_mean_is_top_eigenspace():
 
 
 def test_kmeans_errors():
+    """Input errors; the parameter checks are in tests/test_estimator_contract.py."""
     with pytest.raises(ValueError, match="orthonormal"):
         GrassmannKMeans(2).fit(torch.randn(10, 5, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"\(N, n, p\)"):
@@ -107,11 +113,11 @@ def test_kmeans_errors():
         GrassmannKMeans(2).predict(_planted(clusters=2, per_cluster=5)[0])
 
 
-def test_spectral_on_projection_affinity_recovers_clusters():
+def test_spectral_on_projection_affinity_recovers_clusters(device):
     points, labels, _ = _planted(clusters=3, per_cluster=20, spread=0.2, seed=3)
     for kernel in ("projection", "heat"):
         model = GrassmannSpectralClustering(3, n_neighbors=8, kernel=kernel, random_state=0)
-        assert adjusted_rand_score(labels, model.fit_predict(points)) == 1.0
+        assert adjusted_rand_score(labels, model.fit_predict(points.to(device))) == 1.0
     affinity = projection_affinity(points, n_neighbors=None)
     p = points.shape[-1]
     expected = (points.transpose(-1, -2)[:, None] @ points[None]).pow(2).sum((-2, -1)) / p
@@ -197,3 +203,18 @@ def test_benchmark_matches_numpy_reference():
     result = main(["--points", "300", "--n", "12", "--p", "3", "--clusters", "4"])
     assert result["same_labels"]
     assert result["ari_to_truth"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"n_neighbors": 0}, "n_neighbors"),
+        ({"n_neighbors": 10}, "n_neighbors"),  # not below N = 10
+        ({"n_neighbors": 3, "kernel": "gauss"}, "kernel"),
+        ({"n_neighbors": 3, "kernel": "heat", "sigma": 0.0}, "sigma"),
+    ],
+)
+def test_projection_affinity_bad_options_name_themselves(options, name):
+    points = _planted(clusters=2, per_cluster=5)[0]
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        projection_affinity(points, **options)

@@ -5,17 +5,18 @@ equalises; all transform unseen rows and are deterministic."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
 
-from manifoldnn.fairness import probe_accuracy
-from manifoldnn.fairness.debias import (
+from manifoldnn.fairness import (
     INLP,
     LEACE,
     HardDebias,
     gender_direction,
     inlp_projection,
+    probe_accuracy,
 )
 
 EPS = np.finfo(np.float64).eps
@@ -123,3 +124,21 @@ def test_bad_input():
         HardDebias(["a", "b"], np.eye(2), [("x", "y")], [], set()).fit(np.eye(2))
     with pytest.raises(ValueError, match="strength"):
         HardDebias(["a", "b"], np.eye(2), [("a", "b")], [], set(), strength=2).fit(np.eye(2))
+
+
+def test_leace_without_concept_erasure_names_the_extra(monkeypatch):
+    """concept-erasure is optional: ``import manifoldnn.fairness`` works without it and LEACE's
+    fit says which extra installs it."""
+    monkeypatch.setitem(sys.modules, "concept_erasure", None)  # as if not installed
+    X, z = planted(20)
+    with pytest.raises(ImportError, match=r"manifoldnn\[fairness\]"):
+        LEACE().fit(X, z)
+
+
+def test_transforms_return_the_input_float_dtype():
+    X, z = planted(50)
+    words = ["he", "she"] + [f"w{i}" for i in range(len(X) - 2)]
+    for model in (INLP(2), HardDebias(words, X, [("he", "she")], [], [])):
+        model.fit(X, z)
+        assert model.transform(X.astype(np.float32)).dtype == np.float32
+        assert model.transform(X).dtype == np.float64

@@ -2,13 +2,14 @@
 and the algebraic facts of issue 19 (degenerate costs, nearly uniform M, the final formula)."""
 
 import numpy as np
-import ot
 import pytest
 import torch
 from scipy.special import softmax
 from torch import nn
 
 from manifoldnn.merging import rgsp_tefm, rgsp_tefm_matrix
+
+ot = pytest.importorskip("ot", reason="RGSP-TEFM needs POT (the merging extra)")
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from sklearn.base import clone
 
 from manifoldnn.clustering import (
     MultiViewSubspaceClustering,
@@ -15,11 +16,9 @@ from manifoldnn.clustering import (
     clustering_accuracy,
     clustering_report,
     confident_samples,
+    fused_outputs,
     mutual_neighbor_graph,
     preprocess_views,
-)
-from manifoldnn.clustering._multiview_training import (
-    fused_outputs,
     self_label,
     self_label_rounds,
     view_agreement_weights,
@@ -343,12 +342,14 @@ def test_estimator_flattens_image_views_preprocesses_and_takes_a_single_view():
 
 
 def test_estimator_parameters_protocol():
+    """scikit-learn's parameter protocol, from BaseEstimator: get/set_params, clone, repr."""
     model = MultiViewSubspaceClustering(4, epochs=7)
     params = model.get_params()
     assert params["n_clusters"] == 4 and params["epochs"] == 7 and params["rank"] == 4
     assert model.set_params(rank=2) is model and model.rank == 2
-    assert repr(model) == "MultiViewSubspaceClustering(n_clusters=4, epochs=7, rank=2)"
-    with pytest.raises(ValueError, match="invalid parameter 'ranks'"):
+    assert repr(model) == "MultiViewSubspaceClustering(epochs=7, n_clusters=4, rank=2)"
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(ValueError, match="Invalid parameter 'ranks'"):
         model.set_params(ranks=2)
 
 
@@ -396,11 +397,10 @@ def test_estimator_bad_parameters_name_the_parameter(overrides, parameter):
         small_estimator(**overrides).fit(views)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_estimator_on_cuda_matches_the_planted_clusters():
+def test_estimator_on_every_device_matches_the_planted_clusters(device):
     planted, views = planted_views(4, scale=5.0)
-    model = small_estimator(device="cuda").fit(views)
-    assert model.subspaces_.device.type == "cuda"
+    model = small_estimator(device=device).fit([v.to(device) for v in views])
+    assert model.subspaces_.device.type == device.type
     assert clustering_accuracy(planted, model.labels_) == 1.0
 
 

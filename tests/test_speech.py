@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -103,3 +104,9 @@ def test_value_errors() -> None:
         align_proportional(0, 4)
     with pytest.raises(ValueError, match="mono"):
         log_mel(np.zeros((2, 100)), 16000)
+
+
+def test_log_mel_without_librosa_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "librosa", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"manifoldnn\[speech\]"):
+        log_mel(np.zeros(2048), 22050)

@@ -1,40 +1,22 @@
 """Scikit-learn-style clustering estimators and clustering metrics."""
 
 from ..manifolds import extrinsic_mean  # re-exported (it lived here before the layout by concern)
-from .kmeans import GrassmannKMeans
-from .metrics import (
-    adjusted_rand_index,
-    best_matching,
-    clustering_accuracy,
-    clustering_report,
-    contingency_matrix,
-    normalized_mutual_info,
-    purity,
-)
-from .multiview import MultiViewSubspaceClustering, auto_restarts, confident_samples
-from .preprocessing import mutual_neighbor_graph, preprocess_views
-from .selection import graph_modularity, multiview_knn_graph, select_partition
-from .spectral import GrassmannSpectralClustering, projection_affinity, spectral_clustering_of_views
+from . import kmeans, metrics, multiview, multiview_training, preprocessing, selection, spectral
+from .kmeans import *  # noqa: F403
+from .metrics import *  # noqa: F403
+from .multiview import *  # noqa: F403
+from .multiview_training import *  # noqa: F403
+from .preprocessing import *  # noqa: F403
+from .selection import *  # noqa: F403
+from .spectral import *  # noqa: F403
 
 __all__ = [
-    "GrassmannKMeans",
-    "GrassmannSpectralClustering",
     "extrinsic_mean",
-    "projection_affinity",
-    "spectral_clustering_of_views",
-    "MultiViewSubspaceClustering",
-    "auto_restarts",
-    "confident_samples",
-    "mutual_neighbor_graph",
-    "preprocess_views",
-    "graph_modularity",
-    "multiview_knn_graph",
-    "select_partition",
-    "adjusted_rand_index",
-    "best_matching",
-    "clustering_accuracy",
-    "clustering_report",
-    "contingency_matrix",
-    "normalized_mutual_info",
-    "purity",
+    *kmeans.__all__,
+    *spectral.__all__,
+    *multiview.__all__,
+    *multiview_training.__all__,
+    *preprocessing.__all__,
+    *selection.__all__,
+    *metrics.__all__,
 ]

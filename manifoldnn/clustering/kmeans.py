@@ -17,10 +17,13 @@ restarts run as one batch of torch operations.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
 
 from ..manifolds import (
     Grassmann,
@@ -29,6 +32,8 @@ from ..manifolds import (
     projection_metric_distance,
     top_eigenspace,
 )
+from ..utils.estimators import store_parameters, torch_seed, validate_parameters
+from ..validation import check_choice, check_nonnegative_float, check_positive_int
 
 __all__ = ["GrassmannKMeans"]
 
@@ -55,30 +60,54 @@ def _mean_projectors(points: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return torch.stack(out).reshape(*weights.shape[:-1], n, n)
 
 
-class GrassmannKMeans:
+class GrassmannKMeans(ClusterMixin, BaseEstimator):
     r"""k-means clustering of subspaces (points of Gr(n, p)) with the projection metric.
 
-    Parameters
-    ----------
-    n_clusters : number of clusters K.
-    init : ``"k-means++"`` or initial centres ``(K, n, p)`` (orthonormal bases; then one run).
-    mean : ``"extrinsic"`` (default; the exact Lloyd centre for the projection metric) or
-        ``"karcher"`` (geodesic mean).
-    n_init : number of k-means++ restarts; the one with the lowest inertia is kept.
-    max_iter : maximum Lloyd iterations per restart.
-    tol : stop when the relative decrease of the inertia is below ``tol``.
-    random_state : int seed (or ``None``) for the k-means++ draws.
+    Lloyd's iteration on :math:`d^2(X, Y) = p - \|X^\top Y\|_F^2` (Hamm & Lee, ICML 2008, eq. 6)
+    with k-means++ seeding (Arthur & Vassilvitskii, SODA 2007); the centres are the extrinsic or the
+    Karcher means of the clusters (module docstring).
 
-    Attributes
-    ----------
-    cluster_centers_ : ``(K, n, p)`` tensor, orthonormal bases of the centres.
-    labels_ : ``(N,)`` NumPy int64 array of cluster indices of the training points.
-    inertia_ : sum of squared projection distances of the points to their centres.
-    n_iter_ : Lloyd iterations run by the kept restart.
+    Args:
+        n_clusters: number of clusters K. Default: ``8``.
+        init: ``"k-means++"``, or initial centres ``(K, n, p)`` (orthonormal bases; then one run).
+            Default: ``"k-means++"``.
+        mean: ``"extrinsic"`` (the exact Lloyd centre for the projection metric) or ``"karcher"``
+            (the geodesic mean). Default: ``"extrinsic"``.
+        n_init: number of k-means++ restarts; the one with the lowest inertia is kept.
+            Default: ``10``.
+        max_iter: maximum Lloyd iterations per restart. Default: ``100``.
+        tol: stop when the relative decrease of the inertia is below ``tol``. Default: ``1e-6``.
+        random_state: seed of the k-means++ draws: ``None``, an int or a
+            ``numpy.random.RandomState`` (scikit-learn's convention). Default: ``None``.
 
-    Input to ``fit``/``predict``: a tensor or array ``(N, n, p)`` of orthonormal bases (any floating
-    dtype, any device; the centres live on the same device and dtype).
+    Attributes:
+        cluster_centers_: ``(K, n, p)`` tensor, orthonormal bases of the centres (the points'
+            device and dtype).
+        labels_: ``(N,)`` int64 NumPy array, the cluster of each training point.
+        inertia_: sum of squared projection distances of the points to their centres.
+        n_iter_: Lloyd iterations run by the kept restart.
+
+    Shape:
+        ``fit(points)``, ``predict(points)``: a tensor or array ``(N, n, p)`` of orthonormal bases
+        (any floating dtype, any device) -> ``(N,)`` int64 labels.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.linalg import qr_positive
+        >>> points = qr_positive(torch.randn(40, 6, 2, dtype=torch.float64))
+        >>> model = GrassmannKMeans(n_clusters=3, random_state=0).fit(points)
+        >>> model.labels_.shape, tuple(model.cluster_centers_.shape)
+        ((40,), (3, 6, 2))
     """
+
+    _parameter_checks = {
+        "n_clusters": check_positive_int,
+        "mean": functools.partial(check_choice, choices=("extrinsic", "karcher")),
+        "n_init": check_positive_int,
+        "max_iter": check_positive_int,
+        "tol": check_nonnegative_float,
+    }
 
     def __init__(
         self,
@@ -89,15 +118,9 @@ class GrassmannKMeans:
         n_init: int = 10,
         max_iter: int = 100,
         tol: float = 1e-6,
-        random_state: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
     ) -> None:
-        self.n_clusters = n_clusters
-        self.init = init
-        self.mean = mean
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
+        store_parameters(self, locals())
 
     # ------------------------------------------------------------------ helpers
     def _validate(self, points) -> torch.Tensor:
@@ -125,20 +148,6 @@ class GrassmannKMeans:
                 "with manifoldnn.linalg.qr_positive"
             )
         return points
-
-    def _check_params(self, num_points: int) -> None:
-        if not isinstance(self.n_clusters, int) or self.n_clusters < 1:
-            raise ValueError(f"n_clusters must be a positive int, got {self.n_clusters!r}")
-        if self.n_clusters > num_points:
-            raise ValueError(
-                f"n_clusters={self.n_clusters} exceeds the number of points {num_points}"
-            )
-        if self.mean not in ("extrinsic", "karcher"):
-            raise ValueError(f"mean must be 'extrinsic' or 'karcher', got {self.mean!r}")
-        if self.n_init < 1 or self.max_iter < 1:
-            raise ValueError(
-                f"n_init and max_iter must be >= 1, got {self.n_init}, {self.max_iter}"
-            )
 
     @staticmethod
     def _squared_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -188,14 +197,22 @@ class GrassmannKMeans:
 
     # -------------------------------------------------------------- public API
     def fit(self, points, y=None) -> GrassmannKMeans:
-        """Cluster ``points`` ``(N, n, p)``; returns ``self``."""
+        """Cluster ``points`` ``(N, n, p)``.
+
+        Args:
+            points: orthonormal bases ``(N, n, p)`` (tensor or array).
+            y: ignored (scikit-learn's convention).
+
+        Returns:
+            ``self``.
+        """
+        validate_parameters(self, self._parameter_checks)
         points = self._validate(points)
-        self._check_params(points.shape[0])
-        generator = torch.Generator().manual_seed(
-            int(np.random.SeedSequence(self.random_state).generate_state(1)[0])
-            if self.random_state is not None
-            else int(torch.randint(2**31 - 1, ()).item())
-        )
+        if self.n_clusters > points.shape[0]:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} exceeds the number of points {points.shape[0]}"
+            )
+        generator = torch.Generator().manual_seed(torch_seed(self.random_state))
         with torch.no_grad():
             if isinstance(self.init, str):
                 if self.init != "k-means++":
@@ -242,9 +259,15 @@ class GrassmannKMeans:
         return self
 
     def predict(self, points) -> np.ndarray:
-        """Index of the nearest centre (projection metric) for each of ``points`` ``(N, n, p)``."""
-        if not hasattr(self, "cluster_centers_"):
-            raise ValueError("this GrassmannKMeans is not fitted yet; call fit first")
+        """Index of the nearest centre (projection metric) for each of ``points`` ``(N, n, p)``.
+
+        Returns:
+            ``(N,)`` int64 NumPy array.
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before :meth:`fit`.
+        """
+        check_is_fitted(self, "cluster_centers_")
         points = self._validate(points)
         centres = self.cluster_centers_.to(points.device, points.dtype)
         if points.shape[-2:] != centres.shape[-2:]:
@@ -254,13 +277,3 @@ class GrassmannKMeans:
         with torch.no_grad():
             distances = self._squared_distances(points, centres[None])[0]
         return distances.argmin(-1).cpu().numpy().astype(np.int64)
-
-    def fit_predict(self, points, y=None) -> np.ndarray:
-        """``fit(points)`` then return ``labels_``."""
-        return self.fit(points).labels_
-
-    def __repr__(self) -> str:
-        return (
-            f"GrassmannKMeans(n_clusters={self.n_clusters}, init={self.init if isinstance(self.init, str) else 'array'!r}, mean={self.mean!r}, n_init={self.n_init}, "
-            f"max_iter={self.max_iter}, tol={self.tol}, random_state={self.random_state})"
-        )

@@ -14,15 +14,32 @@ modularity on the views' neighbour graphs (:func:`select_partition`).
 
 from __future__ import annotations
 
-import inspect
+import functools
 from collections.abc import Sequence
 
 import geoopt
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from ..models import MultiViewGrassmannNet
-from ._multiview_training import (
+from ..utils.estimators import (
+    check_bool,
+    int_at_least,
+    optional,
+    store_parameters,
+    torch_seed,
+    validate_parameters,
+)
+from ..validation import (
+    check_choice,
+    check_in_range,
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+)
+from .multiview_training import (
     confident_samples,
     contrastive_epochs,
     fused_outputs,
@@ -32,7 +49,7 @@ from .preprocessing import as_numpy_views, mutual_neighbor_graph, preprocess_vie
 from .selection import multiview_knn_graph, select_partition
 from .spectral import GrassmannSpectralClustering, spectral_clustering_of_views
 
-__all__ = ["MultiViewSubspaceClustering", "auto_restarts", "confident_samples"]
+__all__ = ["MultiViewSubspaceClustering", "auto_restarts"]
 
 
 def auto_restarts(n_samples: int, sample_budget: int = 6000, most: int = 5) -> int:
@@ -51,15 +68,16 @@ def auto_restarts(n_samples: int, sample_budget: int = 6000, most: int = 5) -> i
     return min(most, max(1, sample_budget // max(n_samples, 1)))
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+def _check_widths(value: object, name: str) -> Sequence[int]:
+    """``value`` if it is a sequence of positive ints (hidden widths); else a ``ValueError``."""
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
+    for width in value:
+        check_positive_int(width, f"{name} entries")
+    return value
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-class MultiViewSubspaceClustering:
+class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
     r"""Multi-view clustering by projection-metric contrastive learning on the Grassmannian.
 
     Every view :math:`x^v_i` of sample i is encoded as a subspace :math:`Z^v_i \in` Gr(m, p) by
@@ -126,8 +144,8 @@ class MultiViewSubspaceClustering:
         preprocess: apply :func:`preprocess_views` to the views first. Default: ``True``.
         select: choose the reported clusters among the candidates (above); ``False`` reports the
             self-labelled clusters (the consensus when no round ran). Default: ``True``.
-        random_state: int seed of restart 0 (restart r uses ``random_state + 1000 r``), or
-            ``None`` for a fresh one. The caller's global torch RNG state is left unchanged.
+        random_state: seed of restart 0 (restart r uses ``seed + 1000 r``): an int, ``None`` (a
+            fresh one) or a ``numpy.random.RandomState`` to draw it from. The caller's global torch RNG state is left unchanged.
             Default: 0.
         device: torch device of the networks (``None``: CPU). Default: ``None``.
         dtype: ``torch.float32`` or ``torch.float64`` (``None``: float32). Default: ``None``.
@@ -150,7 +168,9 @@ class MultiViewSubspaceClustering:
         models_: the R trained :class:`~manifoldnn.models.MultiViewGrassmannNet` (after
             self-labelling), in eval mode.
         loss_curve_: for each restart, the mean contrastive loss of every epoch.
-        n_restarts_: R. ``n_views_``: V as given. ``self_labelled_``: whether self-labelling ran.
+        n_restarts_: R.
+        n_views_: V as given.
+        self_labelled_: whether self-labelling ran.
         seed_: the seed of restart 0 (``random_state``, or the one drawn for ``None``).
 
     Shape:
@@ -166,6 +186,29 @@ class MultiViewSubspaceClustering:
         >>> labels.shape, model.subspaces_.shape  # doctest: +SKIP
         ((1797,), torch.Size([1, 1797, 10, 4]))
     """
+
+    _parameter_checks = {
+        "n_clusters": int_at_least(2),
+        **dict.fromkeys(
+            ("epochs", "batch_size", "ambient_dim", "rank", "projected_dim"),
+            check_positive_int,
+        ),
+        **dict.fromkeys(
+            ("warmup", "self_label_epochs", "self_label_rounds"), check_nonnegative_int
+        ),
+        "neighbors": check_positive_int,
+        "restarts": optional(check_positive_int),
+        **dict.fromkeys(
+            ("lr", "temperature", "cluster_temperature", "view_temperature"), check_positive_float
+        ),
+        "cluster_weight": check_nonnegative_float,
+        "confidence": functools.partial(check_in_range, low=0, high=1, low_open=True),
+        "hidden": _check_widths,
+        **dict.fromkeys(
+            ("reweight_views", "neighbor_positives", "preprocess", "select", "verbose"), check_bool
+        ),
+        "dtype": optional(functools.partial(check_choice, choices=(torch.float32, torch.float64))),
+    }
 
     def __init__(
         self,
@@ -192,103 +235,25 @@ class MultiViewSubspaceClustering:
         neighbor_positives: bool = True,
         preprocess: bool = True,
         select: bool = True,
-        random_state: int | None = 0,
+        random_state: int | np.random.RandomState | None = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         verbose: bool = False,
     ) -> None:
-        self.n_clusters = n_clusters
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.hidden = hidden
-        self.ambient_dim = ambient_dim
-        self.rank = rank
-        self.projected_dim = projected_dim
-        self.temperature = temperature
-        self.cluster_temperature = cluster_temperature
-        self.cluster_weight = cluster_weight
-        self.reweight_views = reweight_views
-        self.warmup = warmup
-        self.restarts = restarts
-        self.confidence = confidence
-        self.self_label_epochs = self_label_epochs
-        self.self_label_rounds = self_label_rounds
-        self.view_temperature = view_temperature
-        self.neighbors = neighbors
-        self.neighbor_positives = neighbor_positives
-        self.preprocess = preprocess
-        self.select = select
-        self.random_state = random_state
-        self.device = device
-        self.dtype = dtype
-        self.verbose = verbose
-
-    # scikit-learn's parameter protocol (``clone``, grid search)
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's parameters and their values."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def set_params(self, **params) -> MultiViewSubspaceClustering:
-        """Set constructor parameters by name; returns ``self``."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"invalid parameter {name!r}; valid: {sorted(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = type(self)().get_params()
-        changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        store_parameters(self, locals())
 
     def _validate_params(self) -> None:
-        def check(name: str, ok: bool, requirement: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
-
-        positive_ints = ("epochs", "batch_size", "ambient_dim", "rank", "projected_dim")
-        for name in positive_ints:
-            check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 1, "an int >= 1")
-        check("n_clusters", _is_int(self.n_clusters) and self.n_clusters >= 2, "an int >= 2")
-        check("batch_size", self.batch_size >= 2, "an int >= 2 (batch normalisation)")
-        for name in ("warmup", "self_label_epochs", "self_label_rounds"):
-            check(name, _is_int(getattr(self, name)) and getattr(self, name) >= 0, "an int >= 0")
-        check("neighbors", _is_int(self.neighbors) and self.neighbors >= 1, "an int >= 1")
-        check(
-            "restarts",
-            self.restarts is None or (_is_int(self.restarts) and self.restarts >= 1),
-            "None or an int >= 1",
-        )
-        for name in ("lr", "temperature", "cluster_temperature", "view_temperature"):
-            value = getattr(self, name)
-            check(name, _is_real(value) and np.isfinite(value) and value > 0, "a positive number")
-        value = self.cluster_weight
-        check("cluster_weight", _is_real(value) and np.isfinite(value) and value >= 0, ">= 0")
-        value = self.confidence
-        check("confidence", _is_real(value) and 0 < value <= 1, "a number in (0, 1]")
-        hidden = self.hidden
-        check(
-            "hidden",
-            isinstance(hidden, Sequence) and all(_is_int(h) and h >= 1 for h in hidden),
-            "a sequence of ints >= 1",
-        )
+        validate_parameters(self, self._parameter_checks)
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be >= 2 (batch normalisation), got {self.batch_size!r}"
+            )
         if not self.rank <= self.projected_dim <= self.ambient_dim:
             raise ValueError(
                 "rank, projected_dim and ambient_dim must satisfy rank <= projected_dim <= "
                 f"ambient_dim, got rank={self.rank}, projected_dim={self.projected_dim}, "
                 f"ambient_dim={self.ambient_dim}"
             )
-        for name in ("reweight_views", "neighbor_positives", "preprocess", "select", "verbose"):
-            check(name, isinstance(getattr(self, name), (bool, np.bool_)), "a bool")
-        check(
-            "random_state",
-            self.random_state is None or (_is_int(self.random_state) and self.random_state >= 0),
-            "None or an int >= 0",
-        )
-        check("dtype", self.dtype in (None, torch.float32, torch.float64), "torch.float32/float64")
 
     def fit(self, views: Sequence, y=None) -> MultiViewSubspaceClustering:
         """Train the networks on ``views`` and cluster the samples; returns ``self``.
@@ -319,9 +284,7 @@ class MultiViewSubspaceClustering:
             arrays = preprocess_views(arrays, dtype=numpy_dtype)
         else:
             arrays = [np.asarray(a, dtype=numpy_dtype) for a in arrays]
-        seed = self.random_state
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
+        seed = torch_seed(self.random_state)
 
         positives = None
         if self.neighbor_positives:
@@ -415,7 +378,3 @@ class MultiViewSubspaceClustering:
         self.seed_ = seed
         self.n_views_ = len(arrays)
         return self
-
-    def fit_predict(self, views: Sequence, y=None) -> np.ndarray:
-        """``fit(views)`` then return ``labels_`` ``(N,)``."""
-        return self.fit(views).labels_

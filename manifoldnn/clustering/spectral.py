@@ -15,12 +15,16 @@ neighbour graph is built (a consensus affinity; averaging similarity matrices of
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from ..manifolds.projection import projection_metric_similarity
+from ..utils.estimators import int_at_least, optional, store_parameters, validate_parameters
+from ..validation import check_choice, check_positive_float, check_positive_int
 
 __all__ = ["projection_affinity", "GrassmannSpectralClustering", "spectral_clustering_of_views"]
 
@@ -76,12 +80,13 @@ def projection_affinity(
             f"points must be bases of shape (N, n, p) or (R, N, n, p), got {tuple(points.shape)}"
         )
     num_points, _, p = points.shape[-3:]
-    if n_neighbors is not None and not 1 <= n_neighbors < num_points:
+    if n_neighbors is not None and check_positive_int(n_neighbors, "n_neighbors") >= num_points:
         raise ValueError(
-            f"n_neighbors must be in [1, N - 1] = [1, {num_points - 1}], got {n_neighbors}"
+            f"n_neighbors must be below the number of points N = {num_points}, got {n_neighbors}"
         )
-    if kernel not in ("projection", "heat"):
-        raise ValueError(f"kernel must be 'projection' or 'heat', got {kernel!r}")
+    check_choice(kernel, "kernel", ("projection", "heat"))
+    if sigma is not None:
+        check_positive_float(sigma, "sigma")
     with torch.no_grad():
         similarity = (projection_metric_similarity(points, points) / p).clamp(0.0, 1.0)
         if similarity.dim() == 3:  # ensemble: mean kernel over the R embeddings
@@ -97,8 +102,6 @@ def projection_affinity(
             kth = squared[np.arange(num_points), order[:, -1]] if order is not None else squared
             sigma = float(np.sqrt(np.median(kth)))
             sigma = sigma if sigma > 0 else 1.0
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
         affinity = np.exp(-squared / sigma**2)
         np.fill_diagonal(affinity, 0.0)
     else:
@@ -111,26 +114,55 @@ def projection_affinity(
     return affinity
 
 
-class GrassmannSpectralClustering:
+class GrassmannSpectralClustering(ClusterMixin, BaseEstimator):
     """Spectral clustering of subspaces ``(N, n, p)`` on the projection-metric affinity.
 
     ``fit`` also takes an ensemble ``(R, N, n, p)`` of R embeddings of the same N samples; the
-    clusters then come from the mean affinity (see :func:`projection_affinity`).
+    clusters then come from the mean affinity (see :func:`projection_affinity`). The graph is
+    clustered by scikit-learn's ``SpectralClustering`` with ``affinity="precomputed"`` (Ng, Jordan
+    & Weiss 2001). Transductive, like scikit-learn's: no ``predict``.
 
-    Parameters
-    ----------
-    n_clusters : number of clusters.
-    n_neighbors, kernel, sigma : affinity options of :func:`projection_affinity`.
-    assign_labels : scikit-learn's label assignment (``"kmeans"``, ``"discretize"``,
-        ``"cluster_qr"``).
-    n_init : k-means restarts in the spectral embedding (scikit-learn's ``n_init``).
-    random_state : seed for scikit-learn.
+    Args:
+        n_clusters: number of clusters (>= 2). Default: ``8``.
+        n_neighbors: k of the kNN graph of :func:`projection_affinity`; ``None`` keeps the dense
+            affinity. Default: ``10``.
+        kernel: ``"projection"`` or ``"heat"`` (:func:`projection_affinity`).
+            Default: ``"projection"``.
+        sigma: bandwidth of the heat kernel; ``None``: the median rule of
+            :func:`projection_affinity`. Default: ``None``.
+        assign_labels: scikit-learn's label assignment: ``"kmeans"``, ``"discretize"`` or
+            ``"cluster_qr"``. Default: ``"kmeans"``.
+        n_init: k-means restarts in the spectral embedding (scikit-learn's ``n_init``).
+            Default: ``10``.
+        random_state: seed of scikit-learn's eigensolver and label assignment (``None``, an int or
+            a ``numpy.random.RandomState``). Default: ``None``.
 
-    Attributes
-    ----------
-    affinity_matrix_ : ``(N, N)`` NumPy affinity used.
-    labels_ : ``(N,)`` int64 cluster labels.
+    Attributes:
+        affinity_matrix_: ``(N, N)`` float64 NumPy affinity used.
+        labels_: ``(N,)`` int64 NumPy cluster labels.
+
+    Shape:
+        ``fit(points)``: ``(N, n, p)`` or ``(R, N, n, p)`` orthonormal bases -> ``labels_`` ``(N,)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.linalg import qr_positive
+        >>> points = qr_positive(torch.randn(30, 6, 2, dtype=torch.float64))
+        >>> GrassmannSpectralClustering(3, n_neighbors=5, random_state=0).fit_predict(points).shape
+        (30,)
     """
+
+    _parameter_checks = {
+        "n_clusters": int_at_least(2),
+        "n_neighbors": optional(check_positive_int),
+        "kernel": functools.partial(check_choice, choices=("projection", "heat")),
+        "sigma": optional(check_positive_float),
+        "assign_labels": functools.partial(
+            check_choice, choices=("kmeans", "discretize", "cluster_qr")
+        ),
+        "n_init": check_positive_int,
+    }
 
     def __init__(
         self,
@@ -141,22 +173,23 @@ class GrassmannSpectralClustering:
         sigma: float | None = None,
         assign_labels: str = "kmeans",
         n_init: int = 10,
-        random_state: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
     ) -> None:
-        self.n_clusters = n_clusters
-        self.n_neighbors = n_neighbors
-        self.kernel = kernel
-        self.sigma = sigma
-        self.assign_labels = assign_labels
-        self.n_init = n_init
-        self.random_state = random_state
+        store_parameters(self, locals())
 
     def fit(self, points, y=None) -> GrassmannSpectralClustering:
-        """Build the affinity of ``points`` ``(N, n, p)`` or ``(R, N, n, p)`` and cluster it."""
+        """Build the affinity of ``points`` ``(N, n, p)`` or ``(R, N, n, p)`` and cluster it.
+
+        Args:
+            points: orthonormal bases (tensor or array).
+            y: ignored (scikit-learn's convention).
+
+        Returns:
+            ``self``.
+        """
         from sklearn.cluster import SpectralClustering
 
-        if not isinstance(self.n_clusters, int) or self.n_clusters < 2:
-            raise ValueError(f"n_clusters must be an int >= 2, got {self.n_clusters!r}")
+        validate_parameters(self, self._parameter_checks)
         self.affinity_matrix_ = projection_affinity(
             points, n_neighbors=self.n_neighbors, kernel=self.kernel, sigma=self.sigma
         )
@@ -173,7 +206,3 @@ class GrassmannSpectralClustering:
         )
         self.labels_ = model.fit_predict(self.affinity_matrix_).astype(np.int64)
         return self
-
-    def fit_predict(self, points, y=None) -> np.ndarray:
-        """``fit(points)`` then return ``labels_``."""
-        return self.fit(points).labels_

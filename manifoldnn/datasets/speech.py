@@ -163,7 +163,13 @@ def log_mel(
         top_db: silence threshold of :func:`librosa.effects.trim` in dB below the peak.
             Default: 30.
     """
-    import librosa
+    # manifoldnn.utils.optional.require's message; datasets sits beside utils in the layering
+    try:
+        import librosa
+    except ImportError as error:
+        raise ImportError(
+            "log_mel needs the optional dependency 'librosa': pip install \"manifoldnn[speech]\""
+        ) from error
 
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:

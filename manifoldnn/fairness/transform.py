@@ -37,15 +37,32 @@ with :math:`d_{min}` the geodesic distance to the nearest sensitive centre
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ..manifolds import Sphere, SphereGeometry
-from ..validation import check_positive_int
+from ..utils.estimators import (
+    check_callable,
+    float_dtype_of,
+    optional,
+    store_parameters,
+    torch_seed,
+    validate_parameters,
+)
+from ..validation import (
+    check_choice,
+    check_nonnegative_float,
+    check_nonnegative_int,
+    check_positive_float,
+    check_positive_int,
+)
 from .metric import FairnessMetric
 
 __all__ = ["RandomFeatureBias", "FairMetricDebias"]
@@ -135,7 +152,7 @@ class RandomFeatureBias(nn.Module):
         return scale * self.weights.abs().sum() + self.intercept.abs()
 
 
-class FairMetricDebias:
+class FairMetricDebias(TransformerMixin, BaseEstimator):
     r"""Iterated local debiasing on the sphere with refitted nonlinear bias functions.
 
     ``fit(X, z)`` runs ``rounds`` rounds on the fitting vectors; each stores its bias function;
@@ -144,37 +161,56 @@ class FairMetricDebias:
     :class:`~manifoldnn.fairness.FairnessMetric` on :class:`~manifoldnn.manifolds.Sphere`.
 
     Args:
-        alpha: stretch :math:`\alpha \ge 0` of the metric; 0 returns the input. Default: 30.
-        rounds: number of refit-and-move rounds :math:`R`. Default: 20.
-        n_features: random Fourier features :math:`D` of each bias function. Default: 1024.
-        gamma: RBF kernel parameter :math:`\gamma` of the bias functions. Default: 0.2.
-        ridge: relative ridge penalty of the bias regression. Default: 1e-3.
-        n_centres: K sensitive centres, drawn (seeded) from the biased fitting points. Default: 8.
+        alpha: stretch :math:`\alpha \ge 0` of the metric; 0 returns the input. Default: ``30.0``.
+        rounds: number of refit-and-move rounds :math:`R`. Default: ``20``.
+        n_features: random Fourier features :math:`D` of each bias function. Default: ``1024``.
+        gamma: RBF kernel parameter :math:`\gamma` of the bias functions. Default: ``0.2``.
+        ridge: relative ridge penalty of the bias regression. Default: ``1e-3``.
+        n_centres: K sensitive centres, drawn (seeded) from the biased fitting points.
+            Default: ``8``.
         bandwidth: locality bandwidth :math:`\sigma` (radians); ``None`` sets it to the median
-            geodesic distance from a centre to its nearest other centre. Default: None.
-        max_step: largest geodesic step per round (radians). Default: 0.5.
+            geodesic distance from a centre to its nearest other centre. Default: ``None``.
+        max_step: largest geodesic step per round (radians). Default: ``0.5``.
         bias_fitter: ``(x (n, d), target (n,), sample_weight (n,), generator) -> module`` (or a
             sequence of M modules) fitting any differentiable bias functions ``(..., d) -> (...)``
             (e.g. an MLP probe's logit); M > 1 functions are removed together by the step's
-            M x M solve. :meth:`displacement_bound` needs each to have ``sup_bound()``.
-            Default: None, the :class:`RandomFeatureBias` of ``n_features``, ``gamma``, ``ridge``.
-        random_state: seed of the centres and the random features. Default: 0.
-        batch_size: rows per chunk in :meth:`transform`. Default: 4096.
-        device, dtype: where and in what precision to compute. Default: the input's device,
-            float64 for float64 input, else float32.
+            M x M solve. :meth:`displacement_bound` needs each to have ``sup_bound()``. ``None``:
+            the :class:`RandomFeatureBias` of ``n_features``, ``gamma``, ``ridge``.
+            Default: ``None``.
+        random_state: seed of the centres and the random features (``None``, an int or a
+            ``numpy.random.RandomState``). Default: ``0``.
+        batch_size: rows per chunk in :meth:`transform`. Default: ``4096``.
+        device: where to compute; ``None``: the input's device. Default: ``None``.
+        dtype: ``torch.float32`` or ``torch.float64``, the precision of the rounds; ``None``:
+            float64 for float64 input, else float32. Default: ``None``.
 
-    Attributes (after fit): ``centres_ (K, d)``, ``bandwidth_``, ``metrics_`` (one
-    :class:`FairnessMetric` per round, its bias loss the round's :class:`RandomFeatureBias`),
-    ``locality_`` (the :class:`FairnessMetric` whose kernel weights the steps), ``fit_vectors_``.
+    Attributes:
+        centres_: ``(K, d)`` tensor, the sensitive centres.
+        bandwidth_: the locality bandwidth used.
+        metrics_: one :class:`FairnessMetric` per round, its bias loss the round's bias function.
+        locality_: the :class:`FairnessMetric` whose kernel weights the steps.
+        fit_vectors_: ``(n, d)`` tensor, the fitting vectors after the rounds.
 
-    Shape: ``X (n, d)`` (or ``(..., d)`` in :meth:`transform`), unit rows; ``z (n,)`` with values
-    +1 / -1 (the two sides of the bias) and 0 (neutral).
+    Shape:
+        ``fit(X, z)``: ``X (n, d)`` unit rows, ``z (n,)`` with values +1 / -1 (the two sides of the
+        bias) and 0 (neutral). ``transform(X)``: ``(..., d)`` -> ``(..., d)`` NumPy array in the
+        float dtype of ``X``.
 
     Examples::
 
         >>> debias = FairMetricDebias(alpha=30.0, rounds=8).fit(X_fit, z)  # doctest: +SKIP
         >>> X_debiased = debias.transform(X_all)  # doctest: +SKIP
     """
+
+    _parameter_checks = {
+        "alpha": check_nonnegative_float,
+        "rounds": check_nonnegative_int,
+        **dict.fromkeys(("n_features", "n_centres", "batch_size"), check_positive_int),
+        **dict.fromkeys(("gamma", "ridge", "max_step"), check_positive_float),
+        "bias_fitter": optional(check_callable),
+        "bandwidth": optional(check_positive_float),
+        "dtype": optional(functools.partial(check_choice, choices=(torch.float32, torch.float64))),
+    }
 
     def __init__(
         self,
@@ -188,46 +224,12 @@ class FairMetricDebias:
         bandwidth: float | None = None,
         max_step: float = 0.5,
         bias_fitter: Callable[..., nn.Module] | None = None,
-        random_state: int = 0,
+        random_state: int | np.random.RandomState | None = 0,
         batch_size: int = 4096,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.alpha = alpha
-        self.rounds = rounds
-        self.n_features = n_features
-        self.gamma = gamma
-        self.ridge = ridge
-        self.n_centres = n_centres
-        self.bandwidth = bandwidth
-        self.max_step = max_step
-        self.bias_fitter = bias_fitter
-        self.random_state = random_state
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-
-    # ------------------------------------------------------------------ validation
-    def _check_params(self) -> None:
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
-            raise ValueError(f"rounds must be an integer >= 0, got {self.rounds!r}")
-        check_positive_int(self.n_features, "n_features")
-        check_positive_int(self.n_centres, "n_centres")
-        check_positive_int(self.batch_size, "batch_size")
-        for name in ("gamma", "ridge", "max_step"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if self.bias_fitter is not None and not callable(self.bias_fitter):
-            raise ValueError(f"bias_fitter must be callable or None, got {self.bias_fitter!r}")
-        if self.bandwidth is not None and not (
-            self.bandwidth > 0 and math.isfinite(self.bandwidth)
-        ):
-            raise ValueError(f"bandwidth must be positive or None, got {self.bandwidth!r}")
+        store_parameters(self, locals())
 
     def _as_points(self, X, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         x = torch.as_tensor(X)
@@ -249,8 +251,16 @@ class FairMetricDebias:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, z) -> FairMetricDebias:
-        """Fit the rounds on ``X (n, d)`` with labels ``z (n,)`` in {-1, 0, 1}; returns ``self``."""
-        self._check_params()
+        """Fit the rounds on the fitting vectors.
+
+        Args:
+            X: ``(n, d)`` unit rows (array or tensor).
+            z: ``(n,)`` labels in {-1, 0, 1}.
+
+        Returns:
+            ``self``.
+        """
+        validate_parameters(self, self._parameter_checks)
         x = self._as_points(X, "X")
         if x.dim() != 2:
             raise ValueError(f"X must be (n, d), got {tuple(x.shape)}")
@@ -269,7 +279,7 @@ class FairMetricDebias:
         self.dim_ = x.shape[-1]
         self.dtype_ = x.dtype
         self.manifold_ = Sphere()
-        generator = torch.Generator().manual_seed(int(self.random_state))
+        generator = torch.Generator().manual_seed(torch_seed(self.random_state))
         pick = torch.randperm(biased.numel(), generator=generator)[: self.n_centres]
         self.centres_ = x[biased[pick.to(biased.device)]].clone()
         if self.bandwidth is None:
@@ -340,15 +350,20 @@ class FairMetricDebias:
         return self.locality_.geometry.expmap(x, u)
 
     # ------------------------------------------------------------------ transform
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "metrics_"):
-            raise ValueError("FairMetricDebias is not fitted: call fit(X, z) first")
+    def transform(self, X) -> np.ndarray:
+        """Replay the fitted rounds on any rows (unseen ones included).
 
-    def transform(self, X):
-        """Debiased rows ``(..., d)``: ndarray for array input, a tensor (same device) for tensor
-        input."""
-        self._check_fitted()
-        is_tensor = isinstance(X, torch.Tensor)
+        Args:
+            X: ``(..., d)`` unit rows (array or tensor, any device).
+
+        Returns:
+            The debiased rows ``(..., d)``, a NumPy array in the float dtype of ``X`` (``float64``
+            for integer input; the rounds run in ``dtype`` or the precision chosen by :meth:`fit`).
+
+        Raises:
+            sklearn.exceptions.NotFittedError: before :meth:`fit`.
+        """
+        check_is_fitted(self, "metrics_")
         x = self._as_points(X, "X", dtype=self.dtype_)
         if x.shape[-1] != self.dim_:
             raise ValueError(f"X must have d = {self.dim_} columns, got {x.shape[-1]}")
@@ -364,18 +379,23 @@ class FairMetricDebias:
                     chunk = self._step(metric.to(chunk.device), chunk, kernel)
                 chunks.append(chunk)
             out = torch.cat(chunks).reshape(x.shape) if chunks else x.clone()
-        if is_tensor:
-            return out
-        return out.cpu().numpy()
+        return out.cpu().numpy().astype(float_dtype_of(X), copy=False)
 
-    def fit_transform(self, X, z):
-        """``fit(X, z).transform(X)``."""
+    def fit_transform(self, X, z) -> np.ndarray:
+        """``fit(X, z).transform(X)``: the debiased fitting rows, a NumPy array (:meth:`transform`)."""
         return self.fit(X, z).transform(X)
 
-    def displacement_bound(self, X):
-        r"""Upper bound ``(...)`` on the geodesic displacement of each row (module docstring):
-        :math:`\sum_r \min(s_{max}, B_r \sqrt{\alpha W(x)})`."""
-        self._check_fitted()
+    def displacement_bound(self, X) -> np.ndarray:
+        r"""Upper bound on the geodesic displacement of each row (module docstring):
+        :math:`\sum_r \min(s_{max}, B_r \sqrt{\alpha W(x)})`.
+
+        Args:
+            X: ``(..., d)`` unit rows.
+
+        Returns:
+            ``(...)`` NumPy array in the float dtype of ``X`` (as :meth:`transform`).
+        """
+        check_is_fitted(self, "metrics_")
         x = self._as_points(X, "X", dtype=self.dtype_)
         kernel = self._kernel(x.reshape(-1, self.dim_))
         total = torch.zeros_like(kernel[..., 0])
@@ -386,7 +406,7 @@ class FairMetricDebias:
             per_round = torch.sqrt(self.alpha * (kernel * sup.pow(2)).sum(-1))
             total = total + per_round.clamp(max=self.max_step)
         total = total.reshape(x.shape[:-1])
-        return total if isinstance(X, torch.Tensor) else total.cpu().numpy()
+        return total.cpu().numpy().astype(float_dtype_of(X), copy=False)
 
 
 class _Zero(nn.Module):

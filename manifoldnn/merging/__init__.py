@@ -6,38 +6,24 @@ selected parameters (``include``); :func:`load_merged` copies them into a model 
 parameters (its task head) stay.
 """
 
+# the modules under private names: ``rgsp_tefm`` is also the name of a function
+from . import baselines as _baselines
+from . import rebasin as _rebasin
+from . import rgsp_tefm as _rgsp_tefm
+from . import statistics as _statistics
+from . import subspace as _subspace
 from ._state import load_merged
-from .baselines import (
-    dare_merge,
-    fisher_merge,
-    iso_c_merge,
-    regmean_merge,
-    task_arithmetic,
-    ties_merge,
-    tsv_merge,
-    weight_average,
-)
-from .rebasin import permutation_align
-from .rgsp_tefm import rgsp_tefm, rgsp_tefm_matrix
-from .statistics import diagonal_fisher, input_grams
-from .subspace import polar_factor, subspace_merge, subspace_merge_matrices
+from .baselines import *  # noqa: F403
+from .rebasin import *  # noqa: F403
+from .rgsp_tefm import *  # noqa: F403
+from .statistics import *  # noqa: F403
+from .subspace import *  # noqa: F403
 
 __all__ = [
-    "subspace_merge",
-    "subspace_merge_matrices",
-    "polar_factor",
-    "rgsp_tefm",
-    "rgsp_tefm_matrix",
-    "weight_average",
-    "task_arithmetic",
-    "ties_merge",
-    "dare_merge",
-    "tsv_merge",
-    "iso_c_merge",
-    "regmean_merge",
-    "fisher_merge",
-    "permutation_align",
-    "input_grams",
-    "diagonal_fisher",
+    *_subspace.__all__,
+    *_rgsp_tefm.__all__,
+    *_baselines.__all__,
+    *_rebasin.__all__,
+    *_statistics.__all__,
     "load_merged",
 ]

@@ -9,10 +9,12 @@ pretrained model take ``base``; ``scaling`` is the task-arithmetic strength λ i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..validation import check_in_range
 from ._state import Include, ModelLike, as_matrix, is_matrix, prepare
 from .statistics import grams_for
 from .subspace import polar_factor, regmean_solve, shrink_gram
@@ -29,14 +31,34 @@ __all__ = [
 ]
 
 
-def _tasks(names, states, base_state):
-    return {name: torch.stack([s[name] for s in states]) - base_state[name] for name in names}
-
-
-def _check_scaling(scaling: float) -> float:
-    if not isinstance(scaling, int | float) or not torch.isfinite(torch.tensor(float(scaling))):
+def _task_vectors(models, base, include, scaling):
+    r"""``(names, base_state, tasks, scaling)``: the selected names, the base's state, the stacked
+    task vectors :math:`\tau_k = W_k - C` ``{name: (N, *shape)}`` and the checked ``scaling``."""
+    if (
+        isinstance(scaling, bool)
+        or not isinstance(scaling, int | float)
+        or not math.isfinite(scaling)
+    ):
         raise ValueError(f"scaling must be a finite number, got {scaling!r}")
-    return float(scaling)
+    names, states, base_state = prepare(models, include, base)
+    tasks = {name: torch.stack([s[name] for s in states]) - base_state[name] for name in names}
+    return names, base_state, tasks, float(scaling)
+
+
+def _merge_task_matrices(models, base, include, scaling, combine) -> dict:
+    r""":math:`C + \lambda\, \mathrm{combine}(\tau_1, \dots, \tau_N)` on the weight matrices
+    (``combine`` maps the stacked matrix views ``(N, m, n)`` to ``(m, n)``), task arithmetic
+    :math:`C + \lambda \sum_k \tau_k` on the other parameters."""
+    names, base_state, tasks, scaling = _task_vectors(models, base, include, scaling)
+    merged = {}
+    for name in names:
+        tau = tasks[name]
+        if is_matrix(tau[0]):
+            update = combine(torch.stack([as_matrix(t) for t in tau])).reshape(tau.shape[1:])
+        else:
+            update = tau.sum(0)
+        merged[name] = base_state[name] + scaling * update
+    return merged
 
 
 def weight_average(models: Sequence[ModelLike], *, include: Include = None) -> dict:
@@ -50,9 +72,7 @@ def task_arithmetic(
 ) -> dict:
     r""":math:`C + \lambda \sum_k (W_k - C)` (Ilharco et al., "Editing models with task arithmetic",
     ICLR 2023, Sec. 2). ``scaling`` λ, default 0.5."""
-    scaling = _check_scaling(scaling)
-    names, states, base_state = prepare(models, include, base)
-    tasks = _tasks(names, states, base_state)
+    names, base_state, tasks, scaling = _task_vectors(models, base, include, scaling)
     return {name: base_state[name] + scaling * tasks[name].sum(0) for name in names}
 
 
@@ -74,11 +94,8 @@ def ties_merge(
         density: fraction kept, in (0, 1]. Default: 0.2.
         scaling: λ. Default: 1.
     """
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must lie in (0, 1], got {density}")
-    scaling = _check_scaling(scaling)
-    names, states, base_state = prepare(models, include, base)
-    tasks = _tasks(names, states, base_state)
+    check_in_range(density, "density", 0, 1, low_open=True)
+    names, base_state, tasks, scaling = _task_vectors(models, base, include, scaling)
     flat = torch.cat([tasks[name].flatten(1) for name in names], dim=1)
     keep = max(1, int(round(density * flat.shape[1])))
     # threshold per model: the keep-th largest magnitude
@@ -114,11 +131,8 @@ def dare_merge(
         scaling: λ of the task arithmetic that follows. Default: 0.5.
         generator: random generator for the masks. Default: ``None``.
     """
-    if not 0.0 <= drop < 1.0:
-        raise ValueError(f"drop must lie in [0, 1), got {drop}")
-    scaling = _check_scaling(scaling)
-    names, states, base_state = prepare(models, include, base)
-    tasks = _tasks(names, states, base_state)
+    check_in_range(drop, "drop", 0, 1, high_open=True)
+    names, base_state, tasks, scaling = _task_vectors(models, base, include, scaling)
     merged = {}
     for name in names:
         tau = tasks[name]
@@ -143,25 +157,16 @@ def tsv_merge(
     :math:`W = C + \lambda\, U_\perp \operatorname{diag}(S_1, \dots, S_N) V_\perp^\top`. Other
     parameters use task arithmetic with the same λ. ``scaling`` λ, default 1.
     """
-    scaling = _check_scaling(scaling)
-    names, states, base_state = prepare(models, include, base)
-    tasks = _tasks(names, states, base_state)
-    count = len(states)
-    merged = {}
-    for name in names:
-        tau = tasks[name]
-        if not is_matrix(tau[0]):
-            merged[name] = base_state[name] + scaling * tau.sum(0)
-            continue
-        matrices = torch.stack([as_matrix(t) for t in tau])
-        k = max(1, min(matrices.shape[-2:]) // count)
+
+    def combine(matrices: torch.Tensor) -> torch.Tensor:
+        k = max(1, min(matrices.shape[-2:]) // matrices.shape[0])
         u, s, vh = torch.linalg.svd(matrices, full_matrices=False)
         u_cat = torch.cat(list(u[..., :k]), dim=-1)
         v_cat = torch.cat(list(vh[..., :k, :].mT), dim=-1)
         s_cat = torch.cat(list(s[..., :k]), dim=-1)
-        combined = polar_factor(u_cat) @ (s_cat.unsqueeze(-1) * polar_factor(v_cat).mT)
-        merged[name] = base_state[name] + scaling * combined.reshape(base_state[name].shape)
-    return merged
+        return polar_factor(u_cat) @ (s_cat.unsqueeze(-1) * polar_factor(v_cat).mT)
+
+    return _merge_task_matrices(models, base, include, scaling, combine)
 
 
 def iso_c_merge(
@@ -181,19 +186,12 @@ def iso_c_merge(
 
     Other parameters use task arithmetic with the same λ. ``scaling`` λ, default 1.
     """
-    scaling = _check_scaling(scaling)
-    names, states, base_state = prepare(models, include, base)
-    tasks = _tasks(names, states, base_state)
-    merged = {}
-    for name in names:
-        total = tasks[name].sum(0)
-        if not is_matrix(total):
-            merged[name] = base_state[name] + scaling * total
-            continue
-        u, s, vh = torch.linalg.svd(as_matrix(total), full_matrices=False)
-        iso = s.mean(-1, keepdim=True).unsqueeze(-1) * (u @ vh)
-        merged[name] = base_state[name] + scaling * iso.reshape(total.shape)
-    return merged
+
+    def combine(matrices: torch.Tensor) -> torch.Tensor:
+        u, s, vh = torch.linalg.svd(matrices.sum(0), full_matrices=False)
+        return s.mean(-1, keepdim=True).unsqueeze(-1) * (u @ vh)
+
+    return _merge_task_matrices(models, base, include, scaling, combine)
 
 
 def regmean_merge(
@@ -210,8 +208,7 @@ def regmean_merge(
     (default 0.9). ``data``: per model, input tensors or dicts from
     :func:`~manifoldnn.merging.input_grams`. Parameters without a Gram (biases, ...) are averaged.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    check_in_range(alpha, "alpha", 0, 1)
     names, states, _ = prepare(models, include)
     grams = grams_for(models, data)
     merged = {}

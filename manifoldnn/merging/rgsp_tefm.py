@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from ..utils.optional import require
 from ._state import Include, ModelLike, as_matrix, check_rank, is_matrix, prepare
 
 __all__ = ["rgsp_tefm", "rgsp_tefm_matrix"]
@@ -102,10 +103,7 @@ def rgsp_tefm_matrix(
         raise ValueError(f"right_basis='u' needs a square weight, got {tuple(weight_a.shape)}")
     if not 1 <= rank <= min(weight_a.shape):
         raise ValueError(f"rank must lie in [1, {min(weight_a.shape)}], got {rank}")
-    try:
-        import ot  # POT, the `merging` extra
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("rgsp_tefm needs POT: pip install 'manifoldnn[merging]'") from error
+    ot = require("ot", "merging", "rgsp_tefm (Gromov-Wasserstein alignment, POT)")
     u_a, s_a, v_a = _signed_svd(weight_a, rank)
     u_b, s_b, v_b = _signed_svd(weight_b, rank)
     mixing = torch.softmax(u_a.mT @ u_b / math.sqrt(rank), dim=-1)

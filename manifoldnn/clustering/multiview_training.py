@@ -1,8 +1,9 @@
-"""Training steps of :class:`~manifoldnn.clustering.MultiViewSubspaceClustering` (private).
+"""Training steps of :class:`~manifoldnn.clustering.MultiViewSubspaceClustering`.
 
 The contrastive epochs, the view weights, the neighbour-consistency filter and the self-labelling
 rounds, as functions of explicit arguments; the estimator holds the hyper-parameters and calls
-them in order.
+them in order, and they serve any :class:`~manifoldnn.models.MultiViewGrassmannNet` trained by
+hand.
 """
 
 from __future__ import annotations
@@ -18,8 +19,18 @@ from ..losses import ClusterContrastiveLoss, ProjectionMetricContrastiveLoss
 from ..models import MultiViewGrassmannNet, MultiViewOutput, fuse_subspaces
 from .spectral import projection_affinity
 
+__all__ = [
+    "view_agreement_weights",
+    "FusedOutputs",
+    "fused_outputs",
+    "confident_samples",
+    "contrastive_epochs",
+    "self_label",
+    "self_label_rounds",
+]
 
-def progress_bar(iterable: Iterable, verbose: bool, description: str):
+
+def _progress_bar(iterable: Iterable, verbose: bool, description: str):
     """A tqdm bar over ``iterable`` when ``verbose``, else the iterable itself."""
     if not verbose:
         return iterable
@@ -161,7 +172,7 @@ def contrastive_epochs(
     batch = min(batch_size, n)
     history: list[float] = []
     weights = None
-    bar = progress_bar(range(epochs), verbose, description)
+    bar = _progress_bar(range(epochs), verbose, description)
     for epoch in bar:
         if reweight_views and epoch >= warmup and (epoch - warmup) % 10 == 0:
             model.eval()
@@ -214,7 +225,7 @@ def self_label(
     batch = min(batch_size, len(index))
     model.train()
     loss = None
-    bar = progress_bar(range(epochs), verbose, description)
+    bar = _progress_bar(range(epochs), verbose, description)
     for _ in bar:
         order = index[torch.randperm(len(index), generator=generator)]
         for start in range(0, len(order), batch):
