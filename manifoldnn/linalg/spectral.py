@@ -143,7 +143,7 @@ def _divided_differences(lam: torch.Tensor, f: ScalarFn) -> tuple[torch.Tensor, 
     li, lj = lam.unsqueeze(-1), lam.unsqueeze(-2)
     gap = li - lj
     scale = torch.maximum(li.abs(), lj.abs()).clamp_min(1.0)
-    close = gap.abs() <= scale * (torch.finfo(lam.dtype).eps ** 0.5)
+    close = gap.abs() <= scale * tolerance("gap_merge", lam.dtype)
     safe_gap = torch.where(close, torch.ones_like(gap), gap)
     dd = (values.unsqueeze(-1) - values.unsqueeze(-2)) / safe_gap
     dd = torch.where(close, fprime(0.5 * (li + lj)), dd)

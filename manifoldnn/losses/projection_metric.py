@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..linalg import check_orthonormal
 from ..manifolds.projection import (
     cross_products_cheaper,
     projection_metric_distance,
@@ -62,14 +63,7 @@ def _check_orthonormal_views(views: torch.Tensor) -> None:
     detached = views.detach()
     if not bool(torch.isfinite(detached).all()):
         raise ValueError("views hold NaN or infinite values")
-    eye = torch.eye(views.shape[-1], dtype=views.dtype, device=views.device)
-    error = (detached.transpose(-1, -2) @ detached - eye).abs().amax()
-    bound = torch.finfo(views.dtype).eps ** 0.5
-    if not bool(error <= bound):
-        raise ValueError(
-            f"views must be orthonormal bases (Y^T Y = I): max |Y^T Y - I| = {float(error):.2e} > "
-            f"{bound:.1e}; orthonormalise them first (e.g. ReOrth or manifoldnn.linalg.qr_positive)"
-        )
+    check_orthonormal(views, "views")
 
 
 class ProjectionMetricContrastiveLoss(nn.Module):
@@ -91,7 +85,7 @@ class ProjectionMetricContrastiveLoss(nn.Module):
     reduction : ``"mean"``, ``"sum"`` or ``"none"`` (``(V, N)`` per view and sample, each averaged
         over the other views).
     validate : in eager mode, raise a ``ValueError`` for views holding NaN/inf or bases that are not
-        orthonormal (``max |Y^T Y - I| > sqrt(eps)`` of the dtype), which would otherwise give an
+        orthonormal (``max |Y^T Y - I|`` above ``tolerance("orthonormality")`` of the dtype), which would otherwise give an
         infinite or NaN loss. Costs one host synchronisation per call. Default: True.
 
     With ``positives`` (a bool ``(N, N)`` mask with a true diagonal), the anchor's term becomes the

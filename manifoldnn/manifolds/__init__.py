@@ -13,7 +13,7 @@ from geoopt.manifolds import (
     SymmetricPositiveDefinite,
 )
 
-from .extrinsic import extrinsic_mean, top_eigenspace
+from .extrinsic import extrinsic_mean, mean_projector, top_eigenspace
 from .geometry import (
     EuclideanGeometry,
     GrassmannGeometry,
@@ -33,6 +33,7 @@ __all__ = [
     "Sphere",
     "karcher_mean",
     "extrinsic_mean",
+    "mean_projector",
     "top_eigenspace",
     "projection_metric_similarity",
     "projection_metric_distance",
