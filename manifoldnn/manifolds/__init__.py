@@ -22,6 +22,7 @@ from .geometry import (
     SPDGeometry,
     SphereGeometry,
     geometry_for,
+    registered_geometries,
 )
 from .grassmann import Grassmann
 from .karcher import karcher_mean
@@ -44,6 +45,7 @@ __all__ = [
     "SPDGeometry",
     "PoincareBallGeometry",
     "geometry_for",
+    "registered_geometries",
     "Euclidean",
     "PoincareBall",
     "SphereExact",

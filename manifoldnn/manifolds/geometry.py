@@ -58,6 +58,7 @@ __all__ = [
     "SPDGeometry",
     "PoincareBallGeometry",
     "geometry_for",
+    "registered_geometries",
 ]
 
 _REGISTRY: list[type[ManifoldGeometry]] = []
@@ -135,6 +136,15 @@ class ManifoldGeometry:
             )
         self.manifold = manifold
 
+    @classmethod
+    def example_manifold(cls) -> geoopt.Manifold:
+        """A manifold this class handles, with default settings (for tests and examples).
+
+        Returns:
+            ``manifold_type()``; a subclass whose manifold needs arguments overrides this.
+        """
+        return cls.manifold_type()
+
     # ------------------------------------------------------------------ facts
     @property
     def name(self) -> str:
@@ -167,6 +177,22 @@ class ManifoldGeometry:
                 f"{name} must have shape (..., L, *point_shape) with {self.point_ndim} point "
                 f"dimension(s) on {self.name}, got {tuple(x.shape)}"
             )
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor, distance: str | None = None) -> torch.Tensor:
+        """Element-wise distance ``distance`` (``None``: the default), whose square
+        :meth:`pairwise_sq_dist` computes for every pair. Generic: the manifold's ``dist`` for the
+        one distance ``"geodesic"``.
+
+        Args:
+            x: points ``(..., *point_shape)``.
+            y: points ``(..., *point_shape)``, broadcast against ``x``.
+            distance: a name in ``distances``. Default: ``None``.
+
+        Returns:
+            Distances ``(...)``.
+        """
+        self.check_distance(distance)
+        return self.manifold.dist(x, y)
 
     # ------------------------------------------------------------ pairwise maps
     def _pairs(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,6 +381,14 @@ class EuclideanGeometry(ManifoldGeometry):
         if manifold.ndim != 1:
             raise ValueError(f"EuclideanGeometry needs Euclidean(ndim=1), got ndim={manifold.ndim}")
 
+    @classmethod
+    def example_manifold(cls):
+        return geoopt.Euclidean(ndim=1)
+
+    def dist(self, x, y, distance=None):
+        self.check_distance(distance)
+        return (x - y).norm(dim=-1)
+
     def pairwise_sq_dist(self, q, k, distance=None):
         return (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)
 
@@ -435,6 +469,11 @@ class SphereGeometry(ManifoldGeometry):
     def check_points(self, x, name):
         self._require_full_sphere()
         super().check_points(x, name)
+
+    def dist(self, x, y, distance=None):
+        if self.check_distance(distance) == "chordal":
+            return (x - y).norm(dim=-1)
+        return Sphere.dist(self.manifold, x, y)
 
     def logmap(self, x, y):
         """The accurate logarithm of :class:`manifoldnn.manifolds.Sphere`, also for geoopt's own
@@ -548,6 +587,14 @@ class GrassmannGeometry(ManifoldGeometry):
                 f"{tuple(x.shape)}"
             )
 
+    def dist(self, x, y, distance=None):
+        distance = self.check_distance(distance)
+        if distance == "projection":
+            return self.manifold.projection_distance(x, y)
+        if distance == "chordal":
+            return self.manifold.chordal_distance(x, y)
+        return self.manifold.dist(x, y)
+
     def pairwise_sq_dist(self, q, k, distance=None):
         if distance in (None, "projection"):
             return projection_metric_distance(q, k, squared=True)
@@ -628,6 +675,11 @@ class SPDGeometry(ManifoldGeometry):
         super().check_points(x, name)
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
+
+    def dist(self, x, y, distance=None):
+        if self.check_distance(distance) == "log_euclidean":
+            return (sym_logm(x) - sym_logm(y)).flatten(-2).norm(dim=-1)
+        return self.manifold.dist(x, y)
 
     def pairwise_sq_dist(self, q, k, distance=None):
         if distance == "log_euclidean":
@@ -716,6 +768,18 @@ class PoincareBallGeometry(ManifoldGeometry):
     def map_points(self, weight, x, bias=None):
         y = torch.einsum("hoi,...i->...ho", weight, self._radial(x, torch.atanh))
         return self._radial(y, torch.tanh)
+
+
+def registered_geometries() -> tuple[type[ManifoldGeometry], ...]:
+    """Every registered :class:`ManifoldGeometry` subclass, in registration order.
+
+    The classes :func:`geometry_for` chooses from; a subclass that sets ``manifold_type`` is
+    registered when it is created (the property tests iterate this tuple).
+
+    Returns:
+        A tuple of classes.
+    """
+    return tuple(_REGISTRY)
 
 
 def geometry_for(manifold: geoopt.Manifold | ManifoldGeometry) -> ManifoldGeometry:
