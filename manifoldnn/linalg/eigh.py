@@ -89,19 +89,20 @@ def eigh_top(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Top-p eigenpairs of the symmetric part of ``a`` with a gap-safe backward.
 
-    Parameters
-    ----------
-    a : ``(..., n, n)``; the function is evaluated at :math:`\operatorname{sym}(a)`, so the returned
-        gradient is that of ``a -> f(sym(a))`` (symmetric).
-    p : number of eigenpairs, ``1 <= p <= n``.
-    broadening : relative Lorentzian broadening (see the module docstring); default
-        ``tolerance("eigh_broadening", a.dtype)``.
+    Args:
+        a: matrices ``(..., n, n)``; the function is evaluated at :math:`\operatorname{sym}(a)`, so
+            the returned gradient is that of ``a -> f(sym(a))`` (symmetric).
+        p: number of eigenpairs, ``1 <= p <= n``.
+        broadening: relative Lorentzian broadening (see the module docstring).
+            Default: ``None`` (``tolerance("eigh_broadening", a.dtype)``).
 
-    Returns
-    -------
-    values : ``(..., p)`` in descending order.
-    vectors : ``(..., n, p)`` orthonormal, column k the eigenvector of ``values[..., k]``, each
-        column signed so that its entry of largest magnitude is positive.
+    Returns:
+        ``(values, vectors)``: ``values (..., p)`` in descending order; ``vectors (..., n, p)``
+        orthonormal, column k the eigenvector of ``values[..., k]``, each column signed so that its
+        entry of largest magnitude is positive.
+
+    Raises:
+        ValueError: if ``a`` is not square or ``p`` is out of range.
     """
     if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"eigh_top needs square matrices (..., n, n), got shape {tuple(a.shape)}")

@@ -193,17 +193,16 @@ def symmetric_functions(
 ) -> tuple[torch.Tensor, ...]:
     """Apply scalar functions to a symmetric matrix ``s`` of shape ``(..., k, k)``.
 
-    Parameters
-    ----------
-    s : symmetric tensor ``(..., k, k)``; only its symmetric part is used by the backward pass.
-    fns : pairs ``(f, f')`` of elementwise functions of the eigenvalues and their derivatives.
-    factor : optional ``A`` ``(..., m, k)`` with ``s = A^T A``: the eigenvalues are then taken as
-        the Rayleigh quotients ``||A q_i||^2`` (accurate also for eigenvalues far below
-        ``eps ||s||``); gradients flow through ``s`` only.
+    Args:
+        s: symmetric tensor ``(..., k, k)``; only its symmetric part is used by the backward pass.
+        *fns: pairs ``(f, f')`` of elementwise functions of the eigenvalues and their derivatives.
+        factor: ``A (..., m, k)`` with ``s = A^T A``: the eigenvalues are then taken as the Rayleigh
+            quotients ``||A q_i||^2`` (accurate also for eigenvalues far below ``eps ||s||``);
+            gradients flow through ``s`` only. Default: ``None``.
 
-    Returns
-    -------
-    tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one eigendecomposition.
+    Returns:
+        A tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one
+        eigendecomposition.
     """
     if s.dtype in HALF_DTYPES:  # no half eigensolver: evaluated in float32, returned as the input
         outs = symmetric_functions(

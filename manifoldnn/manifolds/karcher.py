@@ -156,37 +156,60 @@ def karcher_mean(
     Riemannian gradient descent with unit step, ``m <- Exp_m(sum_i w_i Log_m(x_i))`` (Karcher 1977;
     Afsari, Tron & Vidal 2013), run for a whole batch of sets at once; each set stops when its own
     gradient norm ``||sum_i w_i Log_m(x_i)||_m`` is at most ``tol`` (converged sets stop changing).
-    It starts from a warm start: on the Grassmannian the extrinsic mean (top-p eigenvectors of the
-    weighted mean projector), elsewhere the manifold projection of the weighted Euclidean mean.
+    It starts from the geometry's warm start: on the Grassmannian the extrinsic mean (top-p
+    eigenvectors of the weighted mean projector), by default the manifold projection of the weighted
+    Euclidean mean.
     The backward pass is implicit differentiation at the optimum (see ``_KarcherMean``), not
     back-propagation through the iterations: gradients reach ``points`` and ``weights``.
 
-    Parameters
-    ----------
-    manifold : a geoopt manifold with ``expmap``/``logmap`` (``Grassmann``, ``Sphere``,
-        ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Euclidean(ndim=1)``, ...).
-    points : ``(..., N, *point_shape)`` with ``len(point_shape) == manifold.ndim``.
-    weights : optional non-negative ``(..., N)`` (broadcast against the batch shape ``...``); they are
-        normalised to sum to one per set. Default: uniform.
-    max_iter : maximum number of iterations per set.
-    tol : gradient-norm tolerance; default 1e-10 in float64, 1e-5 in float32.
-    step_size : step along the Riemannian gradient (1 is the classical fixed point iteration).
-    init : optional starting points ``(..., *point_shape)``.
-    check : check that the points lie on the manifold (raises ``ValueError`` otherwise).
-    return_info : also return the final gradient norms ``(...)`` and iteration counts ``(...)``.
+    .. math::
 
-    Returns
-    -------
-    mean : ``(..., *point_shape)``. On the Grassmannian its basis is arbitrary within the mean
-        subspace; use basis-invariant quantities downstream.
+        \bar m = \operatorname*{arg\,min}_m \sum_i w_i\, d^2(m, x_i), \qquad
+        m \leftarrow \mathrm{Exp}_m\Big(t \sum_i w_i \mathrm{Log}_m x_i\Big)
 
-    Raises
-    ------
-    ValueError
-        on mismatched shapes, negative weights, weights summing to zero, points off the manifold
-        (with ``check=True``), or a mean that became NaN (e.g. points at the cut locus).
-    RuntimeWarning (warning)
-        when a set does not reach ``tol`` within ``max_iter``; the message gives the gradient norm.
+    The manifold's :class:`~manifoldnn.manifolds.ManifoldGeometry` (:func:`geometry_for`) supplies
+    the logarithm, the warm start, the descent direction and the backward's adjoint solve, so a
+    new manifold is one geometry class for the Karcher mean too.
+
+    Args:
+        manifold: a geoopt manifold with ``expmap`` and ``logmap`` (``Grassmann``, ``Sphere``,
+            ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Euclidean(ndim=1)``, ...).
+        points: ``(..., N, *point_shape)`` with ``len(point_shape) == manifold.ndim``.
+        weights: non-negative ``(..., N)`` (broadcast against the batch shape ``...``), normalised
+            to sum to one per set. Default: ``None`` (uniform).
+        max_iter: maximum number of iterations per set. Default: ``100``.
+        tol: gradient-norm tolerance. Default: ``None`` (``tolerance("karcher_tol", dtype)``).
+        step_size: first step along the Riemannian gradient (1 is the classical fixed point
+            iteration). Default: ``1.0``.
+        init: starting points ``(..., *point_shape)``. Default: ``None`` (the geometry's warm start).
+        check: check that the points lie on the manifold. Default: ``True``.
+        return_info: also return the final gradient norms ``(...)`` and iteration counts ``(...)``.
+            Default: ``False``.
+
+    Returns:
+        The means ``(..., *point_shape)`` (with ``return_info``: ``(mean, grad_norm, iterations)``).
+        On the Grassmannian the basis is arbitrary within the mean subspace; use basis-invariant
+        quantities downstream.
+
+    Raises:
+        ValueError: on mismatched shapes, negative weights, weights summing to zero, points off the
+            manifold (with ``check=True``), or a mean that became NaN (e.g. points at the cut locus).
+
+    Warns:
+        RuntimeWarning: when a set does not reach ``tol`` within ``max_iter``; the message gives
+            the gradient norm.
+
+    Shape:
+        ``points (..., N, *point_shape)``, ``weights (..., N)`` -> ``(..., *point_shape)``; one set
+        ``(N, *point_shape)`` -> ``(*point_shape)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.manifolds import Grassmann, karcher_mean
+        >>> points = Grassmann().random(8, 5, 6, 2, dtype=torch.float64)  # 8 sets of 5 subspaces
+        >>> karcher_mean(Grassmann(), points).shape
+        torch.Size([8, 6, 2])
     """
     if not isinstance(manifold, geoopt.Manifold):
         raise ValueError(f"manifold must be a geoopt manifold, got {type(manifold).__name__}")
