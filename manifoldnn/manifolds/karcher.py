@@ -9,6 +9,7 @@ import geoopt
 import torch
 
 from ..linalg import HALF_DTYPES, tolerance
+from ..validation import check_nonnegative_float, check_nonnegative_int, check_positive_float
 from .geometry import ManifoldGeometry, geometry_for
 
 __all__ = ["karcher_mean"]
@@ -213,6 +214,8 @@ def karcher_mean(
     """
     if not isinstance(manifold, geoopt.Manifold):
         raise ValueError(f"manifold must be a geoopt manifold, got {type(manifold).__name__}")
+    max_iter = check_nonnegative_int(max_iter, "max_iter")
+    step_size = check_positive_float(step_size, "step_size")
     for method in ("expmap", "logmap"):
         if getattr(type(manifold), method) is getattr(geoopt.Manifold, method):
             raise ValueError(
@@ -304,7 +307,11 @@ def karcher_mean(
                 f"{tuple(batch_shape + tuple(point_shape))}, got "
                 f"{tuple(getattr(init, 'shape', ()))}"
             ) from None
-    tol = tolerance("karcher_tol", points.dtype) if tol is None else float(tol)
+    tol = (
+        tolerance("karcher_tol", points.dtype)
+        if tol is None
+        else check_nonnegative_float(tol, "tol")
+    )
     geometry = geometry_for(manifold)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
