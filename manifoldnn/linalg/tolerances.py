@@ -13,9 +13,7 @@ Each entry is a property of the floating-point format, not of a data set:
 * ``"orthonormality"``: the largest ``|Y^T Y - I|`` accepted from a basis said to be orthonormal
   (:func:`manifoldnn.linalg.check_orthonormal`): ``sqrt(eps)``, far above the few ``p eps`` of a
   basis computed in the format and far below any error that changes a result at first order
-  (one :func:`manifoldnn.linalg.newton_schulz_step` squares it back to rounding); in the half
-  formats it is capped at the Taylor radius ``1e-2``, within which the Grassmann logarithm's
-  cosines stay below one;
+  (one :func:`manifoldnn.linalg.newton_schulz_step` squares it back to rounding);
 * ``"gap_merge"``: relative eigenvalue gap below which a divided difference ``(f(a) - f(b)) /
   (a - b)`` is replaced by ``f'`` at the midpoint (:mod:`manifoldnn.linalg.spectral`): ``sqrt(eps)``,
   where the two errors, ``eps / gap`` of the quotient and ``gap`` of the midpoint rule, are equal;
@@ -39,6 +37,12 @@ __all__ = ["TOLERANCES", "tolerance", "HALF_DTYPES"]
 #: the half-precision dtypes, which manifoldnn evaluates in float32 (see docs/precision.md)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
+#: ``sqrt(eps)`` of each floating format
+_SQRT_EPS = {
+    dtype: torch.finfo(dtype).eps ** 0.5
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
+
 TOLERANCES: dict[str, dict[torch.dtype, float]] = {
     "taylor_switch": {
         torch.float16: 1e-2,
@@ -58,18 +62,8 @@ TOLERANCES: dict[str, dict[torch.dtype, float]] = {
         torch.float32: 1e-5,
         torch.float64: 1e-10,
     },
-    "orthonormality": {
-        torch.float16: 1e-2,
-        torch.bfloat16: 1e-2,
-        torch.float32: torch.finfo(torch.float32).eps ** 0.5,
-        torch.float64: torch.finfo(torch.float64).eps ** 0.5,
-    },
-    "gap_merge": {
-        torch.float16: torch.finfo(torch.float16).eps ** 0.5,
-        torch.bfloat16: torch.finfo(torch.bfloat16).eps ** 0.5,
-        torch.float32: torch.finfo(torch.float32).eps ** 0.5,
-        torch.float64: torch.finfo(torch.float64).eps ** 0.5,
-    },
+    "orthonormality": _SQRT_EPS,
+    "gap_merge": _SQRT_EPS,
     "cancellation_switch": {
         torch.float16: 1e-2,
         torch.bfloat16: 1e-2,
