@@ -99,6 +99,19 @@ class Grassmann(Manifold):
 
     geoopt has no Grassmann manifold; this class implements geoopt's ``Manifold`` contract, so
     ``geoopt.ManifoldParameter`` and ``geoopt.optim.RiemannianAdam/RiemannianSGD`` use it unchanged.
+
+    Shape:
+        points and tangent vectors ``(..., n, p)``; distances ``(...)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> manifold = Grassmann()
+        >>> x, y = manifold.random(4, 6, 2), manifold.random(4, 6, 2)
+        >>> u = manifold.logmap(x, y)
+        >>> bool(manifold.dist(manifold.expmap(x, u), y).max() < 1e-3)
+        True
     """
 
     ndim = 2
@@ -136,14 +149,23 @@ class Grassmann(Manifold):
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Orthonormal basis of span(``x``) by sign-fixed QR; a valid basis comes back unchanged.
 
-        ``x``: ``(..., n, p)`` of full column rank -> ``(..., n, p)``.
+        Args:
+            x: matrices ``(..., n, p)`` of full column rank.
+
+        Returns:
+            Orthonormal bases ``(..., n, p)`` (:func:`manifoldnn.linalg.qr_positive`).
         """
         return qr_positive(x)
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Projection onto the horizontal space, ``(I - X X^T) U`` (Edelman et al. 1998, Sec. 2.5).
 
-        ``x``, ``u``: ``(..., n, p)`` -> ``(..., n, p)``.
+        Args:
+            x: bases ``(..., n, p)``.
+            u: ambient vectors ``(..., n, p)``.
+
+        Returns:
+            Horizontal vectors at ``x``, ``(..., n, p)``.
         """
         return u - x @ (x.transpose(-1, -2) @ u)
 
@@ -174,7 +196,12 @@ class Grassmann(Manifold):
         With ``U = W diag(s) V^T``, ``Exp_X(U) = X V cos(s) V^T + W sin(s) V^T``, computed without an
         SVD as ``X cos(sqrt(U^T U)) + U sinc(sqrt(U^T U))`` from one ``p x p`` eigendecomposition.
 
-        ``x``, ``u``: ``(..., n, p)`` -> ``(..., n, p)`` orthonormal.
+        Args:
+            x: bases ``(..., n, p)``.
+            u: horizontal tangent vectors at ``x``, ``(..., n, p)``.
+
+        Returns:
+            Orthonormal bases ``(..., n, p)``.
         """
         c, s = symmetric_functions(u.transpose(-1, -2) @ u, COS_SQRT, SINC_SQRT)
         return x @ c + u @ s
@@ -193,7 +220,16 @@ class Grassmann(Manifold):
         Defined when no principal angle equals pi/2 (the cut locus: there the result is finite,
         ``cos^2 theta`` being floored at the smallest normal number, but it is not a logarithm).
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(..., n, p)``; independent of the basis of ``y``.
+        Args:
+            x: bases ``(..., n, p)``, orthonormal to the Taylor radius
+                (``tolerance("taylor_switch")``).
+            y: bases ``(..., n, p)``, likewise.
+
+        Returns:
+            Horizontal tangent vectors at ``x``, ``(..., n, p)``, independent of the basis of ``y``.
+
+        Raises:
+            ValueError: if the bases are of different ``Gr(n, p)`` or far from orthonormal.
         """
         _check_same_space(x, y, "logmap")
         if not torch.compiler.is_compiling():
@@ -247,7 +283,12 @@ class Grassmann(Manifold):
         values of ``X^T Y`` (descending), sines those of ``(I - X X^T) Y`` (ascending), paired by rank
         and combined as ``atan2(sin, cos)``, so small angles keep full relative accuracy.
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(..., p)``.
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+
+        Returns:
+            Angles ``(..., p)``.
         """
         _check_same_space(x, y, "principal_angles")
         if x.dtype in HALF_DTYPES or y.dtype in HALF_DTYPES:  # no half SVD: float32, cast back
@@ -267,7 +308,16 @@ class Grassmann(Manifold):
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
         """Geodesic distance ``||theta||_2`` (Edelman et al. 1998, Sec. 4.3); zero gradient at x == y.
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(...)`` (``(..., 1, 1)`` if keepdim).
+        Below the floor of :func:`manifoldnn.manifolds.projection.distance_from_squared` the
+        distance is exactly 0.
+
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
+
+        Returns:
+            Distances ``(...)``.
         """
         return distance_from_squared(self.dist2(x, y, keepdim=keepdim), x.shape[-1])
 
@@ -346,7 +396,13 @@ class Grassmann(Manifold):
         ``||sin theta||^2 = ||(I - X X^T) Y||_F^2`` (Edelman et al. 1998, Sec. 4.3), which keeps
         full accuracy near 0 and has a zero (finite) gradient at ``x == y``.
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(...)`` (``(..., 1, 1)`` if keepdim).
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
+
+        Returns:
+            Distances ``(...)`` in ``[0, sqrt(p)]``.
         """
         _check_same_space(x, y, "projection_distance")
         distance = projection_metric_distance(x, y, pairwise=False)
@@ -357,7 +413,15 @@ class Grassmann(Manifold):
     ) -> torch.Tensor:
         r"""Chordal (Procrustes) distance ``||2 sin(theta / 2)||_2 = min_Q ||X Q - Y||_F``.
 
-        Edelman et al. 1998, Sec. 4.3. ``x``, ``y``: ``(..., n, p)`` -> ``(...)``.
+        Edelman et al. 1998, Sec. 4.3.
+
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
+
+        Returns:
+            Distances ``(...)``.
         """
         half_chords = 2.0 * torch.sin(0.5 * self.principal_angles(x, y))
         d2 = half_chords.pow(2).sum(-1)
