@@ -200,6 +200,15 @@ def test_euclidean_mean_is_weighted_average():
     )
 
 
+def test_manifolds_without_a_pairwise_geometry_use_the_generic_pieces():
+    # Euclidean(ndim=2) has no pairwise geometry (EuclideanGeometry pairs vectors): the Karcher mean
+    # still runs on the manifold's own maps
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, 2, 2, generator=gen, dtype=torch.float64)
+    mean = karcher_mean(Euclidean(ndim=2), x)
+    torch.testing.assert_close(mean, x.mean(1), atol=_rounding(x.dtype, x.abs().max()), rtol=0)
+
+
 def test_batch_equals_loop_and_leading_dims():
     manifold, points, weights, _ = CASES["spd"]
     pts, w = points[:6].reshape(2, 3, POINTS, 4, 4), weights[:6].reshape(2, 3, POINTS)

@@ -312,7 +312,12 @@ def karcher_mean(
         if tol is None
         else check_nonnegative_float(tol, "tol")
     )
-    geometry = geometry_for(manifold)
+    try:
+        geometry = geometry_for(manifold)
+    except ValueError:
+        # a pairwise geometry may refuse a configuration it cannot pair (e.g. Euclidean(ndim=2));
+        # the generic Karcher pieces need only the manifold's own maps
+        geometry = ManifoldGeometry(manifold)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
     with torch.no_grad():
