@@ -25,39 +25,20 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..linalg import check_orthonormal
 from ..manifolds import (
     Grassmann,
     extrinsic_mean,
     karcher_mean,
+    mean_projector,
     projection_metric_distance,
     top_eigenspace,
 )
+from ..manifolds.projection import similarity_rounding
 from ..utils.estimators import store_parameters, torch_seed, validate_parameters
 from ..validation import check_choice, check_nonnegative_float, check_positive_int
 
 __all__ = ["GrassmannKMeans"]
-
-
-def _mean_projectors(points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum_i w_i Y_i Y_i^T`` for weights ``(..., N)`` and points ``(N, n, p)`` -> ``(..., n, n)``:
-    the mean projectors of many weightings of one shared point set (the extrinsic mean's matrix,
-    :mod:`manifoldnn.manifolds.extrinsic`, without expanding the points per set).
-
-    One matrix product with the flattened projectors ``(N, n^2)`` when they fit in memory, otherwise a
-    loop over the weight rows using only the points with non-zero weight.
-    """
-    num_points, n, _ = points.shape
-    if num_points * n * n <= 2**25:
-        flat = (points @ points.transpose(-1, -2)).flatten(-2)  # (N, n^2)
-        return (weights @ flat).unflatten(-1, (n, n))
-    rows = weights.reshape(-1, num_points)
-    out = []
-    for row in rows:
-        members = row > 0
-        chosen = points[members] * row[members].sqrt()[:, None, None]
-        basis = chosen.transpose(0, 1).reshape(n, -1)  # (n, members * p)
-        out.append(basis @ basis.T)
-    return torch.stack(out).reshape(*weights.shape[:-1], n, n)
 
 
 class GrassmannKMeans(ClusterMixin, BaseEstimator):
@@ -139,14 +120,7 @@ class GrassmannKMeans(ClusterMixin, BaseEstimator):
             raise ValueError(f"bases must be tall (n >= p), got n, p = {tuple(points.shape[-2:])}")
         if not torch.isfinite(points).all():
             raise ValueError("points contain NaN or infinite values")
-        gram = points.transpose(-1, -2) @ points
-        eye = torch.eye(points.shape[-1], dtype=points.dtype, device=points.device)
-        tol = 1e-4 if points.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
-        if (gram - eye).abs().amax() > tol:
-            raise ValueError(
-                "points must have orthonormal columns (Y^T Y = I); orthonormalise them first, e.g. "
-                "with manifoldnn.linalg.qr_positive"
-            )
+        check_orthonormal(points, "points")
         return points
 
     @staticmethod
@@ -162,8 +136,8 @@ class GrassmannKMeans(ClusterMixin, BaseEstimator):
         first = torch.randint(num_points, (restarts,), generator=generator)
         chosen = [first]
         closest = self._squared_distances(points, points[first][:, None])[..., 0]  # (R, N)
-        # squared distances below the rounding of p - ||X^T Y||^2 (a few p eps) are coincident points
-        floor = 8 * points.shape[-1] * torch.finfo(points.dtype).eps
+        # squared distances below the rounding of p - ||X^T Y||^2 are coincident points
+        floor = similarity_rounding(points.shape[-1], points.dtype)
         for found in range(1, self.n_clusters):
             weights = torch.where(closest > floor, closest, 0.0).double().cpu()
             if bool((weights.sum(-1) == 0).any()):
@@ -188,7 +162,7 @@ class GrassmannKMeans(ClusterMixin, BaseEstimator):
         batch = points.expand(*weights.shape[:2], *points.shape)  # (R, K, N, n, p)
         if self.mean == "extrinsic":
             normalised = weights / counts.clamp_min(1.0)[..., None]
-            centres = top_eigenspace(_mean_projectors(points, normalised), points.shape[-1])
+            centres = top_eigenspace(mean_projector(points, normalised), points.shape[-1])
         else:
             safe = torch.where(counts[..., None] > 0, weights, torch.ones_like(weights))
             init = extrinsic_mean(batch, safe)

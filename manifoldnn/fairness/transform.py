@@ -47,6 +47,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ..linalg import check_orthonormal
 from ..manifolds import Sphere, SphereGeometry
 from ..utils.estimators import (
     check_callable,
@@ -243,10 +244,8 @@ class FairMetricDebias(TransformerMixin, BaseEstimator):
         x = x.to(device=self.device if self.device is not None else x.device, dtype=dtype)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} has NaN or infinite entries")
-        # unit rows, to the rounding of vectors normalised in float32
-        tol = math.sqrt(torch.finfo(torch.float32).eps)
-        if x.numel() and bool(((x.norm(dim=-1) - 1).abs() > tol).any()):
-            raise ValueError(f"{name} must have unit-norm rows (tolerance {tol:.1e})")
+        # unit rows (orthonormal 1-column bases), to the rounding of vectors normalised in float32
+        check_orthonormal(x.unsqueeze(-1), f"{name} (unit-norm rows)", dtype=torch.float32)
         return x
 
     # ------------------------------------------------------------------ fitting

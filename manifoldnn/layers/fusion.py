@@ -32,7 +32,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from ..linalg import qr_positive
+from ..linalg import fix_column_signs, qr_positive
 from ..losses.infonce import info_nce_loss
 from ..parametrizations import PARAMETRIZATIONS, OrthonormalFrame, Parametrization
 from ..validation import check_positive_int
@@ -121,9 +121,7 @@ def whitened_cca(
 def _orthonormal_span(weights: np.ndarray, generator: np.random.Generator) -> np.ndarray:
     """Orthonormal basis (Gram-Schmidt order) of the columns of ``weights`` ``(d, r)``."""
     q, r = np.linalg.qr(weights)
-    signs = np.sign(np.diag(r))
-    signs[signs == 0] = 1.0
-    q = q * signs
+    q = fix_column_signs(torch.from_numpy(q), torch.from_numpy(np.diag(r).copy())).numpy()
     deficient = np.abs(np.diag(r)) <= 1e-12 * max(np.abs(r).max(), 1e-300)
     if deficient.any():  # rank-deficient weights: fill with random directions in the complement
         filler = generator.standard_normal(q.shape)

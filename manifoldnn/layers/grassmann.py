@@ -23,7 +23,7 @@ import geoopt
 import torch
 from torch import nn
 
-from ..linalg import eigh_top, qr_positive
+from ..linalg import eigh_top, newton_schulz_step, qr_positive
 from ..manifolds import Grassmann, karcher_mean
 
 __all__ = [
@@ -337,10 +337,9 @@ class KarcherPool(nn.Module):
         mean = karcher_mean(
             self.manifold, grouped, weights, max_iter=self.max_iter, tol=self.tol, check=False
         )
-        # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices", Ch. 8,
-        # iteration for the polar factor): the identity on orthonormal U, it brings the float32
-        # orthonormality error of the mean's basis (about 1e-6) back to rounding level.
-        mean = 1.5 * mean - 0.5 * mean @ (mean.transpose(-1, -2) @ mean)
+        # one Newton-Schulz step: the identity on orthonormal U, it brings the float32
+        # orthonormality error of the mean's basis back to rounding level
+        mean = newton_schulz_step(mean)
         if self.group_size is None:
             return mean.squeeze(-3)
         return mean.movedim(-3, self.dim)

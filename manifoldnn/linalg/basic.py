@@ -9,9 +9,18 @@ import math
 
 import torch
 
-from .tolerances import HALF_DTYPES
+from .tolerances import HALF_DTYPES, tolerance
 
-__all__ = ["sym", "qr_positive", "eye_like", "symmetric_vectorize"]
+__all__ = [
+    "sym",
+    "qr_positive",
+    "eye_like",
+    "symmetric_vectorize",
+    "fix_column_signs",
+    "newton_schulz_step",
+    "orthonormality_error",
+    "check_orthonormal",
+]
 
 
 def sym(a: torch.Tensor) -> torch.Tensor:
@@ -59,9 +68,89 @@ def qr_positive(a: torch.Tensor, *, check_rank: bool = False) -> torch.Tensor:
                 f"input of shape (..., n, p) = {tuple(a.shape)} is rank-deficient: some matrix has "
                 "fewer than p linearly independent columns, so it spans no p-dimensional subspace"
             )
-    signs = torch.sign(diagonal)
+    return fix_column_signs(q, diagonal)
+
+
+def fix_column_signs(columns: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Flip column ``k`` of ``columns`` where ``reference[..., k]`` is negative.
+
+    The one home of the sign conventions that make a factor a function of its input: the QR
+    factor with ``diag(R) >= 0`` (:func:`qr_positive`) and eigenvectors whose entry of largest
+    magnitude is positive (:func:`manifoldnn.linalg.eigh_top`). A zero reference keeps its column.
+    The sign is locally constant, so gradients pass through unchanged.
+
+    Args:
+        columns: tensor of shape ``(..., n, p)``.
+        reference: tensor of shape ``(..., p)`` whose signs are made positive.
+
+    Returns:
+        ``columns`` with its columns multiplied by ``+1`` or ``-1``, shape ``(..., n, p)``.
+    """
+    signs = torch.sign(reference)
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return q * signs.unsqueeze(-2)
+    return columns * signs.unsqueeze(-2)
+
+
+def newton_schulz_step(u: torch.Tensor) -> torch.Tensor:
+    r"""One Newton-Schulz step towards the polar factor, :math:`U (3 I - U^\top U) / 2`.
+
+    .. math::
+
+        U \mapsto \tfrac32 U - \tfrac12 U U^\top U
+
+    The identity on orthonormal ``U``; an orthonormality error ``E = U^T U - I`` becomes
+    :math:`O(E^2)`, so one step brings a basis orthonormal to ``sqrt(eps)`` back to rounding level
+    (Higham 2008, "Functions of Matrices", Ch. 8, the iteration for the polar factor).
+
+    Args:
+        u: tensor of shape ``(..., n, p)`` with ``n >= p`` and nearly orthonormal columns.
+
+    Returns:
+        Tensor of shape ``(..., n, p)``.
+    """
+    return 1.5 * u - 0.5 * u @ (u.transpose(-1, -2) @ u)
+
+
+def orthonormality_error(y: torch.Tensor) -> torch.Tensor:
+    r"""Largest entry of :math:`|Y^\top Y - I|` over every basis of ``y``, as a 0-d tensor.
+
+    Args:
+        y: tensor of shape ``(..., n, p)``; not differentiated (the value is detached).
+
+    Returns:
+        A 0-d tensor (0 for an empty ``y``).
+    """
+    if y.numel() == 0:
+        return y.new_zeros(())
+    detached = y.detach()
+    eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+    return (detached.transpose(-1, -2) @ detached - eye).abs().amax()
+
+
+def check_orthonormal(
+    y: torch.Tensor, name: str, *, dtype: torch.dtype | None = None, tol: float | None = None
+) -> None:
+    r"""Raise a ``ValueError`` naming ``name`` unless ``y`` holds orthonormal bases.
+
+    The one orthonormality check of manifoldnn: :math:`\max |Y^\top Y - I| \le` ``tol``, by default
+    ``tolerance("orthonormality", dtype)`` (see :mod:`manifoldnn.linalg.tolerances`). Reads one
+    number on the host; NaN or infinite entries fail the check.
+
+    Args:
+        y: tensor of shape ``(..., n, p)`` (unit vectors: ``(..., d, 1)``).
+        name: the argument's name, for the message.
+        dtype: the floating format whose rounding the bases are expected to have (e.g. float32
+            for vectors normalised in float32 and then cast to float64). Default: ``y.dtype``.
+        tol: an explicit threshold instead of the table's. Default: ``None``.
+    """
+    if tol is None:
+        tol = tolerance("orthonormality", y.dtype if dtype is None else dtype)
+    error = orthonormality_error(y)
+    if not bool(error <= tol):
+        raise ValueError(
+            f"{name} must be orthonormal bases (Y^T Y = I): max |Y^T Y - I| = {float(error):.2e} "
+            f"> {tol:.1e}; orthonormalise them first (e.g. manifoldnn.linalg.qr_positive)"
+        )
 
 
 def symmetric_vectorize(s: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from .basic import sym
+from .basic import fix_column_signs, newton_schulz_step, sym
 from .tolerances import HALF_DTYPES, tolerance
 
 __all__ = ["eigh_top"]
@@ -44,9 +44,7 @@ __all__ = ["eigh_top"]
 def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:
     """Flip each column so that its entry of largest magnitude is positive (a locally constant sign)."""
     index = vectors.abs().argmax(dim=-2, keepdim=True)
-    signs = torch.sign(torch.gather(vectors, -2, index))
-    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return vectors * signs
+    return fix_column_signs(vectors, torch.gather(vectors, -2, index).squeeze(-2))
 
 
 class _EighTop(torch.autograd.Function):
@@ -56,11 +54,9 @@ class _EighTop(torch.autograd.Function):
         vectors = _fix_signs(vectors)
         top_values = values[..., -p:].flip(-1)
         top_vectors = vectors[..., -p:].flip(-1)
-        # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices", Ch. 8)
-        # brings the orthonormality error of a low-precision eigh to rounding level; it moves U by
-        # O(its error) only, so the backward below treats it as the identity.
-        gram = top_vectors.transpose(-1, -2) @ top_vectors
-        top_vectors = 1.5 * top_vectors - 0.5 * top_vectors @ gram
+        # One Newton-Schulz step brings the orthonormality error of a low-precision eigh to
+        # rounding level; it moves U by O(its error) only, so the backward treats it as the identity.
+        top_vectors = newton_schulz_step(top_vectors)
         ctx.save_for_backward(values, vectors)
         ctx.p = p
         ctx.broadening = broadening
@@ -93,19 +89,20 @@ def eigh_top(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Top-p eigenpairs of the symmetric part of ``a`` with a gap-safe backward.
 
-    Parameters
-    ----------
-    a : ``(..., n, n)``; the function is evaluated at :math:`\operatorname{sym}(a)`, so the returned
-        gradient is that of ``a -> f(sym(a))`` (symmetric).
-    p : number of eigenpairs, ``1 <= p <= n``.
-    broadening : relative Lorentzian broadening (see the module docstring); default
-        ``tolerance("eigh_broadening", a.dtype)``.
+    Args:
+        a: matrices ``(..., n, n)``; the function is evaluated at :math:`\operatorname{sym}(a)`, so
+            the returned gradient is that of ``a -> f(sym(a))`` (symmetric).
+        p: number of eigenpairs, ``1 <= p <= n``.
+        broadening: relative Lorentzian broadening (see the module docstring).
+            Default: ``None`` (``tolerance("eigh_broadening", a.dtype)``).
 
-    Returns
-    -------
-    values : ``(..., p)`` in descending order.
-    vectors : ``(..., n, p)`` orthonormal, column k the eigenvector of ``values[..., k]``, each
-        column signed so that its entry of largest magnitude is positive.
+    Returns:
+        ``(values, vectors)``: ``values (..., p)`` in descending order; ``vectors (..., n, p)``
+        orthonormal, column k the eigenvector of ``values[..., k]``, each column signed so that its
+        entry of largest magnitude is positive.
+
+    Raises:
+        ValueError: if ``a`` is not square or ``p`` is out of range.
     """
     if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"eigh_top needs square matrices (..., n, n), got shape {tuple(a.shape)}")
@@ -119,6 +116,6 @@ def eigh_top(
         return values.to(a.dtype), vectors.to(a.dtype)
     if broadening is None:
         broadening = tolerance("eigh_broadening", a.dtype)
-    if broadening < 0:
+    if broadening < 0:  # linalg sits beside validation in the layering, so checked here
         raise ValueError(f"broadening must be >= 0, got {broadening}")
     return _EighTop.apply(a, p, broadening)

@@ -143,7 +143,7 @@ def _divided_differences(lam: torch.Tensor, f: ScalarFn) -> tuple[torch.Tensor, 
     li, lj = lam.unsqueeze(-1), lam.unsqueeze(-2)
     gap = li - lj
     scale = torch.maximum(li.abs(), lj.abs()).clamp_min(1.0)
-    close = gap.abs() <= scale * (torch.finfo(lam.dtype).eps ** 0.5)
+    close = gap.abs() <= scale * tolerance("gap_merge", lam.dtype)
     safe_gap = torch.where(close, torch.ones_like(gap), gap)
     dd = (values.unsqueeze(-1) - values.unsqueeze(-2)) / safe_gap
     dd = torch.where(close, fprime(0.5 * (li + lj)), dd)
@@ -193,17 +193,16 @@ def symmetric_functions(
 ) -> tuple[torch.Tensor, ...]:
     """Apply scalar functions to a symmetric matrix ``s`` of shape ``(..., k, k)``.
 
-    Parameters
-    ----------
-    s : symmetric tensor ``(..., k, k)``; only its symmetric part is used by the backward pass.
-    fns : pairs ``(f, f')`` of elementwise functions of the eigenvalues and their derivatives.
-    factor : optional ``A`` ``(..., m, k)`` with ``s = A^T A``: the eigenvalues are then taken as
-        the Rayleigh quotients ``||A q_i||^2`` (accurate also for eigenvalues far below
-        ``eps ||s||``); gradients flow through ``s`` only.
+    Args:
+        s: symmetric tensor ``(..., k, k)``; only its symmetric part is used by the backward pass.
+        *fns: pairs ``(f, f')`` of elementwise functions of the eigenvalues and their derivatives.
+        factor: ``A (..., m, k)`` with ``s = A^T A``: the eigenvalues are then taken as the Rayleigh
+            quotients ``||A q_i||^2`` (accurate also for eigenvalues far below ``eps ||s||``);
+            gradients flow through ``s`` only. Default: ``None``.
 
-    Returns
-    -------
-    tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one eigendecomposition.
+    Returns:
+        A tuple of tensors ``(..., k, k)``: ``Q f(Lambda) Q^T`` for each pair, from one
+        eigendecomposition.
     """
     if s.dtype in HALF_DTYPES:  # no half eigensolver: evaluated in float32, returned as the input
         outs = symmetric_functions(

@@ -9,7 +9,21 @@ Each entry is a property of the floating-point format, not of a data set:
   (:func:`manifoldnn.linalg.eigh_top`), just below the eigenvalue accuracy of the format;
 * ``"karcher_tol"``: default Riemannian gradient-norm tolerance of
   :func:`manifoldnn.manifolds.karcher_mean`, a little above ``sqrt(eps)`` relative accuracy of a
-  point.
+  point;
+* ``"orthonormality"``: the largest ``|Y^T Y - I|`` accepted from a basis said to be orthonormal
+  (:func:`manifoldnn.linalg.check_orthonormal`): ``sqrt(eps)``, far above the few ``p eps`` of a
+  basis computed in the format and far below any error that changes a result at first order
+  (one :func:`manifoldnn.linalg.newton_schulz_step` squares it back to rounding);
+* ``"gap_merge"``: relative eigenvalue gap below which a divided difference ``(f(a) - f(b)) /
+  (a - b)`` is replaced by ``f'`` at the midpoint (:mod:`manifoldnn.linalg.spectral`): ``sqrt(eps)``,
+  where the two errors, ``eps / gap`` of the quotient and ``gap`` of the midpoint rule, are equal;
+* ``"cancellation_switch"``: squared distance below which a distance evaluated as a difference of
+  inner products (the sphere's chord ``2 - 2 <q, k>``, the projection metric's
+  ``p - ||Q^T K||_F^2``), which has only the absolute accuracy ``eps`` of the format, is recomputed
+  from the explicit residual: at ``1e-2`` the cancellation costs at most two of the format's digits;
+* ``"adjoint_cg"``: relative residual at which the conjugate-gradient solve of the Karcher mean's
+  backward stops: a few hundred ``eps`` in float64 and a few ``eps`` in float32, the accuracy of
+  the Hessian products it is built from.
 
 Unknown dtypes fall back to the float32 value.
 """
@@ -22,6 +36,12 @@ __all__ = ["TOLERANCES", "tolerance", "HALF_DTYPES"]
 
 #: the half-precision dtypes, which manifoldnn evaluates in float32 (see docs/precision.md)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+#: ``sqrt(eps)`` of each floating format
+_SQRT_EPS = {
+    dtype: torch.finfo(dtype).eps ** 0.5
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
 
 TOLERANCES: dict[str, dict[torch.dtype, float]] = {
     "taylor_switch": {
@@ -42,11 +62,36 @@ TOLERANCES: dict[str, dict[torch.dtype, float]] = {
         torch.float32: 1e-5,
         torch.float64: 1e-10,
     },
+    "orthonormality": _SQRT_EPS,
+    "gap_merge": _SQRT_EPS,
+    "cancellation_switch": {
+        torch.float16: 1e-2,
+        torch.bfloat16: 1e-2,
+        torch.float32: 1e-2,
+        torch.float64: 1e-2,
+    },
+    "adjoint_cg": {
+        torch.float16: 1e-6,
+        torch.bfloat16: 1e-6,
+        torch.float32: 1e-6,
+        torch.float64: 1e-13,
+    },
 }
 
 
 def tolerance(name: str, dtype: torch.dtype) -> float:
-    """The threshold ``name`` (a key of :data:`TOLERANCES`) for ``dtype``."""
+    """The threshold ``name`` (a key of :data:`TOLERANCES`) for ``dtype``.
+
+    Args:
+        name: a key of :data:`TOLERANCES` (see the module docstring for each entry's meaning).
+        dtype: the floating format; unknown dtypes get the float32 value.
+
+    Returns:
+        The threshold as a Python float.
+
+    Raises:
+        ValueError: if ``name`` is not a key of :data:`TOLERANCES`.
+    """
     try:
         table = TOLERANCES[name]
     except KeyError:

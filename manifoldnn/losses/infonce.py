@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validation import check_choice, check_positive_float
+
 __all__ = ["info_nce_loss", "InfoNCELoss"]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -35,18 +37,20 @@ def info_nce_loss(
 ) -> torch.Tensor:
     """Symmetric InfoNCE between paired rows of ``z_a`` and ``z_b``.
 
-    Parameters
-    ----------
-    z_a, z_b : ``(..., N, d)`` paired embeddings (row i of ``z_a`` is the positive of row i of
-        ``z_b``; the other N - 1 rows are negatives). Leading dims are independent batches.
-    temperature : positive scalar tau (float or 0-dim tensor, may require grad).
-    normalize : L2-normalise rows first (cosine similarity), as in CLIP.
-    reduction : ``"mean"`` (over pairs and leading dims), ``"sum"`` or ``"none"``
-        (per-pair losses ``(..., N)``, each the mean of its two directions).
+    Args:
+        z_a: paired embeddings ``(..., N, d)``: row i of ``z_a`` is the positive of row i of
+            ``z_b``, the other N - 1 rows are negatives; leading dims are independent batches.
+        z_b: paired embeddings ``(..., N, d)``.
+        temperature: positive scalar tau (float or 0-dim tensor, may require grad). Default: ``0.1``.
+        normalize: L2-normalise rows first (cosine similarity), as in CLIP. Default: ``True``.
+        reduction: ``"mean"`` (over pairs and leading dims), ``"sum"`` or ``"none"`` (per-pair
+            losses ``(..., N)``, each the mean of its two directions). Default: ``"mean"``.
 
-    Returns
-    -------
-    Scalar, or ``(..., N)`` for ``reduction="none"``.
+    Returns:
+        A scalar, or ``(..., N)`` for ``reduction="none"``.
+
+    Shape:
+        ``(..., N, d), (..., N, d) -> ()`` (``(..., N)`` with ``reduction="none"``).
     """
     if not isinstance(z_a, torch.Tensor) or not isinstance(z_b, torch.Tensor):
         raise ValueError("z_a and z_b must be tensors")
@@ -67,11 +71,10 @@ def info_nce_loss(
         # a tensor's sign is checked in eager mode only (reading it synchronises the device)
         if not torch.compiler.is_compiling() and not bool(temperature > 0):
             raise ValueError(f"temperature must be positive, got {temperature}")
-    elif not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    else:
+        check_positive_float(temperature, "temperature")
     temperature = torch.as_tensor(temperature, dtype=z_a.dtype, device=z_a.device)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
     if normalize:
         z_a = F.normalize(z_a, dim=-1)
         z_b = F.normalize(z_b, dim=-1)
@@ -88,14 +91,18 @@ def info_nce_loss(
 class InfoNCELoss(nn.Module):
     """Module form of :func:`info_nce_loss` with a fixed or learnable temperature.
 
-    Parameters
-    ----------
-    temperature : initial tau > 0.
-    learnable_temperature : learn ``log tau`` (CLIP, Radford et al. 2021, sec. 2.5).
-    normalize, reduction : as in :func:`info_nce_loss`.
-    device, dtype : of the (log-)temperature.
+    Args:
+        temperature: initial tau > 0. Default: ``0.1``.
+        learnable_temperature: learn ``log tau`` (CLIP, Radford et al. 2021, sec. 2.5).
+            Default: ``False``.
+        normalize: as in :func:`info_nce_loss`. Default: ``True``.
+        reduction: as in :func:`info_nce_loss`. Default: ``"mean"``.
+        device: device of the (log-)temperature. Default: ``None``.
+        dtype: dtype of the (log-)temperature. Default: ``None``.
 
-    ``forward(z_a (..., N, d), z_b (..., N, d))`` returns the loss.
+    Shape:
+        ``forward(z_a (..., N, d), z_b (..., N, d))`` returns a scalar (``(..., N)`` with
+        ``reduction="none"``).
     """
 
     def __init__(
@@ -109,8 +116,7 @@ class InfoNCELoss(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        temperature = check_positive_float(temperature, "temperature")
         log_tau = torch.log(torch.tensor(float(temperature), device=device, dtype=dtype))
         if learnable_temperature:
             self.log_temperature = nn.Parameter(log_tau)

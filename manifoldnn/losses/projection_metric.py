@@ -24,12 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..linalg import check_orthonormal
 from ..manifolds.projection import (
     cross_products_cheaper,
     projection_metric_distance,
     projection_metric_similarity,
     projector_vectors,
 )
+from ..validation import check_choice, check_nonnegative_float, check_positive_float
 
 __all__ = [
     "projection_metric_distance",
@@ -54,22 +56,14 @@ def _reduce(per_item: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
 
 
 def _check_orthonormal_views(views: torch.Tensor) -> None:
     detached = views.detach()
     if not bool(torch.isfinite(detached).all()):
         raise ValueError("views hold NaN or infinite values")
-    eye = torch.eye(views.shape[-1], dtype=views.dtype, device=views.device)
-    error = (detached.transpose(-1, -2) @ detached - eye).abs().amax()
-    bound = torch.finfo(views.dtype).eps ** 0.5
-    if not bool(error <= bound):
-        raise ValueError(
-            f"views must be orthonormal bases (Y^T Y = I): max |Y^T Y - I| = {float(error):.2e} > "
-            f"{bound:.1e}; orthonormalise them first (e.g. ReOrth or manifoldnn.linalg.qr_positive)"
-        )
+    check_orthonormal(views, "views")
 
 
 class ProjectionMetricContrastiveLoss(nn.Module):
@@ -84,15 +78,14 @@ class ProjectionMetricContrastiveLoss(nn.Module):
     :math:`d^2 = p - \|Y_1^\top Y_2\|_F^2`, the logits are, up to a constant that cancels in the
     softmax, the projection-kernel similarities :math:`\|Y^{a\top}_i Y^b_j\|_F^2 / \tau`.
 
-    Parameters
-    ----------
-    temperature : positive tau. Distances lie in ``[0, p]``; ``tau`` around ``0.1 p`` to ``0.5 p``
-        works for small p.
-    reduction : ``"mean"``, ``"sum"`` or ``"none"`` (``(V, N)`` per view and sample, each averaged
-        over the other views).
-    validate : in eager mode, raise a ``ValueError`` for views holding NaN/inf or bases that are not
-        orthonormal (``max |Y^T Y - I| > sqrt(eps)`` of the dtype), which would otherwise give an
-        infinite or NaN loss. Costs one host synchronisation per call. Default: True.
+    Args:
+        temperature: positive tau. Distances lie in ``[0, p]``; ``tau`` around ``0.1 p`` to
+            ``0.5 p`` works for small p. Default: ``0.5``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(V, N)`` per view and sample, each
+            averaged over the other views). Default: ``"mean"``.
+        validate: in eager mode, raise a ``ValueError`` for views holding NaN/inf or bases that
+            are not orthonormal (:func:`manifoldnn.linalg.check_orthonormal`), which would otherwise
+            give an infinite or NaN loss. Costs one host synchronisation per call. Default: ``True``.
 
     With ``positives`` (a bool ``(N, N)`` mask with a true diagonal), the anchor's term becomes the
     mean of :math:`-\log` softmax over all its positives (the multi-positive loss of Khosla et al.,
@@ -104,20 +97,26 @@ class ProjectionMetricContrastiveLoss(nn.Module):
     with the others (e.g. rotation-invariant features that cannot tell a 6 from a 9) can be
     down-weighted instead of pulling the other views towards their confusions.
 
-    Shape
-    -----
-    ``forward(views, positives=None, view_weights=None)`` with ``views`` a tensor ``(V, N, n, p)`` or a sequence of V
-    tensors ``(N, n, p)`` of orthonormal bases; returns a scalar (or ``(V, N)``).
+    Shape:
+        ``forward(views, positives=None, view_weights=None)`` with ``views`` a tensor
+        ``(V, N, n, p)`` or a sequence of V tensors ``(N, n, p)`` of orthonormal bases; returns a
+        scalar (or ``(V, N)``).
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.linalg import qr_positive
+        >>> views = qr_positive(torch.randn(2, 8, 6, 2))
+        >>> ProjectionMetricContrastiveLoss(temperature=0.5)(views).shape
+        torch.Size([])
     """
 
     def __init__(
         self, temperature: float = 0.5, reduction: Reduction = "mean", *, validate: bool = True
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
         _check_reduction(reduction)
-        self.temperature = float(temperature)
+        self.temperature = check_positive_float(temperature, "temperature")
         self.reduction = reduction
         self.validate = validate
 
@@ -265,20 +264,19 @@ class ClusterContrastiveLoss(nn.Module):
     mean assignment of each view, :math:`\log K - H(\bar q^a)` (ibid., eq. 9), is added with weight
     ``entropy_weight`` to keep clusters from collapsing.
 
-    Shape
-    -----
-    ``forward(probs)``: ``probs`` ``(V, N, K)`` (or a sequence of V ``(N, K)``) rows summing to one;
-    returns a scalar.
+    Args:
+        temperature: positive temperature of the cosine similarities. Default: ``1.0``.
+        entropy_weight: non-negative weight of the entropy term. Default: ``1.0``.
+
+    Shape:
+        ``forward(probs)``: ``probs`` ``(V, N, K)`` (or a sequence of V ``(N, K)``) rows summing to
+        one; returns a scalar.
     """
 
     def __init__(self, temperature: float = 1.0, entropy_weight: float = 1.0) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if entropy_weight < 0:
-            raise ValueError(f"entropy_weight must be non-negative, got {entropy_weight}")
-        self.temperature = float(temperature)
-        self.entropy_weight = float(entropy_weight)
+        self.temperature = check_positive_float(temperature, "temperature")
+        self.entropy_weight = check_nonnegative_float(entropy_weight, "entropy_weight")
 
     def forward(self, probs: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]):
         if not isinstance(probs, torch.Tensor):
@@ -329,10 +327,12 @@ class DECClusteringLoss(nn.Module):
     target of :func:`dec_target_distribution` (computed from ``Q`` unless given). Averaged over samples
     (``reduction="mean"``), summed, or per sample (``"none"``).
 
-    Shape
-    -----
-    ``forward(q, target=None)``: ``q`` ``(..., N, K)`` rows summing to one; returns a scalar
-    (``(..., N)`` for ``"none"``).
+    Args:
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``. Default: ``"mean"``.
+
+    Shape:
+        ``forward(q, target=None)``: ``q`` ``(..., N, K)`` rows summing to one; returns a scalar
+        (``(..., N)`` for ``"none"``).
     """
 
     def __init__(self, reduction: Reduction = "mean") -> None:

@@ -13,7 +13,7 @@ from geoopt.manifolds import (
     SymmetricPositiveDefinite,
 )
 
-from .extrinsic import extrinsic_mean, top_eigenspace
+from .extrinsic import extrinsic_mean, mean_projector, top_eigenspace
 from .geometry import (
     EuclideanGeometry,
     GrassmannGeometry,
@@ -22,6 +22,7 @@ from .geometry import (
     SPDGeometry,
     SphereGeometry,
     geometry_for,
+    registered_geometries,
 )
 from .grassmann import Grassmann
 from .karcher import karcher_mean
@@ -33,6 +34,7 @@ __all__ = [
     "Sphere",
     "karcher_mean",
     "extrinsic_mean",
+    "mean_projector",
     "top_eigenspace",
     "projection_metric_similarity",
     "projection_metric_distance",
@@ -43,6 +45,7 @@ __all__ = [
     "SPDGeometry",
     "PoincareBallGeometry",
     "geometry_for",
+    "registered_geometries",
     "Euclidean",
     "PoincareBall",
     "SphereExact",

@@ -19,7 +19,7 @@ import torch
 
 from ..linalg import eigh_top
 
-__all__ = ["extrinsic_mean", "top_eigenspace"]
+__all__ = ["extrinsic_mean", "mean_projector", "top_eigenspace"]
 
 
 def top_eigenspace(matrix: torch.Tensor, p: int) -> torch.Tensor:
@@ -33,6 +33,42 @@ def top_eigenspace(matrix: torch.Tensor, p: int) -> torch.Tensor:
     if torch.is_grad_enabled() and matrix.requires_grad:
         return eigh_top(matrix, p)[1]
     return torch.linalg.eigh(matrix)[1][..., -p:]
+
+
+def mean_projector(points: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Weighted mean projector :math:`\sum_i w_i Y_i Y_i^\top` of sets of subspaces.
+
+    The matrix whose top-p eigenspace is the extrinsic mean. The weights are used as given (not
+    normalised). With one shared point set ``(N, n, p)`` and many weightings ``(..., N)`` (the
+    centres of k-means), it is one matrix product with the flattened projectors ``(N, n^2)`` where
+    they fit in memory (``N n^2 <= 2^25``), otherwise a loop over the weightings using only the
+    points of non-zero weight.
+
+    Args:
+        points: orthonormal bases ``(..., N, n, p)``, broadcast against ``weights``.
+        weights: non-negative weights ``(..., N)``. Default: ``None`` (``1 / N`` each).
+
+    Returns:
+        Symmetric matrices ``(..., n, n)``.
+
+    Shape:
+        ``points (..., N, n, p)``, ``weights (..., N)`` -> ``(..., n, n)``.
+    """
+    count, n = points.shape[-3], points.shape[-2]
+    if weights is None:
+        return (points @ points.transpose(-1, -2)).mean(-3)
+    if points.dim() == 3 and weights.dim() > 1:
+        if count * n * n <= 2**25:
+            flat = (points @ points.transpose(-1, -2)).flatten(-2)  # (N, n^2)
+            return (weights @ flat).unflatten(-1, (n, n))
+        out = []
+        for row in weights.reshape(-1, count):
+            members = row > 0
+            chosen = points[members] * row[members].sqrt()[:, None, None]
+            basis = chosen.transpose(0, 1).reshape(n, -1)  # (n, members * p)
+            out.append(basis @ basis.T)
+        return torch.stack(out).reshape(*weights.shape[:-1], n, n)
+    return torch.einsum("...i,...iab->...ab", weights, points @ points.transpose(-1, -2))
 
 
 def extrinsic_mean(points: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,9 +104,4 @@ def extrinsic_mean(points: torch.Tensor, weights: torch.Tensor | None = None) ->
         scaled = points * scale.sqrt()[..., None, None]
         stacked = scaled.transpose(-3, -2).reshape(scaled.shape[:-3] + (n, count * p))
         return torch.linalg.svd(stacked, full_matrices=False)[0][..., :p]
-    projectors = points @ points.transpose(-1, -2)
-    if weights is None:
-        mean = projectors.mean(-3)
-    else:
-        mean = torch.einsum("...i,...iab->...ab", weights, projectors)
-    return top_eigenspace(mean, p)
+    return top_eigenspace(mean_projector(points, weights), p)

@@ -8,12 +8,17 @@ One class per manifold says how to compute, for a set of queries and a set of ke
   runs through :func:`torch.nn.functional.scaled_dot_product_attention` or random features;
 * an extrinsic mean: ``value_features`` (points as vectors) and ``aggregate`` (a weighted mean of
   those vectors mapped back to the manifold);
-* a learnable map that keeps points on the manifold (``map_points``), for query/key/value maps.
+* a learnable map that keeps points on the manifold (``map_points``), for query/key/value maps;
+* the pieces of the Karcher mean (:func:`manifoldnn.manifolds.karcher_mean`): the logarithm
+  (``logmap``), a warm start (``karcher_warm_start``), the descent direction
+  ``sum_i w_i Log_m(x_i)`` evaluated repeatedly (``karcher_gradient``) and the adjoint solve of its
+  implicit backward (``karcher_adjoint``), each with a generic default.
 
 :func:`geometry_for` picks the class of a geoopt manifold; a new manifold is one new subclass of
 :class:`ManifoldGeometry` naming its ``manifold_type`` (registered when the class is created).
 The base class is generic: it works on any geoopt manifold with ``dist``, ``logmap``, ``expmap``
-and ``projx``, so a subclass overrides only what it can do better.
+and ``projx``, so a subclass overrides only what it can do better, and a new manifold is one class
+for attention and for the Karcher mean alike.
 
 Token shapes (``...`` batch dimensions, ``L`` the sequence length): vectors ``(..., L, d)``
 (Euclidean, sphere, Poincaré ball), orthonormal bases ``(..., L, n, p)`` (Grassmann), symmetric
@@ -22,15 +27,28 @@ matrices ``(..., L, n, n)`` (SPD).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import geoopt
 import torch
+from geoopt.manifolds.stereographic import math as stereographic
 
-from ..linalg import qr_positive, sym, sym_expm, sym_logm, symmetric_functions, symmetric_vectorize
+from ..linalg import (
+    qr_positive,
+    sym,
+    sym_expm,
+    sym_logm,
+    symmetric_functions,
+    symmetric_vectorize,
+    tolerance,
+)
 from ..linalg.spectral import INV_SQRT, SQRT
-from .extrinsic import top_eigenspace
-from .grassmann import Grassmann
+from .extrinsic import extrinsic_mean, top_eigenspace
+from .grassmann import Grassmann, stack_columns, weighted_logmap_sum_stacked
+from .projection import projection_metric_distance
+from .sphere import Sphere, arc_length, sphere_logmap
 
 __all__ = [
     "ManifoldGeometry",
@@ -40,6 +58,7 @@ __all__ = [
     "SPDGeometry",
     "PoincareBallGeometry",
     "geometry_for",
+    "registered_geometries",
 ]
 
 _REGISTRY: list[type[ManifoldGeometry]] = []
@@ -57,6 +76,28 @@ def _symmetric_from_upper(upper: torch.Tensor, n: int) -> torch.Tensor:
     flat = upper.new_zeros(upper.shape[:-1] + (n * n,))
     flat = flat.index_copy(-1, rows * n + cols, upper).index_copy(-1, cols * n + rows, upper)
     return flat.unflatten(-1, (n, n))
+
+
+def _expand(w: torch.Tensor, ndim: int) -> torch.Tensor:
+    return w.reshape(w.shape + (1,) * ndim)
+
+
+def _batched_vjp(output: torch.Tensor, wrt: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
+    """Stack of vector-Jacobian products, one per leading slice of ``cotangents``."""
+    try:
+        (out,) = torch.autograd.grad(
+            output, wrt, grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
+        )
+        return out
+    except RuntimeError:
+        rows = [
+            torch.autograd.grad(output, wrt, grad_outputs=c, retain_graph=True)[0]
+            for c in cotangents
+        ]
+        return torch.stack(rows)
+
+
+KarcherGradient = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 class ManifoldGeometry:
@@ -95,6 +136,15 @@ class ManifoldGeometry:
             )
         self.manifold = manifold
 
+    @classmethod
+    def example_manifold(cls) -> geoopt.Manifold:
+        """A manifold this class handles, with default settings (for tests and examples).
+
+        Returns:
+            ``manifold_type()``; a subclass whose manifold needs arguments overrides this.
+        """
+        return cls.manifold_type()
+
     # ------------------------------------------------------------------ facts
     @property
     def name(self) -> str:
@@ -127,6 +177,22 @@ class ManifoldGeometry:
                 f"{name} must have shape (..., L, *point_shape) with {self.point_ndim} point "
                 f"dimension(s) on {self.name}, got {tuple(x.shape)}"
             )
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor, distance: str | None = None) -> torch.Tensor:
+        """Element-wise distance ``distance`` (``None``: the default), whose square
+        :meth:`pairwise_sq_dist` computes for every pair. Generic: the manifold's ``dist`` for the
+        one distance ``"geodesic"``.
+
+        Args:
+            x: points ``(..., *point_shape)``.
+            y: points ``(..., *point_shape)``, broadcast against ``x``.
+            distance: a name in ``distances``. Default: ``None``.
+
+        Returns:
+            Distances ``(...)``.
+        """
+        self.check_distance(distance)
+        return self.manifold.dist(x, y)
 
     # ------------------------------------------------------------ pairwise maps
     def _pairs(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,6 +262,106 @@ class ManifoldGeometry:
         """The size a map's ``in_size`` must match (the first point dimension)."""
         return x.shape[x.dim() - self.point_ndim]
 
+    # ------------------------------------------------------------ Karcher mean
+    def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""Logarithm :math:`\mathrm{Log}_x y` (broadcast). Generic: the manifold's ``logmap``.
+
+        Args:
+            x: points ``(..., *point_shape)``.
+            y: points ``(..., *point_shape)``, broadcast against ``x``.
+
+        Returns:
+            Tangent vectors at ``x``, ``(..., *point_shape)``.
+        """
+        return self.manifold.logmap(x, y)
+
+    def weighted_logmap_sum(
+        self, mean: torch.Tensor, points: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        r"""Minus the Riemannian gradient of :math:`\tfrac12 \sum_i w_i d^2(m, x_i)`:
+        :math:`\sum_i w_i \mathrm{Log}_m x_i`.
+
+        Args:
+            mean: points ``(B, *point_shape)``.
+            points: sets of points ``(B, N, *point_shape)``.
+            weights: weights ``(B, N)``.
+
+        Returns:
+            Tangent vectors at ``mean``, ``(B, *point_shape)``.
+        """
+        logs = self.logmap(mean.unsqueeze(1), points)
+        return (_expand(weights, self.point_ndim) * logs).sum(1)
+
+    def karcher_warm_start(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """A starting point near the Karcher mean. Generic: the manifold's projection of the
+        weighted ambient mean.
+
+        Args:
+            points: sets of points ``(B, N, *point_shape)``.
+            weights: weights ``(B, N)`` summing to one per set.
+
+        Returns:
+            Points ``(B, *point_shape)``.
+        """
+        return self.manifold.projx((_expand(weights, self.point_ndim) * points).sum(1))
+
+    def karcher_gradient(self, points: torch.Tensor, weights: torch.Tensor) -> KarcherGradient:
+        """The descent direction of the Karcher iteration, prepared once for repeated evaluation.
+
+        Args:
+            points: sets of points ``(B, N, *point_shape)``.
+            weights: weights ``(B, N)`` summing to one per set.
+
+        Returns:
+            ``gradient(mean, index)``: :meth:`weighted_logmap_sum` at ``mean (b, *point_shape)`` for
+            the sets ``index`` (a ``(b,)`` index tensor; ``None``: all ``B`` sets).
+        """
+
+        def gradient(mean: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+            if index is None:
+                return self.weighted_logmap_sum(mean, points, weights)
+            return self.weighted_logmap_sum(mean, points[index], weights[index])
+
+        return gradient
+
+    def karcher_adjoint(
+        self, mean: torch.Tensor, points: torch.Tensor, weights: torch.Tensor, rhs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The optimality residual at the Karcher mean and the adjoint that back-propagates it.
+
+        With :math:`F(m, X, w) = P_m \sum_i w_i \mathrm{Log}_m x_i` (zero at the mean), returns
+        ``F`` at ``mean`` as a function of ``points`` and ``weights`` (recorded by autograd) and
+        :math:`\lambda` with :math:`-J^\top \lambda = P_m\, \mathrm{rhs}`, :math:`J = \partial F /
+        \partial \xi` in the chart :math:`m = R_{\mathrm{mean}}(\xi)`, so that the gradients are
+        ``autograd.grad(F, (points, weights), lambda)`` (Gould et al. 2016, "On differentiating
+        parameterized argmin and argmax problems"; Lou et al. 2020, "Differentiating through the
+        Fréchet mean"). Generic: ``J`` built densely from one vector-Jacobian product per ambient
+        coordinate, then one linear solve.
+
+        Args:
+            mean: the Karcher means ``(B, *point_shape)`` (detached).
+            points: sets of points ``(B, N, *point_shape)`` (leaves autograd records through).
+            weights: weights ``(B, N)`` normalised to sum to one (a function of the leaves).
+            rhs: ``P_m`` of the incoming gradient, ``(B, *point_shape)``.
+
+        Returns:
+            ``(residual, lam)``, both ``(B, *point_shape)``.
+        """
+        manifold = self.manifold
+        xi = torch.zeros_like(mean, requires_grad=True)
+        moved = manifold.retr(mean, manifold.proju(mean, xi))
+        residual = manifold.proju(mean, self.weighted_logmap_sum(moved, points, weights))
+        batch, point_shape = mean.shape[0], mean.shape[1:]
+        dim = math.prod(point_shape)
+        basis = torch.eye(dim, dtype=mean.dtype, device=mean.device)
+        basis = basis.reshape((dim, 1) + point_shape).expand((dim, batch) + point_shape)
+        jac = _batched_vjp(residual, xi, basis)  # (dim, B, *shape): slice k is J^T e_k
+        jac = jac.reshape(dim, batch, dim).transpose(0, 1)  # (B, dim, dim) = J
+        proj = manifold.proju(mean.unsqueeze(0), basis).reshape(dim, batch, dim).transpose(0, 1)
+        eye = torch.eye(dim, dtype=mean.dtype, device=mean.device)
+        lam = torch.linalg.solve(-jac.transpose(-1, -2) + (eye - proj), rhs.reshape(batch, dim, 1))
+        return residual, lam.reshape((batch,) + point_shape)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.manifold!r})"
 
@@ -214,6 +380,14 @@ class EuclideanGeometry(ManifoldGeometry):
         super().__init__(manifold)
         if manifold.ndim != 1:
             raise ValueError(f"EuclideanGeometry needs Euclidean(ndim=1), got ndim={manifold.ndim}")
+
+    @classmethod
+    def example_manifold(cls):
+        return geoopt.Euclidean(ndim=1)
+
+    def dist(self, x, y, distance=None):
+        self.check_distance(distance)
+        return (x - y).norm(dim=-1)
 
     def pairwise_sq_dist(self, q, k, distance=None):
         return (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)
@@ -248,14 +422,14 @@ def _sphere_chord_sq(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, to
     """Pairwise ``||q - k||^2`` and cosines of unit vectors ``(..., L_q, d), (..., L_k, d)``.
 
     ``2 - 2 <q, k>`` from one matrix product loses all relative accuracy near 0, so pairs with a
-    squared chord below 1e-2 take the explicit difference. In eager mode only those pairs are
-    gathered (few, so memory stays ``O(L_q L_k)``); under ``torch.compile``, where shapes must not
-    depend on values, the differences of the whole block are formed and selected with
-    ``torch.where`` (memory ``O(L_q L_k d)``). Both give the same values.
+    squared chord below ``tolerance("cancellation_switch")`` take the explicit difference. In eager
+    mode only those pairs are gathered (few, so memory stays ``O(L_q L_k)``); under
+    ``torch.compile``, where shapes must not depend on values, the differences of the whole block
+    are formed and selected with ``torch.where`` (memory ``O(L_q L_k d)``). Both give the same values.
     """
     cos = q @ k.transpose(-1, -2)
     chord_sq = (2.0 - 2.0 * cos).clamp_min(0.0)
-    close = chord_sq < 1e-2
+    close = chord_sq < tolerance("cancellation_switch", chord_sq.dtype)
     if torch.compiler.is_compiling():
         exact = (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)
         return torch.where(close, exact, chord_sq), cos
@@ -269,42 +443,51 @@ def _sphere_chord_sq(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def _chord_to_angle(chord_sq: torch.Tensor) -> torch.Tensor:
-    """Arc length ``2 atan2(c/2, sqrt(1 - c^2/4))`` from the squared chord ``c^2`` (accurate near 0)."""
-    half = 0.25 * chord_sq
-    return 2.0 * torch.atan2(half.sqrt(), (1.0 - half).clamp_min(0.0).sqrt())
+    """Arc length from the squared chord ``c^2`` of unit vectors (:func:`arc_length` with
+    ``||x + y|| = sqrt(4 - c^2)``)."""
+    return arc_length(chord_sq.sqrt(), (4.0 - chord_sq).clamp_min(0.0).sqrt())
 
 
 class SphereGeometry(ManifoldGeometry):
     r"""Unit sphere (the full ``geoopt.Sphere`` or :class:`manifoldnn.manifolds.Sphere`).
 
-    Distances: arc length (``"geodesic"``, from the chord by ``2 atan2``) and chord (``"chordal"``,
-    :math:`2 - 2\langle q, k\rangle`, SDPA features ``phi = 2q``, ``psi = k``). Extrinsic mean:
-    radial projection of the weighted mean (Bhattacharya & Patrangenaru 2003). Map:
-    :math:`x \mapsto Wx / \|Wx\|`.
+    Distances: arc length (``"geodesic"``, :func:`manifoldnn.manifolds.sphere.arc_length` of the
+    chord) and chord (``"chordal"``, :math:`2 - 2\langle q, k\rangle`, SDPA features ``phi = 2q``,
+    ``psi = k``). Extrinsic mean: radial projection of the weighted mean (Bhattacharya &
+    Patrangenaru 2003). Map: :math:`x \mapsto Wx / \|Wx\|`. The pairwise maps need the full
+    sphere; the Karcher pieces also take geoopt's subspace spheres.
     """
 
     manifold_type = geoopt.Sphere
     distances = ("geodesic", "chordal")
     sdpa_distances = frozenset({"chordal"})
 
-    def __init__(self, manifold: geoopt.Manifold) -> None:
-        super().__init__(manifold)
-        if manifold.projector is not None:
+    def _require_full_sphere(self) -> None:
+        if self.manifold.projector is not None:
             raise ValueError("SphereGeometry supports the full sphere only (no subspace sphere)")
 
+    def check_points(self, x, name):
+        self._require_full_sphere()
+        super().check_points(x, name)
+
+    def dist(self, x, y, distance=None):
+        if self.check_distance(distance) == "chordal":
+            return (x - y).norm(dim=-1)
+        return Sphere.dist(self.manifold, x, y)
+
+    def logmap(self, x, y):
+        """The accurate logarithm of :class:`manifoldnn.manifolds.Sphere`, also for geoopt's own
+        sphere (whose ``acos`` form fails below an angle of about ``sqrt(eps)``)."""
+        return Sphere.logmap(self.manifold, x, y)
+
     def pairwise_sq_dist(self, q, k, distance=None):
+        self._require_full_sphere()
         chord_sq, _ = _sphere_chord_sq(q, k)
         return chord_sq if distance == "chordal" else _chord_to_angle(chord_sq).pow(2)
 
     def pairwise_log(self, q, v):
         r"""``atan2(|w|, <q, v>) w / |w|`` with ``w = v - <q, v> q`` (finite at ``v == q``)."""
-        qb, vb = q.unsqueeze(-2), v.unsqueeze(-3)
-        cos = (qb * vb).sum(-1, keepdim=True)
-        w = vb - cos * qb
-        sin = w.norm(dim=-1, keepdim=True)
-        positive = sin > 0
-        safe = torch.where(positive, sin, torch.ones_like(sin))
-        return w * torch.where(positive, torch.atan2(sin, cos) / safe, torch.ones_like(sin))
+        return sphere_logmap(q.unsqueeze(-2), v.unsqueeze(-3))
 
     def pairwise_differential(self, q, egrad, k):
         r"""``<e, Log_q k> = theta / sin(theta) (<e, k> - <q, k> <e, q>)``, from matrix products
@@ -340,6 +523,46 @@ class SphereGeometry(ManifoldGeometry):
         return y / y.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
 
 
+def _grassmann_adjoint(manifold, m, logs, w, rhs):
+    """Solve ``H lambda = rhs`` by conjugate gradients, ``H = sum_i w_i Hess(1/2 d^2(., x_i))(m)``.
+
+    ``H = -J`` is the Riemannian Hessian of the Karcher cost, in closed form on the Grassmannian
+    (``Grassmann.squared_distance_hessian``), symmetric and positive definite at a strict minimum.
+    Returns ``None`` (the caller then builds ``J`` densely) if CG meets negative curvature or does
+    not converge within the dimension of the tangent space.
+    """
+    operators = manifold.squared_distance_hessian_operator(m.unsqueeze(1), logs)
+    weights = _expand(w, 2)
+
+    def hessian(u):
+        return (weights * operators(u.unsqueeze(1))).sum(1)
+
+    def dot(a, b):
+        return (a * b).sum((-2, -1))
+
+    target = tolerance("adjoint_cg", m.dtype) * dot(rhs, rhs).sqrt()
+    lam = torch.zeros_like(rhs)
+    r = rhs.clone()
+    direction = r.clone()
+    rr = dot(r, r)
+    for _ in range(m.shape[-1] * m.shape[-2] + 1):
+        if bool((rr.sqrt() <= target).all()):
+            return lam
+        hd = hessian(direction)
+        curvature = dot(direction, hd)
+        live = rr.sqrt() > target
+        if bool((curvature[live] <= 0).any()):
+            return None
+        alpha = torch.where(live, rr / torch.where(live, curvature, 1.0), 0.0)
+        lam = lam + alpha[:, None, None] * direction
+        r = r - alpha[:, None, None] * hd
+        rr_new = dot(r, r)
+        beta = torch.where(live, rr_new / torch.where(live, rr, 1.0), 0.0)
+        direction = r + beta[:, None, None] * direction
+        rr = rr_new
+    return lam if bool((rr.sqrt() <= target).all()) else None
+
+
 class GrassmannGeometry(ManifoldGeometry):
     r"""Grassmann manifold, points as orthonormal bases ``(n, p)``.
 
@@ -364,11 +587,18 @@ class GrassmannGeometry(ManifoldGeometry):
                 f"{tuple(x.shape)}"
             )
 
+    def dist(self, x, y, distance=None):
+        distance = self.check_distance(distance)
+        if distance == "projection":
+            return self.manifold.projection_distance(x, y)
+        if distance == "chordal":
+            return self.manifold.chordal_distance(x, y)
+        return self.manifold.dist(x, y)
+
     def pairwise_sq_dist(self, q, k, distance=None):
-        qb, kb = q.unsqueeze(-3), k.unsqueeze(-4)
         if distance in (None, "projection"):
-            residual = kb - qb @ (qb.transpose(-1, -2) @ kb)
-            return residual.pow(2).sum((-2, -1))
+            return projection_metric_distance(q, k, squared=True)
+        qb, kb = q.unsqueeze(-3), k.unsqueeze(-4)
         theta = self.manifold.principal_angles(qb, kb)
         if distance == "chordal":
             return (2.0 * torch.sin(0.5 * theta)).pow(2).sum(-1)
@@ -395,6 +625,36 @@ class GrassmannGeometry(ManifoldGeometry):
             )
         return qr_positive(weight @ x.unsqueeze(-3))  # (..., L, H, out, p)
 
+    def karcher_warm_start(self, points, weights):
+        """The extrinsic mean (:func:`manifoldnn.manifolds.extrinsic_mean`), the minimiser of the
+        summed squared projection distances."""
+        return extrinsic_mean(points, weights)
+
+    def karcher_gradient(self, points, weights):
+        """The points laid side by side once (``[Y_1 ... Y_N]`` per set), so that each evaluation
+        is two matrix products per set plus ``p x p`` work per point
+        (``Grassmann.weighted_logmap_sum``)."""
+        stacked = stack_columns(points)
+
+        def gradient(mean, index):
+            if index is None:
+                return weighted_logmap_sum_stacked(mean, stacked, weights)
+            return weighted_logmap_sum_stacked(mean, stacked[index], weights[index])
+
+        return gradient
+
+    def karcher_adjoint(self, mean, points, weights, rhs):
+        """Conjugate gradients on the closed-form Riemannian Hessian of the Karcher cost
+        (``Grassmann.squared_distance_hessian_operator``), symmetric positive definite at a strict
+        minimum; the generic dense solve where CG meets negative curvature or does not converge
+        within the dimension of the tangent space."""
+        logs = self.logmap(mean.unsqueeze(1), points)
+        residual = self.manifold.proju(mean, (_expand(weights, 2) * logs).sum(1))
+        lam = _grassmann_adjoint(self.manifold, mean, logs.detach(), weights.detach(), rhs)
+        if lam is None:
+            return super().karcher_adjoint(mean, points, weights, rhs)
+        return residual, lam
+
 
 class SPDGeometry(ManifoldGeometry):
     r"""Symmetric positive-definite matrices ``(n, n)``.
@@ -415,6 +675,11 @@ class SPDGeometry(ManifoldGeometry):
         super().check_points(x, name)
         if x.shape[-1] != x.shape[-2]:
             raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
+
+    def dist(self, x, y, distance=None):
+        if self.check_distance(distance) == "log_euclidean":
+            return (sym_logm(x) - sym_logm(y)).flatten(-2).norm(dim=-1)
+        return self.manifold.dist(x, y)
 
     def pairwise_sq_dist(self, q, k, distance=None):
         if distance == "log_euclidean":
@@ -463,8 +728,9 @@ class PoincareBallGeometry(ManifoldGeometry):
         \quad \log_0 y = \operatorname{artanh}(\sqrt c \|y\|) \frac{y}{\sqrt c \|y\|}
 
     with Möbius addition :math:`\oplus_c` (Ganea, Bécigneul & Hofmann 2018, "Hyperbolic neural
-    networks", eqs. 4, 13 and Lemma 2), written here without branches on tensor values so that it
-    traces under ``torch.compile``. Extrinsic mean through the tangent space at the origin; map:
+    networks", eqs. 4, 13 and Lemma 2) taken from geoopt
+    (``geoopt.manifolds.stereographic.math.mobius_add``); the radial maps are written here without
+    branches on tensor values so that they trace under ``torch.compile``. Extrinsic mean through the tangent space at the origin; map:
     Möbius matrix-vector product :math:`\exp_0(W \log_0 x)` (ibid., eq. 26).
     """
 
@@ -478,14 +744,6 @@ class PoincareBallGeometry(ManifoldGeometry):
     def _sqrt_c(self, like: torch.Tensor) -> torch.Tensor:
         return (-self.manifold.k).to(like).clamp_min(torch.finfo(like.dtype).tiny).sqrt()
 
-    def _mobius_add(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        c = self._sqrt_c(x).square()
-        xy = (x * y).sum(-1, keepdim=True)
-        x2, y2 = x.pow(2).sum(-1, keepdim=True), y.pow(2).sum(-1, keepdim=True)
-        numerator = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
-        denominator = 1 + 2 * c * xy + c.square() * x2 * y2
-        return numerator / denominator.clamp_min(torch.finfo(x.dtype).tiny)
-
     def _radial(self, y: torch.Tensor, fn) -> torch.Tensor:
         """``fn(sqrt(c) |y|) y / (sqrt(c) |y|)`` with the value ``y`` at ``y = 0``."""
         scaled = self._sqrt_c(y) * y.norm(dim=-1, keepdim=True)
@@ -495,7 +753,8 @@ class PoincareBallGeometry(ManifoldGeometry):
 
     def pairwise_sq_dist(self, q, k, distance=None):
         sqrt_c = self._sqrt_c(q)
-        diff = self._mobius_add(-q.unsqueeze(-2), k.unsqueeze(-3))
+        k_curv = self.manifold.k.to(q)
+        diff = stereographic.mobius_add(-q.unsqueeze(-2), k.unsqueeze(-3), k=k_curv)
         # artanh is taken below 1 - eps (points at the boundary are infinitely far)
         radius = (sqrt_c * diff.norm(dim=-1)).clamp_max(1 - torch.finfo(q.dtype).eps)
         return (2 * torch.atanh(radius) / sqrt_c).pow(2)
@@ -509,6 +768,18 @@ class PoincareBallGeometry(ManifoldGeometry):
     def map_points(self, weight, x, bias=None):
         y = torch.einsum("hoi,...i->...ho", weight, self._radial(x, torch.atanh))
         return self._radial(y, torch.tanh)
+
+
+def registered_geometries() -> tuple[type[ManifoldGeometry], ...]:
+    """Every registered :class:`ManifoldGeometry` subclass, in registration order.
+
+    The classes :func:`geometry_for` chooses from; a subclass that sets ``manifold_type`` is
+    registered when it is created (the property tests iterate this tuple).
+
+    Returns:
+        A tuple of classes.
+    """
+    return tuple(_REGISTRY)
 
 
 def geometry_for(manifold: geoopt.Manifold | ManifoldGeometry) -> ManifoldGeometry:

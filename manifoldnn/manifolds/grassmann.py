@@ -2,31 +2,16 @@ r"""The Grassmann manifold Gr(n, p) as a geoopt manifold."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from geoopt.manifolds.base import Manifold
 from geoopt.tensor import ManifoldTensor
 from geoopt.utils import broadcast_shapes, size2shape
 
-from ..linalg import HALF_DTYPES, qr_positive, tolerance
+from ..linalg import HALF_DTYPES, check_orthonormal, orthonormality_error, qr_positive, tolerance
 from ..linalg.spectral import ACOS_SQRT_OVER_SIN_COS, COS_SQRT, SINC_SQRT, symmetric_functions
+from .projection import distance_from_squared, projection_metric_distance
 
 __all__ = ["Grassmann", "stack_columns", "weighted_logmap_sum_stacked"]
-
-
-def _distance_from_squared(d2: torch.Tensor, p: int) -> torch.Tensor:
-    """``sqrt(d2)``, set to exactly 0 (value and gradient) below the rounding floor of ``d2``.
-
-    Identical subspaces give principal angles of a few ``eps * sqrt(p)`` from rounding alone
-    (measured: at most ``5.4 eps sqrt(p)`` for n <= 1000, p <= 100). A norm has a cone at 0, so
-    the gradient of ``sqrt`` of that noise has length ~1 in a random direction; below
-    ``16 eps sqrt(p)`` the distance is therefore reported as 0 with a zero gradient.
-    """
-    floor = 16.0 * torch.finfo(d2.dtype).eps * math.sqrt(p)
-    above = d2 > floor * floor
-    safe = torch.where(above, d2, torch.ones_like(d2))
-    return torch.where(above, safe.sqrt(), torch.zeros_like(d2))
 
 
 def _s_cot_s(s: torch.Tensor) -> torch.Tensor:
@@ -63,23 +48,16 @@ def _check_same_space(x: torch.Tensor, y: torch.Tensor, method: str) -> None:
 
 
 def _check_near_orthonormal(y: torch.Tensor, name: str, method: str) -> None:
-    """``ValueError`` unless ``||Y^T Y - I||_F`` is within the Taylor radius of the spectral functions.
+    """``ValueError`` unless ``max |Y^T Y - I|`` is within the Taylor radius of the spectral functions.
 
-    Beyond it a cosine of a principal angle can exceed 1 and the logarithm's ``acos`` returns NaN
-    (the eigenvalues of ``M^T M``, ``M = X^T Y``, are at most ``lambda_max(Y^T Y) <= 1 +
-    ||Y^T Y - I||_F``); within it the result is finite. Reads one number on the host.
+    Far beyond it a cosine of a principal angle can exceed 1 and the logarithm's ``acos`` returns
+    NaN (the eigenvalues of ``M^T M``, ``M = X^T Y``, are at most ``lambda_max(Y^T Y) <= 1 +
+    ||Y^T Y - I||_2``, and ``||E||_2 <= p max |E_ij|``). The shared check of
+    :func:`manifoldnn.linalg.check_orthonormal` at the Taylor radius, not at the stricter
+    ``"orthonormality"`` tolerance, so that the perturbations of finite differences and the
+    rounding of half-precision bases stay accepted. Reads one number on the host.
     """
-    if y.numel() == 0:
-        return
-    eye = torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
-    error = torch.linalg.matrix_norm(y.detach().transpose(-1, -2) @ y.detach() - eye).amax()
-    bound = tolerance("taylor_switch", y.dtype)
-    if not bool(error <= bound):
-        raise ValueError(
-            f"Grassmann.{method}: {name} must be orthonormal bases (Y^T Y = I); "
-            f"||{name}^T {name} - I||_F = {float(error):.2e} > {bound:.0e} (orthonormalise with "
-            "Grassmann().projx or manifoldnn.linalg.qr_positive)"
-        )
+    check_orthonormal(y, f"Grassmann.{method}: {name}", tol=tolerance("taylor_switch", y.dtype))
 
 
 def stack_columns(y: torch.Tensor) -> torch.Tensor:
@@ -121,6 +99,19 @@ class Grassmann(Manifold):
 
     geoopt has no Grassmann manifold; this class implements geoopt's ``Manifold`` contract, so
     ``geoopt.ManifoldParameter`` and ``geoopt.optim.RiemannianAdam/RiemannianSGD`` use it unchanged.
+
+    Shape:
+        points and tangent vectors ``(..., n, p)``; distances ``(...)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> manifold = Grassmann()
+        >>> x, y = manifold.random(4, 6, 2), manifold.random(4, 6, 2)
+        >>> u = manifold.logmap(x, y)
+        >>> bool(manifold.dist(manifold.expmap(x, u), y).max() < 1e-3)
+        True
     """
 
     ndim = 2
@@ -141,9 +132,7 @@ class Grassmann(Manifold):
     def _check_point_on_manifold(
         self, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> tuple[bool, str | None]:
-        gram = x.transpose(-1, -2) @ x
-        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-        err = (gram - eye).abs().max().item() if gram.numel() else 0.0
+        err = float(orthonormality_error(x))
         if not err <= atol + rtol:
             return False, f"`X^T X != I`: max |X^T X - I| = {err:.3e} > atol={atol}, rtol={rtol}"
         return True, None
@@ -160,14 +149,23 @@ class Grassmann(Manifold):
     def projx(self, x: torch.Tensor) -> torch.Tensor:
         """Orthonormal basis of span(``x``) by sign-fixed QR; a valid basis comes back unchanged.
 
-        ``x``: ``(..., n, p)`` of full column rank -> ``(..., n, p)``.
+        Args:
+            x: matrices ``(..., n, p)`` of full column rank.
+
+        Returns:
+            Orthonormal bases ``(..., n, p)`` (:func:`manifoldnn.linalg.qr_positive`).
         """
         return qr_positive(x)
 
     def proju(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Projection onto the horizontal space, ``(I - X X^T) U`` (Edelman et al. 1998, Sec. 2.5).
 
-        ``x``, ``u``: ``(..., n, p)`` -> ``(..., n, p)``.
+        Args:
+            x: bases ``(..., n, p)``.
+            u: ambient vectors ``(..., n, p)``.
+
+        Returns:
+            Horizontal vectors at ``x``, ``(..., n, p)``.
         """
         return u - x @ (x.transpose(-1, -2) @ u)
 
@@ -198,7 +196,12 @@ class Grassmann(Manifold):
         With ``U = W diag(s) V^T``, ``Exp_X(U) = X V cos(s) V^T + W sin(s) V^T``, computed without an
         SVD as ``X cos(sqrt(U^T U)) + U sinc(sqrt(U^T U))`` from one ``p x p`` eigendecomposition.
 
-        ``x``, ``u``: ``(..., n, p)`` -> ``(..., n, p)`` orthonormal.
+        Args:
+            x: bases ``(..., n, p)``.
+            u: horizontal tangent vectors at ``x``, ``(..., n, p)``.
+
+        Returns:
+            Orthonormal bases ``(..., n, p)``.
         """
         c, s = symmetric_functions(u.transpose(-1, -2) @ u, COS_SQRT, SINC_SQRT)
         return x @ c + u @ s
@@ -217,7 +220,16 @@ class Grassmann(Manifold):
         Defined when no principal angle equals pi/2 (the cut locus: there the result is finite,
         ``cos^2 theta`` being floored at the smallest normal number, but it is not a logarithm).
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(..., n, p)``; independent of the basis of ``y``.
+        Args:
+            x: bases ``(..., n, p)``, orthonormal to the Taylor radius
+                (``tolerance("taylor_switch")``).
+            y: bases ``(..., n, p)``, likewise.
+
+        Returns:
+            Horizontal tangent vectors at ``x``, ``(..., n, p)``, independent of the basis of ``y``.
+
+        Raises:
+            ValueError: if the bases are of different ``Gr(n, p)`` or far from orthonormal.
         """
         _check_same_space(x, y, "logmap")
         if not torch.compiler.is_compiling():
@@ -271,7 +283,12 @@ class Grassmann(Manifold):
         values of ``X^T Y`` (descending), sines those of ``(I - X X^T) Y`` (ascending), paired by rank
         and combined as ``atan2(sin, cos)``, so small angles keep full relative accuracy.
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(..., p)``.
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+
+        Returns:
+            Angles ``(..., p)``.
         """
         _check_same_space(x, y, "principal_angles")
         if x.dtype in HALF_DTYPES or y.dtype in HALF_DTYPES:  # no half SVD: float32, cast back
@@ -291,9 +308,18 @@ class Grassmann(Manifold):
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
         """Geodesic distance ``||theta||_2`` (Edelman et al. 1998, Sec. 4.3); zero gradient at x == y.
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(...)`` (``(..., 1, 1)`` if keepdim).
+        Below the floor of :func:`manifoldnn.manifolds.projection.distance_from_squared` the
+        distance is exactly 0.
+
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
+
+        Returns:
+            Distances ``(...)``.
         """
-        return _distance_from_squared(self.dist2(x, y, keepdim=keepdim), x.shape[-1])
+        return distance_from_squared(self.dist2(x, y, keepdim=keepdim), x.shape[-1])
 
     def transp(self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Vector transport by projection onto the horizontal space at ``y`` (Absil et al. 2008, 8.1)."""
@@ -366,28 +392,41 @@ class Grassmann(Manifold):
     ) -> torch.Tensor:
         r"""Projection distance ``||X X^T - Y Y^T||_F / sqrt(2) = ||sin(theta)||_2``.
 
-        Computed from ``p x p`` and ``n x p`` products, never the ``n x n`` projectors:
+        The element-wise :func:`manifoldnn.manifolds.projection_metric_distance`:
         ``||sin theta||^2 = ||(I - X X^T) Y||_F^2`` (Edelman et al. 1998, Sec. 4.3), which keeps
         full accuracy near 0 and has a zero (finite) gradient at ``x == y``.
 
-        ``x``, ``y``: ``(..., n, p)`` -> ``(...)`` (``(..., 1, 1)`` if keepdim).
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
+
+        Returns:
+            Distances ``(...)`` in ``[0, sqrt(p)]``.
         """
         _check_same_space(x, y, "projection_distance")
-        residual = y - x @ (x.transpose(-1, -2) @ y)
-        d2 = residual.pow(2).sum(dim=(-2, -1), keepdim=keepdim)
-        return _distance_from_squared(d2, x.shape[-1])
+        distance = projection_metric_distance(x, y, pairwise=False)
+        return distance[..., None, None] if keepdim else distance
 
     def chordal_distance(
         self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False
     ) -> torch.Tensor:
         r"""Chordal (Procrustes) distance ``||2 sin(theta / 2)||_2 = min_Q ||X Q - Y||_F``.
 
-        Edelman et al. 1998, Sec. 4.3. ``x``, ``y``: ``(..., n, p)`` -> ``(...)``.
+        Edelman et al. 1998, Sec. 4.3.
+
+        Args:
+            x: bases ``(..., n, p)``.
+            y: bases ``(..., n, p)``.
+            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
+
+        Returns:
+            Distances ``(...)``.
         """
         half_chords = 2.0 * torch.sin(0.5 * self.principal_angles(x, y))
         d2 = half_chords.pow(2).sum(-1)
         d2 = d2[..., None, None] if keepdim else d2
-        return _distance_from_squared(d2, x.shape[-1])
+        return distance_from_squared(d2, x.shape[-1])
 
     # ------------------------------------------------------------ generators
     def random(self, *size, dtype=None, device=None, **kwargs) -> ManifoldTensor:

@@ -2,7 +2,6 @@ r"""Batched, differentiable Karcher (Fréchet) mean on any geoopt manifold with 
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
@@ -10,18 +9,10 @@ import geoopt
 import torch
 
 from ..linalg import HALF_DTYPES, tolerance
-from .extrinsic import extrinsic_mean
-from .grassmann import Grassmann, stack_columns, weighted_logmap_sum_stacked
-from .sphere import Sphere
+from ..validation import check_nonnegative_float, check_nonnegative_int, check_positive_float
+from .geometry import ManifoldGeometry, geometry_for
 
 __all__ = ["karcher_mean"]
-
-
-def _log(manifold: geoopt.Manifold, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if isinstance(manifold, geoopt.Sphere):
-        # geoopt's own sphere too gets the accurate logarithm (its acos form fails below ~sqrt(eps))
-        return Sphere.logmap(manifold, x, y)
-    return manifold.logmap(x, y)
 
 
 def _tangent_norm(manifold: geoopt.Manifold, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -34,43 +25,6 @@ def _tangent_norm(manifold: geoopt.Manifold, x: torch.Tensor, u: torch.Tensor) -
     return sq.reshape(x.shape[: x.dim() - manifold.ndim]).clamp_min(0.0).sqrt()
 
 
-def _expand(w: torch.Tensor, ndim: int) -> torch.Tensor:
-    return w.reshape(w.shape + (1,) * ndim)
-
-
-def _warm_start(manifold: geoopt.Manifold, points: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """A starting point close to the mean: ``points (B, N, *shape)``, ``w (B, N)`` normalised."""
-    if isinstance(manifold, Grassmann):
-        return extrinsic_mean(points, w)
-    euclidean = (_expand(w, manifold.ndim) * points).sum(1)
-    return manifold.projx(euclidean)
-
-
-def _riemannian_gradient(manifold, mean, points, w):
-    """Minus the Riemannian gradient of ``1/2 sum_i w_i d^2(mean, x_i)``: ``sum_i w_i Log_mean(x_i)``."""
-    logs = _log(manifold, mean.unsqueeze(1), points)
-    return (_expand(w, manifold.ndim) * logs).sum(1)
-
-
-def _gradient_function(manifold, points, w):
-    """``gradient(mean, index)``: ``sum_i w_i Log_mean(x_i)`` for the sets ``index`` (``None``: all).
-
-    On the Grassmannian the points are laid side by side once (``[Y_1 ... Y_N]`` per set), so that
-    each evaluation is two matrix products per set plus ``p x p`` work per point.
-    """
-    if isinstance(manifold, Grassmann):
-        data, evaluate = stack_columns(points), weighted_logmap_sum_stacked
-    else:
-        data, evaluate = points, functools.partial(_riemannian_gradient, manifold)
-
-    def gradient(mean, index):
-        if index is None:
-            return evaluate(mean, data, w)
-        return evaluate(mean, data[index], w[index])
-
-    return gradient
-
-
 def _inner(manifold: geoopt.Manifold, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
     """Riemannian inner product ``<u, v>_x`` with shape ``x.shape[:-ndim]``."""
     product = manifold.inner(x, u, v, keepdim=True)
@@ -78,7 +32,7 @@ def _inner(manifold: geoopt.Manifold, x: torch.Tensor, u: torch.Tensor, v: torch
     return product.expand(batch + product.shape[product.dim() - manifold.ndim :]).reshape(batch)
 
 
-def _solve(manifold, points, w, init, *, max_iter, tol, step_size):
+def _solve(geometry: ManifoldGeometry, points, w, init, *, max_iter, tol, step_size):
     """Riemannian gradient descent ``m <- Exp_m(t * sum_i w_i Log_m(x_i))``, per set.
 
     The first step is ``t = step_size`` (1 gives the classical fixed-point iteration); later steps
@@ -88,6 +42,7 @@ def _solve(manifold, points, w, init, *, max_iter, tol, step_size):
     grows more than tenfold, the set goes back to its previous iterate with half its last step.
     Each set stops when its own gradient norm is at most ``tol``.
     """
+    manifold = geometry.manifold
     batch = init.shape[0]
     mean = init.clone()
     previous = init.clone()
@@ -98,7 +53,7 @@ def _solve(manifold, points, w, init, *, max_iter, tol, step_size):
     iterations = torch.zeros((batch,), dtype=torch.long, device=mean.device)
     active = torch.arange(batch, device=mean.device)
     shape = (-1,) + (1,) * manifold.ndim
-    gradient = _gradient_function(manifold, points, w)
+    gradient = geometry.karcher_gradient(points, w)
     for _ in range(max_iter + 1):
         everyone = active.numel() == batch
         m = mean.clone() if everyone else mean[active]
@@ -147,38 +102,30 @@ class _KarcherMean(torch.autograd.Function):
     ``d xi = -J^{-1} dF`` with ``J = dF/d xi`` on the tangent space at ``m*``, hence
     ``grad_theta = -(dF/d theta)^T lambda`` with ``J^T lambda = P_{m*} grad_m`` (Gould et al. 2016,
     "On differentiating parameterized argmin and argmax problems"; Lou et al. 2020, ICML,
-    "Differentiating through the Fréchet mean"). Only first derivatives of ``Log`` are needed.
+    "Differentiating through the Fréchet mean"). Only first derivatives of ``Log`` are needed; the
+    solve for ``lambda`` is the geometry's ``karcher_adjoint``.
     """
 
     @staticmethod
-    def forward(ctx, manifold, points, weights, mean):
-        ctx.manifold = manifold
+    def forward(ctx, geometry, points, weights, mean):
+        ctx.geometry = geometry
         ctx.save_for_backward(points, weights, mean)
         return mean.clone()
 
     @staticmethod
     def backward(ctx, grad_mean):
-        manifold = ctx.manifold
+        geometry = ctx.geometry
         points, weights, mean = ctx.saved_tensors
         need_points, need_weights = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         if not (need_points or need_weights):
             return None, None, None, None
         m = mean.detach()
-        rhs = manifold.proju(m, grad_mean)
+        rhs = geometry.manifold.proju(m, grad_mean)
         with torch.enable_grad():
             x = points.detach().requires_grad_(need_points)
             w = weights.detach().requires_grad_(need_weights)
             w_normalised = w / w.sum(-1, keepdim=True)
-            lam = None
-            if isinstance(manifold, Grassmann):
-                logs = _log(manifold, m.unsqueeze(1), x)
-                residual = manifold.proju(m, (_expand(w_normalised, 2) * logs).sum(1))
-                lam = _grassmann_adjoint(manifold, m, logs.detach(), w_normalised.detach(), rhs)
-            if lam is None:
-                xi = torch.zeros_like(m, requires_grad=True)
-                moved = manifold.retr(m, manifold.proju(m, xi))
-                residual = manifold.proju(m, _riemannian_gradient(manifold, moved, x, w_normalised))
-                lam = _dense_adjoint(manifold, m, xi, residual, rhs)
+            residual, lam = geometry.karcher_adjoint(m, x, w_normalised, rhs)
             inputs = [t for t, need in ((x, need_points), (w, need_weights)) if need]
             grads = list(torch.autograd.grad(residual, inputs, grad_outputs=lam, allow_unused=True))
         grad_points = grads.pop(0) if need_points else None
@@ -188,76 +135,6 @@ class _KarcherMean(torch.autograd.Function):
         if grad_weights is None and need_weights:
             grad_weights = torch.zeros_like(weights)
         return None, grad_points, grad_weights, None
-
-
-def _dense_adjoint(manifold, m, xi, residual, rhs):
-    """Solve ``-J^T lambda = P rhs`` with the Jacobian ``J = dF/dxi`` built from ``D`` VJPs."""
-    batch, point_shape = m.shape[0], m.shape[1:]
-    dim = math.prod(point_shape)
-    basis = torch.eye(dim, dtype=m.dtype, device=m.device)
-    basis = basis.reshape((dim, 1) + point_shape).expand((dim, batch) + point_shape)
-    jac = _batched_vjp(residual, xi, basis)  # (dim, B, *shape): slice k is J^T e_k
-    jac = jac.reshape(dim, batch, dim).transpose(0, 1)  # (B, dim, dim) = J
-    proj = manifold.proju(m.unsqueeze(0), basis).reshape(dim, batch, dim).transpose(0, 1)
-    eye = torch.eye(dim, dtype=m.dtype, device=m.device)
-    lam = torch.linalg.solve(-jac.transpose(-1, -2) + (eye - proj), rhs.reshape(batch, dim, 1))
-    return lam.reshape((batch,) + point_shape)
-
-
-def _grassmann_adjoint(manifold, m, logs, w, rhs):
-    """Solve ``H lambda = rhs`` by conjugate gradients, ``H = sum_i w_i Hess(1/2 d^2(., x_i))(m)``.
-
-    ``H = -J`` is the Riemannian Hessian of the Karcher cost, in closed form on the Grassmannian
-    (``Grassmann.squared_distance_hessian``), symmetric and positive definite at a strict minimum.
-    Returns ``None`` (the caller then builds ``J`` densely) if CG meets negative curvature or does
-    not converge within the dimension of the tangent space.
-    """
-    operators = manifold.squared_distance_hessian_operator(m.unsqueeze(1), logs)
-    weights = _expand(w, 2)
-
-    def hessian(u):
-        return (weights * operators(u.unsqueeze(1))).sum(1)
-
-    def dot(a, b):
-        return (a * b).sum((-2, -1))
-
-    tol = 1e-13 if m.dtype == torch.float64 else 1e-6
-    target = tol * dot(rhs, rhs).sqrt()
-    lam = torch.zeros_like(rhs)
-    r = rhs.clone()
-    direction = r.clone()
-    rr = dot(r, r)
-    for _ in range(m.shape[-1] * m.shape[-2] + 1):
-        if bool((rr.sqrt() <= target).all()):
-            return lam
-        hd = hessian(direction)
-        curvature = dot(direction, hd)
-        live = rr.sqrt() > target
-        if bool((curvature[live] <= 0).any()):
-            return None
-        alpha = torch.where(live, rr / torch.where(live, curvature, 1.0), 0.0)
-        lam = lam + alpha[:, None, None] * direction
-        r = r - alpha[:, None, None] * hd
-        rr_new = dot(r, r)
-        beta = torch.where(live, rr_new / torch.where(live, rr, 1.0), 0.0)
-        direction = r + beta[:, None, None] * direction
-        rr = rr_new
-    return lam if bool((rr.sqrt() <= target).all()) else None
-
-
-def _batched_vjp(output: torch.Tensor, wrt: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
-    """Stack of vector-Jacobian products, one per leading slice of ``cotangents``."""
-    try:
-        (out,) = torch.autograd.grad(
-            output, wrt, grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
-        )
-        return out
-    except RuntimeError:
-        rows = [
-            torch.autograd.grad(output, wrt, grad_outputs=c, retain_graph=True)[0]
-            for c in cotangents
-        ]
-        return torch.stack(rows)
 
 
 # The solver is iterative with per-set stopping (host reads of convergence flags): under
@@ -280,40 +157,65 @@ def karcher_mean(
     Riemannian gradient descent with unit step, ``m <- Exp_m(sum_i w_i Log_m(x_i))`` (Karcher 1977;
     Afsari, Tron & Vidal 2013), run for a whole batch of sets at once; each set stops when its own
     gradient norm ``||sum_i w_i Log_m(x_i)||_m`` is at most ``tol`` (converged sets stop changing).
-    It starts from a warm start: on the Grassmannian the extrinsic mean (top-p eigenvectors of the
-    weighted mean projector), elsewhere the manifold projection of the weighted Euclidean mean.
+    It starts from the geometry's warm start: on the Grassmannian the extrinsic mean (top-p
+    eigenvectors of the weighted mean projector), by default the manifold projection of the weighted
+    Euclidean mean.
     The backward pass is implicit differentiation at the optimum (see ``_KarcherMean``), not
     back-propagation through the iterations: gradients reach ``points`` and ``weights``.
 
-    Parameters
-    ----------
-    manifold : a geoopt manifold with ``expmap``/``logmap`` (``Grassmann``, ``Sphere``,
-        ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Euclidean(ndim=1)``, ...).
-    points : ``(..., N, *point_shape)`` with ``len(point_shape) == manifold.ndim``.
-    weights : optional non-negative ``(..., N)`` (broadcast against the batch shape ``...``); they are
-        normalised to sum to one per set. Default: uniform.
-    max_iter : maximum number of iterations per set.
-    tol : gradient-norm tolerance; default 1e-10 in float64, 1e-5 in float32.
-    step_size : step along the Riemannian gradient (1 is the classical fixed point iteration).
-    init : optional starting points ``(..., *point_shape)``.
-    check : check that the points lie on the manifold (raises ``ValueError`` otherwise).
-    return_info : also return the final gradient norms ``(...)`` and iteration counts ``(...)``.
+    .. math::
 
-    Returns
-    -------
-    mean : ``(..., *point_shape)``. On the Grassmannian its basis is arbitrary within the mean
-        subspace; use basis-invariant quantities downstream.
+        \bar m = \operatorname*{arg\,min}_m \sum_i w_i\, d^2(m, x_i), \qquad
+        m \leftarrow \mathrm{Exp}_m\Big(t \sum_i w_i \mathrm{Log}_m x_i\Big)
 
-    Raises
-    ------
-    ValueError
-        on mismatched shapes, negative weights, weights summing to zero, points off the manifold
-        (with ``check=True``), or a mean that became NaN (e.g. points at the cut locus).
-    RuntimeWarning (warning)
-        when a set does not reach ``tol`` within ``max_iter``; the message gives the gradient norm.
+    The manifold's :class:`~manifoldnn.manifolds.ManifoldGeometry` (:func:`geometry_for`) supplies
+    the logarithm, the warm start, the descent direction and the backward's adjoint solve, so a
+    new manifold is one geometry class for the Karcher mean too.
+
+    Args:
+        manifold: a geoopt manifold with ``expmap`` and ``logmap`` (``Grassmann``, ``Sphere``,
+            ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Euclidean(ndim=1)``, ...).
+        points: ``(..., N, *point_shape)`` with ``len(point_shape) == manifold.ndim``.
+        weights: non-negative ``(..., N)`` (broadcast against the batch shape ``...``), normalised
+            to sum to one per set. Default: ``None`` (uniform).
+        max_iter: maximum number of iterations per set. Default: ``100``.
+        tol: gradient-norm tolerance. Default: ``None`` (``tolerance("karcher_tol", dtype)``).
+        step_size: first step along the Riemannian gradient (1 is the classical fixed point
+            iteration). Default: ``1.0``.
+        init: starting points ``(..., *point_shape)``. Default: ``None`` (the geometry's warm start).
+        check: check that the points lie on the manifold. Default: ``True``.
+        return_info: also return the final gradient norms ``(...)`` and iteration counts ``(...)``.
+            Default: ``False``.
+
+    Returns:
+        The means ``(..., *point_shape)`` (with ``return_info``: ``(mean, grad_norm, iterations)``).
+        On the Grassmannian the basis is arbitrary within the mean subspace; use basis-invariant
+        quantities downstream.
+
+    Raises:
+        ValueError: on mismatched shapes, negative weights, weights summing to zero, points off the
+            manifold (with ``check=True``), or a mean that became NaN (e.g. points at the cut locus).
+
+    Warns:
+        RuntimeWarning: when a set does not reach ``tol`` within ``max_iter``; the message gives
+            the gradient norm.
+
+    Shape:
+        ``points (..., N, *point_shape)``, ``weights (..., N)`` -> ``(..., *point_shape)``; one set
+        ``(N, *point_shape)`` -> ``(*point_shape)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from manifoldnn.manifolds import Grassmann, karcher_mean
+        >>> points = Grassmann().random(8, 5, 6, 2, dtype=torch.float64)  # 8 sets of 5 subspaces
+        >>> karcher_mean(Grassmann(), points).shape
+        torch.Size([8, 6, 2])
     """
     if not isinstance(manifold, geoopt.Manifold):
         raise ValueError(f"manifold must be a geoopt manifold, got {type(manifold).__name__}")
+    max_iter = check_nonnegative_int(max_iter, "max_iter")
+    step_size = check_positive_float(step_size, "step_size")
     for method in ("expmap", "logmap"):
         if getattr(type(manifold), method) is getattr(geoopt.Manifold, method):
             raise ValueError(
@@ -330,10 +232,10 @@ def karcher_mean(
         raise ValueError(f"points must be a floating tensor, got dtype {points.dtype}")
     if points.dtype in HALF_DTYPES:
         # half precision: solved in float32 (the eigen/QR kernels have no half CPU implementation),
-        # returned in the input dtype. The points are checked at the rounding of their own dtype
-        # (a basis rounded to it is orthonormal to about p eps) and projected in float32.
+        # returned in the input dtype. The points are checked at the tolerance of their own dtype
+        # and projected in float32.
         if check:
-            atol = 2 * points.shape[-1] * torch.finfo(points.dtype).eps
+            atol = tolerance("orthonormality", points.dtype)
             ok, reason = manifold.check_point_on_manifold(
                 points.detach(), explain=True, atol=atol, rtol=0
             )
@@ -405,19 +307,29 @@ def karcher_mean(
                 f"{tuple(batch_shape + tuple(point_shape))}, got "
                 f"{tuple(getattr(init, 'shape', ()))}"
             ) from None
-    tol = tolerance("karcher_tol", points.dtype) if tol is None else float(tol)
+    tol = (
+        tolerance("karcher_tol", points.dtype)
+        if tol is None
+        else check_nonnegative_float(tol, "tol")
+    )
+    try:
+        geometry = geometry_for(manifold)
+    except ValueError:
+        # a pairwise geometry may refuse a configuration it cannot pair (e.g. Euclidean(ndim=2));
+        # the generic Karcher pieces need only the manifold's own maps
+        geometry = ManifoldGeometry(manifold)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
     with torch.no_grad():
         w = flat_weights.detach() / flat_weights.detach().sum(-1, keepdim=True)
         x = flat_points.detach()
         start = (
-            _warm_start(manifold, x, w)
+            geometry.karcher_warm_start(x, w)
             if init is None
             else init.detach().to(x).reshape(x[:, 0].shape)
         )
         mean, grad_norm, iterations = _solve(
-            manifold, x, w, start, max_iter=max_iter, tol=tol, step_size=step_size
+            geometry, x, w, start, max_iter=max_iter, tol=tol, step_size=step_size
         )
         mean = manifold.projx(mean)  # the warm start (e.g. an eigh basis) may be returned as is
     if torch.isnan(mean).any() or torch.isnan(grad_norm).any():
@@ -436,7 +348,7 @@ def karcher_mean(
             stacklevel=2,
         )
     if torch.is_grad_enabled() and (flat_points.requires_grad or flat_weights.requires_grad):
-        mean = _KarcherMean.apply(manifold, flat_points, flat_weights, mean)
+        mean = _KarcherMean.apply(geometry, flat_points, flat_weights, mean)
     result = mean.reshape(batch_shape + tuple(point_shape))
     if return_info:
         return result, grad_norm.reshape(batch_shape), iterations.reshape(batch_shape)

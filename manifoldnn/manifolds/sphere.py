@@ -12,7 +12,44 @@ from __future__ import annotations
 import torch
 from geoopt.manifolds import Sphere as _GeooptSphere
 
-__all__ = ["Sphere"]
+__all__ = ["Sphere", "arc_length", "sphere_logmap"]
+
+
+def arc_length(chord: torch.Tensor, antichord: torch.Tensor) -> torch.Tensor:
+    r"""Great-circle distance :math:`2 \operatorname{atan2}(\|x - y\|, \|x + y\|)` of unit vectors.
+
+    The one home of the sphere's distance: accurate to rounding at every angle (Kahan 2006,
+    Sec. 12), where ``acos <x, y>`` loses half the digits near 0 and ``pi``.
+
+    Args:
+        chord: ``||x - y||``, any shape.
+        antichord: ``||x + y||`` (``sqrt(4 - chord^2)`` for unit vectors), same shape.
+
+    Returns:
+        Angles in ``[0, pi]`` of the shape of ``chord``.
+    """
+    return 2.0 * torch.atan2(chord, antichord)
+
+
+def sphere_logmap(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Logarithm of the unit sphere, :math:`\operatorname{atan2}(\|w\|, \langle x, y\rangle)
+    w / \|w\|` with :math:`w = y - \langle x, y\rangle x` (0 at ``y == x``).
+
+    The one home of the sphere's logarithm; the atan2 form is accurate at every angle.
+
+    Args:
+        x: unit vectors ``(..., d)``.
+        y: unit vectors ``(..., d)``, broadcast against ``x``.
+
+    Returns:
+        Tangent vectors at ``x``, ``(..., d)``.
+    """
+    cos = (x * y).sum(-1, keepdim=True)
+    w = y - cos * x
+    sin = w.norm(dim=-1, keepdim=True)
+    positive = sin > 0
+    safe = torch.where(positive, sin, torch.ones_like(sin))
+    return w * torch.where(positive, torch.atan2(sin, cos) / safe, torch.ones_like(sin))
 
 
 class Sphere(_GeooptSphere):
@@ -34,15 +71,11 @@ class Sphere(_GeooptSphere):
     """
 
     def dist(self, x: torch.Tensor, y: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
-        return 2.0 * torch.atan2(
+        """Great-circle distance (:func:`arc_length`): ``(..., d)`` -> ``(...)``."""
+        return arc_length(
             (x - y).norm(dim=-1, keepdim=keepdim), (x + y).norm(dim=-1, keepdim=keepdim)
         )
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cos = (x * y).sum(-1, keepdim=True)
-        w = y - cos * x
-        sin = w.norm(dim=-1, keepdim=True)
-        positive = sin > 0
-        safe = torch.where(positive, sin, torch.ones_like(sin))
-        scale = torch.where(positive, torch.atan2(sin, cos) / safe, torch.ones_like(sin))
-        return self._project_on_subspace(w * scale)
+        """Logarithm (:func:`sphere_logmap`) projected on the subspace: ``(..., d)`` -> ``(..., d)``."""
+        return self._project_on_subspace(sphere_logmap(x, y))
