@@ -4,18 +4,19 @@ Layering. Each subpackage imports only those on the levels below it (``tests/tes
 checks this), and none imports another's private names:
 
 ================ ================================================================================
-level 0          ``linalg`` (sign-fixed QR, gap-safe spectral functions, per-dtype tolerances),
-                 ``validation`` (argument checks, deprecation aliases), ``utils`` (optional
-                 dependencies, threads, paired-representation metrics), ``datasets`` (loaders;
-                 nothing is downloaded)
-level 1          ``manifolds``: Grassmann and an accurate Sphere for geoopt, the Karcher and
-                 extrinsic means, the projection metric, one ``ManifoldGeometry`` class per manifold
-level 2          ``losses``, ``fairness`` (a metric stretched along bias gradients, debiasing),
+level 0          ``validation`` (argument checks, deprecation aliases)
+level 1          ``linalg`` (sign-fixed QR, gap-safe spectral functions, per-dtype tolerances),
+                 ``utils`` (optional dependencies, the estimator contract, threads,
+                 paired-representation metrics)
+level 2          ``datasets`` (loaders; nothing is downloaded); ``manifolds``: Grassmann and an
+                 accurate Sphere for geoopt, the Karcher and extrinsic means, the projection
+                 metric, one ``ManifoldGeometry`` class per manifold
+level 3          ``losses``, ``fairness`` (a metric stretched along bias gradients, debiasing),
                  ``parametrizations`` (orthonormal frames), ``optim`` (geoopt's Riemannian
                  optimisers, resuming exactly)
-level 3          ``layers``: ``nn.Module`` layers on manifold-valued data, attention, fusion
-level 4          ``models``: whole networks (GrNet, BDH, GPT, FusedStreamLM, ...)
-level 5          ``clustering``, ``merging``: scikit-learn-style estimators, model merging
+level 4          ``layers``: ``nn.Module`` layers on manifold-valued data, attention, fusion
+level 5          ``models``: whole networks (GrNet, BDH, GPT, FusedStreamLM, ...)
+level 6          ``clustering``, ``merging``: scikit-learn-style estimators, model merging
 ================ ================================================================================
 
 Sizes. One vocabulary for every layer and model:

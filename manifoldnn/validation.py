@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import numpy as np
+
 __all__ = [
+    "Check",
+    "optional",
+    "int_at_least",
+    "check_bool",
+    "check_callable",
     "check_positive_int",
     "check_nonnegative_int",
     "check_positive_float",
@@ -28,9 +36,47 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+Check = Callable[[Any, str], Any]
+"""A check ``(value, name) -> value`` that raises ``ValueError`` naming ``name``."""
+
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def optional(check: Check) -> Check:
+    """``check`` that also lets ``None`` through."""
+
+    @functools.wraps(check)
+    def check_or_none(value: Any, name: str) -> Any:
+        return None if value is None else check(value, name)
+
+    return check_or_none
+
+
+def int_at_least(low: int) -> Check:
+    """A check that ``value`` is an int ``>= low`` (not a bool), e.g. ``n_clusters >= 2``."""
+    return functools.partial(_check_int_at_least, low=low)
+
+
+def _check_int_at_least(value: Any, name: str, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is a ``bool`` (or NumPy bool); otherwise a ``ValueError`` naming ``name``."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_callable(value: Any, name: str) -> Any:
+    """``value`` if it is callable; otherwise a ``ValueError`` naming ``name``."""
+    if not callable(value):
+        raise ValueError(f"{name} must be callable, got {value!r}")
+    return value
 
 
 def check_positive_int(value: object, name: str) -> int:

@@ -1,8 +1,8 @@
 """The package layout: each subpackage imports only those below it, and no private names across.
 
-The order (``manifoldnn/__init__.py`` lists it): ``linalg``, ``validation`` and ``datasets`` at the
-bottom; ``manifolds``; ``losses``, ``fairness``, ``parametrizations``; ``layers``; ``models``;
-``clustering`` and ``merging``. ``examples/`` and ``benchmarks/`` sit above all of them; the
+The order (``manifoldnn/__init__.py`` lists it): ``validation`` at the bottom; ``linalg`` and
+``utils``; ``datasets`` and ``manifolds``; ``losses``, ``fairness``, ``parametrizations``, ``optim``;
+``layers``; ``models``; ``clustering`` and ``merging``. ``examples/`` and ``benchmarks/`` sit above all of them; the
 top-level ``manifoldnn/__init__.py`` only re-exports, lazily.
 """
 
@@ -19,20 +19,20 @@ from manifoldnn.manifolds import ManifoldGeometry, geometry_for
 ROOT = Path(manifoldnn.__file__).parent
 
 TIERS = {
-    "linalg": 0,
     "validation": 0,
-    "datasets": 0,
-    "data": 1,  # compatibility re-export of datasets
-    "manifolds": 1,
-    "losses": 2,
-    "fairness": 2,
-    "parametrizations": 2,
-    "optim": 2,
-    "utils": 0,
-    "layers": 3,
-    "models": 4,
-    "clustering": 5,
-    "merging": 5,
+    "linalg": 1,
+    "utils": 1,
+    "datasets": 2,
+    "manifolds": 2,
+    "data": 3,  # compatibility re-export of datasets
+    "losses": 3,
+    "fairness": 3,
+    "parametrizations": 3,
+    "optim": 3,
+    "layers": 4,
+    "models": 5,
+    "clustering": 6,
+    "merging": 6,
 }
 
 

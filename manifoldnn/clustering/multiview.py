@@ -23,21 +23,17 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from ..models import MultiViewGrassmannNet
-from ..utils.estimators import (
-    check_bool,
-    int_at_least,
-    optional,
-    store_parameters,
-    torch_seed,
-    validate_parameters,
-)
+from ..utils.estimators import store_parameters, torch_seed, validate_parameters
 from ..validation import (
+    check_bool,
     check_choice,
     check_in_range,
     check_nonnegative_float,
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
+    int_at_least,
+    optional,
 )
 from .multiview_training import (
     confident_samples,

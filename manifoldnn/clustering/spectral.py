@@ -23,8 +23,14 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from ..manifolds.projection import projection_metric_similarity
-from ..utils.estimators import int_at_least, optional, store_parameters, validate_parameters
-from ..validation import check_choice, check_positive_float, check_positive_int
+from ..utils.estimators import store_parameters, validate_parameters
+from ..validation import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    int_at_least,
+    optional,
+)
 
 __all__ = ["projection_affinity", "GrassmannSpectralClustering", "spectral_clustering_of_views"]
 

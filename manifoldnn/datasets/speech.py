@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.optional import require
+
 __all__ = [
     "INSTALL_HINT",
     "STRESS_MARKS",
@@ -163,13 +165,7 @@ def log_mel(
         top_db: silence threshold of :func:`librosa.effects.trim` in dB below the peak.
             Default: 30.
     """
-    # manifoldnn.utils.optional.require's message; datasets sits beside utils in the layering
-    try:
-        import librosa
-    except ImportError as error:
-        raise ImportError(
-            "log_mel needs the optional dependency 'librosa': pip install \"manifoldnn[speech]\""
-        ) from error
+    librosa = require("librosa", "speech", "log_mel")
 
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:

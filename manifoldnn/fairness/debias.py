@@ -20,15 +20,9 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils.estimators import (
-    check_bool,
-    float_dtype_of,
-    store_parameters,
-    torch_seed,
-    validate_parameters,
-)
+from ..utils.estimators import float_dtype_of, store_parameters, torch_seed, validate_parameters
 from ..utils.optional import require
-from ..validation import check_in_range, check_positive_float, check_positive_int
+from ..validation import check_bool, check_in_range, check_positive_float, check_positive_int
 from .evaluation import _as_matrix
 
 __all__ = [

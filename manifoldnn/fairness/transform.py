@@ -49,20 +49,15 @@ from torch import nn
 
 from ..linalg import check_orthonormal
 from ..manifolds import Sphere, SphereGeometry
-from ..utils.estimators import (
-    check_callable,
-    float_dtype_of,
-    optional,
-    store_parameters,
-    torch_seed,
-    validate_parameters,
-)
+from ..utils.estimators import float_dtype_of, store_parameters, torch_seed, validate_parameters
 from ..validation import (
+    check_callable,
     check_choice,
     check_nonnegative_float,
     check_nonnegative_int,
     check_positive_float,
     check_positive_int,
+    optional,
 )
 from .metric import FairnessMetric
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import torch
 
+from ..validation import check_nonnegative_float
 from .basic import fix_column_signs, newton_schulz_step, sym
 from .tolerances import HALF_DTYPES, tolerance
 
@@ -116,6 +117,5 @@ def eigh_top(
         return values.to(a.dtype), vectors.to(a.dtype)
     if broadening is None:
         broadening = tolerance("eigh_broadening", a.dtype)
-    if broadening < 0:  # linalg sits beside validation in the layering, so checked here
-        raise ValueError(f"broadening must be >= 0, got {broadening}")
+    check_nonnegative_float(broadening, "broadening")
     return _EighTop.apply(a, p, broadening)

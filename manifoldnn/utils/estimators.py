@@ -13,28 +13,21 @@ generators (:func:`torch_seed`); transformers return NumPy arrays in the input's
 
 from __future__ import annotations
 
-import functools
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..validation import Check
+
 __all__ = [
-    "Check",
     "store_parameters",
     "validate_parameters",
-    "optional",
-    "int_at_least",
-    "check_bool",
-    "check_callable",
     "torch_seed",
     "float_dtype_of",
 ]
-
-Check = Callable[[Any, str], Any]
-"""A check ``(value, name) -> value`` that raises ``ValueError`` naming ``name``."""
 
 
 def store_parameters(estimator: object, arguments: Mapping[str, Any]) -> None:
@@ -58,41 +51,6 @@ def validate_parameters(estimator: object, checks: Mapping[str, Check]) -> None:
     """
     for name, check in checks.items():
         check(getattr(estimator, name), name)
-
-
-def optional(check: Check) -> Check:
-    """``check`` that also lets ``None`` through."""
-
-    @functools.wraps(check)
-    def check_or_none(value: Any, name: str) -> Any:
-        return None if value is None else check(value, name)
-
-    return check_or_none
-
-
-def int_at_least(low: int) -> Check:
-    """A check that ``value`` is an int ``>= low`` (not a bool), e.g. ``n_clusters >= 2``."""
-    return functools.partial(_check_int_at_least, low=low)
-
-
-def _check_int_at_least(value: Any, name: str, low: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def check_bool(value: Any, name: str) -> bool:
-    """``value`` if it is a ``bool`` (or NumPy bool); otherwise a ``ValueError`` naming ``name``."""
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
-
-
-def check_callable(value: Any, name: str) -> Any:
-    """``value`` if it is callable; otherwise a ``ValueError`` naming ``name``."""
-    if not callable(value):
-        raise ValueError(f"{name} must be callable, got {value!r}")
-    return value
 
 
 def torch_seed(random_state: Any, name: str = "random_state") -> int:
