@@ -47,7 +47,7 @@ def spd(*shape, n=3):
 
 def test_grnet_projection_pooling():
     torch.manual_seed(0)
-    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2).eval()
+    model = GrNet(12, 3, 4, out_sizes=(8, 6), channels=4, pool_size=2).eval()
     x = torch.randn(5, 12, 20)
     assert_compiles_like_eager(model, x)
 
@@ -137,7 +137,7 @@ def test_grnet_karcher_pooling_breaks_only_at_the_karcher_mean():
     """karcher_mean (iterative, per-set stopping) runs as one opaque call: every graph break is at
     that call, and the compiled model still equals eager."""
     torch.manual_seed(6)
-    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2, pooling="karcher").eval()
+    model = GrNet(12, 3, 4, out_sizes=(8, 6), channels=4, pool_size=2, pooling="karcher").eval()
     x = torch.randn(5, 12, 20)
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(model)(x)

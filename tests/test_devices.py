@@ -41,7 +41,7 @@ def test_geodesic_attention_on_the_grassmannian(device, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_grnet(device, dtype):
     generator = torch.Generator().manual_seed(1)
-    model = GrNet(8, 2, 3, dims=(6, 4), channels=4, pool_size=2).to(device=device, dtype=dtype)
+    model = GrNet(8, 2, 3, out_sizes=(6, 4), channels=4, pool_size=2).to(device=device, dtype=dtype)
     features = torch.randn(5, 8, 7, generator=generator, dtype=dtype).to(device)
     logits = model(features)
     assert logits.shape == (5, 3) and same_place(logits, device, dtype)

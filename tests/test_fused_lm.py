@@ -17,7 +17,7 @@ C_EXACT = n + K * V
 def make(fusion: str, c: int = C_EXACT, dtype=torch.float64, **kwargs) -> FusedStreamLM:
     torch.manual_seed(0)
     return FusedStreamLM(
-        P, K, N, c, fusion=fusion, text_dim=n, code_dim=V, n_layer=2, n_head=2, dtype=dtype,
+        P, K, N, c, fusion=fusion, text_size=n, code_size=V, num_layers=2, num_heads=2, dtype=dtype,
         **kwargs,
     )  # fmt: skip
 
@@ -159,7 +159,7 @@ def test_value_errors() -> None:
     with pytest.raises(ValueError, match="rank_a"):
         FusedStreamLM(P, K, N, 16, fusion="summed", rank_a=2)
     with pytest.raises(ValueError, match="exact mode"):
-        FusedStreamLM(P, K, N, 12, fusion="direct_sum", text_dim=n, code_dim=V)
+        FusedStreamLM(P, K, N, 12, fusion="direct_sum", text_size=n, code_size=V)
     model = make("summed")
     text, codes = batch()
     with pytest.raises(ValueError, match=r"codes must have shape \(B, T, K\)"):

@@ -12,43 +12,17 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from .attention import GeodesicAttention, ManifoldAttentionHeads, geodesic_attention
-from .favor import (
-    FavorAttention,
-    favor_attention,
-    favor_kernel_sums,
-    orthogonal_random_features,
-    positive_random_features,
-)
-from .fusion import OrthogonalDirectSum, whitened_cca
-from .grassmann import (
-    FRMap,
-    KarcherPool,
-    OrthMap,
-    ProjMap,
-    ProjPooling,
-    ReOrth,
-    SubspaceEmbedding,
-)
-from .manifold_linear import ManifoldLinear
+from . import attention, favor, fusion, grassmann, manifold_linear
+from .attention import *  # noqa: F403
+from .favor import *  # noqa: F403
+from .fusion import *  # noqa: F403
+from .grassmann import *  # noqa: F403
+from .manifold_linear import *  # noqa: F403
 
 __all__ = [
-    "FRMap",
-    "KarcherPool",
-    "OrthMap",
-    "ProjMap",
-    "ProjPooling",
-    "ReOrth",
-    "SubspaceEmbedding",
-    "GeodesicAttention",
-    "ManifoldAttentionHeads",
-    "geodesic_attention",
-    "ManifoldLinear",
-    "OrthogonalDirectSum",
-    "whitened_cca",
-    "FavorAttention",
-    "favor_attention",
-    "favor_kernel_sums",
-    "orthogonal_random_features",
-    "positive_random_features",
+    *grassmann.__all__,
+    *attention.__all__,
+    *manifold_linear.__all__,
+    *favor.__all__,
+    *fusion.__all__,
 ]

@@ -37,7 +37,13 @@ from torch.utils.checkpoint import checkpoint
 from ..manifolds import ManifoldGeometry, geometry_for, karcher_mean
 from .manifold_linear import ManifoldLinear
 
-__all__ = ["GeodesicAttention", "geodesic_attention", "SCORES", "AGGREGATIONS"]
+__all__ = [
+    "GeodesicAttention",
+    "ManifoldAttentionHeads",
+    "geodesic_attention",
+    "SCORES",
+    "AGGREGATIONS",
+]
 
 SCORES = ("neg_sq", "gdlnet")
 AGGREGATIONS = ("extrinsic", "tangent", "karcher")
