@@ -125,8 +125,8 @@ class _MatrixExp(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         n = x.shape[-1]
         scale = grad.abs().amax()
-        if not bool(scale > 0):
-            return torch.zeros_like(x)
+        # a zero gradient keeps scale 1: its block is then block-diagonal, with a zero corner
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         block = x.new_zeros(2 * n, 2 * n)
         block[:n, :n] = x.transpose(-1, -2)
         block[n:, n:] = x.transpose(-1, -2)
@@ -137,8 +137,8 @@ class _MatrixExp(torch.autograd.Function):
 class _RoundOnceEuclideanStiefel(geoopt.manifolds.EuclideanStiefel):
     """geoopt's EuclideanStiefel with its QR retraction evaluated in float64, rounded once.
 
-    A float32 Householder QR leaves ``||Q^T Q - I||`` near ``p * eps`` (about 1e-6 at p = 64);
-    rounding a float64 QR factor leaves it at the storage rounding floor (about 3e-7 at p = 64).
+    A Householder QR in the storage dtype leaves ``||Q^T Q - I||`` of order ``p * eps``; rounding a
+    float64 QR factor once leaves it at the storage rounding floor.
     """
 
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -237,3 +237,14 @@ def test_compiles_without_graph_breaks(variant):
     idx = torch.randint(0, 256, (2, 10))
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(idx, mode="chunked"), model(idx, mode="chunked"))
+
+
+def test_renamed_config_fields_warn_and_still_work():
+    with pytest.warns(FutureWarning, match="num_layers"):
+        config = GPTConfig(n_layer=1, n_embd=8, n_head=2)
+    assert (config.num_layers, config.dim, config.num_heads) == (1, 8, 2)
+    with pytest.warns(FutureWarning, match="GPTConfig.dim"):
+        assert config.n_embd == 8
+    with pytest.warns(FutureWarning, match="num_neurons"):
+        bdh = BDHConfig(n_neuron=16)
+    assert bdh.num_neurons == 16

@@ -32,7 +32,7 @@ def test_geodesic_attention_on_the_grassmannian(device, dtype):
     layer = GeodesicAttention(Grassmann(), 6, 4, num_heads=2, device=device, dtype=dtype)
     x = qr_positive(torch.randn(3, 5, 6, 2, generator=generator, dtype=dtype)).to(device)
     x.requires_grad_(True)
-    out = layer(x)
+    out = layer(x)[0]
     assert same_place(out, device, dtype) and torch.isfinite(out).all()
     (out @ out.transpose(-1, -2)).pow(2).sum().backward()
     check_gradients([x, *layer.parameters()], device, dtype)

@@ -211,3 +211,12 @@ def test_compiles_without_graph_breaks(fusion) -> None:
     text, codes = batch()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(text, codes), model(text, codes))
+
+
+def test_renamed_arguments_warn_and_still_work():
+    with pytest.warns(FutureWarning, match="dim"):
+        model = FusedStreamLM(
+            5, n_codebooks=2, num_codes=4, c=20, text_dim=4, code_dim=3, n_layer=1, n_head=2
+        )
+    assert (model.num_codebooks, model.dim, model.text_size, model.code_size) == (2, 20, 4, 3)
+    assert len(model.blocks) == 1 and model.config.num_heads == 2

@@ -456,3 +456,25 @@ def test_example_smoke(tmp_path) -> None:
     for method in ("chance", "whitened_cca", "cca_start", "infonce"):
         assert set(payload["retrieval"][method]) == {"t2s_R@1", "t2s_R@10", "s2t_R@1", "s2t_R@10"}
     assert (tmp_path / "orthogonal_fusion.png").exists()
+
+
+def test_renamed_arguments_warn_and_still_work() -> None:
+    with pytest.warns(FutureWarning, match="text_size"):
+        module = OrthogonalDirectSum(n=4, K=2, V=3, c=12)
+    assert (module.text_size, module.num_codebooks, module.code_size, module.out_size) == (
+        4, 2, 3, 12,
+    )  # fmt: skip
+    with pytest.warns(FutureWarning, match="readout_size"):
+        assert OrthogonalDirectSum(4, 2, 3, 12, readout_dim=2).readout_size == 2
+    with pytest.warns(FutureWarning, match="ambient_size"):
+        frame = OrthonormalFrame(n=5, p=2)
+    assert frame().shape == (5, 2)
+
+
+def test_fit_without_pymanopt_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymanopt", None)  # import fails as if not installed
+    module = OrthogonalDirectSum(4, 2, 3, 12)
+    with pytest.raises(ImportError, match=r"manifoldnn\[fusion\]"):
+        module.fit(torch.randn(6, 4), torch.randn(6, 2, 3))

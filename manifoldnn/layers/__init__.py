@@ -3,7 +3,8 @@
 * :mod:`.grassmann`: Grassmann network primitives (FRMap, ReOrth, ProjMap, ProjPooling,
   KarcherPool, OrthMap, SubspaceEmbedding);
 * :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
-  manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`;
+  manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`,
+  called as :class:`torch.nn.MultiheadAttention` is;
 * :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
 

@@ -313,22 +313,27 @@ class OrthogonalDirectSum(nn.Module):
     ) -> OrthogonalDirectSum:
         r"""Initialise the retained directions and the embedding from paired data.
 
-        Parameters
-        ----------
-        A : ``(N, n)`` (or ``(..., n)``, flattened) text features.
-        B : ``(N, K, V)`` features or ``(N, K)`` token ids, paired with A.
-        method : ``"random"`` (uniform retained directions), ``"pca"`` (top principal directions
-            of each modality: Pearson 1901 / Jolliffe 2002, eq. 1.1) or ``"cca"`` (span of the top
-            regularised canonical weights, Hotelling 1936, orthonormalised in Gram-Schmidt order).
-        regularization : CCA ridge, relative to the mean variance of each modality.
-        seed : for the random parts (random directions, orthonormal completion).
-
         The means of A and vec(B) are always set from the data (centring). Q pairs the i-th
         retained direction of A with the i-th of B in the shared read-out: for i < k,
         ``Q_A e_i = (e_i + e_{s+i}) / sqrt(2)``, ``Q_B e_i = (e_i - e_{s+i}) / sqrt(2)``
         (s = readout_size), so the read-out (first s coordinates of C) sees both modalities'
         i-th directions on axis i while C still separates them. In exact mode the full
-        orthogonal change of basis is folded into Q. Returns ``self``.
+        orthogonal change of basis is folded into Q.
+
+        Args:
+            A: ``(N, text_size)`` (or ``(..., text_size)``, flattened) text features.
+            B: ``(N, K, V)`` features or ``(N, K)`` token ids, paired with A.
+            method: ``"random"`` (uniform retained directions), ``"pca"`` (top principal
+                directions of each modality: Pearson 1901 / Jolliffe 2002, eq. 1.1) or ``"cca"``
+                (span of the top regularised canonical weights, Hotelling 1936, orthonormalised
+                in Gram-Schmidt order). Default: ``"cca"``.
+            regularization: CCA ridge, relative to the mean variance of each modality.
+                Default: ``1e-3``.
+            seed: for the random parts (random directions, orthonormal completion).
+                Default: ``0``.
+
+        Returns:
+            ``self``.
         """
         if method not in ("random", "pca", "cca"):
             raise ValueError(f"method must be 'random', 'pca' or 'cca', got {method!r}")

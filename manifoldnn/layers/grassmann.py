@@ -168,7 +168,16 @@ class ReOrth(nn.Module):
     Args:
         validate: in eager mode, raise a ``ValueError`` when an input is numerically rank-deficient
             (smallest ``|R_kk|`` at most ``n eps`` times the largest): Q is then not a function of X
-            and the QR backward divides by that ``R_kk``. Default: True.
+            and the QR backward divides by that ``R_kk``. Default: ``True``.
+
+    Shape:
+        ``(..., n, p) -> (..., n, p)``.
+
+    Examples::
+
+        >>> y = ReOrth()(torch.randn(4, 6, 2))
+        >>> torch.allclose(y.transpose(-1, -2) @ y, torch.eye(2).expand(4, 2, 2), atol=1e-6)
+        True
     """
 
     def __init__(self, *, validate: bool = True) -> None:
@@ -191,6 +200,15 @@ class ProjMap(nn.Module):
     isometric embedding of :math:`\mathrm{Gr}(n, p)` into symmetric matrices up to a factor
     :math:`\sqrt 2` (projection F-norm distance, Edelman, Arias, Smith 1998, "The geometry of algorithms with
     orthogonality constraints", table of Grassmann distances).
+
+    Shape:
+        ``(..., n, p) -> (..., n, n)``.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> ProjMap()(Grassmann().random(4, 6, 2)).shape
+        torch.Size([4, 6, 6])
     """
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -215,7 +233,22 @@ class ProjPooling(nn.Module):
       Y (pooling over neighbouring rows).
 
     The output is symmetric positive semi-definite but no longer a projector: follow it with
-    ``OrthMap(p)`` to return to the Grassmannian.
+    ``OrthMap(rank)`` to return to the Grassmannian.
+
+    Args:
+        mode: ``"across"`` or ``"within"``. Default: ``"across"``.
+        kernel_size: the number of channels (``"across"``) or the block size (``"within"``)
+            averaged; ``None`` averages all channels (``"across"`` only). Default: ``None``.
+
+    Shape:
+        ``"across"``: ``(..., C, n, n) -> (..., C / kernel_size, n, n)`` (or ``(..., n, n)``);
+        ``"within"``: ``(..., n, n) -> (..., n / kernel_size, n / kernel_size)``.
+
+    Examples::
+
+        >>> p = torch.eye(6).expand(2, 4, 6, 6)
+        >>> ProjPooling("across", kernel_size=2)(p).shape
+        torch.Size([2, 2, 6, 6])
     """
 
     def __init__(self, mode: str = "across", kernel_size: int | None = None) -> None:
@@ -278,9 +311,28 @@ class KarcherPool(nn.Module):
     (extrinsic mean) is always defined.
 
     With ``learn_weights=True`` (needs ``size``, the length of the pooled axis) each group has a
-    learnable weight vector, softmax-normalised, initialised uniform: ``weights`` of shape
-    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None);
-    ``device`` and ``dtype`` are those of that parameter.
+    learnable weight vector, softmax-normalised, initialised uniform: ``weight_logits`` of shape
+    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None).
+
+    Args:
+        group_size: entries per group. Default: ``None`` (all of them; the axis is dropped).
+        dim: the pooled axis, before the ``(n, p)`` matrix axes (``<= -3``). Default: ``-3``.
+        learn_weights: learn a weight vector per group. Default: ``False``.
+        size: the length of the pooled axis (with ``learn_weights``). Default: ``None``.
+        max_iter: iterations of the Karcher mean. Default: ``50``.
+        tol: its tolerance. Default: ``None`` (per dtype, see
+            :func:`~manifoldnn.manifolds.karcher_mean`).
+        device: of the weights. Default: PyTorch's default.
+        dtype: of the weights. Default: PyTorch's default.
+
+    Shape:
+        ``(..., C, n, p) -> (..., C / group_size, n, p)`` (or ``(..., n, p)``).
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> KarcherPool(group_size=2)(Grassmann().random(3, 4, 6, 2).double()).shape
+        torch.Size([3, 2, 6, 2])
     """
 
     def __init__(
@@ -350,7 +402,7 @@ class KarcherPool(nn.Module):
         )
         # One Newton-Schulz step U (3 I - U^T U) / 2 (Higham 2008, "Functions of Matrices", Ch. 8,
         # iteration for the polar factor): the identity on orthonormal U, it brings the float32
-        # orthonormality error of the mean's basis (about 1e-6) back to rounding level.
+        # orthonormality error of the mean's basis (first order in it) back to rounding level.
         mean = 1.5 * mean - 0.5 * mean @ (mean.transpose(-1, -2) @ mean)
         if self.group_size is None:
             return mean.squeeze(-3)

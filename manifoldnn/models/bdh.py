@@ -144,7 +144,10 @@ class BDH(AutoregressiveSampling, nn.Module):
 
     Args:
         config: a :class:`BDHConfig`. Default: the reference configuration.
-        device, dtype: factory arguments of the parameters. Default: ``None``.
+        validate: check in eager forwards that the token ids lie in the vocabulary (one host
+            read); skipped under ``torch.compile``. Default: ``True``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
         - Input: token ids ``(B, T)`` (or ``(T,)``), integers in ``[0, vocab_size)``.
@@ -158,8 +161,11 @@ class BDH(AutoregressiveSampling, nn.Module):
         True
     """
 
-    def __init__(self, config: BDHConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: BDHConfig | None = None, *, validate: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
+        self.validate = validate
         self.config = config = BDHConfig() if config is None else config
         factory = {"device": device, "dtype": dtype}
         count = 1 if config.shared_layers else config.num_layers
@@ -222,7 +228,7 @@ class BDH(AutoregressiveSampling, nn.Module):
         mode = self.config.mode if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        idx = check_token_ids(idx, self.config.vocab_size)
+        idx = check_token_ids(idx, self.config.vocab_size, self.validate)
         unbatched = idx.dim() == 1
         if unbatched:
             idx = idx.unsqueeze(0)

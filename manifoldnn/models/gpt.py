@@ -138,7 +138,10 @@ class GPT(AutoregressiveSampling, nn.Module):
 
     Args:
         config: a :class:`GPTConfig`. Default: ``GPTConfig()``.
-        device, dtype: factory arguments. Default: ``None``.
+        validate: check in eager forwards that the token ids lie in the vocabulary (one host
+            read); skipped under ``torch.compile``. Default: ``True``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
         - Input: token ids ``(B, T)``; output: logits ``(B, T, vocab_size)``.
@@ -150,8 +153,11 @@ class GPT(AutoregressiveSampling, nn.Module):
         torch.Size([3, 40, 256])
     """
 
-    def __init__(self, config: GPTConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: GPTConfig | None = None, *, validate: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
+        self.validate = validate
         self.config = config = GPTConfig() if config is None else config
         factory = {"device": device, "dtype": dtype}
         self.embed = nn.Embedding(config.vocab_size, config.dim, **factory)
@@ -182,7 +188,7 @@ class GPT(AutoregressiveSampling, nn.Module):
         """Logits ``(B, T, vocab)``; ``mode`` selects the delta rule's execution form."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        idx = check_token_ids(idx, self.config.vocab_size)
+        idx = check_token_ids(idx, self.config.vocab_size, self.validate)
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         return self._run(idx, mode, None, 0)[0]
