@@ -240,7 +240,7 @@ def test_compiles_without_graph_breaks(variant):
 
 
 def test_renamed_config_fields_warn_and_still_work():
-    with pytest.warns(FutureWarning, match="num_layers"):
+    with pytest.warns(FutureWarning, match="renamed"):
         config = GPTConfig(n_layer=1, n_embd=8, n_head=2)
     assert (config.num_layers, config.dim, config.num_heads) == (1, 8, 2)
     with pytest.warns(FutureWarning, match="GPTConfig.dim"):

@@ -214,7 +214,7 @@ def test_compiles_without_graph_breaks(fusion) -> None:
 
 
 def test_renamed_arguments_warn_and_still_work():
-    with pytest.warns(FutureWarning, match="dim"):
+    with pytest.warns(FutureWarning, match="renamed"):
         model = FusedStreamLM(
             5, n_codebooks=2, num_codes=4, c=20, text_dim=4, code_dim=3, n_layer=1, n_head=2
         )

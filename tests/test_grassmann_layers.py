@@ -464,13 +464,13 @@ def test_benchmark_blocks_compute_the_same_function():
 def test_renamed_arguments_warn_and_still_work():
     from manifoldnn.models import MultiViewGrassmannNet
 
-    with pytest.warns(FutureWarning, match="in_size"):
+    with pytest.warns(FutureWarning, match="renamed"):
         frmap = FRMap(in_dim=6, out_dim=4)
     assert (frmap.in_size, frmap.out_size) == (6, 4)
     for layer in (OrthMap, SubspaceEmbedding):
         with pytest.warns(FutureWarning, match="rank"):
             assert layer(p=3).rank == 3
-    with pytest.warns(FutureWarning, match="rank"):
+    with pytest.warns(FutureWarning, match="renamed"):
         model = GrNet(in_dim=8, p=2, num_classes=3, dims=(6, 4))
     assert (model.in_size, model.rank, model.out_sizes) == (8, 2, (6, 4))
     with pytest.warns(FutureWarning, match="by keyword"):
@@ -483,6 +483,6 @@ def test_renamed_arguments_warn_and_still_work():
     assert head.in_size == 5
     with pytest.warns(FutureWarning, match="by keyword"):
         assert ProjectorClassifier(5, 2, 3).channels == 3
-    with pytest.warns(FutureWarning, match="out_size"):
+    with pytest.warns(FutureWarning, match="renamed"):
         net = MultiViewGrassmannNet(view_dims=[4, 3], n_clusters=2, ambient_dim=6, projected_dim=4)
     assert (net.view_sizes, net.in_size, net.out_size) == ([4, 3], 6, 4)

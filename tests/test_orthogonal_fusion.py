@@ -459,14 +459,14 @@ def test_example_smoke(tmp_path) -> None:
 
 
 def test_renamed_arguments_warn_and_still_work() -> None:
-    with pytest.warns(FutureWarning, match="text_size"):
+    with pytest.warns(FutureWarning, match="renamed"):
         module = OrthogonalDirectSum(n=4, K=2, V=3, c=12)
     assert (module.text_size, module.num_codebooks, module.code_size, module.out_size) == (
         4, 2, 3, 12,
     )  # fmt: skip
     with pytest.warns(FutureWarning, match="readout_size"):
         assert OrthogonalDirectSum(4, 2, 3, 12, readout_dim=2).readout_size == 2
-    with pytest.warns(FutureWarning, match="ambient_size"):
+    with pytest.warns(FutureWarning, match="renamed"):
         frame = OrthonormalFrame(n=5, p=2)
     assert frame().shape == (5, 2)
 

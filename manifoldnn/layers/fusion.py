@@ -627,7 +627,24 @@ class OrthogonalDirectSum(nn.Module):
         (Eckart, Young 1936). Solvers: Riemannian trust regions (Absil, Baker, Gallivan 2007) or
         conjugate gradient (Absil et al. 2008, sec. 8.3), starting from the current frames,
         computed in float64. The result is loaded into the module (any parametrisation);
-        ``fit_result_`` keeps pymanopt's ``OptimizerResult``. Returns ``self``.
+        ``fit_result_`` keeps pymanopt's ``OptimizerResult``. Needs the ``fusion`` extra
+        (``pip install "manifoldnn[fusion]"``).
+
+        Args:
+            A: ``(N, text_size)`` text features.
+            B: ``(N, K, V)`` features or ``(N, K)`` token ids, paired with A.
+            objective: ``"infonce"`` or ``"reconstruction"``. Default: ``"infonce"``.
+            temperature: of the InfoNCE loss. Default: ``0.1``.
+            normalize: cosine instead of dot-product similarity. Default: ``False``.
+            solver: ``"trust_regions"`` or ``"conjugate_gradient"``.
+                Default: ``"trust_regions"``.
+            max_iterations: of the solver. Default: ``100``.
+            min_gradient_norm: stopping tolerance of the solver. Default: ``1e-6``.
+            max_time: seconds. Default: ``600.0``.
+            verbosity: pymanopt's verbosity. Default: ``0``.
+
+        Returns:
+            ``self``.
         """
         pymanopt = require("pymanopt", "fusion", "OrthogonalDirectSum.fit")
 

@@ -30,8 +30,9 @@ __all__ = ["MultiViewGrassmannNet", "MultiViewOutput", "fuse_subspaces"]
 class MultiViewOutput(NamedTuple):
     """Outputs of :class:`MultiViewGrassmannNet` for V views of N samples.
 
-    subspaces : ``(V, N, m, p)`` orthonormal bases :math:`Z^v` after the Grassmann block.
-    probabilities : ``(V, N, K)`` soft cluster assignments of the cluster head.
+    Attributes:
+        subspaces: ``(V, N, m, p)`` orthonormal bases :math:`Z^v` after the Grassmann block.
+        probabilities: ``(V, N, K)`` soft cluster assignments of the cluster head.
     """
 
     subspaces: torch.Tensor
@@ -42,9 +43,15 @@ def fuse_subspaces(subspaces: torch.Tensor, weights: torch.Tensor | None = None)
     r"""Extrinsic mean over views (:func:`manifoldnn.manifolds.extrinsic_mean`): top-p
     eigenvectors of :math:`\sum_v w_v Z^v Z^{v\top}`.
 
-    ``subspaces`` ``(V, N, m, p)`` (views first, as :class:`MultiViewOutput` holds them), optional
-    ``weights`` ``(V,)`` -> ``(N, m, p)``. The minimiser of the summed squared projection distances
-    to the views (Chikuse 2003, Sec. 8.2).
+    The minimiser of the summed squared projection distances to the views (Chikuse 2003,
+    Sec. 8.2).
+
+    Args:
+        subspaces: ``(V, N, m, p)`` bases, views first (as :class:`MultiViewOutput` holds them).
+        weights: ``(V,)`` view weights. Default: ``None`` (equal weights).
+
+    Returns:
+        The fused bases ``(N, m, p)``.
     """
     if subspaces.dim() != 4:
         raise ValueError(f"subspaces must have shape (V, N, m, p), got {tuple(subspaces.shape)}")
