@@ -50,8 +50,16 @@ def project_onto_manifold(
     SVD :math:`X = U \Sigma V^\top`, the nearest matrix with orthonormal columns in the Frobenius
     norm; Higham 2008, "Functions of Matrices", Thm. 8.4) evaluated in float64 (except on MPS,
     which has none), so that the result holds the constraint to the rounding of ``tensor``'s
-    dtype. Default ``manifold``: the tensor's own (a :class:`geoopt.ManifoldTensor`), else
-    :class:`geoopt.EuclideanStiefel`.
+    dtype.
+
+    Args:
+        tensor: the point to project, any shape the manifold accepts.
+        manifold: a geoopt manifold. Default: ``None`` (the tensor's own, for a
+            :class:`geoopt.ManifoldTensor` or :class:`geoopt.ManifoldParameter`, else
+            :class:`geoopt.EuclideanStiefel`).
+
+    Returns:
+        The projection, detached, in ``tensor``'s dtype and on its device.
     """
     if manifold is None:
         manifold = getattr(tensor, "manifold", None)
@@ -79,7 +87,8 @@ class ConstrainedModule(nn.Module):
         before = [t.dtype for t in self._own_tensors()]
         result = super()._apply(fn, recurse)
         after = [t.dtype for t in self._own_tensors()]
-        if any(a != b and a.is_floating_point for a, b in zip(after, before)):
+        meta = any(t.is_meta for t in self._own_tensors())  # no values to project
+        if not meta and any(a != b and a.is_floating_point for a, b in zip(after, before)):
             self.project_constraints_()
         return result
 
