@@ -96,7 +96,7 @@ def run_method(method: str, grassmann, points, features, chunk: int):
         q, k, v = points
         return geodesic_attention(
             grassmann, q, k, v, tau=0.5, distance=method, aggregation="extrinsic", chunk_size=chunk
-        )
+        )[0]
 
 
 def worker_time(args) -> dict:
@@ -179,13 +179,15 @@ def worker_backward(args) -> dict:
     x = torch.randn(args.length, 16, generator=gen).to(_device(args))
     x = x / x.norm(dim=-1, keepdim=True)
     warm = x[:8].clone().requires_grad_()
-    geodesic_attention(
-        sphere, warm, warm, warm, aggregation="tangent", chunk_size=4
-    ).sum().backward()
+    geodesic_attention(sphere, warm, warm, warm, aggregation="tangent", chunk_size=4)[
+        0
+    ].sum().backward()
     q = x.clone().requires_grad_()
     before = _rss_kib()
     start = time.perf_counter()
-    out = geodesic_attention(sphere, q, q, q, tau=0.3, aggregation="tangent", chunk_size=args.chunk)
+    out, _ = geodesic_attention(
+        sphere, q, q, q, tau=0.3, aggregation="tangent", chunk_size=args.chunk
+    )
     out.pow(2).sum().backward()
     synchronize()
     seconds = time.perf_counter() - start

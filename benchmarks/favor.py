@@ -88,8 +88,8 @@ def measure_errors(args) -> dict:
     settings = error_settings(args)
     bar = tqdm(total=len(settings) * len(args.features), desc="error vs m", disable=args.quiet)
     for name, manifold, distance, tau, q, kv, causal in settings:
-        kwargs = {"tau": tau, "distance": distance, "causal": causal}
-        exact = geodesic_attention(manifold, q, kv, kv, **kwargs)
+        kwargs = {"tau": tau, "distance": distance, "is_causal": causal}
+        exact, _ = geodesic_attention(manifold, q, kv, kv, **kwargs)
         width = geometry_for(manifold).sdpa_features(q[:, :1], kv[:, :1], distance)[0].shape[-1]
         row = {}
         for m in args.features:
@@ -100,7 +100,7 @@ def measure_errors(args) -> dict:
             errors = torch.tensor(
                 [
                     relative_error(
-                        favor_attention(manifold, q, kv, kv, features=w, **kwargs),
+                        favor_attention(manifold, q, kv, kv, features=w, **kwargs)[0],
                         exact,
                         manifold.__class__ is Grassmann,
                     )
@@ -120,10 +120,10 @@ def time_methods(x: torch.Tensor, w: torch.Tensor, args) -> dict:
     common = {"tau": args.taus[0], "distance": "chordal", "validate": False}
     methods = {
         "exact": lambda: geodesic_attention(sphere, x, x, x, **common),
-        "exact_causal": lambda: geodesic_attention(sphere, x, x, x, causal=True, **common),
+        "exact_causal": lambda: geodesic_attention(sphere, x, x, x, is_causal=True, **common),
         "favor": lambda: favor_attention(sphere, x, x, x, features=w, **common),
         "favor_causal": lambda: favor_attention(
-            sphere, x, x, x, features=w, causal=True, chunk_size=args.chunk, **common
+            sphere, x, x, x, features=w, is_causal=True, chunk_size=args.chunk, **common
         ),
     }
     return {name: best_time(fn, args.repeats) for name, fn in methods.items()}

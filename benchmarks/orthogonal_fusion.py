@@ -65,7 +65,7 @@ def fit_benchmark(args: argparse.Namespace) -> None:
     b = np.tanh(3.0 * a @ mixing) + 0.5 * rng.standard_normal((args.samples, K * V))
     a = torch.from_numpy(a / np.sqrt(((a - a.mean(0)) ** 2).sum(1).mean()))
     b = torch.from_numpy(b / np.sqrt(((b - b.mean(0)) ** 2).sum(1).mean())).reshape(-1, K, V)
-    kwargs = {"rank_a": 32, "rank_b": 32, "readout_dim": 16, "dtype": torch.float64}
+    kwargs = {"rank_a": 32, "rank_b": 32, "readout_size": 16, "dtype": torch.float64}
     start = OrthogonalDirectSum(n, K, V, 64, **kwargs).initialize(a, b, method="cca")
     state = start.state_dict()
     tau = args.temperature

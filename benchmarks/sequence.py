@@ -7,7 +7,7 @@ Methods, all causal, batch 1, ``--heads`` heads, measured in the same process:
   ``q = RoPE(ReLU(.))`` of ``--bdh-neurons`` features per head and one value sequence of width
   ``--dim`` shared by the heads (as in the model);
 - ``delta``: the chunked (WY) delta rule, unit keys of width ``--dim``, ``beta`` in (0, 1);
-- ``favor``: causal FAVOR+ (``favor_attention(causal=True)``), unit-sphere queries and keys of width
+- ``favor``: causal FAVOR+ (``favor_attention(is_causal=True)``), unit-sphere queries and keys of width
   ``--dim``, ``--favor-features`` positive orthogonal random features, tau 0.2.
 
 Time is the median of ``--repeats`` forward+backward passes after one warm-up, in CPU seconds of
@@ -78,9 +78,9 @@ def run(method: str, inputs, chunk_size: int, omega: torch.Tensor | None = None)
         q, k, v = inputs
         unit_q, unit_k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         return favor_attention(
-            EUCLIDEAN, unit_q, unit_k, v, tau=0.2, causal=True, features=omega,
+            EUCLIDEAN, unit_q, unit_k, v, tau=0.2, is_causal=True, features=omega,
             chunk_size=chunk_size, validate=False,
-        )  # fmt: skip
+        )[0]  # fmt: skip
     q, k, v, beta = inputs
     key = F.normalize(k, dim=-1)
     return delta_rule(F.normalize(q, dim=-1), key, v, torch.sigmoid(beta), chunk_size=chunk_size)

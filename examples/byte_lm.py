@@ -60,19 +60,19 @@ def split_corpus(data: bytes, validation: float = 0.1) -> tuple[torch.Tensor, to
 def build_models(args) -> dict[str, torch.nn.Module]:
     bdh = BDH(
         BDHConfig(
-            n_layer=args.bdh_layers,
-            n_embd=args.bdh_embd,
-            n_head=4,
-            n_neuron=args.bdh_neurons,
+            num_layers=args.bdh_layers,
+            dim=args.bdh_embd,
+            num_heads=4,
+            num_neurons=args.bdh_neurons,
             dropout=0.0,
             chunk_size=args.chunk_size,
         )
     )
-    gpt = GPTConfig(n_layer=args.gpt_layers, n_embd=args.gpt_embd, n_head=4)
+    gpt = GPTConfig(num_layers=args.gpt_layers, dim=args.gpt_embd, num_heads=4)
     linear = GPTConfig(
-        n_layer=args.gpt_layers,
-        n_embd=args.gpt_embd,
-        n_head=4,
+        num_layers=args.gpt_layers,
+        dim=args.gpt_embd,
+        num_heads=4,
         attention="delta",
         chunk_size=args.chunk_size,
     )
@@ -161,10 +161,7 @@ def _generation_child(kind, config, state_dict, context, new_tokens, threads, pr
     ids = prompt[:, :context]
     clock = time.process_time  # one thread: CPU seconds, robust to a shared machine
     t0 = clock()
-    if kind == "bdh":
-        logits, state = model.prefill(ids)
-    else:
-        logits, state = model.prefill(ids, new_tokens)
+    logits, state = model.prefill(ids, new_tokens)
     t1 = clock()
     for position in range(context, context + new_tokens):
         token = logits.argmax(-1, keepdim=True)

@@ -142,7 +142,9 @@ class GrNetFactory:
     ``examples/grassmann_classification.py`` on Gr(49, 3) (3 delays)."""
 
     def __init__(self, dtype: torch.dtype = torch.float32, **kwargs) -> None:
-        defaults = dict(in_dim=49, p=3, num_classes=9, dims=(32, 16), channels=8, pool_size=2)
+        defaults = dict(
+            in_size=49, rank=3, num_classes=9, out_sizes=(32, 16), channels=8, pool_size=2
+        )
         self.kwargs = defaults | {"embed": False} | kwargs
         self.dtype = dtype
 

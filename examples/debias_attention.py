@@ -94,7 +94,7 @@ def attend(queries, keys, tau, metric=None, chunk_size=2048, weights_for=None):
     of the query rows ``weights_for`` (indices)."""
     sphere = Sphere()
     with torch.no_grad():
-        out = geodesic_attention(
+        out, _ = geodesic_attention(
             sphere, queries, keys, keys, tau=tau, distance="geodesic", aggregation="extrinsic",
             metric=metric, chunk_size=chunk_size,
         )  # fmt: skip
@@ -102,7 +102,7 @@ def attend(queries, keys, tau, metric=None, chunk_size=2048, weights_for=None):
         if weights_for is not None:
             _, weights = geodesic_attention(
                 sphere, queries[weights_for], keys, keys, tau=tau, distance="geodesic",
-                metric=metric, chunk_size=chunk_size, return_weights=True,
+                metric=metric, chunk_size=chunk_size, need_weights=True,
             )  # fmt: skip
     return out, weights
 

@@ -314,7 +314,7 @@ def build_grnet(args: argparse.Namespace, bases: torch.Tensor, num_classes: int)
         bases.shape[-2],
         args.p,
         num_classes,
-        dims=args.dims,
+        out_sizes=args.dims,
         channels=args.channels,
         pool_size=args.pool_size,
         pooling=args.pooling,
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> dict:
     # On-manifold check of every FRMap weight after training (W W^T = I).
     stiefel_error = max(
         (
-            module.matrix @ module.weight - torch.eye(module.out_dim)
+            module.matrix @ module.weight - torch.eye(module.out_size)
         ).abs().max().item()
         for module in grnet.modules()
         if hasattr(module, "matrix")

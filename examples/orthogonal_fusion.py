@@ -111,7 +111,7 @@ def run_retrieval(args, a_tr, b_tr, a_te, b_te, progress):
 
     model = OrthogonalDirectSum(
         n, K, V, args.retrieval_c, rank_a=args.retrieval_rank, rank_b=args.retrieval_rank,
-        readout_dim=args.readout_dim, dtype=torch.float64,
+        readout_size=args.readout_dim, dtype=torch.float64,
     ).initialize(a_tr, b_tr, method="cca", regularization=args.cca_reg, seed=args.seed)  # fmt: skip
     results = {"cca_start": retrieval(model)}
     for frame in (model.retained_a, model.retained_b):  # train the rotation Q only
@@ -377,20 +377,20 @@ def main(argv: list[str] | None = None) -> int:
     n, K, V = args.text_dim, args.codebooks, args.code_dim
     c_exact = n + K * V
     common = {
-        "num_text_tokens": len(phonemes), "n_codebooks": K, "num_codes": args.codebook_size,
-        "text_dim": n, "code_dim": V, "n_layer": args.layers, "n_head": args.heads,
+        "num_text_tokens": len(phonemes), "num_codebooks": K, "num_codes": args.codebook_size,
+        "text_size": n, "code_size": V, "num_layers": args.layers, "num_heads": args.heads,
         "dropout": args.dropout,
     }  # fmt: skip
-    lossy = {"c": args.c_lossy, "fusion": "direct_sum", "rank_a": args.rank_a}
+    lossy = {"dim": args.c_lossy, "fusion": "direct_sum", "rank_a": args.rank_a}
     lossy["rank_b"] = args.rank_b
     configs = {
-        "direct_sum_exact": ({"c": c_exact, "fusion": "direct_sum"}, None),
+        "direct_sum_exact": ({"dim": c_exact, "fusion": "direct_sum"}, None),
         "direct_sum_lossy": (lossy, "cca"),
-        "summed": ({"c": c_exact, "fusion": "summed"}, None),
-        "concat_linear": ({"c": c_exact, "fusion": "concat_linear"}, None),
+        "summed": ({"dim": c_exact, "fusion": "summed"}, None),
+        "concat_linear": ({"dim": c_exact, "fusion": "concat_linear"}, None),
         "direct_sum_lossy_pca": (lossy, "pca"),
-        "summed_at_lossy_width": ({"c": args.c_lossy, "fusion": "summed"}, None),
-        "concat_linear_at_lossy_width": ({"c": args.c_lossy, "fusion": "concat_linear"}, None),
+        "summed_at_lossy_width": ({"dim": args.c_lossy, "fusion": "summed"}, None),
+        "concat_linear_at_lossy_width": ({"dim": args.c_lossy, "fusion": "concat_linear"}, None),
     }
     main_keys = ("direct_sum_exact", "direct_sum_lossy", "summed", "concat_linear")
     if args.no_extra:
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             model, train, test, args.probe_frames, args.seed
         )
         all_results[name] |= {
-            "c": config["c"],
+            "c": config["dim"],
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": seconds,
         }

@@ -27,12 +27,82 @@ import torch
 from torch import nn
 
 from .linalg import qr_positive
-from .validation import check_positive_int
+from .validation import check_choice, check_positive_int, renamed_arguments
 
-__all__ = ["OrthonormalFrame", "PARAMETRIZATIONS", "SKEW_MAPS"]
+__all__ = [
+    "ConstrainedModule",
+    "OrthonormalFrame",
+    "PARAMETRIZATIONS",
+    "SKEW_MAPS",
+    "project_onto_manifold",
+]
 
 PARAMETRIZATIONS = ("stiefel", "cayley", "matrix_exp")
 Parametrization = Literal["stiefel", "cayley", "matrix_exp"]
+
+
+def project_onto_manifold(
+    tensor: torch.Tensor, manifold: geoopt.Manifold | None = None
+) -> torch.Tensor:
+    r"""The nearest point of ``manifold`` to ``tensor``, computed in float64 and rounded once.
+
+    ``manifold.projx`` (for geoopt's Stiefel manifolds, the polar factor :math:`U V^\top` of the
+    SVD :math:`X = U \Sigma V^\top`, the nearest matrix with orthonormal columns in the Frobenius
+    norm; Higham 2008, "Functions of Matrices", Thm. 8.4) evaluated in float64 (except on MPS,
+    which has none), so that the result holds the constraint to the rounding of ``tensor``'s
+    dtype.
+
+    Args:
+        tensor: the point to project, any shape the manifold accepts.
+        manifold: a geoopt manifold. Default: ``None`` (the tensor's own, for a
+            :class:`geoopt.ManifoldTensor` or :class:`geoopt.ManifoldParameter`, else
+            :class:`geoopt.EuclideanStiefel`).
+
+    Returns:
+        The projection, detached, in ``tensor``'s dtype and on its device.
+    """
+    if manifold is None:
+        manifold = getattr(tensor, "manifold", None)
+    if manifold is None:
+        manifold = geoopt.EuclideanStiefel()
+    plain = tensor.detach().as_subclass(torch.Tensor)
+    work = plain if plain.device.type == "mps" else plain.to(torch.float64)
+    return manifold.projx(work).to(plain.dtype)
+
+
+class ConstrainedModule(nn.Module):
+    """An ``nn.Module`` whose manifold constraints survive ``.to(dtype)``, ``.double()``, ``.half()``.
+
+    ``Module.to`` / ``.double()`` convert parameters entry by entry, so a matrix with orthonormal
+    columns in float32 is orthonormal only to float32 rounding in float64. After a conversion that
+    changes the floating dtype of one of its tensors, this class calls
+    :meth:`project_constraints_`, which re-projects each :class:`geoopt.ManifoldParameter`
+    owned by the module itself (children handle their own) onto its manifold in the new dtype
+    (:func:`project_onto_manifold`). Subclasses that hold other constrained tensors (such as a
+    buffer with orthonormal columns) extend :meth:`project_constraints_`. A device move alone
+    changes nothing.
+    """
+
+    def _apply(self, fn, recurse: bool = True):
+        before = [t.dtype for t in self._own_tensors()]
+        result = super()._apply(fn, recurse)
+        after = [t.dtype for t in self._own_tensors()]
+        meta = any(t.is_meta for t in self._own_tensors())  # no values to project
+        if not meta and any(a != b and a.is_floating_point for a, b in zip(after, before)):
+            self.project_constraints_()
+        return result
+
+    def _own_tensors(self) -> list[torch.Tensor]:
+        own = list(self._parameters.values()) + list(self._buffers.values())
+        return [t for t in own if t is not None]
+
+    @torch.no_grad()
+    def project_constraints_(self) -> None:
+        """Re-project every :class:`geoopt.ManifoldParameter` of this module (not its children)
+        onto its manifold, in float64 rounded once to its dtype."""
+        for parameter in self._parameters.values():
+            if isinstance(parameter, geoopt.ManifoldParameter) and parameter.is_floating_point():
+                parameter.copy_(project_onto_manifold(parameter))
 
 
 def _orthonormal_completion(frame: torch.Tensor) -> torch.Tensor:
@@ -64,8 +134,8 @@ class _MatrixExp(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         n = x.shape[-1]
         scale = grad.abs().amax()
-        if not bool(scale > 0):
-            return torch.zeros_like(x)
+        # a zero gradient keeps scale 1: its block is then block-diagonal, with a zero corner
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         block = x.new_zeros(2 * n, 2 * n)
         block[:n, :n] = x.transpose(-1, -2)
         block[n:, n:] = x.transpose(-1, -2)
@@ -76,8 +146,8 @@ class _MatrixExp(torch.autograd.Function):
 class _RoundOnceEuclideanStiefel(geoopt.manifolds.EuclideanStiefel):
     """geoopt's EuclideanStiefel with its QR retraction evaluated in float64, rounded once.
 
-    A float32 Householder QR leaves ``||Q^T Q - I||`` near ``p * eps`` (about 1e-6 at p = 64);
-    rounding a float64 QR factor leaves it at the storage rounding floor (about 3e-7 at p = 64).
+    A Householder QR in the storage dtype leaves ``||Q^T Q - I||`` of order ``p * eps``; rounding a
+    float64 QR factor once leaves it at the storage rounding floor.
     """
 
     def retr(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -101,30 +171,45 @@ def _cayley_map(x: torch.Tensor, p: int) -> torch.Tensor:
 SKEW_MAPS = {"matrix_exp": _exp_map, "cayley": _cayley_map}
 
 
-class OrthonormalFrame(nn.Module):
-    r"""An ``(n, p)`` matrix with orthonormal columns, :math:`Q^\top Q = I_p`, kept on St(n, p).
+class OrthonormalFrame(ConstrainedModule):
+    r"""An ``(ambient_size, rank)`` matrix with orthonormal columns, :math:`Q^\top Q = I`, kept on
+    the Stiefel manifold :math:`\mathrm{St}(n, p)`.
 
-    Parameters
-    ----------
-    n, p : sizes with ``n >= p >= 1``.
-    parametrization : ``"stiefel"`` (geoopt ManifoldParameter, Riemannian optimiser),
-        ``"cayley"`` or ``"matrix_exp"`` (always-orthogonal maps of an unconstrained skew matrix
-        around a fixed base Q_0; any optimiser). See the module docstring for the formulas.
-    high_precision : evaluate exp / Cayley / the QR retraction in float64 (except on MPS) and
-        round once to the storage dtype, so that ``||Q^T Q - I||`` stays at the storage rounding
-        floor however large X grows or however many retractions are taken.
-    dtype, device : of the stored frame.
+    Calling the module returns the frame; :meth:`load_` sets it to a given point. Train
+    ``"stiefel"`` frames with a geoopt Riemannian optimiser (``RiemannianAdam`` / ``SGD``): a plain
+    torch optimiser would step off the manifold. The other two parametrisations stay orthogonal
+    under any optimiser. After ``.to(dtype)`` / ``.double()`` the frame is re-projected, so that it
+    holds :math:`Q^\top Q = I` to the rounding of the new dtype (:class:`ConstrainedModule`).
 
-    Calling the module returns the frame ``(n, p)``; ``load_(frame)`` sets it to a given point.
-    Train ``"stiefel"`` frames with a geoopt Riemannian optimiser (``RiemannianAdam``/``SGD``);
-    a plain torch optimiser would step off the manifold. The other two stay orthogonal under
-    any optimiser.
+    Args:
+        ambient_size: n, the number of rows.
+        rank: p, the number of orthonormal columns (``1 <= rank <= ambient_size``).
+        parametrization: ``"stiefel"`` (a :class:`geoopt.ManifoldParameter`), ``"cayley"`` or
+            ``"matrix_exp"`` (always-orthogonal maps of an unconstrained skew matrix around a
+            fixed base :math:`Q_0`; see the module docstring). Default: ``"stiefel"``.
+        high_precision: evaluate exp / Cayley / the QR retraction in float64 (except on MPS) and
+            round once to the storage dtype, so that :math:`\|Q^\top Q - I\|` stays at the
+            storage rounding floor however large X grows or however many retractions are taken.
+            Default: ``False``.
+        dtype: of the stored frame. Default: PyTorch's default.
+        device: of the stored frame. Default: PyTorch's default.
+
+    Shape:
+        - Output of ``forward()``: ``(ambient_size, rank)``.
+
+    Examples::
+
+        >>> frame = OrthonormalFrame(6, 2, "cayley")
+        >>> q = frame()
+        >>> torch.allclose(q.T @ q, torch.eye(2), atol=1e-6)
+        True
     """
 
+    @renamed_arguments(n="ambient_size", p="rank")
     def __init__(
         self,
-        n: int,
-        p: int,
+        ambient_size: int,
+        rank: int,
         parametrization: Parametrization = "stiefel",
         *,
         high_precision: bool = False,
@@ -132,15 +217,15 @@ class OrthonormalFrame(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        check_positive_int(n, "n")
-        check_positive_int(p, "p")
+        n = check_positive_int(ambient_size, "ambient_size")
+        p = check_positive_int(rank, "rank")
         if p > n:
-            raise ValueError(f"an (n, p) orthonormal frame needs n >= p, got n={n}, p={p}")
-        if parametrization != "stiefel" and parametrization not in SKEW_MAPS:
             raise ValueError(
-                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
+                f"rank must be <= ambient_size for orthonormal columns, got rank={p} > "
+                f"ambient_size={n}"
             )
-        self.n, self.p, self.parametrization = n, p, parametrization
+        check_choice(parametrization, "parametrization", PARAMETRIZATIONS)
+        self.ambient_size, self.rank, self.parametrization = n, p, parametrization
         self.high_precision = high_precision
         factory = {"dtype": dtype, "device": device}
         eye = torch.eye(n, p, **factory)
@@ -160,18 +245,25 @@ class OrthonormalFrame(nn.Module):
                 "_free", torch.triu(rows.expand(n, n), diagonal=1), persistent=False
             )
 
+    @torch.no_grad()
+    def project_constraints_(self) -> None:
+        """Re-project the Stiefel weight, or the orthogonal base :math:`Q_0` of the skew maps."""
+        super().project_constraints_()
+        if self.parametrization != "stiefel":
+            self.base.copy_(project_onto_manifold(self.base))
+
     def skew(self) -> torch.Tensor:
         """Skew-symmetric generator ``X`` ``(n, n)`` with a zero lower-right ``(n-p, n-p)`` block."""
         upper = torch.where(self._free, self.skew_weight, torch.zeros_like(self.skew_weight))
         return upper - upper.transpose(-1, -2)
 
     def forward(self) -> torch.Tensor:
-        """The frame ``(n, p)``."""
+        """The frame ``(ambient_size, rank)``."""
         if self.parametrization == "stiefel":
             return self.weight
         x = self.skew()
         work_dtype = self._work_dtype(x)
-        rotation = SKEW_MAPS[self.parametrization](x.to(work_dtype), self.p)
+        rotation = SKEW_MAPS[self.parametrization](x.to(work_dtype), self.rank)
         return (self.base.to(work_dtype) @ rotation).to(self.skew_weight.dtype)
 
     def _work_dtype(self, x: torch.Tensor) -> torch.dtype:
@@ -183,10 +275,12 @@ class OrthonormalFrame(nn.Module):
 
     @torch.no_grad()
     def load_(self, frame: torch.Tensor) -> OrthonormalFrame:
-        """Set the frame to ``frame`` ``(n, p)`` (re-orthonormalised by a sign-fixed QR)."""
-        if frame.shape != (self.n, self.p):
+        """Set the frame to ``frame`` ``(ambient_size, rank)`` (re-orthonormalised by a sign-fixed
+        QR); returns ``self``."""
+        if frame.shape != (self.ambient_size, self.rank):
             raise ValueError(
-                f"frame must have shape ({self.n}, {self.p}), got {tuple(frame.shape)}"
+                f"frame must have shape ({self.ambient_size}, {self.rank}), got "
+                f"{tuple(frame.shape)}"
             )
         if not torch.isfinite(frame).all():
             raise ValueError("frame contains NaN or Inf")
@@ -205,4 +299,7 @@ class OrthonormalFrame(nn.Module):
         return {"dtype": ref.dtype, "device": ref.device}
 
     def extra_repr(self) -> str:
-        return f"n={self.n}, p={self.p}, parametrization={self.parametrization!r}"
+        return (
+            f"ambient_size={self.ambient_size}, rank={self.rank}, "
+            f"parametrization={self.parametrization!r}"
+        )

@@ -61,10 +61,10 @@ def test_euclidean_equals_sdpa_with_distance_scores(dtype):
     scores = 2 * q @ k.transpose(-1, -2) / tau + bias
     tol = torch.finfo(dtype).eps * scores.abs().max().item() * v.abs().max().item()
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=2 / tau)
-    out = geodesic_attention(E, q, k, v, tau=tau)
+    out = geodesic_attention(E, q, k, v, tau=tau)[0]
     assert (out - ref).abs().max() < tol
     # the chunked path (forced by return_weights) agrees, and its weights are softmax(-d^2/tau)
-    out2, w = geodesic_attention(E, q, k, v, tau=tau, return_weights=True, chunk_size=3)
+    out2, w = geodesic_attention(E, q, k, v, tau=tau, need_weights=True, chunk_size=3)
     d2 = torch.cdist(q.double(), k.double()).pow(2)
     assert torch.allclose(w.double(), torch.softmax(-d2 / tau, -1), atol=tol * 10)
     assert (out2 - ref).abs().max() < tol * 10
@@ -74,7 +74,7 @@ def test_module_with_maps_matches_sdpa_on_mapped_tokens():
     torch.manual_seed(1)
     layer = GeodesicAttention(E, 6, 4, num_heads=3, tau=0.5).double()
     x = torch.randn(2, 9, 6, dtype=torch.float64)
-    out = layer(x)
+    out = layer(x)[0]
     assert out.shape == (2, 9, 3, 4)
     q, k, v = (m(x).transpose(-3, -2) for m in (layer.query_map, layer.key_map, layer.value_map))
     mask = (-k.pow(2).sum(-1) / 0.5).unsqueeze(-2)
@@ -85,10 +85,10 @@ def test_module_with_maps_matches_sdpa_on_mapped_tokens():
 def test_grassmann_projection_scores_and_extrinsic_output():
     torch.manual_seed(2)
     q, k, v = (G.random(2, n, 6, 2, dtype=torch.float64) for n in (5, 7, 7))
-    _, w = geodesic_attention(G, q, k, v, tau=0.3, distance="projection", return_weights=True)
+    _, w = geodesic_attention(G, q, k, v, tau=0.3, distance="projection", need_weights=True)
     d = G.projection_distance(q.unsqueeze(-3), k.unsqueeze(-4))
     assert torch.allclose(w, torch.softmax(-d.pow(2) / 0.3, -1), atol=1e-13)
-    out = geodesic_attention(G, q, k, v, tau=0.3, distance="projection")  # SDPA path
+    out = geodesic_attention(G, q, k, v, tau=0.3, distance="projection")[0]  # SDPA path
     mean = torch.einsum("bij,bjnm->binm", w, v @ v.transpose(-1, -2)).numpy()
     _, vecs = np.linalg.eigh(mean)
     ref = torch.from_numpy(vecs[..., -2:])
@@ -134,7 +134,7 @@ def test_gdlnet_score():
         unit(torch.randn(4, 3, dtype=torch.float64)),
         unit(torch.randn(6, 3, dtype=torch.float64)),
     )
-    _, w = geodesic_attention(S, q, k, k, tau=0.5, score="gdlnet", return_weights=True)
+    _, w = geodesic_attention(S, q, k, k, tau=0.5, score="gdlnet", need_weights=True)
     theta = torch.acos((q @ k.T).clamp(-1, 1))
     ref = torch.softmax(1 / (1 + torch.log1p(theta**2)) / 0.5, -1)
     assert torch.allclose(w, ref, atol=1e-10)
@@ -145,7 +145,7 @@ def test_karcher_aggregation_is_weighted_karcher_mean(manifold):
     torch.manual_seed(6)
     q, k, v = tokens(manifold, (), 3), tokens(manifold, (), 5), tokens(manifold, (), 5)
     out, w = geodesic_attention(
-        manifold, q, k, v, tau=1.0, aggregation="karcher", return_weights=True
+        manifold, q, k, v, tau=1.0, aggregation="karcher", need_weights=True
     )
     for i in range(3):
         ref = karcher_mean(manifold, v, w[i])
@@ -174,9 +174,9 @@ def test_chunked_online_softmax_equals_full_weights(manifold, distance, aggregat
     torch.manual_seed(7)
     q, k, v = tokens(manifold, (2,), 4), tokens(manifold, (2,), 7), tokens(manifold, (2,), 7)
     kw = dict(tau=0.7, distance=distance, aggregation=aggregation)
-    full, _ = geodesic_attention(manifold, q, k, v, return_weights=True, **kw)
+    full, _ = geodesic_attention(manifold, q, k, v, need_weights=True, **kw)
     for chunk in (1, 3, 100):
-        out = geodesic_attention(manifold, q, k, v, chunk_size=chunk, **kw)
+        out = geodesic_attention(manifold, q, k, v, chunk_size=chunk, **kw)[0]
         assert torch.allclose(out, full, atol=1e-10), chunk
 
 
@@ -189,21 +189,21 @@ def test_key_padding_and_causal_masks(manifold, distance):
     q, k, v = tokens(manifold, (2,), 6), tokens(manifold, (2,), 6), tokens(manifold, (2,), 6)
     pad = torch.tensor([[False] * 4 + [True] * 2, [False] * 6])
     kw = dict(tau=0.6, distance=distance)
-    out = geodesic_attention(manifold, q, k, v, key_padding_mask=pad, **kw)
-    _, w = geodesic_attention(manifold, q, k, v, key_padding_mask=pad, return_weights=True, **kw)
+    out = geodesic_attention(manifold, q, k, v, key_padding_mask=pad, **kw)[0]
+    _, w = geodesic_attention(manifold, q, k, v, key_padding_mask=pad, need_weights=True, **kw)
     assert torch.all(w[0, :, 4:] == 0) and torch.all(w[1] > 0)
     v2, k2 = v.clone(), k.clone()
     v2[0, 4:], k2[0, 4:] = tokens(manifold, (), 2), tokens(manifold, (), 2)
-    out2 = geodesic_attention(manifold, q, k2, v2, key_padding_mask=pad, **kw)
+    out2 = geodesic_attention(manifold, q, k2, v2, key_padding_mask=pad, **kw)[0]
     assert torch.allclose(out, out2, atol=1e-9)
     # causal: output i does not depend on keys/values j > i
-    c1 = geodesic_attention(manifold, q, k, v, causal=True, **kw)
+    c1 = geodesic_attention(manifold, q, k, v, is_causal=True, **kw)[0]
     k3, v3 = k.clone(), v.clone()
     k3[:, 3:], v3[:, 3:] = tokens(manifold, (2,), 3), tokens(manifold, (2,), 3)
-    c2 = geodesic_attention(manifold, q, k3, v3, causal=True, **kw)
+    c2 = geodesic_attention(manifold, q, k3, v3, is_causal=True, **kw)[0]
     assert torch.allclose(c1[:, :3], c2[:, :3], atol=1e-9)
     assert not torch.allclose(c1[:, 3:], c2[:, 3:], atol=1e-6)
-    _, wc = geodesic_attention(manifold, q, k, v, causal=True, return_weights=True, **kw)
+    _, wc = geodesic_attention(manifold, q, k, v, is_causal=True, need_weights=True, **kw)
     assert torch.all(wc.triu(1) == 0)
 
 
@@ -249,7 +249,7 @@ def test_gradcheck(manifold, distance, aggregation):
             q, k, v = (0.5 * (t + t.transpose(-1, -2)) for t in (q, k, v))
         out = geodesic_attention(
             manifold, q, k, v, tau=tau, distance=distance, aggregation=aggregation, chunk_size=2
-        )
+        )[0]
         if manifold is G:  # basis-invariant output
             out = G.projector(out)
         return out
@@ -265,10 +265,10 @@ def test_entropy_invariant_scaling():
     torch.manual_seed(10)
     layer = GeodesicAttention(S, 4, project=False, tau=0.5, train_length=8).double()
     x = unit(torch.randn(2, 32, 4, dtype=torch.float64))
-    out = layer(x).squeeze(-2)
-    ref = geodesic_attention(S, x, x, x, tau=layer.tau, scale=math.log(32) / math.log(8))
+    out = layer(x)[0].squeeze(-2)
+    ref = geodesic_attention(S, x, x, x, tau=layer.tau, scale=math.log(32) / math.log(8))[0]
     assert torch.allclose(out, ref, atol=1e-12)
-    plain = geodesic_attention(S, x, x, x, tau=layer.tau)
+    plain = geodesic_attention(S, x, x, x, tau=layer.tau)[0]
     assert not torch.allclose(out, plain, atol=1e-3)
 
 
@@ -278,7 +278,7 @@ def test_multihead_maps_keep_points_on_manifold(manifold):
     n = {S: 4, G: 6, P: 3, B: 4}[manifold]
     layer = GeodesicAttention(manifold, n, n - 1, num_heads=2, aggregation="tangent").double()
     x = tokens(manifold, (2,), 5)
-    out = layer(x)
+    out = layer(x)[0]
     assert out.shape[:3] == (2, 5, 2)
     ok, reason = manifold.check_point_on_manifold(out, explain=True, atol=1e-8, rtol=1e-8)
     assert ok, reason
@@ -289,7 +289,7 @@ def test_multihead_maps_keep_points_on_manifold(manifold):
 def test_learnable_tau_gets_gradient_on_sdpa_path():
     layer = GeodesicAttention(G, 6, 4, num_heads=2).double()
     x = G.random(3, 5, 6, 2, dtype=torch.float64)
-    G.projector(layer(x)).pow(2).sum().backward()
+    G.projector(layer(x)[0]).pow(2).sum().backward()
     assert layer.log_tau.grad is not None and layer.log_tau.grad != 0
 
 
@@ -338,7 +338,7 @@ def test_float32_forward_finite_and_on_manifold(manifold, aggregation):
     n = {E: 4, S: 4, G: 6, P: 3, B: 4}[manifold]
     layer = GeodesicAttention(manifold, n, n, num_heads=2, aggregation=aggregation)
     x = tokens(manifold, (2,), 7, dtype=torch.float32)
-    out = layer(x, key_padding_mask=torch.tensor([[False] * 5 + [True] * 2, [False] * 7]))
+    out = layer(x, key_padding_mask=torch.tensor([[False] * 5 + [True] * 2, [False] * 7]))[0]
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     ok, reason = manifold.check_point_on_manifold(out, explain=True, atol=1e-4, rtol=1e-4)
     assert ok, reason
@@ -351,8 +351,8 @@ def test_online_softmax_with_masked_chunks_and_tiny_temperature(dtype):
     pad = torch.zeros(2, 12, dtype=torch.bool)
     pad[0, :4] = True  # the first chunk of sequence 0 is fully padded
     kw = dict(tau=1e-3, key_padding_mask=pad, aggregation="tangent")
-    full, _ = geodesic_attention(S, q, k, k, return_weights=True, **kw)
-    chunked = geodesic_attention(S, q, k, k, chunk_size=4, **kw)
+    full, _ = geodesic_attention(S, q, k, k, need_weights=True, **kw)
+    chunked = geodesic_attention(S, q, k, k, chunk_size=4, **kw)[0]
     assert torch.isfinite(chunked).all()
     assert torch.allclose(chunked, full, atol=1e-5 if dtype == torch.float32 else 1e-12)
 
@@ -363,8 +363,162 @@ def test_chunked_backward_with_checkpointing_matches_unchunked():
     grads = []
     for chunk in (3, 100):
         qq, kk = q.clone().requires_grad_(), k.clone().requires_grad_()
-        out = geodesic_attention(S, qq, kk, kk, tau=0.4, aggregation="tangent", chunk_size=chunk)
+        out = geodesic_attention(S, qq, kk, kk, tau=0.4, aggregation="tangent", chunk_size=chunk)[0]
         out.pow(3).sum().backward()
         grads.append((qq.grad, kk.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-12)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-12)
+
+
+# ------------------------------------------------------ torch.nn.MultiheadAttention's call
+MASK_CASES = {
+    # name: (manifold, distance, aggregation): the SDPA path, the chunked path, the Karcher path
+    "euclidean-sdpa": (E, None, "extrinsic"),
+    "sphere-chunked": (S, "geodesic", "tangent"),
+    "grassmann-sdpa": (G, "projection", "extrinsic"),
+    "spd-karcher": (P, None, "karcher"),
+}
+
+
+def causal_bool(lq, lk, device=None):
+    return torch.ones(lq, lk, dtype=torch.bool, device=device).triu(1)
+
+
+def mask_case_tokens(case, dtype, device, length=6):
+    manifold, distance, aggregation = MASK_CASES[case]
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    x = tokens(manifold, (2,), length, dtype).to(device)
+    torch.random.set_rng_state(gen_state)
+    kw = {"tau": 0.7, "distance": distance, "aggregation": aggregation, "chunk_size": 4}
+    return manifold, x, kw
+
+
+def comparable(manifold, out):
+    """Grassmann outputs are bases, equal up to the choice of basis: compare projectors."""
+    return out @ out.transpose(-1, -2) if manifold is G else out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", sorted(MASK_CASES))
+def test_is_causal_equals_the_explicit_masks(case, dtype, device):
+    manifold, x, kw = mask_case_tokens(case, dtype, device)
+    lq = x.shape[1]
+    causal, _ = geodesic_attention(manifold, x, x, x, is_causal=True, **kw)
+    as_bool, _ = geodesic_attention(manifold, x, x, x, attn_mask=causal_bool(lq, lq, device), **kw)
+    additive = torch.zeros(lq, lq, dtype=dtype, device=device).masked_fill(
+        causal_bool(lq, lq, device), -math.inf
+    )
+    as_float, _ = geodesic_attention(manifold, x, x, x, attn_mask=additive, **kw)
+    both, _ = geodesic_attention(
+        manifold, x, x, x, attn_mask=causal_bool(lq, lq, device), is_causal=True, **kw
+    )
+    # the same logits through the same path, or SDPA's fused causal kernel against its masked one:
+    # a softmax average of O(1) values, a few eps per key
+    tol = 8 * lq * torch.finfo(dtype).eps
+    for other in (as_bool, as_float, both):
+        torch.testing.assert_close(
+            comparable(manifold, other), comparable(manifold, causal), atol=tol, rtol=0
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", sorted(MASK_CASES))
+def test_need_weights_rows_sum_to_one_and_respect_the_masks(case, dtype, device):
+    manifold, x, kw = mask_case_tokens(case, dtype, device)
+    lq = x.shape[1]
+    float_mask = 0.3 * torch.randn(lq, lq, dtype=dtype, device=device)
+    pad = torch.zeros(2, lq, dtype=torch.bool, device=device)
+    pad[0, -1] = True
+    out, weights = geodesic_attention(
+        manifold, x, x, x, need_weights=True, is_causal=True, attn_mask=float_mask,
+        key_padding_mask=pad, **kw,
+    )  # fmt: skip
+    assert weights.shape == (2, lq, lq)
+    ones = torch.ones(2, lq, dtype=dtype, device=device)
+    torch.testing.assert_close(weights.sum(-1), ones, atol=4 * lq * torch.finfo(dtype).eps, rtol=0)
+    assert (weights.masked_select(causal_bool(lq, lq, device)) == 0).all()
+    assert (weights[0, :, -1] == 0).all()
+    # the float mask is added to the logits: the weights are softmax(logits + mask)
+    _, plain = geodesic_attention(manifold, x, x, x, need_weights=True, **kw)
+    logits = torch.log(plain) + float_mask
+    logits = logits.masked_fill(causal_bool(lq, lq, device), -math.inf)
+    logits[0, :, -1] = -math.inf
+    expected = torch.softmax(logits, -1)
+    torch.testing.assert_close(weights, expected, atol=16 * torch.finfo(dtype).eps, rtol=0)
+
+
+@pytest.mark.parametrize("case", sorted(MASK_CASES))
+def test_is_causal_reads_no_later_token(case, device):
+    manifold, x, kw = mask_case_tokens(case, torch.float64, device, length=7)
+    base, _ = geodesic_attention(manifold, x, x, x, is_causal=True, **kw)
+    for t in (0, 3, 5):
+        other = x.clone()
+        other[:, t + 1 :] = tokens(manifold, (2,), 7 - t - 1).to(device)
+        out, _ = geodesic_attention(manifold, x, other, other, is_causal=True, **kw)
+        torch.testing.assert_close(
+            comparable(manifold, out[:, : t + 1]),
+            comparable(manifold, base[:, : t + 1]),
+            atol=1e-12,
+            rtol=0,
+        )
+
+
+def test_module_masks_follow_multihead_attention(device):
+    torch.manual_seed(3)
+    layer = GeodesicAttention(S, 5, 4, num_heads=3, distance="geodesic", device=device).double()
+    x = tokens(S, (2,), 6).to(device)[..., :4]
+    x = unit(torch.cat([x, x[..., :1]], -1))
+    lq, h = 6, 3
+    causal, weights = layer(x, need_weights=True, is_causal=True)
+    assert weights.shape == (2, lq, lq)
+    _, per_head = layer(x, need_weights=True, is_causal=True, average_attn_weights=False)
+    assert per_head.shape == (2, h, lq, lq)
+    torch.testing.assert_close(per_head.mean(1), weights)
+    shared, _ = layer(x, attn_mask=causal_bool(lq, lq, device))
+    batched, _ = layer(x, attn_mask=causal_bool(lq, lq, device).expand(2, lq, lq))
+    stacked, _ = layer(x, attn_mask=causal_bool(lq, lq, device).expand(2 * h, lq, lq))
+    per_head_mask, _ = layer(x, attn_mask=causal_bool(lq, lq, device).expand(2, h, lq, lq))
+    for other in (shared, batched, stacked, per_head_mask):
+        torch.testing.assert_close(other, causal, atol=1e-13, rtol=0)
+    # positional arguments in MultiheadAttention's order
+    positional, none = layer(x, x, x, None, False, causal_bool(lq, lq, device))
+    assert none is None
+    torch.testing.assert_close(positional, causal, atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("manifold", [E, S, G, P], ids=["euc", "sphere", "grass", "spd"])
+def test_output_map_gives_one_point_on_the_manifold(manifold, device):
+    torch.manual_seed(4)
+    x = tokens(manifold, (2,), 5).to(device)
+    size = x.shape[2]
+    layer = GeodesicAttention(
+        manifold, size, size - 1 if size > 3 else size, num_heads=2, out_size=2, device=device
+    ).double()
+    out, _ = layer(x)
+    assert out.shape[:3] == (2, 5, 2)  # (batch, L_q, out_size, ...): one point per token
+    ok, reason = manifold.check_point_on_manifold(out, explain=True, atol=1e-8, rtol=1e-8)
+    assert ok, reason
+    out.pow(2).sum().backward()
+    assert layer.head_weight_logits.grad is not None
+
+
+def test_renamed_arguments_warn_and_still_work():
+    torch.manual_seed(5)
+    x = tokens(S, (2,), 6)
+    new, weights = geodesic_attention(S, x, x, x, is_causal=True, need_weights=True)
+    with pytest.warns(FutureWarning, match="is_causal"):
+        old = geodesic_attention(S, x, x, x, causal=True, need_weights=True)
+    with pytest.warns(FutureWarning, match="need_weights"):
+        old_weights = geodesic_attention(S, x, x, x, is_causal=True, return_weights=True)[1]
+    torch.testing.assert_close(old[0], new)
+    torch.testing.assert_close(old_weights, weights)
+    layer = GeodesicAttention(S, 4, num_heads=2).double()
+    with pytest.warns(FutureWarning, match="is_causal"):
+        old_out, _ = layer(x, causal=True)
+    torch.testing.assert_close(old_out, layer(x, is_causal=True)[0])
+    from manifoldnn.layers import ManifoldLinear
+
+    with pytest.warns(FutureWarning, match="num_heads"):
+        linear = ManifoldLinear(S, 4, 3, heads=2)
+    assert linear.num_heads == 2

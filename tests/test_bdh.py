@@ -20,7 +20,7 @@ VARIANTS = {
 
 def _tiny(dtype, seed=0, **overrides):
     torch.manual_seed(seed)
-    config = BDHConfig(n_layer=3, n_embd=16, n_head=2, n_neuron=32, chunk_size=4, **overrides)
+    config = BDHConfig(num_layers=3, dim=16, num_heads=2, num_neurons=32, chunk_size=4, **overrides)
     model = BDH(config, dtype=dtype).eval()
     if config.decay:  # strong, distinct decays so that a wrong power of lambda shows
         with torch.no_grad():
@@ -31,7 +31,7 @@ def _tiny(dtype, seed=0, **overrides):
 def test_reference_configuration_has_the_papers_size():
     """25.3M parameters: 3 H D N for the encoders and decoder plus the embedding and the head."""
     config = BDHConfig()
-    expected = 3 * config.n_head * config.n_embd * config.n_neuron + 2 * 256 * config.n_embd
+    expected = 3 * config.num_heads * config.dim * config.num_neurons + 2 * 256 * config.dim
     assert sum(p.numel() for p in BDH(config, device="meta").parameters()) == expected == 25_296_896
 
 
@@ -64,7 +64,7 @@ def _reference_forward(model, idx):
     library's attention and RoPE code: scores (Q K^T).tril(-1), no softmax, Q = K = RoPE(xs)."""
     config = model.config
     layer = model.layers[0]
-    d, n = config.n_embd, config.n_neuron
+    d, n = config.dim, config.num_neurons
     length = idx.shape[1]
     ln = lambda t: torch.nn.functional.layer_norm(t, (d,))  # noqa: E731
     j = torch.arange(n // 2, dtype=torch.float64)
@@ -79,7 +79,7 @@ def _reference_forward(model, idx):
         return out
 
     x = ln(model.embed.weight[idx])  # (B, T, D)
-    for _ in range(config.n_layer):
+    for _ in range(config.num_layers):
         xs = torch.relu(torch.einsum("btd,hdn->bhtn", x, layer.encoder))
         r = rope(xs)
         scores = torch.einsum("bhtn,bhsn->bhts", r, r).tril(-1)
@@ -110,7 +110,7 @@ def test_unbatched_input_and_active_fraction():
 
 def test_gradcheck_chunked_tiny():
     """Gradients of the chunked model with respect to each weight, in float64."""
-    config = BDHConfig(n_layer=2, n_embd=4, n_head=2, n_neuron=4, chunk_size=4, vocab_size=8)
+    config = BDHConfig(num_layers=2, dim=4, num_heads=2, num_neurons=4, chunk_size=4, vocab_size=8)
     torch.manual_seed(0)
     small = BDH(config, dtype=torch.float64).eval()
     idx = torch.randint(0, 8, (1, 6), generator=torch.Generator().manual_seed(3))
@@ -144,7 +144,7 @@ def test_generate_greedy_matches_forward():
 @pytest.mark.parametrize("attention", ["softmax", "delta"])
 def test_gpt_generate_greedy_matches_forward(attention):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_embd=16, n_head=2, attention=attention, chunk_size=3))
+    model = GPT(GPTConfig(num_layers=2, dim=16, num_heads=2, attention=attention, chunk_size=3))
     model = model.double().eval()
     prompt = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(5))
     out = model.generate(prompt, 5, top_k=1, prefill_segment=3)
@@ -153,7 +153,7 @@ def test_gpt_generate_greedy_matches_forward(attention):
 
 def test_gpt_delta_modes_agree():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_embd=16, n_head=2, attention="delta", chunk_size=4))
+    model = GPT(GPTConfig(num_layers=2, dim=16, num_heads=2, attention="delta", chunk_size=4))
     model = model.double().eval()
     idx = torch.randint(0, 256, (2, 13))
     reference = model(idx, mode="recurrent")
@@ -170,7 +170,7 @@ def test_token_ids_outside_the_vocabulary(bad):
     with pytest.raises(ValueError, match="vocabulary"):
         model.generate(idx, 2)
     with pytest.raises(ValueError, match="vocabulary"):
-        GPT(GPTConfig(n_layer=1, n_embd=8, n_head=2))(idx)
+        GPT(GPTConfig(num_layers=1, dim=8, num_heads=2))(idx)
 
 
 def test_bad_arguments():
@@ -188,27 +188,31 @@ def test_bad_arguments():
         BDHConfig(state_update="oja")
     with pytest.raises(ValueError, match="decay"):
         BDHConfig(decay=True, state_update="delta")
-    with pytest.raises(ValueError, match="n_neuron"):
-        BDHConfig(n_neuron=33)
+    with pytest.raises(ValueError, match="num_neurons"):
+        BDHConfig(num_neurons=33)
     with pytest.raises(ValueError, match="temperature"):
         model.generate(idx, 2, temperature=0.0)
     with pytest.raises(ValueError, match="prefill_segment"):
         model.generate(idx, 2, prefill_segment=0)
     with pytest.raises(ValueError, match="prompt"):
         model.generate(idx[:, :0], 2)
-    with pytest.raises(ValueError, match="n_head"):
-        GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="num_heads"):
+        GPTConfig(dim=30, num_heads=4)
 
 
 def test_long_context_beyond_any_table():
-    """RoPE angles are computed per position (no table), so positions past 2^16 work in all modes."""
+    """RoPE angles are computed per position (no table), so positions past 2^16 work: the model
+    sees relative positions only, so steps from position 100,000 give the logits of positions 0..4
+    (angle rounding about position * eps = 2e-11 rad in float64)."""
     model = _tiny(torch.float64)
     idx = torch.randint(0, 256, (1, 5))
-    states = None
-    logits_far, _ = model._run(idx, "chunked", states, 100_000)
-    logits_rec, _ = model._run(idx, "recurrent", None, 100_000)
+    state, far = None, []
+    for t in range(idx.shape[1]):
+        logits, state = model.step(idx[:, t : t + 1], state, 100_000 + t)
+        far.append(logits)
+    logits_far = torch.stack(far, dim=1)
     assert torch.isfinite(logits_far).all()
-    torch.testing.assert_close(logits_far, logits_rec, rtol=0, atol=1e-10)
+    torch.testing.assert_close(logits_far, model(idx, mode="recurrent"), rtol=0, atol=1e-8)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -233,3 +237,14 @@ def test_compiles_without_graph_breaks(variant):
     idx = torch.randint(0, 256, (2, 10))
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(idx, mode="chunked"), model(idx, mode="chunked"))
+
+
+def test_renamed_config_fields_warn_and_still_work():
+    with pytest.warns(FutureWarning, match="renamed"):
+        config = GPTConfig(n_layer=1, n_embd=8, n_head=2)
+    assert (config.num_layers, config.dim, config.num_heads) == (1, 8, 2)
+    with pytest.warns(FutureWarning, match="GPTConfig.dim"):
+        assert config.n_embd == 8
+    with pytest.warns(FutureWarning, match="num_neurons"):
+        bdh = BDHConfig(n_neuron=16)
+    assert bdh.num_neurons == 16

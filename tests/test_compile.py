@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from manifoldnn.fairness import FairnessMetric, LinearBias
-from manifoldnn.layers import GeodesicAttention, OrthogonalDirectSum
+from manifoldnn.layers import FavorAttention, GeodesicAttention, OrthogonalDirectSum
 from manifoldnn.linalg import qr_positive
 from manifoldnn.losses import InfoNCELoss, ProjectionMetricContrastiveLoss
 from manifoldnn.manifolds import Grassmann, Sphere
@@ -47,7 +47,7 @@ def spd(*shape, n=3):
 
 def test_grnet_projection_pooling():
     torch.manual_seed(0)
-    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2).eval()
+    model = GrNet(12, 3, 4, out_sizes=(8, 6), channels=4, pool_size=2).eval()
     x = torch.randn(5, 12, 20)
     assert_compiles_like_eager(model, x)
 
@@ -85,9 +85,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_geodesic_attention(case):
-    torch.manual_seed(1)
+def attention_layer(case: str):
     manifold, distance, aggregation, make = CASES[case]
     x = make()
     in_size = x.shape[2]
@@ -100,7 +98,42 @@ def test_geodesic_attention(case):
         aggregation=aggregation,
         chunk_size=3,  # several key chunks on the chunked path
     )
-    assert_compiles_like_eager(layer, x)
+    return layer, x
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_geodesic_attention(case):
+    torch.manual_seed(1)
+    layer, x = attention_layer(case)
+    assert_compiles_like_eager(lambda y: layer(y)[0], x)
+
+
+MASKS = {
+    "is_causal": lambda length: {"is_causal": True},
+    "bool_attn_mask": lambda length: {
+        "attn_mask": torch.ones(length, length, dtype=torch.bool).triu(1)
+    },
+    "float_attn_mask": lambda length: {"attn_mask": -0.5 * torch.ones(length, length).triu(1)},
+    "need_weights": lambda length: {"need_weights": True, "is_causal": True},
+}
+
+
+@pytest.mark.parametrize("masks", sorted(MASKS))
+@pytest.mark.parametrize("case", ["euclidean-sdpa", "grassmann-chunked"])
+def test_geodesic_attention_masks(case, masks):
+    torch.manual_seed(1)
+    layer, x = attention_layer(case)
+    options = MASKS[masks](x.shape[1])
+    assert_compiles_like_eager(lambda y: tuple(t for t in layer(y, **options) if t is not None), x)
+
+
+@pytest.mark.parametrize("masks", sorted(MASKS))
+def test_favor_attention_masks(masks):
+    torch.manual_seed(1)
+    layer = FavorAttention(Grassmann(), 6, 5, num_heads=2, num_features=16, out_size=4).eval()
+    x = qr_positive(torch.randn(2, 7, 6, 2))
+    options = MASKS[masks](7)
+    assert_compiles_like_eager(lambda y: tuple(t for t in layer(y, **options) if t is not None), x)
 
 
 def test_fairness_metric_on_the_sphere():
@@ -137,7 +170,7 @@ def test_grnet_karcher_pooling_breaks_only_at_the_karcher_mean():
     """karcher_mean (iterative, per-set stopping) runs as one opaque call: every graph break is at
     that call, and the compiled model still equals eager."""
     torch.manual_seed(6)
-    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2, pooling="karcher").eval()
+    model = GrNet(12, 3, 4, out_sizes=(8, 6), channels=4, pool_size=2, pooling="karcher").eval()
     x = torch.randn(5, 12, 20)
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(model)(x)

@@ -44,7 +44,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     # A small float64 GrNet on Gr(8, 2) with projection pooling (ProjMap -> ProjPooling -> OrthMap);
     # the factory lives in an example module so the spawned processes do not import this test file.
     factory = GrNetFactory(
-        torch.float64, in_dim=8, p=2, num_classes=3, dims=(6, 4), channels=2, embed=True
+        torch.float64, in_size=8, rank=2, num_classes=3, out_sizes=(6, 4), channels=2, embed=True
     )
     reference = factory()
     for module in reference.modules():

@@ -39,13 +39,15 @@ def test_alpha_zero_reproduces_base_attention_exactly():
     k = k.double()
     metric = FairnessMetric(S, [LinearBias(torch.randn(6, dtype=torch.float64))], alpha=0.0)
     for aggregation in ("extrinsic", "tangent"):
-        base = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation)
-        fair = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation, metric=metric)
+        base, _ = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation)
+        fair, _ = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation, metric=metric)
         assert torch.equal(base, fair)
     x, y = torch.randn(3, 7, 5, dtype=torch.float64), torch.randn(3, 8, 5, dtype=torch.float64)
     metric = FairnessMetric(E, [LinearBias(torch.randn(5, dtype=torch.float64))], alpha=0.0)
-    base = geodesic_attention(E, x, y, y, tau=0.7)
-    assert torch.allclose(base, geodesic_attention(E, x, y, y, tau=0.7, metric=metric), atol=1e-14)
+    base, _ = geodesic_attention(E, x, y, y, tau=0.7)
+    assert torch.allclose(
+        base, geodesic_attention(E, x, y, y, tau=0.7, metric=metric)[0], atol=1e-14
+    )
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
@@ -68,8 +70,8 @@ def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
     assert abs(float(fair[1] - base[1])) < 1e-12
     # attention: the key along g loses weight, the ratio changes by exactly the extra logit
     # (tau = 1 and alpha <= 5 keep both weights above float64 underflow)
-    _, w = geodesic_attention(S, q[None], keys, keys, tau=1.0, metric=metric, return_weights=True)
-    _, w0 = geodesic_attention(S, q[None], keys, keys, tau=1.0, return_weights=True)
+    _, w = geodesic_attention(S, q[None], keys, keys, tau=1.0, metric=metric, need_weights=True)
+    _, w0 = geodesic_attention(S, q[None], keys, keys, tau=1.0, need_weights=True)
     assert w[0, 0] < w0[0, 0]
     log_ratio_change = (w[0, 0] / w[0, 1]).log() - (w0[0, 0] / w0[0, 1]).log()
     expected = -alpha * g.pow(2).sum() * t**2
@@ -82,14 +84,14 @@ def test_euclidean_sdpa_fair_path_matches_explicit_formula():
     metric = FairnessMetric(E, [LinearBias(dirs[0]), LinearBias(dirs[1])], alpha=0.7)
     q, k, v = (torch.randn(2, n, 4, dtype=torch.float64) for n in (5, 6, 6))
     pad = torch.tensor([[False] * 5 + [True], [False] * 6])
-    out = geodesic_attention(E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad)  # SDPA
+    out, _ = geodesic_attention(E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad)  # SDPA
     diff = k.unsqueeze(-3) - q.unsqueeze(-2)
     d2 = diff.pow(2).sum(-1) + 0.7 * (diff @ dirs.T).pow(2).sum(-1)
     logits = (-d2 / 0.5).masked_fill(pad.unsqueeze(-2), -math.inf)
     ref = torch.softmax(logits, -1) @ v
     assert torch.allclose(out, ref, atol=1e-12)
     out2 = geodesic_attention(
-        E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad, return_weights=True
+        E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad, need_weights=True
     )[0]
     assert torch.allclose(out2, ref, atol=1e-12)
 
@@ -223,7 +225,7 @@ def test_gradcheck_fair_attention_on_sphere():
     def f(q, k):
         return geodesic_attention(
             S, unit(q), unit(k), unit(k), tau=0.5, metric=metric, chunk_size=2
-        )
+        )[0]
 
     assert torch.autograd.gradcheck(f, (q.requires_grad_(), k.requires_grad_()), atol=1e-7)
 
@@ -240,7 +242,7 @@ def test_fair_metric_on_grassmann_module():
     metric = FairnessMetric(G, [bias], alpha=0.5)
     layer = GeodesicAttention(G, 6, 6, num_heads=2, metric=metric, aggregation="tangent")
     x = G.random(2, 4, 6, 2, dtype=torch.float64)
-    out = layer.double()(x)
+    out, _ = layer.double()(x)
     ok, reason = G.check_point_on_manifold(out, explain=True, atol=1e-8, rtol=1e-8)
     assert ok, reason
     # the fair squared distance adds alpha (db[Log_q k])^2, with db[U] = 2 tr(U^T C Y)

@@ -16,7 +16,13 @@ from manifoldnn.layers import (
     orthogonal_random_features,
     positive_random_features,
 )
-from manifoldnn.manifolds import Euclidean, Grassmann, Sphere, SymmetricPositiveDefinite
+from manifoldnn.manifolds import (
+    Euclidean,
+    Grassmann,
+    Sphere,
+    SymmetricPositiveDefinite,
+    geometry_for,
+)
 
 E, S, G, P = Euclidean(ndim=1), Sphere(), Grassmann(), SymmetricPositiveDefinite()
 DTYPES = [torch.float32, torch.float64]
@@ -154,14 +160,14 @@ def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
     q = tokens(manifold, (2,), 7, dtype, gen)
     k = tokens(manifold, (2,), 9, dtype, gen)
     v = tokens(manifold, (2,), 9, dtype, gen)
-    exact = geodesic_attention(manifold, q, k, v, tau=tau, distance=distance)
+    exact = geodesic_attention(manifold, q, k, v, tau=tau, distance=distance)[0]
     # oracle 1: the unstabilised Lemma-1 features on the geometry's own features
     from manifoldnn.manifolds import geometry_for
 
     geometry = geometry_for(manifold)
     phi, psi = geometry.sdpa_features(q, k, distance)
     w = draws(1, 64, phi.shape[-1], dtype)[0]
-    out = favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=w)
+    out = favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=w)[0]
     x, y = phi / math.sqrt(tau), psi / math.sqrt(tau)
     kernel = positive_random_features(x, w) @ positive_random_features(y, w).transpose(-1, -2)
     mean = kernel @ geometry.value_features(v) / kernel.sum(-1, keepdim=True)
@@ -179,7 +185,9 @@ def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
                 relative_error(
                     comparable(
                         manifold,
-                        favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=wi),
+                        favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=wi)[
+                            0
+                        ],
                     ),
                     exact,
                 )
@@ -192,13 +200,13 @@ def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
 def test_error_decreases_with_the_number_of_features():
     gen = torch.Generator().manual_seed(6)
     x = unit(torch.randn(64, 8, dtype=torch.float64, generator=gen))
-    exact = geodesic_attention(S, x, x, x, tau=4.0, distance="chordal")
+    exact = geodesic_attention(S, x, x, x, tau=4.0, distance="chordal")[0]
     means = []
     for m in (16, 64, 256, 1024):
         ws = draws(8, m, 8, torch.float64, seed=m)
         errs = [
             relative_error(
-                favor_attention(S, x, x, x, tau=4.0, distance="chordal", features=w), exact
+                favor_attention(S, x, x, x, tau=4.0, distance="chordal", features=w)[0], exact
             )
             for w in ws
         ]
@@ -213,7 +221,7 @@ def test_causal_is_strictly_causal(dtype):
     gen = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(2, 23, 4, generator=gen).to(dtype) for _ in range(3))
     w = draws(1, 16, 5, dtype)[0]
-    base = favor_attention(E, q, k, v, tau=4.0, features=w, causal=True, chunk_size=5)
+    base = favor_attention(E, q, k, v, tau=4.0, features=w, is_causal=True, chunk_size=5)[0]
     for t in (0, 6, 12, 21):
         later = slice(t + 1, None)
         # later keys with huge norms: a stabiliser over all keys would underflow the past
@@ -221,7 +229,7 @@ def test_causal_is_strictly_causal(dtype):
         k2[:, later] = 40.0 * torch.randn_like(k2[:, later])
         v2[:, later] = torch.randn_like(v2[:, later])
         q2[:, later] = 40.0 * torch.randn_like(q2[:, later])
-        out = favor_attention(E, q2, k2, v2, tau=4.0, features=w, causal=True, chunk_size=5)
+        out = favor_attention(E, q2, k2, v2, tau=4.0, features=w, is_causal=True, chunk_size=5)[0]
         assert torch.equal(out[:, : t + 1], base[:, : t + 1])
         assert torch.isfinite(out).all()
 
@@ -231,16 +239,16 @@ def test_causal_equals_attention_on_each_prefix(dtype):
     gen = torch.Generator().manual_seed(8)
     x = unit(torch.randn(1, 17, 6, generator=gen)).to(dtype)
     w = draws(1, 32, 6, dtype)[0]
-    causal = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, causal=True)
+    causal = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, is_causal=True)[0]
     tol = rounding_bound(dtype, 32, 17, 6 * 10)
     for t in range(17):
         prefix = x[:, : t + 1]
         full = favor_attention(S, x[:, t : t + 1], prefix, prefix, tau=2.0, distance="chordal",
-                               features=w)  # fmt: skip
+                               features=w)[0]  # fmt: skip
         assert relative_error(causal[:, t], full[:, 0]) < tol
     for chunk in (1, 4, 64):
-        other = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, causal=True,
-                                chunk_size=chunk)  # fmt: skip
+        other = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, is_causal=True,
+                                chunk_size=chunk)[0]  # fmt: skip
         assert relative_error(other, causal) < tol
 
 
@@ -254,17 +262,19 @@ def test_padding_mask_equals_removing_the_keys(dtype, causal):
     mask = torch.zeros(12, dtype=torch.bool)
     mask[[3, 7, 8]] = True
     keep = ~mask
-    out = favor_attention(G, x, x, x, tau=2.0, features=w, key_padding_mask=mask, causal=causal)
+    out = favor_attention(G, x, x, x, tau=2.0, features=w, key_padding_mask=mask, is_causal=causal)[
+        0
+    ]
     tol = rounding_bound(dtype, 48, 12, 15 * 10)
     proj = out @ out.transpose(-1, -2)
     if not causal:
-        ref = favor_attention(G, x, x[keep], x[keep], tau=2.0, features=w)
+        ref = favor_attention(G, x, x[keep], x[keep], tau=2.0, features=w)[0]
         assert relative_error(proj, ref @ ref.transpose(-1, -2)) < tol
     else:
         for t in range(12):
             seen = keep[: t + 1]
             keys = x[: t + 1][seen]
-            ref = favor_attention(G, x[t : t + 1], keys, keys, tau=2.0, features=w)[0]
+            ref = favor_attention(G, x[t : t + 1], keys, keys, tau=2.0, features=w)[0][0]
             assert relative_error(proj[t], ref @ ref.T) < tol
 
 
@@ -272,7 +282,7 @@ def test_causal_fully_padded_prefix_is_finite():
     x = tokens(S, (), 6)
     mask = torch.tensor([True, True, False, False, False, False])
     out = favor_attention(S, x, x, x, tau=2.0, distance="chordal", num_features=8,
-                          key_padding_mask=mask, causal=True)  # fmt: skip
+                          key_padding_mask=mask, is_causal=True)[0]  # fmt: skip
     assert torch.isfinite(out).all()
 
 
@@ -288,7 +298,7 @@ def test_gradcheck(case, causal):
 
     def fn(q, k, v, tau):
         return favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=w,
-                               causal=causal, chunk_size=2)  # fmt: skip
+                               is_causal=causal, chunk_size=2)[0]  # fmt: skip
 
     assert torch.autograd.gradcheck(fn, (q, k, v, tau))
 
@@ -301,13 +311,13 @@ def test_no_graph_breaks(causal):
 
     def fn(x):
         return favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w,
-                               causal=causal, chunk_size=4, validate=False)  # fmt: skip
+                               is_causal=causal, chunk_size=4, validate=False)[0]  # fmt: skip
 
     explanation = torch._dynamo.explain(fn)(x)
     assert explanation.graph_break_count == 0
     layer = FavorAttention(G, 5, 4, num_heads=2, num_features=16, validate=False).eval()
     y = tokens(G, (2,), 10, torch.float32)
-    explanation = torch._dynamo.explain(lambda y: layer(y, causal=causal))(y)
+    explanation = torch._dynamo.explain(lambda y: layer(y, is_causal=causal)[0])(y)
     assert explanation.graph_break_count == 0
 
 
@@ -320,12 +330,12 @@ def test_module_shapes_heads_and_functional_equality(dtype):
     assert "features" in layer.state_dict()
     x = tokens(S, (2,), 9, dtype)[..., :3]
     x = unit(torch.cat([x, x], -1))
-    out = layer(x)
+    out = layer(x)[0]
     assert out.shape == (2, 9, 3, 4)
     q, k, v = (getattr(layer, f"{n}_map")(x) for n in ("query", "key", "value"))  # (2, 9, 3, 4)
     for h in range(3):
         ref = favor_attention(S, q[:, :, h], k[:, :, h], v[:, :, h], tau=layer.tau,
-                              distance="chordal", features=layer.features[h])  # fmt: skip
+                              distance="chordal", features=layer.features[h])[0]  # fmt: skip
         assert relative_error(out[:, :, h], ref) < rounding_bound(dtype, 32, 9, 40)
     out.sum().backward()
     assert layer.log_tau.grad is not None and torch.isfinite(layer.log_tau.grad)
@@ -336,7 +346,7 @@ def test_module_approaches_geodesic_attention_with_the_same_weights():
     exact_layer = GeodesicAttention(G, 6, 5, num_heads=2, tau=3.0, dtype=torch.float64)
     x = tokens(G, (1,), 20)
     x = torch.linalg.qr(torch.cat([x, torch.randn(1, 20, 1, 2, dtype=torch.float64)], -2)).Q
-    exact = exact_layer(x)
+    exact = exact_layer(x)[0]
     errors = []
     for m in (16, 1024):
         layer = FavorAttention(G, 6, 5, num_heads=2, num_features=m, tau=3.0, dtype=torch.float64)
@@ -344,7 +354,7 @@ def test_module_approaches_geodesic_attention_with_the_same_weights():
         e = []
         for _ in range(6):
             layer.redraw_features()
-            out = layer(x)
+            out = layer(x)[0]
             e.append(relative_error(out @ out.transpose(-1, -2), exact @ exact.transpose(-1, -2)))
         errors.append(sum(e) / len(e))
     assert errors[1] < errors[0] / 4
@@ -373,17 +383,17 @@ def test_entropy_invariant_scale_is_passed():
     x = tokens(S, (1,), 32, torch.float32)
     q, k, v = (getattr(layer, f"{n}_map")(x)[:, :, 0] for n in ("query", "key", "value"))
     ref = favor_attention(S, q, k, v, tau=layer.tau, distance="chordal", features=layer.features[0],
-                          scale=math.log(32) / math.log(8))  # fmt: skip
-    assert relative_error(layer(x)[:, :, 0], ref) < rounding_bound(torch.float32, 16, 32, 40)
+                          scale=math.log(32) / math.log(8))[0]  # fmt: skip
+    assert relative_error(layer(x)[0][:, :, 0], ref) < rounding_bound(torch.float32, 16, 32, 40)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_matches_cpu():
     x = tokens(S, (1,), 16, torch.float64)
     w = draws(1, 32, 4, torch.float64)[0]
-    cpu = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, causal=True)
+    cpu = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, is_causal=True)[0]
     gpu = favor_attention(S, x.cuda(), x.cuda(), x.cuda(), tau=2.0, distance="chordal",
-                          features=w.cuda(), causal=True)  # fmt: skip
+                          features=w.cuda(), is_causal=True)[0]  # fmt: skip
     assert relative_error(gpu.cpu(), cpu) < rounding_bound(torch.float64, 32, 16, 40)
 
 
@@ -404,7 +414,7 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="tau"):
         favor_attention(S, x, x, x, tau=-1.0, distance="chordal")
     with pytest.raises(ValueError, match="chunk_size"):
-        favor_attention(S, x, x, x, tau=1.0, distance="chordal", causal=True, chunk_size=0)
+        favor_attention(S, x, x, x, tau=1.0, distance="chordal", is_causal=True, chunk_size=0)
     with pytest.raises(ValueError, match="num_features"):
         FavorAttention(S, 4, distance="chordal", num_features=0)
     with pytest.raises(ValueError, match="distance"):
@@ -415,3 +425,50 @@ def test_bad_input_names_the_argument():
         orthogonal_random_features(0, 4)
     with pytest.raises(ValueError, match="NaN"):
         favor_attention(S, x * math.nan, x, x, tau=1.0, distance="chordal")
+
+
+# ------------------------------------------------------ torch.nn.MultiheadAttention's call
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_masks_weights_and_causality(case, dtype, device):
+    manifold, distance, tau = CASES[case]
+    gen = torch.Generator().manual_seed(21)
+    x = tokens(manifold, (2,), 9, dtype, gen).to(device)
+    width = geometry_for(manifold).sdpa_features(x[:, :1], x[:, :1], distance)[0].shape[-1]
+    w = draws(1, 32, width, dtype, seed=3)[0].to(device)
+    kw = {"tau": tau, "distance": distance, "features": w}
+    lq = x.shape[1]
+    causal_mask = torch.ones(lq, lq, dtype=torch.bool, device=device).triu(1)
+    linear, none = favor_attention(manifold, x, x, x, is_causal=True, **kw)
+    assert none is None
+    masked, weights = favor_attention(
+        manifold, x, x, x, attn_mask=causal_mask, need_weights=True, **kw
+    )
+    # the causal prefix sums and the masked kernel estimate the same ratio with the same features;
+    # they differ by the rounding of their sums (the stabilising shifts cancel)
+    tol = rounding_bound(dtype, 32, lq, width * 10)
+    assert relative_error(comparable(manifold, masked), comparable(manifold, linear)) < tol
+    ones = torch.ones(2, lq, dtype=dtype, device=device)
+    torch.testing.assert_close(weights.sum(-1), ones, atol=4 * lq * torch.finfo(dtype).eps, rtol=0)
+    assert (weights.masked_select(causal_mask) == 0).all()
+    # no output reads a later token
+    other = x.clone()
+    other[:, 5:] = tokens(manifold, (2,), lq - 5, dtype, gen).to(device)
+    out, _ = favor_attention(manifold, x, other, other, is_causal=True, **kw)
+    torch.testing.assert_close(
+        comparable(manifold, out[:, :5]), comparable(manifold, linear[:, :5]), atol=0, rtol=0
+    )
+
+
+def test_module_output_map_and_renamed_causal(device):
+    torch.manual_seed(22)
+    layer = FavorAttention(G, 5, 4, num_heads=2, num_features=16, out_size=3, device=device)
+    layer = layer.double().eval()
+    x = tokens(G, (2,), 8).to(device)
+    out, weights = layer(x, need_weights=True)
+    assert out.shape == (2, 8, 3, 2) and weights.shape == (2, 8, 8)
+    ok, reason = G.check_point_on_manifold(out, explain=True, atol=1e-10, rtol=1e-10)
+    assert ok, reason
+    with pytest.warns(FutureWarning, match="is_causal"):
+        old, _ = layer(x, causal=True)
+    torch.testing.assert_close(old, layer(x, is_causal=True)[0])

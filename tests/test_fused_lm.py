@@ -17,7 +17,7 @@ C_EXACT = n + K * V
 def make(fusion: str, c: int = C_EXACT, dtype=torch.float64, **kwargs) -> FusedStreamLM:
     torch.manual_seed(0)
     return FusedStreamLM(
-        P, K, N, c, fusion=fusion, text_dim=n, code_dim=V, n_layer=2, n_head=2, dtype=dtype,
+        P, K, N, c, fusion=fusion, text_size=n, code_size=V, num_layers=2, num_heads=2, dtype=dtype,
         **kwargs,
     )  # fmt: skip
 
@@ -159,7 +159,7 @@ def test_value_errors() -> None:
     with pytest.raises(ValueError, match="rank_a"):
         FusedStreamLM(P, K, N, 16, fusion="summed", rank_a=2)
     with pytest.raises(ValueError, match="exact mode"):
-        FusedStreamLM(P, K, N, 12, fusion="direct_sum", text_dim=n, code_dim=V)
+        FusedStreamLM(P, K, N, 12, fusion="direct_sum", text_size=n, code_size=V)
     model = make("summed")
     text, codes = batch()
     with pytest.raises(ValueError, match=r"codes must have shape \(B, T, K\)"):
@@ -211,3 +211,12 @@ def test_compiles_without_graph_breaks(fusion) -> None:
     text, codes = batch()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(text, codes), model(text, codes))
+
+
+def test_renamed_arguments_warn_and_still_work():
+    with pytest.warns(FutureWarning, match="renamed"):
+        model = FusedStreamLM(
+            5, n_codebooks=2, num_codes=4, c=20, text_dim=4, code_dim=3, n_layer=1, n_head=2
+        )
+    assert (model.num_codebooks, model.dim, model.text_size, model.code_size) == (2, 20, 4, 3)
+    assert len(model.blocks) == 1 and model.config.num_heads == 2

@@ -75,14 +75,14 @@ def test_frmap_broadcasts_channel_and_batch_dimensions():
 
 
 def test_frmap_errors():
-    with pytest.raises(ValueError, match="out_dim <= in_dim"):
+    with pytest.raises(ValueError, match="out_size must be <= in_size"):
         FRMap(4, 5)
     layer = FRMap(6, 4, channels=2)
-    with pytest.raises(ValueError, match="in_dim=6"):
+    with pytest.raises(ValueError, match="in_size=6"):
         layer(torch.randn(2, 5, 2))
     with pytest.raises(ValueError, match="channel axis"):
         layer(torch.randn(3, 6, 2))
-    with pytest.raises(ValueError, match="p <= out_dim"):
+    with pytest.raises(ValueError, match="p <= out_size"):
         layer(torch.randn(2, 6, 5))
 
 
@@ -357,16 +357,16 @@ def test_symmetric_vectorize_is_an_isometry_and_classifier_shapes():
     with pytest.raises(ValueError, match="expects"):
         head(torch.randn(2, 5, 5))
     with pytest.raises(ValueError, match="not increase"):
-        GrNet(8, 2, 3, dims=(6, 7))
-    with pytest.raises(ValueError, match="p <= every"):
-        GrNet(8, 5, 3, dims=(6, 4))
+        GrNet(8, 2, 3, out_sizes=(6, 7))
+    with pytest.raises(ValueError, match="rank must be <= every"):
+        GrNet(8, 5, 3, out_sizes=(6, 4))
     with pytest.raises(ValueError, match="divisible"):
         GrNet(12, 2, 3, channels=3, pool_size=2)
 
 
 def test_grnet_gradcheck():
     torch.manual_seed(19)
-    model = GrNet(6, 2, 3, dims=(5, 4), channels=2, pool_size=2).double()
+    model = GrNet(6, 2, 3, out_sizes=(5, 4), channels=2, pool_size=2).double()
     for module in model.modules():
         if isinstance(module, FRMap):
             module.reset_parameters()
@@ -378,8 +378,8 @@ def test_grnet_in_channels_routing_gradcheck_and_errors():
     """in_channels=K: input channel k feeds FRMap channels k C/K .. (k+1) C/K - 1; with K identical
     inputs the model equals the single-input GrNet with the same weights."""
     torch.manual_seed(22)
-    multi = GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2, in_channels=2).double()
-    single = GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2).double()
+    multi = GrNet(6, 2, 3, out_sizes=(5, 4), channels=4, pool_size=2, in_channels=2).double()
+    single = GrNet(6, 2, 3, out_sizes=(5, 4), channels=4, pool_size=2).double()
     for module in list(multi.modules()) + list(single.modules()):
         if isinstance(module, FRMap):
             module.reset_parameters()
@@ -402,7 +402,7 @@ def test_grnet_in_channels_routing_gradcheck_and_errors():
     with pytest.raises(ValueError, match="in_channels=2 expects"):
         multi(torch.randn(3, 3, 6, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="divisible by in_channels"):
-        GrNet(6, 2, 3, dims=(5, 4), channels=4, pool_size=2, in_channels=3)
+        GrNet(6, 2, 3, out_sizes=(5, 4), channels=4, pool_size=2, in_channels=3)
 
 
 @pytest.mark.parametrize("pooling", ["projection", "karcher"])
@@ -415,7 +415,7 @@ def test_grnet_200_riemannian_adam_steps_stay_on_the_manifold(pooling):
     labels = torch.randint(0, 3, (60,), generator=generator)
     features = planes[labels] @ torch.randn(60, 2, 6, generator=generator)
     features = features + 0.3 * torch.randn(60, 8, 6, generator=generator)
-    model = GrNet(8, 2, 3, dims=(6, 4), channels=4, pool_size=2, pooling=pooling)
+    model = GrNet(8, 2, 3, out_sizes=(6, 4), channels=4, pool_size=2, pooling=pooling)
     activations: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
         if isinstance(module, (ReOrth, OrthMap, KarcherPool, SubspaceEmbedding)):
@@ -458,3 +458,31 @@ def test_benchmark_blocks_compute_the_same_function():
     assert report["min_eigengap"] > 0
     bound = math.sqrt(2) * 8 * n * eps / report["min_eigengap"] + 8 * n * eps
     assert report["max_output_difference"] <= bound
+
+
+# ---------------------------------------------------------------- renamed arguments
+def test_renamed_arguments_warn_and_still_work():
+    from manifoldnn.models import MultiViewGrassmannNet
+
+    with pytest.warns(FutureWarning, match="renamed"):
+        frmap = FRMap(in_dim=6, out_dim=4)
+    assert (frmap.in_size, frmap.out_size) == (6, 4)
+    for layer in (OrthMap, SubspaceEmbedding):
+        with pytest.warns(FutureWarning, match="rank"):
+            assert layer(p=3).rank == 3
+    with pytest.warns(FutureWarning, match="renamed"):
+        model = GrNet(in_dim=8, p=2, num_classes=3, dims=(6, 4))
+    assert (model.in_size, model.rank, model.out_sizes) == (8, 2, (6, 4))
+    with pytest.warns(FutureWarning, match="by keyword"):
+        positional = GrNet(8, 2, 3, (6, 4), 2, 2)
+    assert positional.out_sizes == (6, 4)
+    with pytest.raises(TypeError, match="positional"):
+        GrNet(8, 2, 3, (6, 4), 2, 2, "projection", True, False, False, 1, "extra")
+    with pytest.warns(FutureWarning, match="in_size"):
+        head = ProjectorClassifier(n=5, num_classes=2)
+    assert head.in_size == 5
+    with pytest.warns(FutureWarning, match="by keyword"):
+        assert ProjectorClassifier(5, 2, 3).channels == 3
+    with pytest.warns(FutureWarning, match="renamed"):
+        net = MultiViewGrassmannNet(view_dims=[4, 3], n_clusters=2, ambient_dim=6, projected_dim=4)
+    assert (net.view_sizes, net.in_size, net.out_size) == ([4, 3], 6, 4)

@@ -84,9 +84,7 @@ def test_digits_views():
 
 def test_model_shapes_manifold_and_training_step():
     torch.manual_seed(0)
-    model = MultiViewGrassmannNet(
-        [7, 5, 3], 4, hidden=(16,), ambient_dim=8, rank=2, projected_dim=5
-    )
+    model = MultiViewGrassmannNet([7, 5, 3], 4, hidden=(16,), in_size=8, rank=2, out_size=5)
     views = [torch.randn(12, d) for d in (7, 5, 3)]
     out = model(views)
     assert out.subspaces.shape == (3, 12, 5, 2) and out.probabilities.shape == (3, 12, 4)
@@ -108,7 +106,7 @@ def test_model_shapes_manifold_and_training_step():
     with pytest.raises(ValueError, match="different sample counts"):
         model([torch.randn(12, 7), torch.randn(11, 5), torch.randn(12, 3)])
     with pytest.raises(ValueError, match="rank"):
-        MultiViewGrassmannNet([3], 2, ambient_dim=4, rank=5, projected_dim=4)
+        MultiViewGrassmannNet([3], 2, in_size=4, rank=5, out_size=4)
 
 
 def test_fuse_subspaces_is_mean_projector_eigenspace():
@@ -226,7 +224,7 @@ def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
     confident = np.arange(120) % 2 == 0
     wrong = labels.copy()
     wrong[~confident] = (labels[~confident] + 1) % 3  # labels the head must not see
-    model = MultiViewGrassmannNet([8, 6], 3, hidden=[16], ambient_dim=6, rank=2, projected_dim=4)
+    model = MultiViewGrassmannNet([8, 6], 3, hidden=[16], in_size=6, rank=2, out_size=4)
     generator = torch.Generator().manual_seed(0)
     self_label(
         model, views, wrong, confident, epochs=40, batch_size=60, lr=1e-2, generator=generator
@@ -257,7 +255,7 @@ def test_self_label_rounds_relabel_from_the_previous_round():
     )  # fmt: skip
     torch.manual_seed(0)
     models = [
-        MultiViewGrassmannNet([8, 6], 3, hidden=[16], ambient_dim=6, rank=2, projected_dim=4)
+        MultiViewGrassmannNet([8, 6], 3, hidden=[16], in_size=6, rank=2, out_size=4)
         for _ in range(2)
     ]
     result = self_label_rounds(models, views, given, confident, rounds=2, **options)

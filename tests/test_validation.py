@@ -133,7 +133,7 @@ def test_half_precision_is_evaluated_in_float32_and_returned_in_its_dtype(dtype)
 
 def test_grnet_under_cpu_autocast_bfloat16():
     torch.manual_seed(1)
-    model = GrNet(12, 3, 4, dims=(8, 6), channels=4, pool_size=2)
+    model = GrNet(12, 3, 4, out_sizes=(8, 6), channels=4, pool_size=2)
     x = torch.randn(5, 12, 20)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)

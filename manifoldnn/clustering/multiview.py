@@ -300,9 +300,9 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
                     [v.shape[1] for v in model_views],
                     self.n_clusters,
                     hidden=list(self.hidden),
-                    ambient_dim=self.ambient_dim,
+                    in_size=self.ambient_dim,
                     rank=self.rank,
-                    projected_dim=self.projected_dim,
+                    out_size=self.projected_dim,
                 ).to(device=device, dtype=dtype)
                 optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=self.lr)
                 histories.append(

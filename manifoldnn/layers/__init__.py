@@ -3,7 +3,8 @@
 * :mod:`.grassmann`: Grassmann network primitives (FRMap, ReOrth, ProjMap, ProjPooling,
   KarcherPool, OrthMap, SubspaceEmbedding);
 * :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
-  manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`;
+  manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`,
+  called as :class:`torch.nn.MultiheadAttention` is;
 * :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
 
@@ -12,43 +13,17 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from .attention import GeodesicAttention, ManifoldAttentionHeads, geodesic_attention
-from .favor import (
-    FavorAttention,
-    favor_attention,
-    favor_kernel_sums,
-    orthogonal_random_features,
-    positive_random_features,
-)
-from .fusion import OrthogonalDirectSum, whitened_cca
-from .grassmann import (
-    FRMap,
-    KarcherPool,
-    OrthMap,
-    ProjMap,
-    ProjPooling,
-    ReOrth,
-    SubspaceEmbedding,
-)
-from .manifold_linear import ManifoldLinear
+from . import attention, favor, fusion, grassmann, manifold_linear
+from .attention import *  # noqa: F403
+from .favor import *  # noqa: F403
+from .fusion import *  # noqa: F403
+from .grassmann import *  # noqa: F403
+from .manifold_linear import *  # noqa: F403
 
 __all__ = [
-    "FRMap",
-    "KarcherPool",
-    "OrthMap",
-    "ProjMap",
-    "ProjPooling",
-    "ReOrth",
-    "SubspaceEmbedding",
-    "GeodesicAttention",
-    "ManifoldAttentionHeads",
-    "geodesic_attention",
-    "ManifoldLinear",
-    "OrthogonalDirectSum",
-    "whitened_cca",
-    "FavorAttention",
-    "favor_attention",
-    "favor_kernel_sums",
-    "orthogonal_random_features",
-    "positive_random_features",
+    *grassmann.__all__,
+    *attention.__all__,
+    *manifold_linear.__all__,
+    *favor.__all__,
+    *fusion.__all__,
 ]

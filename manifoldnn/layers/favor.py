@@ -29,7 +29,13 @@ import torch
 
 from ..linalg import qr_positive
 from ..manifolds import ManifoldGeometry, geometry_for
-from .attention import ManifoldAttentionHeads, _check_inputs
+from ..validation import check_positive_float, check_positive_int, renamed_arguments
+from .attention import (
+    ManifoldAttentionHeads,
+    _check_inputs,
+    _check_values,
+    additive_attention_mask,
+)
 
 __all__ = [
     "FavorAttention",
@@ -67,10 +73,8 @@ def orthogonal_random_features(
     Shape:
         ``(*batch_shape, num_features, dim)``.
     """
-    if not isinstance(num_features, int) or num_features < 1:
-        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_positive_int(num_features, "num_features")
+    check_positive_int(dim, "dim")
     dtype = torch.get_default_dtype() if dtype is None else dtype
     draw_device = generator.device if generator is not None else device
     blocks = -(-num_features // dim)
@@ -114,8 +118,8 @@ def _validate(geometry, distance, query, key, value, num_features, features, key
     """Argument checks (no tensor values read): geodesic attention's token and mask checks plus the
     random-feature ones; returns the distance."""
     distance = _feature_distance(geometry, distance)
-    if features is None and (not isinstance(num_features, int) or num_features < 1):
-        raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+    if features is None:
+        check_positive_int(num_features, "num_features")
     if features is not None and (not isinstance(features, torch.Tensor) or features.dim() < 2):
         raise ValueError("features must be a tensor (..., m, F) (see orthogonal_random_features)")
     _check_inputs(geometry, query, key, value, key_padding_mask)
@@ -214,6 +218,7 @@ def favor_kernel_sums(
     return numerator, denominator, log_scale
 
 
+@renamed_arguments(causal="is_causal")
 def favor_attention(
     manifold: geoopt.Manifold | ManifoldGeometry,
     query: torch.Tensor,
@@ -223,14 +228,16 @@ def favor_attention(
     tau: torch.Tensor | float,
     distance: str | None = None,
     num_features: int = 256,
-    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    need_weights: bool = False,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
     scale: float = 1.0,
     features: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    key_padding_mask: torch.Tensor | None = None,
     chunk_size: int = 64,
     validate: bool = True,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Geodesic attention in linear time with FAVOR+ positive orthogonal random features.
 
     Estimates :func:`~manifoldnn.layers.geodesic_attention` with ``score="neg_sq"`` and
@@ -252,59 +259,65 @@ def favor_attention(
     that no output reads a later key (unlike a maximum over all positions, performer-pytorch
     issue 82).
 
+    With ``need_weights`` or an ``attn_mask`` the estimated kernel :math:`\hat K` is formed
+    (``O(L_q L_k)`` memory, as in :func:`~manifoldnn.layers.geodesic_attention`), multiplied by
+    :math:`\exp(\text{mask})` and normalised by rows; the masks follow
+    :class:`torch.nn.MultiheadAttention`.
+
     Args:
         manifold: a geoopt manifold or its :class:`~manifoldnn.manifolds.ManifoldGeometry`.
         query: ``(..., L_q, *point_shape)``.
         key: ``(..., L_k, *point_shape)``.
         value: ``(..., L_k, *point_shape)``.
         tau: positive temperature (float or tensor, may be learnable).
-        distance: one of the geometry's ``sdpa_distances``. Default: the geometry's default.
-        num_features: m, random features drawn when ``features`` is None. Default: 256.
-        causal: query ``i`` sees keys ``j <= i``. Default: False.
-        scale: extra multiplier of the logits (entropy-invariant scaling). Default: 1.0.
+        distance: one of the geometry's ``sdpa_distances``. Default: ``None`` (the geometry's).
+        num_features: m, random features drawn when ``features`` is None. Default: ``256``.
+        key_padding_mask: bool ``(..., L_k)``, True where a key is padding. A causal query whose
+            visible keys are all padding gets the aggregate of a zero mean. Default: ``None``.
+        need_weights: also return the estimated weights ``(..., L_q, L_k)``. Default: ``False``.
+        attn_mask: ``(..., L_q, L_k)`` broadcasting to the queries' batch shape: bool, True where
+            attention is not allowed, or float, added to the logits. Default: ``None``.
+        is_causal: query ``i`` sees keys ``j <= i`` (top-left aligned). Default: ``False``.
+        scale: extra multiplier of the logits (entropy-invariant scaling). Default: ``1.0``.
         features: a random projection ``(..., m, F)`` to reuse (from
             :func:`orthogonal_random_features`; ``F`` the size of the geometry's features);
-            ``num_features`` is then not used. Default: None (a fresh draw).
-        generator: random generator of the fresh draw. Default: None (global).
-        key_padding_mask: bool ``(..., L_k)``, True where a key is padding. A causal query whose
-            visible keys are all padding gets the aggregate of a zero mean. Default: None.
-        chunk_size: keys per chunk of the causal prefix sums. Default: 64.
+            ``num_features`` is then not used. Default: ``None`` (a fresh draw).
+        generator: random generator of the fresh draw. Default: ``None`` (global).
+        chunk_size: keys per chunk of the causal prefix sums. Default: ``64``.
         validate: check values on the host (positive tau, finite tokens, a key left unmasked in
-            every sequence) in eager mode. Default: True.
+            every sequence) in eager mode. Default: ``True``.
 
-    Shape:
-        output ``(..., L_q, *point_shape)``.
+    Returns:
+        ``(output, weights)``: the output ``(..., L_q, *point_shape)`` and the estimated weights
+        ``(..., L_q, L_k)`` with ``need_weights``, ``None`` otherwise.
 
     Examples::
 
         >>> from manifoldnn.manifolds import Sphere
         >>> x = torch.nn.functional.normalize(torch.randn(2, 100, 16), dim=-1)
-        >>> favor_attention(Sphere(), x, x, x, tau=4.0, distance="chordal").shape
+        >>> out, _ = favor_attention(Sphere(), x, x, x, tau=4.0, distance="chordal")
+        >>> out.shape
         torch.Size([2, 100, 16])
     """
     geometry = geometry_for(manifold)
     distance = _validate(
         geometry, distance, query, key, value, num_features, features, key_padding_mask
     )
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not isinstance(tau, torch.Tensor) and not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau}")
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+    check_positive_int(chunk_size, "chunk_size")
+    if not isinstance(tau, torch.Tensor):
+        check_positive_float(tau, "tau")
+    check_positive_float(scale, "scale")
     nd = geometry.point_ndim
     lq, lk = query.shape[-nd - 1], key.shape[-nd - 1]
-    if causal and lq > lk:
+    if is_causal and lq > lk:
         raise ValueError(f"causal attention needs L_q <= L_k, got {lq} > {lk}")
     tau = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
     if validate and not torch.compiler.is_compiling():
-        if not bool((tau > 0).all()):
-            raise ValueError(f"tau must be positive, got {tau}")
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{name} holds NaN or infinite values")
-        if key_padding_mask is not None and bool(key_padding_mask.all(-1).any()):
-            raise ValueError("key_padding_mask masks every key of some sequence; nothing to attend")
+        _check_values(query, key, value, tau, key_padding_mask)
+    batch = torch.broadcast_shapes(query.shape[: -nd - 1], key.shape[: -nd - 1])
+    additive = additive_attention_mask(
+        attn_mask, batch, lq, lk, is_causal, query.dtype, query.device
+    )
     phi, psi = geometry.sdpa_features(query, key, distance)
     root = (scale / tau).sqrt()
     x, y = phi * root, psi * root
@@ -318,13 +331,37 @@ def favor_attention(
             f"{geometry.name}, got {tuple(features.shape)}"
         )
     features = features.to(x)
+    point_shape = value.shape[value.dim() - nd :]
+    if need_weights or additive is not None:
+        weights = _estimated_weights(x, y, features, key_padding_mask, additive, is_causal)
+        mean = weights @ geometry.value_features(value)
+        return geometry.aggregate(mean, point_shape), (weights if need_weights else None)
     numerator, denominator, _ = favor_kernel_sums(
         x, y, geometry.value_features(value), features,
-        causal=causal, key_padding_mask=key_padding_mask, chunk_size=chunk_size,
+        causal=is_causal, key_padding_mask=key_padding_mask, chunk_size=chunk_size,
     )  # fmt: skip
     tiny = torch.finfo(denominator.dtype).tiny
     mean = numerator / denominator.clamp_min(tiny).unsqueeze(-1)
-    return geometry.aggregate(mean, value.shape[value.dim() - nd :])
+    return geometry.aggregate(mean, point_shape), None
+
+
+def _estimated_weights(x, y, features, key_padding_mask, additive, causal):
+    """Rows of the estimated kernel ``phi+(x_i) . phi+(y_j)`` times ``exp(mask)``, normalised:
+    ``(..., L_q, L_k)``. The query and key shifts are constants per row and cancel."""
+    log_q = _log_features(x, features)
+    phi_q = torch.exp(log_q - log_q.detach().amax(-1, keepdim=True))
+    log_k = _log_features(y, features)
+    if key_padding_mask is not None:
+        log_k = log_k.masked_fill(key_padding_mask.unsqueeze(-1), -math.inf)
+    k_shift = log_k.detach().amax((-2, -1), keepdim=True)
+    k_shift = torch.where(torch.isfinite(k_shift), k_shift, torch.zeros_like(k_shift))
+    kernel = phi_q @ torch.exp(log_k - k_shift).transpose(-1, -2)
+    if additive is not None:  # the causal mask is folded into it
+        kernel = kernel * torch.exp(additive)
+    elif causal:
+        kernel = kernel.tril()
+    tiny = torch.finfo(kernel.dtype).tiny
+    return kernel / kernel.sum(-1, keepdim=True).clamp_min(tiny)
 
 
 def _feature_size(geometry: ManifoldGeometry, distance: str, size: int) -> int:
@@ -357,18 +394,26 @@ class FavorAttention(ManifoldAttentionHeads):
             forward (the first excepted); None never redraws. Default: None.
         train_length: enables entropy-invariant scaling with this training length. Default: None.
         chunk_size: keys per chunk of the causal prefix sums. Default: 64.
-        validate: host-side value checks in eager forwards. Default: True.
-        device, dtype: of the parameters and buffers. Default: PyTorch's defaults.
+        validate: host-side value checks in eager forwards. Default: ``True``.
+        out_size: the output map's size (see
+            :class:`~manifoldnn.layers.ManifoldAttentionHeads`); ``None`` returns the heads apart.
+            Default: ``None``.
+        device: of the parameters and buffers. Default: PyTorch's default.
+        dtype: of the parameters and buffers. Default: PyTorch's default.
 
     Shape:
-        ``query (..., L_q, *point)``, ``key``/``value (..., L_k, *point)`` (default: self
-        attention) -> ``(..., L_q, H, *head_point)``.
+        As :class:`~manifoldnn.layers.GeodesicAttention`: ``query (..., L_q, *point)``,
+        ``key``/``value (..., L_k, *point)`` (default: self attention) -> output
+        ``(..., L_q, H, *head_point)`` (``(..., L_q, *out_point)`` with ``out_size``) and, with
+        ``need_weights``, the estimated weights. ``attn_mask`` and ``need_weights`` form the
+        ``(L_q, L_k)`` kernel; without them the cost is linear in the length.
 
     Examples::
 
         >>> from manifoldnn.manifolds import Grassmann
         >>> layer = FavorAttention(Grassmann(), in_size=8, head_size=6, num_heads=2)
-        >>> layer(Grassmann().random(3, 50, 8, 2)).shape
+        >>> out, _ = layer(Grassmann().random(3, 50, 8, 2), is_causal=True)
+        >>> out.shape
         torch.Size([3, 50, 2, 6, 2])
     """
 
@@ -387,22 +432,19 @@ class FavorAttention(ManifoldAttentionHeads):
         train_length: int | None = None,
         chunk_size: int = 64,
         validate: bool = True,
+        out_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             manifold, in_size, head_size, num_heads, tau=tau, learn_tau=learn_tau,
-            train_length=train_length, device=device, dtype=dtype,
+            train_length=train_length, out_size=out_size, device=device, dtype=dtype,
         )  # fmt: skip
         factory_kwargs = {"device": device, "dtype": dtype}
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-        if redraw_interval is not None and (
-            not isinstance(redraw_interval, int) or redraw_interval < 1
-        ):
-            raise ValueError(f"redraw_interval must be a positive integer, got {redraw_interval!r}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        check_positive_int(num_features, "num_features")
+        if redraw_interval is not None:
+            check_positive_int(redraw_interval, "redraw_interval")
+        check_positive_int(chunk_size, "chunk_size")
         distance = _feature_distance(self.geometry, distance)
         self.distance, self.num_features = distance, num_features
         self.redraw_interval = redraw_interval
@@ -431,26 +473,19 @@ class FavorAttention(ManifoldAttentionHeads):
         )
         self.forwards_since_redraw = 0
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor | None = None,
-        value: torch.Tensor | None = None,
-        *,
-        key_padding_mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
+    def attend(self, q, k, v, *, scale, key_padding_mask, need_weights, attn_mask, is_causal):
+        """:func:`favor_attention` on the heads, each with its own random projection (redrawn
+        first in training mode when ``redraw_interval`` forwards have passed)."""
         if self.training and self.redraw_interval is not None:
             if self.forwards_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.forwards_since_redraw += 1
-        q, k, v, scale, mask = self.split_heads(query, key, value, key_padding_mask)
-        out = favor_attention(
-            self.geometry, q, k, v, tau=self.tau, distance=self.distance, causal=causal,
-            scale=scale, features=self.features, key_padding_mask=mask,
-            chunk_size=self.chunk_size, validate=self.validate,
+        return favor_attention(
+            self.geometry, q, k, v, tau=self.tau, distance=self.distance,
+            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+            is_causal=is_causal, scale=scale, features=self.features, chunk_size=self.chunk_size,
+            validate=self.validate,
         )  # fmt: skip
-        return self.merge_heads(out)
 
     def extra_repr(self) -> str:
         return (

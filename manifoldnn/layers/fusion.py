@@ -35,7 +35,8 @@ from torch import nn
 from ..linalg import fix_column_signs, qr_positive
 from ..losses.infonce import info_nce_loss
 from ..parametrizations import PARAMETRIZATIONS, OrthonormalFrame, Parametrization
-from ..validation import check_positive_int
+from ..utils.optional import require
+from ..validation import check_choice, check_positive_int, renamed_arguments
 
 __all__ = ["OrthogonalDirectSum", "whitened_cca"]
 
@@ -131,50 +132,76 @@ def _orthonormal_span(weights: np.ndarray, generator: np.random.Generator) -> np
 
 
 class OrthogonalDirectSum(nn.Module):
-    r"""Orthogonal direct-sum fusion ``C = phi(A) + psi(B)`` with ``S_A`` orthogonal to ``S_B``.
+    r"""Orthogonal direct-sum fusion :math:`C = \phi(A) + \psi(B)` with :math:`S_A \perp S_B`.
 
-    Parameters
-    ----------
-    n : width of the text feature A ``(..., n)``.
-    K, V : number of codebooks and codebook embedding width; B is ``(..., K, V)`` or, with
-        ``num_tokens``, integer codebook indices ``(..., K)``.
-    c : width of the fused stream C ``(..., c)``.
-    parametrization : ``"stiefel"``, ``"cayley"`` or ``"matrix_exp"`` (see
-        :class:`OrthonormalFrame`).
-    rank_a, rank_b : retained sizes r_A <= n and r_B <= K*V (default: all, i.e. exact mode);
-        ``rank_a + rank_b <= c`` is required.
-    exact : ``True`` to require exact mode (raises if ``c < n + K*V``); ``False`` to allow the
-        lossy mode; ``None`` (default) infers it from ``rank_a``/``rank_b``.
-    num_tokens : size of each of the K codebook embedding tables ``(K, num_tokens, V)`` for the
-        token-id path (initialised with orthonormal rows when ``num_tokens <= V``, so that codebook
-        vectors are mutually orthogonal and decoding is exact).
-    readout_dim : size s of the shared read-out (the first s coordinates of C) used by
-        :meth:`readout` and the InfoNCE alignment (default ``min(r_A, r_B, c // 2)``).
-    high_precision : evaluate the frames' exp / Cayley maps and QR retractions in float64 and
-        round once (see :class:`~manifoldnn.parametrizations.OrthonormalFrame`). Default: False.
-    validate : check token ids against ``num_tokens`` on the host in eager forwards. Default: True.
-    dtype, device : of parameters and buffers.
+    A text feature ``A (..., text_size)`` and an acoustic feature ``B (..., num_codebooks,
+    code_size)`` (or, with ``num_tokens``, its integer codebook ids ``(..., num_codebooks)``) of
+    the same time step are embedded into one stream ``C (..., out_size)`` (see the module
+    docstring for the formula); :meth:`decompose` gives back A and B (exactly in exact mode, their
+    orthogonal projections on the retained directions in the lossy mode). Everything acts on the
+    last dimensions only, so time steps are independent.
 
-    Shapes: ``forward(A (..., n), B (..., K, V) | (..., K)) -> C (..., c)`` where the leading dims
-    of A and B broadcast (e.g. A ``(..., 1, n)`` against a sequence B ``(..., T, K, V)``);
-    ``decompose(C) -> (A_hat (..., n), B_hat (..., K, V))``; ``project_a(C)``, ``project_b(C)``
-    ``(..., c)`` are the orthogonal projections of C on S_A, S_B (they sum to C when C lies in
-    S_A + S_B). Everything acts on the last dimensions only, so time steps are independent.
+    Args:
+        text_size: n, the width of the text feature A.
+        num_codebooks: K, the number of codebooks of the acoustic feature B.
+        code_size: V, the embedding width of each codebook.
+        out_size: c, the width of the fused stream C.
+        parametrization: of the orthonormal frames, ``"stiefel"``, ``"cayley"`` or
+            ``"matrix_exp"`` (see :class:`~manifoldnn.parametrizations.OrthonormalFrame`).
+            Default: ``"stiefel"``.
+        rank_a: r_A, the retained size of A (``<= text_size``). Default: ``None`` (all of it).
+        rank_b: r_B, the retained size of B (``<= num_codebooks * code_size``). Default: ``None``
+            (all of it). ``rank_a + rank_b <= out_size`` is required.
+        exact: ``True`` requires exact mode (raises if ``out_size < text_size + num_codebooks *
+            code_size``); ``False`` allows the lossy mode. Default: ``None`` (inferred from
+            ``rank_a`` / ``rank_b``).
+        num_tokens: the size of each of the K codebook embedding tables ``(K, num_tokens, V)``
+            for the token-id path (initialised with orthonormal rows when ``num_tokens <= V``, so
+            that codebook vectors are mutually orthogonal and decoding is exact). Default:
+            ``None`` (features only).
+        readout_size: s, the size of the shared read-out (the first s coordinates of C) used by
+            :meth:`readout` and the InfoNCE alignment. Default: ``None``
+            (``min(r_A, r_B, out_size // 2)``).
+        high_precision: evaluate the frames' exp / Cayley maps and QR retractions in float64 and
+            round once (see :class:`~manifoldnn.parametrizations.OrthonormalFrame`).
+            Default: ``False``.
+        validate: check token ids against ``num_tokens`` on the host in eager forwards.
+            Default: ``True``.
+        dtype: of parameters and buffers. Default: PyTorch's default.
+        device: of parameters and buffers. Default: PyTorch's default.
+
+    Shape:
+        - ``forward(A (..., text_size), B (..., K, V) or ids (..., K)) -> C (..., out_size)``, the
+          leading dimensions of A and B broadcast (e.g. A ``(..., 1, n)`` against a sequence B
+          ``(..., T, K, V)``);
+        - ``decompose(C) -> (A_hat (..., text_size), B_hat (..., K, V))``;
+        - ``project_a(C)``, ``project_b(C)``: ``(..., out_size)``, the orthogonal projections of C
+          on S_A, S_B (they sum to C when C lies in S_A + S_B).
+
+    Examples::
+
+        >>> fusion = OrthogonalDirectSum(7, 3, 5, 22)
+        >>> a, b = torch.randn(4, 7), torch.randn(4, 3, 5)
+        >>> a_hat, b_hat = fusion.decompose(fusion(a, b))
+        >>> torch.allclose(a_hat, a, atol=1e-5) and torch.allclose(b_hat, b, atol=1e-5)
+        True
     """
 
+    @renamed_arguments(n="text_size", K="num_codebooks", V="code_size", c="out_size")
+    @renamed_arguments(readout_dim="readout_size")
     def __init__(
         self,
-        n: int,
-        K: int,
-        V: int,
-        c: int,
+        text_size: int,
+        num_codebooks: int,
+        code_size: int,
+        out_size: int,
         *,
         parametrization: Parametrization = "stiefel",
         rank_a: int | None = None,
         rank_b: int | None = None,
         exact: bool | None = None,
         num_tokens: int | None = None,
-        readout_dim: int | None = None,
+        readout_size: int | None = None,
         high_precision: bool = False,
         validate: bool = True,
         dtype: torch.dtype | None = None,
@@ -182,52 +209,52 @@ class OrthogonalDirectSum(nn.Module):
     ) -> None:
         super().__init__()
         self.validate = validate
-        for value, name in ((n, "n"), (K, "K"), (V, "V"), (c, "c")):
-            check_positive_int(value, name)
+        n = check_positive_int(text_size, "text_size")
+        K = check_positive_int(num_codebooks, "num_codebooks")
+        V = check_positive_int(code_size, "code_size")
+        c = check_positive_int(out_size, "out_size")
         full_a, full_b = n, K * V
         if exact and (
             (rank_a is not None and rank_a != full_a) or (rank_b is not None and rank_b != full_b)
         ):
             raise ValueError(
-                f"exact mode keeps everything: rank_a must be n={n} and rank_b K*V={full_b}, "
-                f"got rank_a={rank_a}, rank_b={rank_b}"
+                f"exact mode keeps everything: rank_a must be text_size={n} and rank_b "
+                f"num_codebooks * code_size={full_b}, got rank_a={rank_a}, rank_b={rank_b}"
             )
         rank_a = full_a if rank_a is None else check_positive_int(rank_a, "rank_a")
         rank_b = full_b if rank_b is None else check_positive_int(rank_b, "rank_b")
         if rank_a > full_a:
-            raise ValueError(f"rank_a={rank_a} exceeds the text width n={n}")
+            raise ValueError(f"rank_a={rank_a} exceeds text_size={n}")
         if rank_b > full_b:
-            raise ValueError(f"rank_b={rank_b} exceeds the acoustic width K*V={full_b}")
+            raise ValueError(f"rank_b={rank_b} exceeds num_codebooks * code_size={full_b}")
         is_exact = rank_a == full_a and rank_b == full_b
         if exact is None:
             exact = is_exact
         if exact and c < full_a + full_b:
             raise ValueError(
-                f"c={c} is too small for exact mode, which needs c >= n + K*V = {full_a + full_b}; "
-                f"pass rank_a and rank_b with rank_a + rank_b <= c for the lossy mode"
+                f"out_size={c} is too small for exact mode, which needs out_size >= text_size + "
+                f"num_codebooks * code_size = {full_a + full_b}; pass rank_a and rank_b with "
+                f"rank_a + rank_b <= out_size for the lossy mode"
             )
         if rank_a + rank_b > c:
             raise ValueError(
-                f"rank_a + rank_b = {rank_a + rank_b} > c = {c}: S_A + S_B must fit in C"
+                f"rank_a + rank_b = {rank_a + rank_b} > out_size = {c}: S_A + S_B must fit in C"
             )
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(
-                f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}"
-            )
+        check_choice(parametrization, "parametrization", PARAMETRIZATIONS)
         if num_tokens is not None:
             check_positive_int(num_tokens, "num_tokens")
-        if readout_dim is None:
-            readout_dim = max(1, min(rank_a, rank_b, c // 2))
-        check_positive_int(readout_dim, "readout_dim")
-        if readout_dim > c:
-            raise ValueError(f"readout_dim={readout_dim} exceeds c={c}")
+        if readout_size is None:
+            readout_size = max(1, min(rank_a, rank_b, c // 2))
+        check_positive_int(readout_size, "readout_size")
+        if readout_size > c:
+            raise ValueError(f"readout_size={readout_size} exceeds out_size={c}")
 
-        self.n, self.K, self.V, self.c = n, K, V, c
+        self.text_size, self.num_codebooks, self.code_size, self.out_size = n, K, V, c
         self.rank_a, self.rank_b = rank_a, rank_b
         self.exact = bool(exact) and is_exact
         self.parametrization = parametrization
         self.num_tokens = num_tokens
-        self.readout_dim = readout_dim
+        self.readout_size = readout_size
         factory = {"dtype": dtype, "device": device}
         frame_kwargs = {"high_precision": high_precision, **factory}
         self.frame = OrthonormalFrame(c, rank_a + rank_b, parametrization, **frame_kwargs)
@@ -256,14 +283,18 @@ class OrthogonalDirectSum(nn.Module):
         ref = self.mean_a
         for frame in (self.frame, self.retained_a, self.retained_b):
             if frame is not None:
-                gaussian = torch.randn(frame.n, frame.p, dtype=ref.dtype, device=ref.device)
+                gaussian = torch.randn(
+                    frame.ambient_size, frame.rank, dtype=ref.dtype, device=ref.device
+                )
                 frame.load_(gaussian)
         self.mean_a.zero_()
         self.mean_b.zero_()
         if self.codebooks is not None:
-            n_tok, V = self.num_tokens, self.V
+            n_tok, V = self.num_tokens, self.code_size
             if n_tok <= V:
-                gaussian = torch.randn(self.K, V, n_tok, dtype=ref.dtype, device=ref.device)
+                gaussian = torch.randn(
+                    self.num_codebooks, V, n_tok, dtype=ref.dtype, device=ref.device
+                )
                 self.codebooks.copy_(qr_positive(gaussian).transpose(-1, -2))
             else:
                 nn.init.normal_(self.codebooks, std=1.0 / math.sqrt(V))
@@ -280,22 +311,27 @@ class OrthogonalDirectSum(nn.Module):
     ) -> OrthogonalDirectSum:
         r"""Initialise the retained directions and the embedding from paired data.
 
-        Parameters
-        ----------
-        A : ``(N, n)`` (or ``(..., n)``, flattened) text features.
-        B : ``(N, K, V)`` features or ``(N, K)`` token ids, paired with A.
-        method : ``"random"`` (uniform retained directions), ``"pca"`` (top principal directions
-            of each modality: Pearson 1901 / Jolliffe 2002, eq. 1.1) or ``"cca"`` (span of the top
-            regularised canonical weights, Hotelling 1936, orthonormalised in Gram-Schmidt order).
-        regularization : CCA ridge, relative to the mean variance of each modality.
-        seed : for the random parts (random directions, orthonormal completion).
-
         The means of A and vec(B) are always set from the data (centring). Q pairs the i-th
         retained direction of A with the i-th of B in the shared read-out: for i < k,
         ``Q_A e_i = (e_i + e_{s+i}) / sqrt(2)``, ``Q_B e_i = (e_i - e_{s+i}) / sqrt(2)``
-        (s = readout_dim), so the read-out (first s coordinates of C) sees both modalities'
+        (s = readout_size), so the read-out (first s coordinates of C) sees both modalities'
         i-th directions on axis i while C still separates them. In exact mode the full
-        orthogonal change of basis is folded into Q. Returns ``self``.
+        orthogonal change of basis is folded into Q.
+
+        Args:
+            A: ``(N, text_size)`` (or ``(..., text_size)``, flattened) text features.
+            B: ``(N, K, V)`` features or ``(N, K)`` token ids, paired with A.
+            method: ``"random"`` (uniform retained directions), ``"pca"`` (top principal
+                directions of each modality: Pearson 1901 / Jolliffe 2002, eq. 1.1) or ``"cca"``
+                (span of the top regularised canonical weights, Hotelling 1936, orthonormalised
+                in Gram-Schmidt order). Default: ``"cca"``.
+            regularization: CCA ridge, relative to the mean variance of each modality.
+                Default: ``1e-3``.
+            seed: for the random parts (random directions, orthonormal completion).
+                Default: ``0``.
+
+        Returns:
+            ``self``.
         """
         if method not in ("random", "pca", "cca"):
             raise ValueError(f"method must be 'random', 'pca' or 'cca', got {method!r}")
@@ -309,7 +345,7 @@ class OrthogonalDirectSum(nn.Module):
         mean_a, mean_b = a_np.mean(0), b_np.mean(0)
         a_np, b_np = a_np - mean_a, b_np - mean_b
         rng = np.random.default_rng(seed)
-        full_a, full_b = self.n, self.K * self.V
+        full_a, full_b = self.text_size, self.num_codebooks * self.code_size
         # Retained directions: for exact mode, the full orthogonal change of basis.
         keep_a = full_a if self.retained_a is None else self.rank_a
         keep_b = full_b if self.retained_b is None else self.rank_b
@@ -325,7 +361,7 @@ class OrthogonalDirectSum(nn.Module):
             dirs_b = _orthonormal_span(w_b, rng)
         if method == "random":
             placement = _orthonormal_span(
-                rng.standard_normal((self.c, self.rank_a + self.rank_b)), rng
+                rng.standard_normal((self.out_size, self.rank_a + self.rank_b)), rng
             )
         else:
             placement = self._paired_placement()
@@ -346,7 +382,7 @@ class OrthogonalDirectSum(nn.Module):
 
     def _paired_placement(self) -> np.ndarray:
         """``(c, r_A + r_B)`` orthonormal placement pairing A- and B-directions in the read-out."""
-        c, s, r_a, r_b = self.c, self.readout_dim, self.rank_a, self.rank_b
+        c, s, r_a, r_b = self.out_size, self.readout_size, self.rank_a, self.rank_b
         pairs = max(0, min(s, r_a, r_b, c - s))
         placement = np.zeros((c, r_a + r_b))
         root_half = 1.0 / math.sqrt(2.0)
@@ -367,9 +403,9 @@ class OrthogonalDirectSum(nn.Module):
         return self.mean_a.dtype
 
     def _check_a(self, A: torch.Tensor) -> None:
-        if not isinstance(A, torch.Tensor) or A.dim() < 1 or A.shape[-1] != self.n:
+        if not isinstance(A, torch.Tensor) or A.dim() < 1 or A.shape[-1] != self.text_size:
             shape = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
-            raise ValueError(f"A must have shape (..., n={self.n}), got {shape}")
+            raise ValueError(f"A must have shape (..., text_size={self.text_size}), got {shape}")
         if A.dtype != self._floating_dtype():
             raise ValueError(f"A has dtype {A.dtype}, the operator {self._floating_dtype()}")
 
@@ -378,9 +414,10 @@ class OrthogonalDirectSum(nn.Module):
         if not isinstance(B, torch.Tensor):
             raise ValueError(f"B must be a tensor, got {type(B).__name__}")
         if B.is_floating_point():
-            if B.dim() < 2 or B.shape[-2:] != (self.K, self.V):
+            if B.dim() < 2 or B.shape[-2:] != (self.num_codebooks, self.code_size):
                 raise ValueError(
-                    f"B must have shape (..., K={self.K}, V={self.V}) or token ids (..., K), "
+                    f"B must have shape (..., num_codebooks={self.num_codebooks}, "
+                    f"code_size={self.code_size}) or token ids (..., num_codebooks), "
                     f"got {tuple(B.shape)}"
                 )
             if B.dtype != self._floating_dtype():
@@ -390,8 +427,11 @@ class OrthogonalDirectSum(nn.Module):
             raise ValueError(f"B must be real features or integer token ids, got dtype {B.dtype}")
         if self.codebooks is None:
             raise ValueError("integer B (token ids) needs the operator built with num_tokens=...")
-        if B.dim() < 1 or B.shape[-1] != self.K:
-            raise ValueError(f"token ids B must have shape (..., K={self.K}), got {tuple(B.shape)}")
+        if B.dim() < 1 or B.shape[-1] != self.num_codebooks:
+            raise ValueError(
+                f"token ids B must have shape (..., num_codebooks={self.num_codebooks}), got "
+                f"{tuple(B.shape)}"
+            )
         if (
             self.validate
             and not torch.compiler.is_compiling()
@@ -402,7 +442,7 @@ class OrthogonalDirectSum(nn.Module):
                 f"token ids must lie in [0, {self.num_tokens}), got range "
                 f"[{int(B.min())}, {int(B.max())}]"
             )
-        codebook_index = torch.arange(self.K, device=B.device)
+        codebook_index = torch.arange(self.num_codebooks, device=B.device)
         return self.codebooks[codebook_index, B.long()]
 
     def _flatten_pair(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,14 +455,16 @@ class OrthogonalDirectSum(nn.Module):
                 f"leading dims of A {tuple(A.shape[:-1])} and B {tuple(features.shape[:-2])} "
                 "do not broadcast"
             ) from err
-        a = A.expand(lead + (self.n,)).reshape(-1, self.n)
-        b = features.expand(lead + (self.K, self.V)).reshape(-1, self.K * self.V)
+        a = A.expand(lead + (self.text_size,)).reshape(-1, self.text_size)
+        b = features.expand(lead + (self.num_codebooks, self.code_size)).reshape(
+            -1, self.num_codebooks * self.code_size
+        )
         return a, b
 
     def _check_c(self, C: torch.Tensor) -> None:
-        if not isinstance(C, torch.Tensor) or C.dim() < 1 or C.shape[-1] != self.c:
+        if not isinstance(C, torch.Tensor) or C.dim() < 1 or C.shape[-1] != self.out_size:
             shape = tuple(C.shape) if isinstance(C, torch.Tensor) else type(C).__name__
-            raise ValueError(f"C must have shape (..., c={self.c}), got {shape}")
+            raise ValueError(f"C must have shape (..., out_size={self.out_size}), got {shape}")
         if C.dtype != self._floating_dtype():
             raise ValueError(f"C has dtype {C.dtype}, the operator {self._floating_dtype()}")
 
@@ -470,7 +512,7 @@ class OrthogonalDirectSum(nn.Module):
         """psi(B) = Q_B U_B^T (vec B - mu_B), ``(..., K, V)`` or ids ``(..., K)`` -> ``(..., c)``."""
         features = self._embed_b(B)
         _, q_b, _, u_b = self.frames()
-        flat = features.reshape(features.shape[:-2] + (self.K * self.V,))
+        flat = features.reshape(features.shape[:-2] + (self.num_codebooks * self.code_size,))
         return self._reduce(flat, self.mean_b, u_b) @ q_b.transpose(-1, -2)
 
     def forward(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -494,7 +536,7 @@ class OrthogonalDirectSum(nn.Module):
         coords_b = C @ q_b
         a_hat = (coords_a if u_a is None else coords_a @ u_a.transpose(-1, -2)) + self.mean_a
         b_hat = (coords_b if u_b is None else coords_b @ u_b.transpose(-1, -2)) + self.mean_b
-        return a_hat, b_hat.reshape(C.shape[:-1] + (self.K, self.V))
+        return a_hat, b_hat.reshape(C.shape[:-1] + (self.num_codebooks, self.code_size))
 
     def project_a(self, C: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection ``Q_A Q_A^T C`` ``(..., c)`` of C on S_A (equals phi(A))."""
@@ -518,9 +560,9 @@ class OrthogonalDirectSum(nn.Module):
         return distances.argmin(dim=-1)
 
     def readout(self, C: torch.Tensor) -> torch.Tensor:
-        """Shared read-out: the first ``readout_dim`` coordinates of C ``(..., c) -> (..., s)``."""
+        """Shared read-out: the first ``readout_size`` coordinates of C ``(..., c) -> (..., s)``."""
         self._check_c(C)
-        return C[..., : self.readout_dim]
+        return C[..., : self.readout_size]
 
     def orthogonality_error(self) -> tuple[float, float]:
         """``(||Q_A^T Q_B||_2, ||Q^T Q - I||_2)`` (spectral norms) for the embedding frame Q."""
@@ -553,7 +595,9 @@ class OrthogonalDirectSum(nn.Module):
         """Mean over samples of ``||A - A_hat||^2 + ||B - B_hat||_F^2`` after fuse/decompose."""
         a, b = self._flatten_pair(A, B)
         with self.cached():
-            a_hat, b_hat = self.decompose(self.forward(a, b.reshape(-1, self.K, self.V)))
+            a_hat, b_hat = self.decompose(
+                self.forward(a, b.reshape(-1, self.num_codebooks, self.code_size))
+            )
         b_err = (b - b_hat.reshape(b.shape)).pow(2).sum(-1)
         return ((a - a_hat).pow(2).sum(-1) + b_err).mean()
 
@@ -581,9 +625,26 @@ class OrthogonalDirectSum(nn.Module):
         (Eckart, Young 1936). Solvers: Riemannian trust regions (Absil, Baker, Gallivan 2007) or
         conjugate gradient (Absil et al. 2008, sec. 8.3), starting from the current frames,
         computed in float64. The result is loaded into the module (any parametrisation);
-        ``fit_result_`` keeps pymanopt's ``OptimizerResult``. Returns ``self``.
+        ``fit_result_`` keeps pymanopt's ``OptimizerResult``. Needs the ``fusion`` extra
+        (``pip install "manifoldnn[fusion]"``).
+
+        Args:
+            A: ``(N, text_size)`` text features.
+            B: ``(N, K, V)`` features or ``(N, K)`` token ids, paired with A.
+            objective: ``"infonce"`` or ``"reconstruction"``. Default: ``"infonce"``.
+            temperature: of the InfoNCE loss. Default: ``0.1``.
+            normalize: cosine instead of dot-product similarity. Default: ``False``.
+            solver: ``"trust_regions"`` or ``"conjugate_gradient"``.
+                Default: ``"trust_regions"``.
+            max_iterations: of the solver. Default: ``100``.
+            min_gradient_norm: stopping tolerance of the solver. Default: ``1e-6``.
+            max_time: seconds. Default: ``600.0``.
+            verbosity: pymanopt's verbosity. Default: ``0``.
+
+        Returns:
+            ``self``.
         """
-        import pymanopt
+        pymanopt = require("pymanopt", "fusion", "OrthogonalDirectSum.fit")
 
         if objective not in ("infonce", "reconstruction"):
             raise ValueError(f"objective must be 'infonce' or 'reconstruction', got {objective!r}")
@@ -609,8 +670,8 @@ class OrthogonalDirectSum(nn.Module):
         if objective == "infonce":
             x_a = self._reduce(a, mean_a, u_a)
             x_b = self._reduce(b, mean_b, u_b)
-            s = self.readout_dim
-            manifold = pymanopt.manifolds.Stiefel(self.c, q.shape[1])
+            s = self.readout_size
+            manifold = pymanopt.manifolds.Stiefel(self.out_size, q.shape[1])
 
             @pymanopt.function.pytorch(manifold)
             def cost(point: torch.Tensor) -> torch.Tensor:
@@ -668,9 +729,10 @@ class OrthogonalDirectSum(nn.Module):
 
     def extra_repr(self) -> str:
         text = (
-            f"n={self.n}, K={self.K}, V={self.V}, c={self.c}, rank_a={self.rank_a}, "
+            f"text_size={self.text_size}, num_codebooks={self.num_codebooks}, "
+            f"code_size={self.code_size}, out_size={self.out_size}, rank_a={self.rank_a}, "
             f"rank_b={self.rank_b}, exact={self.exact}, parametrization={self.parametrization!r}, "
-            f"readout_dim={self.readout_dim}"
+            f"readout_size={self.readout_size}"
         )
         if self.num_tokens is not None:
             text += f", num_tokens={self.num_tokens}"

@@ -8,9 +8,10 @@ Channel convention (shared by every layer here): a tensor of bases has shape ``(
 multi-channel tensor has its channel axis at dimension ``-3``: ``(..., C, n, p)`` for bases and
 ``(..., C, n, n)`` for projectors.  ``...`` are any batch dimensions; they broadcast.
 
-* ``FRMap(in_dim, out_dim, channels=1)``: no channel axis, ``(..., in_dim, p) -> (..., out_dim, p)``.
-* ``FRMap(in_dim, out_dim, channels=C)`` with ``C > 1``: ``(..., C or 1, in_dim, p) ->
-  (..., C, out_dim, p)``; a size-1 channel axis is broadcast, so ``frmap(Y.unsqueeze(-3))`` maps one
+* ``FRMap(in_size, out_size, channels=1)``: no channel axis,
+  ``(..., in_size, p) -> (..., out_size, p)``.
+* ``FRMap(in_size, out_size, channels=C)`` with ``C > 1``: ``(..., C or 1, in_size, p) ->
+  (..., C, out_size, p)``; a size-1 channel axis is broadcast, so ``frmap(Y.unsqueeze(-3))`` maps one
   basis through the C weights (the multi-channel first layer of GrNet).
 * ``ReOrth``, ``ProjMap``, ``OrthMap``, ``SubspaceEmbedding`` act on the last two dimensions and
   keep every leading dimension (channels included).
@@ -25,6 +26,8 @@ from torch import nn
 
 from ..linalg import eigh_top, newton_schulz_step, qr_positive
 from ..manifolds import Grassmann, karcher_mean
+from ..parametrizations import ConstrainedModule
+from ..validation import check_positive_int, renamed_arguments
 
 __all__ = [
     "FRMap",
@@ -51,56 +54,64 @@ def _check_square(x: torch.Tensor, layer: str) -> None:
         raise ValueError(f"{layer}: input must be square (..., n, n), got {tuple(x.shape)}")
 
 
-class FRMap(nn.Module):
-    r"""Full-rank mapping :math:`Y \mapsto W Y` with :math:`W W^\top = I` (GrNet, Huang et al. 2018,
-    FRMap layer), one weight per channel.
+class FRMap(ConstrainedModule):
+    r"""Full-rank mapping :math:`Y \mapsto W Y` with :math:`W W^\top = I`, one weight per channel
+    (GrNet, Huang, Wu & Van Gool 2018, FRMap layer).
 
-    The weight is stored as ``weight`` of shape ``(channels, in_dim, out_dim)``: a
+    The weight is stored as ``weight`` of shape ``(channels, in_size, out_size)``: a
     :class:`geoopt.ManifoldParameter` on :class:`geoopt.EuclideanStiefel`, i.e. :math:`W^\top` has
     orthonormal columns, so :math:`W = \text{weight}^\top` has orthonormal rows and
     :class:`geoopt.optim.RiemannianAdam` / ``RiemannianSGD`` keep it exactly on the manifold (the
-    original GrNet updated W in Euclidean space and let it drift).  Rows orthonormal means W is
-    full rank, so :math:`W Y` has rank p and ``ReOrth`` after it is well defined.
+    original GrNet updated W in Euclidean space and let it drift). Rows orthonormal means W is
+    full rank, so :math:`W Y` has rank p and ``ReOrth`` after it is well defined. After
+    ``.to(dtype)`` / ``.double()`` the weight is re-projected onto the Stiefel manifold in the new
+    dtype (:class:`~manifoldnn.parametrizations.ConstrainedModule`).
 
-    Shapes
-    ------
-    * ``channels == 1``: ``(..., in_dim, p) -> (..., out_dim, p)`` (no channel axis).
-    * ``channels == C > 1``: ``(..., C, in_dim, p)`` or ``(..., 1, in_dim, p)`` (broadcast) ->
-      ``(..., C, out_dim, p)``; channel c is multiplied by ``weight[c].T``.
+    Args:
+        in_size: n, the rows of the input bases.
+        out_size: the rows of the output bases (``<= in_size``: W needs orthonormal rows).
+        channels: the number C of weights. Default: ``1``.
+        device: of the weight. Default: PyTorch's default.
+        dtype: of the weight. Default: PyTorch's default.
 
-    Raises ``ValueError`` if ``out_dim > in_dim`` (no orthonormal rows exist), on a wrong ``in_dim``
-    or channel count, and if ``p > out_dim`` (the output would not have full column rank).
+    Shape:
+        - ``channels == 1``: ``(..., in_size, p) -> (..., out_size, p)`` (no channel axis).
+        - ``channels == C > 1``: ``(..., C, in_size, p)`` or ``(..., 1, in_size, p)`` (broadcast)
+          ``-> (..., C, out_size, p)``; channel c is multiplied by ``weight[c].T``.
 
-    ``device``/``dtype`` create W directly in that precision; a float32 W converted later with
-    ``.double()`` is orthonormal only to float32 rounding (call ``reset_parameters()`` or
-    ``weight.manifold.projx`` after converting if that matters).
+        ``p <= out_size`` (otherwise the output would not have full column rank).
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> FRMap(8, 5, channels=3)(Grassmann().random(2, 1, 8, 2)).shape
+        torch.Size([2, 3, 5, 2])
     """
 
+    @renamed_arguments(in_dim="in_size", out_dim="out_size")
     def __init__(
         self,
-        in_dim: int,
-        out_dim: int,
+        in_size: int,
+        out_size: int,
         channels: int = 1,
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_dim < 1 or out_dim < 1 or channels < 1:
+        check_positive_int(in_size, "in_size")
+        check_positive_int(out_size, "out_size")
+        check_positive_int(channels, "channels")
+        if out_size > in_size:
             raise ValueError(
-                f"FRMap needs positive sizes, got in_dim={in_dim}, out_dim={out_dim}, "
-                f"channels={channels}"
+                f"out_size must be <= in_size for W (out_size, in_size) to have orthonormal rows, "
+                f"got out_size={out_size} > in_size={in_size}"
             )
-        if out_dim > in_dim:
-            raise ValueError(
-                f"FRMap needs out_dim <= in_dim for W (out_dim, in_dim) to have orthonormal rows, "
-                f"got out_dim={out_dim} > in_dim={in_dim}"
-            )
-        self.in_dim = in_dim
-        self.out_dim = out_dim
+        self.in_size = in_size
+        self.out_size = out_size
         self.channels = channels
         self.weight = geoopt.ManifoldParameter(
-            torch.empty(channels, in_dim, out_dim, device=device, dtype=dtype),
+            torch.empty(channels, in_size, out_size, device=device, dtype=dtype),
             manifold=geoopt.EuclideanStiefel(),
         )
         self.reset_parameters()
@@ -115,32 +126,32 @@ class FRMap(nn.Module):
 
     @property
     def matrix(self) -> torch.Tensor:
-        """W of shape ``(channels, out_dim, in_dim)`` (orthonormal rows)."""
+        """W of shape ``(channels, out_size, in_size)`` (orthonormal rows)."""
         return self.weight.transpose(-1, -2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_matrix(x, "input", "FRMap")
-        if x.shape[-2] != self.in_dim:
+        if x.shape[-2] != self.in_size:
             raise ValueError(
-                f"FRMap expects (..., {'C, ' if self.channels > 1 else ''}in_dim={self.in_dim}, p), "
-                f"got shape {tuple(x.shape)}"
+                f"FRMap expects (..., {'C, ' if self.channels > 1 else ''}in_size={self.in_size}, "
+                f"p), got shape {tuple(x.shape)}"
             )
-        if x.shape[-1] > self.out_dim:
+        if x.shape[-1] > self.out_size:
             raise ValueError(
-                f"FRMap: p = {x.shape[-1]} columns cannot stay independent in out_dim = "
-                f"{self.out_dim} rows (need p <= out_dim)"
+                f"FRMap: p = {x.shape[-1]} columns cannot stay independent in out_size = "
+                f"{self.out_size} rows (need p <= out_size)"
             )
         if self.channels == 1:
             return self.matrix[0] @ x
         if x.dim() < 3 or x.shape[-3] not in (1, self.channels):
             raise ValueError(
                 f"FRMap with channels={self.channels} expects the channel axis at dim -3 with size "
-                f"{self.channels} or 1: (..., C, in_dim, p), got shape {tuple(x.shape)}"
+                f"{self.channels} or 1: (..., C, in_size, p), got shape {tuple(x.shape)}"
             )
         return self.matrix @ x
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, channels={self.channels}"
+        return f"in_size={self.in_size}, out_size={self.out_size}, channels={self.channels}"
 
 
 class ReOrth(nn.Module):
@@ -157,7 +168,16 @@ class ReOrth(nn.Module):
     Args:
         validate: in eager mode, raise a ``ValueError`` when an input is numerically rank-deficient
             (smallest ``|R_kk|`` at most ``n eps`` times the largest): Q is then not a function of X
-            and the QR backward divides by that ``R_kk``. Default: True.
+            and the QR backward divides by that ``R_kk``. Default: ``True``.
+
+    Shape:
+        ``(..., n, p) -> (..., n, p)``.
+
+    Examples::
+
+        >>> y = ReOrth()(torch.randn(4, 6, 2))
+        >>> torch.allclose(y.transpose(-1, -2) @ y, torch.eye(2).expand(4, 2, 2), atol=1e-6)
+        True
     """
 
     def __init__(self, *, validate: bool = True) -> None:
@@ -180,6 +200,15 @@ class ProjMap(nn.Module):
     isometric embedding of :math:`\mathrm{Gr}(n, p)` into symmetric matrices up to a factor
     :math:`\sqrt 2` (projection F-norm distance, Edelman, Arias, Smith 1998, "The geometry of algorithms with
     orthogonality constraints", table of Grassmann distances).
+
+    Shape:
+        ``(..., n, p) -> (..., n, n)``.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> ProjMap()(Grassmann().random(4, 6, 2)).shape
+        torch.Size([4, 6, 6])
     """
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
@@ -204,7 +233,22 @@ class ProjPooling(nn.Module):
       Y (pooling over neighbouring rows).
 
     The output is symmetric positive semi-definite but no longer a projector: follow it with
-    ``OrthMap(p)`` to return to the Grassmannian.
+    ``OrthMap(rank)`` to return to the Grassmannian.
+
+    Args:
+        mode: ``"across"`` or ``"within"``. Default: ``"across"``.
+        kernel_size: the number of channels (``"across"``) or the block size (``"within"``)
+            averaged; ``None`` averages all channels (``"across"`` only). Default: ``None``.
+
+    Shape:
+        ``"across"``: ``(..., C, n, n) -> (..., C / kernel_size, n, n)`` (or ``(..., n, n)``);
+        ``"within"``: ``(..., n, n) -> (..., n / kernel_size, n / kernel_size)``.
+
+    Examples::
+
+        >>> p = torch.eye(6).expand(2, 4, 6, 6)
+        >>> ProjPooling("across", kernel_size=2)(p).shape
+        torch.Size([2, 2, 6, 6])
     """
 
     def __init__(self, mode: str = "across", kernel_size: int | None = None) -> None:
@@ -267,9 +311,28 @@ class KarcherPool(nn.Module):
     (extrinsic mean) is always defined.
 
     With ``learn_weights=True`` (needs ``size``, the length of the pooled axis) each group has a
-    learnable weight vector, softmax-normalised, initialised uniform: ``weights`` of shape
-    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None);
-    ``device`` and ``dtype`` are those of that parameter.
+    learnable weight vector, softmax-normalised, initialised uniform: ``weight_logits`` of shape
+    ``(size / group_size, group_size)`` (or ``(1, size)`` when ``group_size`` is None).
+
+    Args:
+        group_size: entries per group. Default: ``None`` (all of them; the axis is dropped).
+        dim: the pooled axis, before the ``(n, p)`` matrix axes (``<= -3``). Default: ``-3``.
+        learn_weights: learn a weight vector per group. Default: ``False``.
+        size: the length of the pooled axis (with ``learn_weights``). Default: ``None``.
+        max_iter: iterations of the Karcher mean. Default: ``50``.
+        tol: its tolerance. Default: ``None`` (per dtype, see
+            :func:`~manifoldnn.manifolds.karcher_mean`).
+        device: of the weights. Default: PyTorch's default.
+        dtype: of the weights. Default: PyTorch's default.
+
+    Shape:
+        ``(..., C, n, p) -> (..., C / group_size, n, p)`` (or ``(..., n, p)``).
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> KarcherPool(group_size=2)(Grassmann().random(3, 4, 6, 2).double()).shape
+        torch.Size([3, 2, 6, 2])
     """
 
     def __init__(
@@ -337,8 +400,9 @@ class KarcherPool(nn.Module):
         mean = karcher_mean(
             self.manifold, grouped, weights, max_iter=self.max_iter, tol=self.tol, check=False
         )
-        # one Newton-Schulz step: the identity on orthonormal U, it brings the float32
-        # orthonormality error of the mean's basis back to rounding level
+        # one Newton-Schulz step (Higham 2008, "Functions of Matrices", Ch. 8, the iteration for
+        # the polar factor): the identity on orthonormal U, it brings the float32 orthonormality
+        # error of the mean's basis (first order in it) back to rounding level
         mean = newton_schulz_step(mean)
         if self.group_size is None:
             return mean.squeeze(-3)
@@ -350,69 +414,96 @@ class KarcherPool(nn.Module):
 
 
 class OrthMap(nn.Module):
-    r"""Orthonormal map: symmetric matrix -> its top-p eigenvectors (GrNet, Huang et al. 2018,
-    OrthMap layer), ``(..., n, n) -> (..., n, p)``.
+    r"""Orthonormal map: symmetric matrix -> its top-``rank`` eigenvectors (GrNet, Huang, Wu & Van
+    Gool 2018, OrthMap layer).
 
-    Returns an orthonormal basis of the dominant p-dimensional eigenspace of ``sym(input)``, columns
-    ordered by decreasing eigenvalue, each signed so that its largest-magnitude entry is positive.
-    The backward (:func:`manifoldnn.linalg.eigh_top`) uses a Lorentzian-broadened
-    eigenvector kernel and stays finite when eigenvalues repeat, as they always do for projectors;
-    it is exact for span-dependent losses when :math:`\lambda_p > \lambda_{p+1}` by more than the
-    broadening.  ``broadening`` is the relative broadening (default depends on the dtype).
+    Returns an orthonormal basis of the dominant ``rank``-dimensional eigenspace of
+    ``sym(input)``, columns ordered by decreasing eigenvalue, each signed so that its
+    largest-magnitude entry is positive. The backward (:func:`manifoldnn.linalg.eigh_top`) uses a
+    Lorentzian-broadened eigenvector kernel and stays finite when eigenvalues repeat, as they
+    always do for projectors; it is exact for span-dependent losses when
+    :math:`\lambda_p > \lambda_{p+1}` by more than the broadening.
+
+    Args:
+        rank: p, the number of eigenvectors kept.
+        broadening: the relative broadening of the backward. Default: ``None`` (a per-dtype
+            value, see :func:`~manifoldnn.linalg.eigh_top`).
+
+    Shape:
+        ``(..., n, n) -> (..., n, rank)`` with ``rank <= n``.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> y = Grassmann().random(4, 6, 2)
+        >>> OrthMap(2)(y @ y.transpose(-1, -2)).shape
+        torch.Size([4, 6, 2])
     """
 
-    def __init__(self, p: int, *, broadening: float | None = None) -> None:
+    @renamed_arguments(p="rank")
+    def __init__(self, rank: int, *, broadening: float | None = None) -> None:
         super().__init__()
-        if p < 1:
-            raise ValueError(f"OrthMap needs p >= 1, got {p}")
-        self.p = p
+        self.rank = check_positive_int(rank, "rank")
         self.broadening = broadening
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         _check_square(a, "OrthMap")
-        if self.p > a.shape[-1]:
-            raise ValueError(f"OrthMap: p={self.p} exceeds the matrix size n={a.shape[-1]}")
-        return eigh_top(a, self.p, broadening=self.broadening)[1]
+        if self.rank > a.shape[-1]:
+            raise ValueError(f"OrthMap: rank={self.rank} exceeds the matrix size n={a.shape[-1]}")
+        return eigh_top(a, self.rank, broadening=self.broadening)[1]
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"rank={self.rank}"
 
 
 class SubspaceEmbedding(nn.Module):
-    r"""Data -> Grassmannian: orthonormal basis of the dominant p-dimensional subspace spanned by the
-    columns of a feature matrix, ``(..., n, m) -> (..., n, p)``.
+    r"""Data -> Grassmannian: orthonormal basis of the dominant ``rank``-dimensional subspace
+    spanned by the columns of a feature matrix.
 
-    Input: ``(..., n, m)``, m vectors of :math:`\mathbb{R}^n` as columns (e.g. n sensor channels by m
-    time steps); pass ``x.transpose(-1, -2)`` for a set stored as rows.  Output: the top-p left
-    singular vectors of X (optionally of :math:`X - \bar x 1^\top` with ``center=True``), computed as
-    the top-p eigenvectors of :math:`X X^\top` (PCA subspace; the standard image-set / video
+    The input holds m vectors of :math:`\mathbb{R}^n` as columns (e.g. n sensor channels by m time
+    steps); pass ``x.transpose(-1, -2)`` for a set stored as rows. The output is the top-p left
+    singular vectors of X (optionally of :math:`X - \bar x 1^\top` with ``center=True``), computed
+    as the top-p eigenvectors of :math:`X X^\top` (PCA subspace; the standard image-set / video
     representation on the Grassmannian, e.g. Hamm & Lee, ICML 2008, "Grassmann discriminant
     analysis") with the gap-safe backward of :func:`~manifoldnn.linalg.eigh_top`.
-    Needs ``p <= min(n, m)``.
+
+    Args:
+        rank: p, the dimension of the subspace (``<= min(n, m)``).
+        center: subtract the mean column first. Default: ``False``.
+        broadening: the relative broadening of the backward. Default: ``None`` (per dtype).
+
+    Shape:
+        ``(..., n, m) -> (..., n, rank)``.
+
+    Examples::
+
+        >>> SubspaceEmbedding(3)(torch.randn(5, 10, 40)).shape
+        torch.Size([5, 10, 3])
     """
 
-    def __init__(self, p: int, *, center: bool = False, broadening: float | None = None) -> None:
+    @renamed_arguments(p="rank")
+    def __init__(self, rank: int, *, center: bool = False, broadening: float | None = None) -> None:
         super().__init__()
-        if p < 1:
-            raise ValueError(f"SubspaceEmbedding needs p >= 1, got {p}")
-        self.p = p
+        self.rank = check_positive_int(rank, "rank")
         self.center = center
         self.broadening = broadening
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_matrix(x, "input", "SubspaceEmbedding")
         n, m = x.shape[-2], x.shape[-1]
-        if self.p > n:
-            raise ValueError(f"SubspaceEmbedding: p={self.p} exceeds the ambient dimension n={n}")
-        if self.p > m:
+        if self.rank > n:
             raise ValueError(
-                f"SubspaceEmbedding: p={self.p} exceeds the number of vectors m={m}: the span has "
-                f"dimension at most {m}"
+                f"SubspaceEmbedding: rank={self.rank} exceeds the ambient dimension n={n}"
+            )
+        if self.rank > m:
+            raise ValueError(
+                f"SubspaceEmbedding: rank={self.rank} exceeds the number of vectors m={m}: the "
+                f"span has dimension at most {m}"
             )
         if self.center:
             x = x - x.mean(dim=-1, keepdim=True)
         gram = x @ x.transpose(-1, -2)
-        return eigh_top(gram, self.p, broadening=self.broadening)[1]
+        return eigh_top(gram, self.rank, broadening=self.broadening)[1]
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, center={self.center}"
+        return f"rank={self.rank}, center={self.center}"

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..linalg import qr_positive
 from ..manifolds import ManifoldGeometry, geometry_for
+from ..validation import check_positive_int, renamed_arguments
 
 __all__ = ["ManifoldLinear"]
 
@@ -33,19 +34,29 @@ class ManifoldLinear(nn.Module):
         in_size: size of the input points' first point dimension (d for vectors, n for ``(n, p)``
             bases and ``(n, n)`` matrices).
         out_size: the same size after the map (``<= in_size`` on Grassmann and SPD).
-        heads: number of heads H. Default: 1.
-        device, dtype: of the parameters. Default: PyTorch's defaults.
+        num_heads: number of heads H. Default: ``1``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
-        input ``(..., L, *point_shape)``; output ``(..., L, H, *head_point_shape)``.
+        - Input: ``(..., L, *point_shape)``.
+        - Output: ``(..., L, H, *head_point_shape)``.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Sphere
+        >>> x = torch.nn.functional.normalize(torch.randn(2, 7, 5), dim=-1)
+        >>> ManifoldLinear(Sphere(), 5, 3, num_heads=4)(x).shape
+        torch.Size([2, 7, 4, 3])
     """
 
+    @renamed_arguments(heads="num_heads")
     def __init__(
         self,
         manifold: geoopt.Manifold | ManifoldGeometry,
         in_size: int,
         out_size: int,
-        heads: int = 1,
+        num_heads: int = 1,
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -54,20 +65,18 @@ class ManifoldLinear(nn.Module):
         factory_kwargs = {"device": device, "dtype": dtype}
         self.geometry = geometry_for(manifold)
         self.manifold = self.geometry.manifold
-        if in_size < 1 or out_size < 1 or heads < 1:
-            raise ValueError(
-                f"ManifoldLinear needs positive sizes, got in_size={in_size}, out_size={out_size}, "
-                f"heads={heads}"
-            )
+        check_positive_int(in_size, "in_size")
+        check_positive_int(out_size, "out_size")
+        check_positive_int(num_heads, "num_heads")
         if self.geometry.rank_preserving_map and out_size > in_size:
             raise ValueError(
                 f"ManifoldLinear on {self.geometry.name}: out_size={out_size} must be <= "
                 f"in_size={in_size} (W needs full row rank to keep points on the manifold)"
             )
-        self.in_size, self.out_size, self.heads = in_size, out_size, heads
-        self.weight = nn.Parameter(torch.empty(heads, out_size, in_size, **factory_kwargs))
+        self.in_size, self.out_size, self.num_heads = in_size, out_size, num_heads
+        self.weight = nn.Parameter(torch.empty(num_heads, out_size, in_size, **factory_kwargs))
         self.bias = (
-            nn.Parameter(torch.zeros(heads, out_size, **factory_kwargs))
+            nn.Parameter(torch.zeros(num_heads, out_size, **factory_kwargs))
             if self.geometry.affine_map
             else None
         )
@@ -101,5 +110,5 @@ class ManifoldLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.geometry.name}, in_size={self.in_size}, out_size={self.out_size}, "
-            f"heads={self.heads}"
+            f"num_heads={self.num_heads}"
         )

@@ -8,28 +8,21 @@
   random features is :func:`manifoldnn.layers.favor_attention`.)
 """
 
-from .bdh import BDH, BDHConfig
-from .fused_lm import FUSIONS, FusedStreamLM, ResidualVectorQuantizer
-from .gpt import GPT, GPTConfig
-from .grnet import GrNet, ProjectorClassifier
-from .linear_attention import causal_linear_attention, delta_rule
-from .multiview import MultiViewGrassmannNet, MultiViewOutput, fuse_subspaces
-from .rope import rotary
+from . import bdh, fused_lm, gpt, grnet, linear_attention, multiview, rope
+from .bdh import *  # noqa: F403
+from .fused_lm import *  # noqa: F403
+from .gpt import *  # noqa: F403
+from .grnet import *  # noqa: F403
+from .linear_attention import *  # noqa: F403
+from .multiview import *  # noqa: F403
+from .rope import *  # noqa: F403
 
 __all__ = [
-    "BDH",
-    "BDHConfig",
-    "GPT",
-    "GPTConfig",
-    "FUSIONS",
-    "FusedStreamLM",
-    "ResidualVectorQuantizer",
-    "causal_linear_attention",
-    "delta_rule",
-    "rotary",
-    "GrNet",
-    "ProjectorClassifier",
-    "MultiViewGrassmannNet",
-    "MultiViewOutput",
-    "fuse_subspaces",
+    *grnet.__all__,
+    *multiview.__all__,
+    *bdh.__all__,
+    *gpt.__all__,
+    *fused_lm.__all__,
+    *linear_attention.__all__,
+    *rope.__all__,
 ]

@@ -5,7 +5,7 @@ the Brain" (Pathway), section 3 and the reference implementation's architecture:
 weights shared by all layers, a positive sparse neuron space of size ``n = H * N`` reached through a
 ReLU, and attention without softmax whose state is an ``N x D`` synaptic matrix per head.
 
-Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``n_embd``, ``H`` = ``n_head``, ``N`` = ``n_neuron`` per head.
+Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``dim``, ``H`` = ``num_heads``, ``N`` = ``num_neurons`` per head.
 """
 
 from __future__ import annotations
@@ -17,24 +17,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from manifoldnn.models.linear_attention import MODES, causal_linear_attention, delta_rule
-from manifoldnn.models.rope import rotary
+from .linear_attention import MODES, causal_linear_attention, delta_rule
+from .rope import rotary
+from .sequence import (
+    AutoregressiveSampling,
+    check_generation,
+    check_token_ids,
+    renamed_config_fields,
+)
 
 __all__ = ["BDH", "BDHConfig"]
 
 STATE_UPDATES = ("hebbian", "delta")
 
 
+@renamed_config_fields(
+    n_layer="num_layers", n_embd="dim", n_head="num_heads", n_neuron="num_neurons"
+)
 @dataclass
 class BDHConfig:
     """Hyper-parameters of :class:`BDH`; the defaults are the reference model (25.3M parameters).
 
     Args:
         vocab_size: number of token ids (bytes). Default: 256.
-        n_layer: layers. Default: 6.
-        n_embd: model width ``D``. Default: 256.
-        n_head: heads ``H``. Default: 4.
-        n_neuron: neurons per head ``N`` (the sparse space has ``n = H * N``). Default: 8192.
+        num_layers: layers. Default: 6.
+        dim: model width ``D``. Default: 256.
+        num_heads: heads ``H``. Default: 4.
+        num_neurons: neurons per head ``N`` (the sparse space has ``n = H * N``). Default: 8192.
         shared_layers: one set of weights for all layers, as in the paper. Default: ``True``.
         dropout: dropout on the sparse products ``xs * ys``. Default: 0.1.
         decay: learn a per-head decay ``lambda`` in (0, 1) on top of RoPE. Default: ``False``.
@@ -46,10 +55,10 @@ class BDHConfig:
     """
 
     vocab_size: int = 256
-    n_layer: int = 6
-    n_embd: int = 256
-    n_head: int = 4
-    n_neuron: int = 8192
+    num_layers: int = 6
+    dim: int = 256
+    num_heads: int = 4
+    num_neurons: int = 8192
     shared_layers: bool = True
     dropout: float = 0.1
     decay: bool = False
@@ -59,12 +68,14 @@ class BDHConfig:
     mode: str = "chunked"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_neuron", "chunk_size"):
+        for name in ("vocab_size", "num_layers", "dim", "num_heads", "num_neurons", "chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_neuron % 2:
-            raise ValueError(f"n_neuron must be even (RoPE rotates pairs), got {self.n_neuron}")
+        if self.num_neurons % 2:
+            raise ValueError(
+                f"num_neurons must be even (RoPE rotates pairs), got {self.num_neurons}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.state_update not in STATE_UPDATES:
@@ -84,7 +95,7 @@ class _BDHLayer(nn.Module):
 
     def __init__(self, config: BDHConfig, factory: dict) -> None:
         super().__init__()
-        h, d, n = config.n_head, config.n_embd, config.n_neuron
+        h, d, n = config.num_heads, config.dim, config.num_neurons
         self.encoder = nn.Parameter(torch.empty(h, d, n, **factory))
         self.encoder_v = nn.Parameter(torch.empty(h, d, n, **factory))
         self.decoder = nn.Parameter(torch.empty(h * n, d, **factory))
@@ -110,7 +121,7 @@ class _BDHLayer(nn.Module):
         return None if self.log_decay_logit is None else -F.softplus(self.log_decay_logit)
 
 
-class BDH(nn.Module):
+class BDH(AutoregressiveSampling, nn.Module):
     r"""BDH-GPU language model (Kosowski et al. 2025, the Dragon Hatchling) in three execution modes.
 
     Per layer, with LayerNorms without affine parameters and :math:`x` initialised to
@@ -133,7 +144,10 @@ class BDH(nn.Module):
 
     Args:
         config: a :class:`BDHConfig`. Default: the reference configuration.
-        device, dtype: factory arguments of the parameters. Default: ``None``.
+        validate: check in eager forwards that the token ids lie in the vocabulary (one host
+            read); skipped under ``torch.compile``. Default: ``True``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
         - Input: token ids ``(B, T)`` (or ``(T,)``), integers in ``[0, vocab_size)``.
@@ -141,20 +155,23 @@ class BDH(nn.Module):
 
     Examples::
 
-        >>> model = BDH(BDHConfig(n_layer=2, n_embd=32, n_head=2, n_neuron=64)).eval()
+        >>> model = BDH(BDHConfig(num_layers=2, dim=32, num_heads=2, num_neurons=64)).eval()
         >>> idx = torch.randint(0, 256, (1, 50))
         >>> torch.allclose(model(idx, mode="parallel"), model(idx, mode="recurrent"), atol=1e-5)
         True
     """
 
-    def __init__(self, config: BDHConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: BDHConfig | None = None, *, validate: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
+        self.validate = validate
         self.config = config = BDHConfig() if config is None else config
         factory = {"device": device, "dtype": dtype}
-        count = 1 if config.shared_layers else config.n_layer
+        count = 1 if config.shared_layers else config.num_layers
         self.layers = nn.ModuleList(_BDHLayer(config, factory) for _ in range(count))
-        self.embed = nn.Embedding(config.vocab_size, config.n_embd, **factory)
-        self.lm_head = nn.Parameter(torch.empty(config.n_embd, config.vocab_size, **factory))
+        self.embed = nn.Embedding(config.vocab_size, config.dim, **factory)
+        self.lm_head = nn.Parameter(torch.empty(config.dim, config.vocab_size, **factory))
         self.dropout = nn.Dropout(config.dropout)
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.lm_head, std=0.02)
@@ -179,9 +196,9 @@ class BDH(nn.Module):
     def _run(self, idx, mode, states, start, stats=None):
         config = self.config
         batch, length = idx.shape
-        x = F.layer_norm(self.embed(idx), (config.n_embd,))
+        x = F.layer_norm(self.embed(idx), (config.dim,))
         new_states = []
-        for index in range(config.n_layer):
+        for index in range(config.num_layers):
             layer = self._layer(index)
             xs = torch.relu(x.unsqueeze(1) @ layer.encoder)  # (B, H, T, N)
             if stats is not None:
@@ -189,12 +206,12 @@ class BDH(nn.Module):
             state = None if states is None else states[index]
             attended, state = self._attention(layer, xs, x, mode, state, start)
             new_states.append(state)
-            ys = torch.relu(F.layer_norm(attended, (config.n_embd,)) @ layer.encoder_v)
+            ys = torch.relu(F.layer_norm(attended, (config.dim,)) @ layer.encoder_v)
             sparse = (
                 self.dropout(xs * ys).transpose(1, 2).reshape(batch, length, layer.decoder.shape[0])
             )
-            y = F.layer_norm(sparse @ layer.decoder, (config.n_embd,))
-            x = F.layer_norm(x + y, (config.n_embd,))
+            y = F.layer_norm(sparse @ layer.decoder, (config.dim,))
+            x = F.layer_norm(x + y, (config.dim,))
         return x @ self.lm_head, new_states
 
     def forward(
@@ -211,7 +228,7 @@ class BDH(nn.Module):
         mode = self.config.mode if mode is None else mode
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        idx = check_token_ids(idx, self.config.vocab_size)
+        idx = check_token_ids(idx, self.config.vocab_size, self.validate)
         unbatched = idx.dim() == 1
         if unbatched:
             idx = idx.unsqueeze(0)
@@ -236,46 +253,12 @@ class BDH(nn.Module):
         return logits
 
     @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        prefill_segment: int = 1024,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after the prompt ``idx`` with the recurrent form.
-
-        The prompt is read in segments of ``prefill_segment`` tokens by the chunked form, carrying
-        the state, then each new token is one recurrent step, so memory does not grow with the
-        context: the state is ``n_layer x H x N x D`` numbers per sequence.
-
-        Args:
-            idx: prompt ids ``(B, T)`` with ``T >= 1``.
-            max_new_tokens: tokens to sample (``>= 0``).
-            temperature: softmax temperature (``> 0``). Default: 1.0.
-            top_k: sample among the ``top_k`` most likely tokens only. Default: ``None`` (all).
-            prefill_segment: prompt tokens per chunked call. Default: 1024.
-            generator: random generator for sampling. Default: ``None``.
-
-        Shape:
-            - Output: ``(B, T + max_new_tokens)``.
-        """
-        idx = check_generation(
-            idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
-        )
-        logits, state = self.prefill(idx, prefill_segment)
-        return sample_continuation(
-            idx, logits, state, self.step, max_new_tokens, temperature, top_k, generator
-        )
-
-    @torch.no_grad()
     def prefill(
-        self, idx: torch.Tensor, prefill_segment: int = 1024
+        self, idx: torch.Tensor, max_new_tokens: int = 0, prefill_segment: int = 1024
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Read a prompt ``(B, T)`` in chunked segments; return the last logits ``(B, vocab)`` and the
-        state (one ``(B, H, N, D)`` tensor per layer) for :meth:`step`."""
+        """Read a prompt ``(B, T)`` in chunked segments of ``prefill_segment`` tokens; return the last
+        logits ``(B, vocab)`` and the state (one ``(B, H, N, D)`` tensor per layer) for
+        :meth:`step`. The state does not grow, so ``max_new_tokens`` is not used."""
         idx = check_generation(idx, self.config.vocab_size, 0, 1.0, None, prefill_segment)
         state, logits = None, None
         for start in range(0, idx.shape[1], prefill_segment):
@@ -292,80 +275,3 @@ class BDH(nn.Module):
         before it; returns its next-token logits ``(B, vocab)`` and the new state."""
         logits, state = self._run(token, "recurrent", state, position)
         return logits[:, -1], state
-
-
-def check_token_ids(idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Validate token ids ``(B, T)`` or ``(T,)`` against the vocabulary; returns them as int64."""
-    if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
-    if idx.dim() not in (1, 2):
-        raise ValueError(f"idx must have shape (B, T) or (T,), got {tuple(idx.shape)}")
-    # one host read at the boundary; skipped under torch.compile, where it would break the graph
-    if not torch.compiler.is_compiling() and idx.numel():
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= vocab_size:
-            raise ValueError(
-                f"token ids must lie in [0, {vocab_size}) (the vocabulary), got values in "
-                f"[{low}, {high}]"
-            )
-    return idx.long()
-
-
-def check_generation(idx, vocab_size, max_new_tokens, temperature, top_k, prefill_segment):
-    """Validate the arguments of ``generate``; returns the prompt as int64 ``(B, T)``."""
-    idx = check_token_ids(idx, vocab_size)
-    if idx.dim() != 2 or idx.shape[1] == 0:
-        raise ValueError(f"idx must be a non-empty prompt of shape (B, T), got {tuple(idx.shape)}")
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
-        raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
-    if (
-        isinstance(prefill_segment, bool)
-        or not isinstance(prefill_segment, int)
-        or prefill_segment <= 0
-    ):
-        raise ValueError(f"prefill_segment must be a positive integer, got {prefill_segment!r}")
-    return idx
-
-
-def sample_continuation(
-    idx: torch.Tensor,
-    logits: torch.Tensor,
-    state,
-    step,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """The decoding loop shared by the models' ``generate``: sample a token from ``logits``
-    ``(B, vocab)``, feed it to ``step(token, state, position) -> (logits, state)``, repeat
-    ``max_new_tokens`` times; returns the prompt ``idx`` ``(B, T)`` followed by the samples."""
-    out, position = [idx], idx.shape[1]
-    for _ in range(max_new_tokens):
-        token = sample_next(logits, temperature, top_k, generator)
-        out.append(token)
-        logits, state = step(token, state, position)
-        position += 1
-    return torch.cat(out, dim=1)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Sample one token id per row of ``logits`` ``(B, V)``; returns ``(B, 1)``."""
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        threshold = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < threshold, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)

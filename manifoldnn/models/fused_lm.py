@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.fusion import OrthogonalDirectSum
-from ..validation import check_positive_int
+from ..validation import check_positive_int, renamed_arguments
 from .gpt import GPTConfig, _Block
 
 __all__ = ["FUSIONS", "FusedStreamLM", "ResidualVectorQuantizer"]
@@ -146,20 +146,20 @@ class FusedStreamLM(nn.Module):
 
     Args:
         num_text_tokens: text vocabulary (e.g. phonemes).
-        n_codebooks: K.
+        num_codebooks: K.
         num_codes: tokens per codebook N; id ``num_codes`` is the start-of-sequence code that
             stands for :math:`b_0`.
-        c: model width.
+        dim: c, the model width.
         fusion: one of ``FUSIONS``. Default: ``"direct_sum"``.
-        text_dim: n, width of the text embedding for ``"direct_sum"`` / ``"concat_linear"``.
+        text_size: n, width of the text embedding for ``"direct_sum"`` / ``"concat_linear"``.
             Default: 32.
-        code_dim: V, width of each codebook embedding for those two. Default: 16.
-        rank_a, rank_b: retained sizes of the direct sum (lossy mode when ``c < n + K V``;
-            default: all, which needs ``c >= n + K V``).
+        code_size: V, width of each codebook embedding for those two. Default: 16.
+        rank_a, rank_b: retained sizes of the direct sum (lossy mode when ``dim < n + K V``;
+            default: all, which needs ``dim >= n + K V``).
         parametrization: of the direct sum's frames (see
             :class:`~manifoldnn.layers.OrthogonalDirectSum`). Default: ``"stiefel"`` (train with
             a geoopt Riemannian optimiser).
-        n_layer, n_head, mlp_ratio, dropout: of the Transformer blocks (:class:`GPTConfig`).
+        num_layers, num_heads, mlp_ratio, dropout: of the Transformer blocks (:class:`GPTConfig`).
             Default: 2, 4, 4, 0.0.
         device, dtype: factory arguments. Default: ``None``.
 
@@ -170,26 +170,30 @@ class FusedStreamLM(nn.Module):
 
     Examples::
 
-        >>> model = FusedStreamLM(40, 4, 64, 96, fusion="direct_sum", text_dim=32, code_dim=16)
+        >>> model = FusedStreamLM(40, 4, 64, 96, fusion="direct_sum", text_size=32, code_size=16)
         >>> model(torch.randint(0, 40, (2, 50)), torch.randint(0, 64, (2, 50, 4))).shape
         torch.Size([2, 50, 4, 64])
     """
 
+    @renamed_arguments(
+        n_codebooks="num_codebooks", c="dim", text_dim="text_size", code_dim="code_size",
+        n_layer="num_layers", n_head="num_heads",
+    )  # fmt: skip
     def __init__(
         self,
         num_text_tokens: int,
-        n_codebooks: int,
+        num_codebooks: int,
         num_codes: int,
-        c: int,
+        dim: int,
         *,
         fusion: Literal["direct_sum", "summed", "concat_linear"] = "direct_sum",
-        text_dim: int = 32,
-        code_dim: int = 16,
+        text_size: int = 32,
+        code_size: int = 16,
         rank_a: int | None = None,
         rank_b: int | None = None,
         parametrization: str = "stiefel",
-        n_layer: int = 2,
-        n_head: int = 4,
+        num_layers: int = 2,
+        num_heads: int = 4,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         device: torch.device | str | None = None,
@@ -197,8 +201,8 @@ class FusedStreamLM(nn.Module):
     ) -> None:
         super().__init__()
         for value, name in (
-            (num_text_tokens, "num_text_tokens"), (n_codebooks, "n_codebooks"),
-            (num_codes, "num_codes"), (c, "c"), (text_dim, "text_dim"), (code_dim, "code_dim"),
+            (num_text_tokens, "num_text_tokens"), (num_codebooks, "num_codebooks"),
+            (num_codes, "num_codes"), (dim, "dim"), (text_size, "text_size"), (code_size, "code_size"),
         ):  # fmt: skip
             check_positive_int(value, name)
         if fusion not in FUSIONS:
@@ -206,37 +210,37 @@ class FusedStreamLM(nn.Module):
         if fusion != "direct_sum" and (rank_a is not None or rank_b is not None):
             raise ValueError("rank_a and rank_b belong to fusion='direct_sum'")
         factory = {"device": device, "dtype": dtype}
-        self.num_text_tokens, self.n_codebooks, self.num_codes = (
+        self.num_text_tokens, self.num_codebooks, self.num_codes = (
             num_text_tokens,
-            n_codebooks,
+            num_codebooks,
             num_codes,
         )
-        self.c, self.fusion, self.text_dim, self.code_dim = c, fusion, text_dim, code_dim
+        self.dim, self.fusion, self.text_size, self.code_size = dim, fusion, text_size, code_size
         self.start_code = num_codes
-        width = c if fusion == "summed" else text_dim
+        width = dim if fusion == "summed" else text_size
         self.text_embedding = nn.Embedding(num_text_tokens, width, **factory)
         self.direct_sum = self.code_embeddings = self.concat_map = None
         if fusion == "direct_sum":
             self.direct_sum = OrthogonalDirectSum(
-                text_dim, n_codebooks, code_dim, c, rank_a=rank_a, rank_b=rank_b,
+                text_size, num_codebooks, code_size, dim, rank_a=rank_a, rank_b=rank_b,
                 num_tokens=num_codes + 1, parametrization=parametrization, validate=False,
                 **factory,
             )  # fmt: skip
         else:
-            width = c if fusion == "summed" else code_dim
+            width = dim if fusion == "summed" else code_size
             self.code_embeddings = nn.Parameter(
-                torch.empty(n_codebooks, num_codes + 1, width, **factory)
+                torch.empty(num_codebooks, num_codes + 1, width, **factory)
             )
             if fusion == "concat_linear":
-                self.concat_map = nn.Linear(text_dim + n_codebooks * code_dim, c, **factory)
+                self.concat_map = nn.Linear(text_size + num_codebooks * code_size, dim, **factory)
         config = GPTConfig(
-            vocab_size=1, n_layer=n_layer, n_embd=c, n_head=n_head, mlp_ratio=mlp_ratio,
+            vocab_size=1, num_layers=num_layers, dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
             dropout=dropout,
         )  # fmt: skip
         self.config = config
-        self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(n_layer))
-        self.norm = nn.LayerNorm(c, **factory)
-        self.heads = nn.Linear(c, n_codebooks * num_codes, **factory)
+        self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim, **factory)
+        self.heads = nn.Linear(dim, num_codebooks * num_codes, **factory)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -266,7 +270,7 @@ class FusedStreamLM(nn.Module):
         if not isinstance(text, torch.Tensor) or text.dim() != 2 or text.is_floating_point():
             shape = tuple(text.shape) if isinstance(text, torch.Tensor) else type(text).__name__
             raise ValueError(f"text must be integer ids of shape (B, T), got {shape}")
-        expected = tuple(text.shape) + (self.n_codebooks,)
+        expected = tuple(text.shape) + (self.num_codebooks,)
         if not isinstance(codes, torch.Tensor) or tuple(codes.shape) != expected:
             shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
             raise ValueError(f"codes must have shape (B, T, K) = {expected}, got {shape}")
@@ -286,7 +290,7 @@ class FusedStreamLM(nn.Module):
         previous = self.previous_codes(codes).long()
         a = self.text_embedding(text.long())
         table = self.code_embeddings if self.direct_sum is None else self.direct_sum.codebooks
-        return a, table[torch.arange(self.n_codebooks, device=previous.device), previous]
+        return a, table[torch.arange(self.num_codebooks, device=previous.device), previous]
 
     def fuse(self, text: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The Transformer's input ``x (B, T, c)`` (see the module docstring)."""
@@ -306,7 +310,7 @@ class FusedStreamLM(nn.Module):
         for block in self.blocks:
             x, _ = block(x)
         hidden = self.norm(x)
-        logits = self.heads(hidden).unflatten(-1, (self.n_codebooks, self.num_codes))
+        logits = self.heads(hidden).unflatten(-1, (self.num_codebooks, self.num_codes))
         return (logits, hidden) if return_hidden else logits
 
     def loss(
@@ -341,7 +345,7 @@ class FusedStreamLM(nn.Module):
             raise ValueError("initialize_fusion needs fusion='direct_sum'")
         a, b = self.features(text, codes)
         self.direct_sum.initialize(
-            a.reshape(-1, self.text_dim), b.reshape(-1, self.n_codebooks, self.code_dim),
+            a.reshape(-1, self.text_size), b.reshape(-1, self.num_codebooks, self.code_size),
             method=method, regularization=regularization, seed=seed,
         )  # fmt: skip
         return self
@@ -365,7 +369,7 @@ class FusedStreamLM(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"fusion={self.fusion!r}, c={self.c}, num_text_tokens={self.num_text_tokens}, "
-            f"n_codebooks={self.n_codebooks}, num_codes={self.num_codes}, text_dim={self.text_dim}, "
-            f"code_dim={self.code_dim}"
+            f"fusion={self.fusion!r}, dim={self.dim}, num_text_tokens={self.num_text_tokens}, "
+            f"num_codebooks={self.num_codebooks}, num_codes={self.num_codes}, text_size={self.text_size}, "
+            f"code_size={self.code_size}"
         )

@@ -5,7 +5,7 @@ key/value cache for generation; ``attention="delta"`` replaces it with DeltaNet'
 attention (:func:`~manifoldnn.models.linear_attention.delta_rule`), a linear-time baseline whose
 generation state is constant in the context. Both use RoPE, so no position table bounds the length.
 
-Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``n_embd``, ``H`` = ``n_head``, head width ``D / H``.
+Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``dim``, ``H`` = ``num_heads``, head width ``D / H``.
 """
 
 from __future__ import annotations
@@ -16,24 +16,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from manifoldnn.models.bdh import check_generation, check_token_ids, sample_continuation
-from manifoldnn.models.linear_attention import MODES, delta_rule
-from manifoldnn.models.rope import rotary
+from .linear_attention import MODES, delta_rule
+from .rope import rotary
+from .sequence import (
+    AutoregressiveSampling,
+    check_generation,
+    check_token_ids,
+    renamed_config_fields,
+)
 
 __all__ = ["GPT", "GPTConfig"]
 
 ATTENTIONS = ("softmax", "delta")
 
 
+@renamed_config_fields(n_layer="num_layers", n_embd="dim", n_head="num_heads")
 @dataclass
 class GPTConfig:
     """Hyper-parameters of :class:`GPT`.
 
     Args:
         vocab_size: token ids. Default: 256.
-        n_layer: blocks. Default: 4.
-        n_embd: width ``D``. Default: 128.
-        n_head: heads ``H`` (must divide ``D``; ``D / H`` even). Default: 4.
+        num_layers: blocks. Default: 4.
+        dim: width ``D``. Default: 128.
+        num_heads: heads ``H`` (must divide ``D``; ``D / H`` even). Default: 4.
         mlp_ratio: hidden width of the MLP over ``D``. Default: 4.
         dropout: dropout on the residual branches. Default: 0.0.
         attention: ``"softmax"`` (causal SDPA) or ``"delta"`` (delta rule). Default: ``"softmax"``.
@@ -42,9 +48,9 @@ class GPTConfig:
     """
 
     vocab_size: int = 256
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
+    num_layers: int = 4
+    dim: int = 128
+    num_heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.0
     attention: str = "softmax"
@@ -52,13 +58,13 @@ class GPTConfig:
     chunk_size: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "mlp_ratio", "chunk_size"):
+        for name in ("vocab_size", "num_layers", "dim", "num_heads", "mlp_ratio", "chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(
-                f"n_head must divide n_embd into even head widths, got {self.n_embd}/{self.n_head}"
+                f"num_heads must divide dim into even head widths, got {self.dim}/{self.num_heads}"
             )
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
@@ -69,12 +75,12 @@ class GPTConfig:
 class _Block(nn.Module):
     def __init__(self, config: GPTConfig, factory: dict) -> None:
         super().__init__()
-        d = config.n_embd
+        d = config.dim
         self.config = config
         self.norm1 = nn.LayerNorm(d, **factory)
         self.qkv = nn.Linear(d, 3 * d, bias=False, **factory)
         self.beta = (
-            nn.Linear(d, config.n_head, bias=False, **factory)
+            nn.Linear(d, config.num_heads, bias=False, **factory)
             if config.attention == "delta"
             else None
         )
@@ -87,7 +93,7 @@ class _Block(nn.Module):
     def attend(self, x, mode, cache, start):
         config = self.config
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, config.n_head, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(batch, length, 3, config.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k = rotary(q, start, config.rope_theta), rotary(k, start, config.rope_theta)
         if config.attention == "delta":
             q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
@@ -117,7 +123,7 @@ class _Block(nn.Module):
         return x, cache
 
 
-class GPT(nn.Module):
+class GPT(AutoregressiveSampling, nn.Module):
     r"""Pre-norm causal Transformer language model (Radford et al. 2019, GPT-2 layout) with RoPE.
 
     .. math::
@@ -132,25 +138,31 @@ class GPT(nn.Module):
 
     Args:
         config: a :class:`GPTConfig`. Default: ``GPTConfig()``.
-        device, dtype: factory arguments. Default: ``None``.
+        validate: check in eager forwards that the token ids lie in the vocabulary (one host
+            read); skipped under ``torch.compile``. Default: ``True``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
         - Input: token ids ``(B, T)``; output: logits ``(B, T, vocab_size)``.
 
     Examples::
 
-        >>> model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=2))
+        >>> model = GPT(GPTConfig(num_layers=2, dim=32, num_heads=2))
         >>> model(torch.randint(0, 256, (3, 40))).shape
         torch.Size([3, 40, 256])
     """
 
-    def __init__(self, config: GPTConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: GPTConfig | None = None, *, validate: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
+        self.validate = validate
         self.config = config = GPTConfig() if config is None else config
         factory = {"device": device, "dtype": dtype}
-        self.embed = nn.Embedding(config.vocab_size, config.n_embd, **factory)
-        self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(config.n_layer))
-        self.norm = nn.LayerNorm(config.n_embd, **factory)
+        self.embed = nn.Embedding(config.vocab_size, config.dim, **factory)
+        self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(config.dim, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -158,7 +170,7 @@ class GPT(nn.Module):
             if weight.dim() >= 2:
                 # residual output projections scaled by 1 / sqrt(2 L) as in GPT-2
                 scale = (
-                    (2 * self.config.n_layer) ** -0.5
+                    (2 * self.config.num_layers) ** -0.5
                     if name.endswith(("proj.weight", "fc_out.weight"))
                     else 1.0
                 )
@@ -176,7 +188,7 @@ class GPT(nn.Module):
         """Logits ``(B, T, vocab)``; ``mode`` selects the delta rule's execution form."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        idx = check_token_ids(idx, self.config.vocab_size)
+        idx = check_token_ids(idx, self.config.vocab_size, self.validate)
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
         return self._run(idx, mode, None, 0)[0]
@@ -185,36 +197,14 @@ class GPT(nn.Module):
         """Per-block generation state: a preallocated key/value cache for ``max_length`` tokens
         (softmax) or ``None`` (the delta rule starts from a zero state)."""
         if self.config.attention == "delta":
-            return [None] * self.config.n_layer
-        h = self.config.n_head
-        shape = (batch, h, max_length, self.config.n_embd // h)
+            return [None] * self.config.num_layers
+        h = self.config.num_heads
+        shape = (batch, h, max_length, self.config.dim // h)
         weight = self.embed.weight
         return [
-            (weight.new_zeros(shape), weight.new_zeros(shape)) for _ in range(self.config.n_layer)
+            (weight.new_zeros(shape), weight.new_zeros(shape))
+            for _ in range(self.config.num_layers)
         ]
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        prefill_segment: int = 1024,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample after the prompt with a key/value cache (softmax) or the recurrent state (delta).
-
-        Args and shapes as :meth:`manifoldnn.models.BDH.generate`; the softmax model reads its
-        whole prompt in one causal call and keeps ``2 x n_layer x T x D`` cached numbers.
-        """
-        idx = check_generation(
-            idx, self.config.vocab_size, max_new_tokens, temperature, top_k, prefill_segment
-        )
-        logits, cache = self.prefill(idx, max_new_tokens, prefill_segment)
-        return sample_continuation(
-            idx, logits, cache, self.step, max_new_tokens, temperature, top_k, generator
-        )
 
     @torch.no_grad()
     def prefill(
