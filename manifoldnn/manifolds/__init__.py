@@ -27,6 +27,16 @@ from .geometry import (
 from .grassmann import Grassmann
 from .karcher import karcher_mean
 from .projection import projection_metric_distance, projection_metric_similarity
+from .spd import (
+    SPD_METRICS,
+    BuresWassersteinGeometry,
+    BuresWassersteinSPD,
+    LogCholeskyGeometry,
+    LogCholeskySPD,
+    LogEuclideanGeometry,
+    LogEuclideanSPD,
+    spd_manifold,
+)
 from .sphere import Sphere
 
 __all__ = [
@@ -44,6 +54,14 @@ __all__ = [
     "GrassmannGeometry",
     "SPDGeometry",
     "PoincareBallGeometry",
+    "LogEuclideanSPD",
+    "LogCholeskySPD",
+    "BuresWassersteinSPD",
+    "LogEuclideanGeometry",
+    "LogCholeskyGeometry",
+    "BuresWassersteinGeometry",
+    "SPD_METRICS",
+    "spd_manifold",
     "geometry_for",
     "registered_geometries",
     "Euclidean",
