@@ -5,6 +5,7 @@
 * :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
   manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`;
 * :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
+* :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
@@ -31,6 +32,7 @@ from .grassmann import (
     SubspaceEmbedding,
 )
 from .manifold_linear import ManifoldLinear
+from .spd import BiMap, CovPool, ExpEig, LogEig, ReEig, SPDBatchNorm
 
 __all__ = [
     "FRMap",
@@ -40,6 +42,12 @@ __all__ = [
     "ProjPooling",
     "ReOrth",
     "SubspaceEmbedding",
+    "BiMap",
+    "ReEig",
+    "LogEig",
+    "ExpEig",
+    "CovPool",
+    "SPDBatchNorm",
     "GeodesicAttention",
     "ManifoldAttentionHeads",
     "geodesic_attention",

@@ -697,6 +697,13 @@ class SPDGeometry(ManifoldGeometry):
         root, inv_root = (t.unsqueeze(-3) for t in symmetric_functions(q, SQRT, INV_SQRT))
         return root @ sym_logm(sym(inv_root @ v.unsqueeze(-4) @ inv_root)) @ root
 
+    def logmap(self, x, y):
+        r"""The same logarithm element-wise, through the gap-safe spectral functions (geoopt's
+        own logarithm back-propagates through ``torch.linalg.eigh``, NaN at repeated eigenvalues,
+        e.g. in the Karcher mean's backward after a ReEig layer)."""
+        root, inv_root = symmetric_functions(x, SQRT, INV_SQRT)
+        return sym(root @ sym_logm(sym(inv_root @ y @ inv_root)) @ root)
+
     def expmap(self, x, u):
         r""":math:`\mathrm{Exp}_X U = X^{1/2} \exp(X^{-1/2} U X^{-1/2}) X^{1/2}` (ibid., eq. 3)."""
         root, inv_root = symmetric_functions(x, SQRT, INV_SQRT)
