@@ -1,6 +1,7 @@
 """Whole networks built from manifoldnn's layers, and sequence models.
 
 * Grassmann networks: :class:`GrNet`, :class:`ProjectorClassifier`, :class:`MultiViewGrassmannNet`;
+* SPD matrix networks: :class:`SPDNet` (with optional Riemannian batch normalisation);
 * linear-recurrent sequence models: :class:`BDH` (BDH-GPU, the Dragon Hatchling) and the building
   blocks :func:`causal_linear_attention` and :func:`delta_rule`; :class:`GPT`, the softmax
   baseline; :class:`FusedStreamLM`, a causal Transformer over a fused text-and-codec stream,
@@ -15,6 +16,7 @@ from .grnet import GrNet, ProjectorClassifier
 from .linear_attention import causal_linear_attention, delta_rule
 from .multiview import MultiViewGrassmannNet, MultiViewOutput, fuse_subspaces
 from .rope import rotary
+from .spdnet import SPDNet
 
 __all__ = [
     "BDH",
@@ -32,4 +34,5 @@ __all__ = [
     "MultiViewGrassmannNet",
     "MultiViewOutput",
     "fuse_subspaces",
+    "SPDNet",
 ]
