@@ -178,7 +178,7 @@ def test_flat_metrics_transport_keeps_inner_products(cls, device):
     )
 
 
-@pytest.mark.parametrize("metric", ["log_euclidean", "log_cholesky", "bures_wasserstein"])
+@pytest.mark.parametrize("metric", list(SPD_METRICS))
 def test_karcher_mean_gradient_is_finite_at_repeated_eigenvalues(metric, device):
     """Identical points with a repeated eigenvalue: the mean is the point, and the gradient of
     its trace is the identity times the weight share (the mean of equal points moves with each)."""
