@@ -1,5 +1,5 @@
-"""Benchmark of the SPDNet block BiMap -> ReEig -> LogEig: forward + backward time, gradients against
-a peer, and gradients at repeated eigenvalues.
+"""Benchmark of the SPDNet block BiMap -> ReEig -> LogEig: forward + backward time, gradients
+against a peer, and gradients at repeated eigenvalues.
 
 Block (manifoldnn): ``BiMap`` (W on the Stiefel manifold) -> ``ReEig`` -> ``LogEig``, whose spectral
 backward is the gap-safe Daleckii-Krein formula of :func:`manifoldnn.linalg.symmetric_functions`.
@@ -37,11 +37,12 @@ EPS = 1e-4
 
 
 def manifoldnn_block(weight: torch.Tensor):
-    """``x -> (LogEig(ReEig(BiMap(x))), W)`` with BiMap's weight set to ``weight``."""
+    """``x -> (LogEig(ReEig(BiMap(x))), W)`` with BiMap's weight set to ``weight``; the input is
+    validated once, at BiMap (as in :class:`manifoldnn.models.SPDNet`)."""
     bimap = BiMap(*weight.shape, dtype=weight.dtype)
     with torch.no_grad():
         bimap.weight.copy_(weight)
-    block = torch.nn.Sequential(bimap, ReEig(EPS), LogEig())
+    block = torch.nn.Sequential(bimap, ReEig(EPS, validate=False), LogEig(validate=False))
     return lambda x: (block(x), bimap.weight)
 
 
@@ -86,7 +87,7 @@ def gradients(block, x, cotangent):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Print the three tables; return ``{"results": {...}, "gradients": {...}, "repeated": {...}}``."""
+    """Print the three tables; return ``{"results", "gradients", "repeated", "config"}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_options(parser, {"batch": 64, "sizes": ("32,128", "comma-separated n"), "inner": 3})
     add_benchmark_arguments(parser, repeats=5)

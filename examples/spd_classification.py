@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run every method on one dataset; return ``{"results": {method: {"accuracy", "seconds"}}}``."""
+    """Run every method on one dataset; return ``{"results": {method: {accuracy, seconds}}}``."""
     args = build_parser().parse_args(argv)
     x_train, y_train, x_test, y_test = load_data(args.data)
     c_train, c_test = covariances(x_train, x_test, args.shrinkage)

@@ -115,7 +115,7 @@ REPEATED = [2.0, 2.0, 2.0, 0.25, 0.25]
 
 
 def _daleckii_krein(f, fprime, x, g):
-    """``Q (L o Q^T sym(G) Q) Q^T`` in NumPy, with ``L_ij = f'(l_i)`` for exactly equal eigenvalues."""
+    """``Q (L o Q^T sym(G) Q) Q^T`` in NumPy, ``L_ij = f'(l_i)`` for exactly equal eigenvalues."""
     lam, q = np.linalg.eigh(x)
     li, lj = lam[:, None], lam[None, :]
     equal = np.isclose(li, lj, rtol=1e-12, atol=0)
@@ -328,3 +328,19 @@ def test_layers_compile_without_graph_breaks_and_match_eager(name):
     got = torch.compile(module, backend="aot_eager", fullgraph=True)(x)
     tol = _bound(torch.float32, 6, expected.abs().max())
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+
+
+def test_validate_false_keeps_the_shape_checks_only():
+    _, bad = _bad_inputs()
+    for layer in (
+        BiMap(4, 2, validate=False, dtype=torch.float64),
+        ReEig(validate=False),
+        LogEig(validate=False),
+        ExpEig(validate=False),
+        SPDBatchNorm(4, metric="log_euclidean", validate=False, dtype=torch.float64),
+    ):
+        layer(bad["not symmetric"])  # no value check, no host synchronisation
+        with pytest.raises(ValueError, match="input must be"):
+            layer(torch.ones(2, 4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="validate"):
+        LogEig(validate=1)

@@ -29,7 +29,13 @@ from torch import nn
 from ..linalg import eye_like, newton_schulz_step, qr_positive, sym, symmetric_functions
 from ..linalg.spectral import EXP, INV_SQRT, LOG, SQRT
 from ..manifolds import karcher_mean, spd_manifold
-from ..validation import check_choice, check_in_range, check_positive_float, check_positive_int
+from ..validation import (
+    check_bool,
+    check_choice,
+    check_in_range,
+    check_positive_float,
+    check_positive_int,
+)
 
 __all__ = ["BiMap", "ReEig", "LogEig", "ExpEig", "CovPool", "SPDBatchNorm"]
 
@@ -41,14 +47,15 @@ def _check_spd_input(
     *,
     size: int | None = None,
     definite: bool = True,
+    values: bool = True,
 ) -> None:
     """Eager-mode checks of a batch of symmetric (positive-definite) matrices ``(..., n, n)``.
 
     Raises ``ValueError`` naming ``name`` for a non-tensor or non-floating input, a shape that is
     not square or whose size is not ``size``, NaN or infinite entries, asymmetry beyond
     ``sqrt(eps)`` relative to the largest entry, or (with ``definite``) a failed Cholesky
-    factorisation. Nothing is checked while ``torch.compile`` traces (the checks read tensor
-    values on the host).
+    factorisation; ``values=False`` keeps the shape checks only (no host synchronisation). Nothing
+    is checked while ``torch.compile`` traces (the checks read tensor values on the host).
     """
     if torch.compiler.is_compiling():
         return
@@ -64,7 +71,7 @@ def _check_spd_input(
             f"{layer}: {name} must be (..., {size}, {size}) to match in_size={size}, got "
             f"{tuple(x.shape)}"
         )
-    if x.numel() == 0:
+    if x.numel() == 0 or not values:
         return
     values = x.detach()
     if not bool(torch.isfinite(values).all()):
@@ -104,6 +111,10 @@ class BiMap(nn.Module):
     Args:
         in_size: size ``n_in`` of the input matrices.
         out_size: size ``n_out <= in_size`` of the output matrices.
+        validate: check the input's values (finite, symmetric, positive definite) in eager
+            forwards; ``False`` keeps the shape checks only and removes the host
+            synchronisation, e.g. inside a network whose input is checked once.
+            Default: ``True``.
         device: device of the weight. Default: ``None``.
         dtype: dtype of the weight. Default: ``None``.
 
@@ -129,12 +140,14 @@ class BiMap(nn.Module):
         in_size: int,
         out_size: int,
         *,
+        validate: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_size = check_positive_int(in_size, "in_size")
         self.out_size = check_positive_int(out_size, "out_size")
+        self.validate = check_bool(validate, "validate")
         if out_size > in_size:
             raise ValueError(
                 f"BiMap needs out_size <= in_size for W (in_size, out_size) to have orthonormal "
@@ -164,7 +177,7 @@ class BiMap(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "BiMap", size=self.in_size)
+        _check_spd_input(x, "input", "BiMap", size=self.in_size, values=self.validate)
         w = self.weight
         return sym(w.transpose(-1, -2) @ x @ w)
 
@@ -194,6 +207,10 @@ class ReEig(nn.Module):
 
     Args:
         eps: the eigenvalue floor :math:`\epsilon > 0`. Default: ``1e-4``.
+        validate: check the input's values (finite, symmetric) in eager
+            forwards; ``False`` keeps the shape checks only and removes the host
+            synchronisation, e.g. inside a network whose input is checked once.
+            Default: ``True``.
 
     Shape:
         - Input: ``(..., n, n)`` symmetric.
@@ -208,12 +225,13 @@ class ReEig(nn.Module):
                 [0.0000, 2.0000]])
     """
 
-    def __init__(self, eps: float = 1e-4) -> None:
+    def __init__(self, eps: float = 1e-4, *, validate: bool = True) -> None:
         super().__init__()
         self.eps = check_positive_float(eps, "eps")
+        self.validate = check_bool(validate, "validate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "ReEig", definite=False)
+        _check_spd_input(x, "input", "ReEig", definite=False, values=self.validate)
         rectify = (partial(_floor, eps=self.eps), partial(_floor_derivative, eps=self.eps))
         return symmetric_functions(x, rectify)[0]
 
@@ -225,6 +243,12 @@ class LogEig(nn.Module):
     r"""Matrix logarithm :math:`X \mapsto U \log(\Lambda) U^\top` (SPDNet, Huang & Van Gool 2017,
     LogEig layer, eq. 8): maps SPD matrices to the flat space of symmetric matrices (the
     log-Euclidean chart, Arsigny et al. 2007), where Euclidean layers follow.
+
+    Args:
+        validate: check the input's values (finite, symmetric, positive definite) in eager
+            forwards; ``False`` keeps the shape checks only and removes the host
+            synchronisation, e.g. inside a network whose input is checked once.
+            Default: ``True``.
 
     Shape:
         - Input: ``(..., n, n)`` SPD.
@@ -238,14 +262,24 @@ class LogEig(nn.Module):
         tensor([1.0000, 1.0000, 1.0000])
     """
 
+    def __init__(self, *, validate: bool = True) -> None:
+        super().__init__()
+        self.validate = check_bool(validate, "validate")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "LogEig")
+        _check_spd_input(x, "input", "LogEig", values=self.validate)
         return symmetric_functions(x, LOG)[0]
 
 
 class ExpEig(nn.Module):
     r"""Matrix exponential :math:`S \mapsto U \exp(\Lambda) U^\top`, the inverse of
     :class:`LogEig`: maps symmetric matrices back to SPD matrices (Brooks et al. 2019, Sec. 3).
+
+    Args:
+        validate: check the input's values (finite, symmetric) in eager
+            forwards; ``False`` keeps the shape checks only and removes the host
+            synchronisation, e.g. inside a network whose input is checked once.
+            Default: ``True``.
 
     Shape:
         - Input: ``(..., n, n)`` symmetric.
@@ -260,8 +294,12 @@ class ExpEig(nn.Module):
                 [0., 1.]])
     """
 
+    def __init__(self, *, validate: bool = True) -> None:
+        super().__init__()
+        self.validate = check_bool(validate, "validate")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "ExpEig", definite=False)
+        _check_spd_input(x, "input", "ExpEig", definite=False, values=self.validate)
         return symmetric_functions(x, EXP)[0]
 
 
@@ -354,6 +392,10 @@ class SPDBatchNorm(nn.Module):
         momentum: the step :math:`\eta \in (0, 1]` of the running mean. Default: ``0.1``.
         karcher_kwargs: keyword arguments of :func:`~manifoldnn.manifolds.karcher_mean`
             (``max_iter``, ``tol``). Default: ``None``.
+        validate: check the input's values (finite, symmetric, positive definite) in eager
+            forwards; ``False`` keeps the shape checks only and removes the host
+            synchronisation, e.g. inside a network whose input is checked once.
+            Default: ``True``.
         device: device of the bias and running mean. Default: ``None``.
         dtype: dtype of the bias and running mean. Default: ``None``.
 
@@ -379,6 +421,7 @@ class SPDBatchNorm(nn.Module):
         metric: str = "affine_invariant",
         momentum: float = 0.1,
         karcher_kwargs: dict | None = None,
+        validate: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -387,6 +430,7 @@ class SPDBatchNorm(nn.Module):
         self.metric = check_choice(metric, "metric", BATCH_NORM_METRICS)
         self.momentum = check_in_range(momentum, "momentum", 0.0, 1.0, low_open=True)
         self.karcher_kwargs = dict(karcher_kwargs or {})
+        self.validate = check_bool(validate, "validate")
         self.manifold = spd_manifold(metric)
         factory = {"device": device, "dtype": dtype}
         if metric == "affine_invariant":
@@ -412,7 +456,7 @@ class SPDBatchNorm(nn.Module):
         return karcher_mean(self.manifold, x, check=False, **self.karcher_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "SPDBatchNorm", size=self.size)
+        _check_spd_input(x, "input", "SPDBatchNorm", size=self.size, values=self.validate)
         shape = x.shape
         x = x.reshape((-1,) + shape[-2:])
         if self.training:

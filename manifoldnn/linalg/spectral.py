@@ -236,10 +236,10 @@ def sym_expm(s: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_function_derivative(s: torch.Tensor, f: ScalarFn, e: torch.Tensor) -> torch.Tensor:
-    r"""Fréchet derivative :math:`Df(S)[E] = Q (L \circ Q^\top E Q) Q^\top` of the spectral function
-    ``f`` at symmetric ``s`` in the symmetric direction ``e`` (Daleckii-Krein; Higham, *Functions of
-    Matrices*, 2008, Thm. 3.11), ``L`` the divided differences of ``f`` at the eigenvalues, with
-    ``f'`` at the midpoint where two eigenvalues (nearly) coincide.
+    r"""Fréchet derivative :math:`Df(S)[E] = Q (L \circ Q^\top E Q) Q^\top` of the spectral
+    function ``f`` at symmetric ``s`` in the symmetric direction ``e`` (Daleckii-Krein; Higham,
+    *Functions of Matrices*, 2008, Thm. 3.11), ``L`` the divided differences of ``f`` at the
+    eigenvalues, with ``f'`` at the midpoint where two eigenvalues (nearly) coincide.
 
     Args:
         s: symmetric tensor ``(..., k, k)``.

@@ -403,9 +403,10 @@ class BuresWassersteinGeometry(_SPDMatrixGeometry):
 
     Pairwise squared distances :math:`\|Q^{-1/2}(M - Q)\|_F^2` with :math:`M = (Q^{1/2} K
     Q^{1/2})^{1/2}` (the trace form expanded, without its cancellation near :math:`Q = K`), from
-    one square root per query and one symmetric eigenvalue problem per pair. Extrinsic mean: the square of the weighted mean of the
-    square roots, :math:`(\sum_i w_i V_i^{1/2})^2` (the mean in the total space of the submersion
-    :math:`A \mapsto AA^\top` that defines the metric, at the symmetric roots; ibid., Sec. 3).
+    one square root per query and one symmetric eigenvalue problem per pair. Extrinsic mean: the
+    square of the weighted mean of the square roots, :math:`(\sum_i w_i V_i^{1/2})^2` (the mean
+    in the total space of the submersion :math:`A \mapsto AA^\top` that defines the metric, at
+    the symmetric roots; ibid., Sec. 3).
     The Karcher iteration from there is the Wasserstein barycentre's fixed point.
     """
 

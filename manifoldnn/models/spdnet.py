@@ -5,7 +5,7 @@ NeurIPS 2019, "Riemannian batch normalization for SPD neural networks", Sec. 4).
 Architecture::
 
     X (B, n_0, n_0) SPD
-      --BiMap(n_0, n_1)--> [SPDBatchNorm(n_1)] --> ReEig(eps) --> (B, n_1, n_1)    # one block per size
+      --BiMap(n_0, n_1)--> [SPDBatchNorm(n_1)] --> ReEig(eps) --> (B, n_1, n_1)   # a block a size
       ...
       --BiMap(n_{L-1}, n_L)--> [SPDBatchNorm(n_L)] --> ReEig(eps) --> (B, n_L, n_L)
       --LogEig--> symmetric (B, n_L, n_L) --vectorise--> (B, n_L (n_L + 1) / 2) --Linear--> logits
@@ -50,6 +50,9 @@ class SPDNet(nn.Module):
         batch_norm_metric: the batch norm's metric, ``"affine_invariant"`` or ``"log_euclidean"``.
             Default: ``"affine_invariant"``.
         eps: ReEig's eigenvalue floor. Default: ``1e-4``.
+        validate: check the input's values (finite, symmetric, positive definite) in eager
+            forwards, once, at the first BiMap; the layers after it check shapes only.
+            Default: ``True``.
         device: device of the parameters. Default: ``None``.
         dtype: dtype of the parameters. Default: ``None``.
 
@@ -76,6 +79,7 @@ class SPDNet(nn.Module):
         batch_norm: bool = False,
         batch_norm_metric: str = "affine_invariant",
         eps: float = 1e-4,
+        validate: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -91,14 +95,18 @@ class SPDNet(nn.Module):
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.batch_norm = check_bool(batch_norm, "batch_norm")
         eps = check_positive_float(eps, "eps")
+        validate = check_bool(validate, "validate")
         factory = {"device": device, "dtype": dtype}
         blocks: list[nn.Module] = []
-        for in_size, out_size in zip(sizes, sizes[1:]):
-            blocks.append(BiMap(in_size, out_size, **factory))
+        for index, (in_size, out_size) in enumerate(zip(sizes, sizes[1:])):
+            # validate once, at the boundary: every later input is a layer's SPD output
+            blocks.append(BiMap(in_size, out_size, validate=validate and index == 0, **factory))
             if batch_norm:
-                blocks.append(SPDBatchNorm(out_size, metric=batch_norm_metric, **factory))
-            blocks.append(ReEig(eps))
-        blocks.append(LogEig())
+                blocks.append(
+                    SPDBatchNorm(out_size, metric=batch_norm_metric, validate=False, **factory)
+                )
+            blocks.append(ReEig(eps, validate=False))
+        blocks.append(LogEig(validate=False))
         self.features = nn.Sequential(*blocks)
         last = sizes[-1]
         self.classifier = nn.Linear(last * (last + 1) // 2, num_classes, **factory)
