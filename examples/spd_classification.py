@@ -17,7 +17,12 @@ shorter than 12 frames have singular sample covariances). Then, on the same matr
 * ``spdnet``: :class:`manifoldnn.models.SPDNet` (BiMap -> ReEig blocks, LogEig, linear), trained
   with :class:`geoopt.optim.RiemannianAdam`;
 * ``spdnet_bn``: the same with :class:`manifoldnn.layers.SPDBatchNorm` after every BiMap (Brooks
-  et al. 2019).
+  et al. 2019);
+* ``spd_attention``: SPD attention in the spirit of GyroAtt: tokens are the covariances of the
+  whole recording and of its ``--windows`` consecutive parts, attended by
+  :class:`manifoldnn.layers.GeodesicAttention` on the log-Euclidean metric (scores
+  :math:`-d^2/\tau`, values aggregated by their weighted Fréchet mean, exact on this flat metric),
+  then LogEig, a mean over tokens and a linear layer.
 
 Run::
 
@@ -36,7 +41,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from manifoldnn.layers import CovPool
+from manifoldnn.layers import CovPool, GeodesicAttention, LogEig
+from manifoldnn.linalg import symmetric_vectorize
+from manifoldnn.manifolds import spd_manifold
 from manifoldnn.models import SPDNet
 
 try:  # imported as examples.spd_classification (tests), or run as a script
@@ -45,7 +52,7 @@ except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
     from _common import add_options, add_output_arguments, save_figure, write_json
 
 DATASETS = ("japanese_vowels", "basic_motions")
-METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn")
+METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention")
 
 
 def load_data(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
@@ -62,40 +69,60 @@ def load_data(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]
 
 
 def covariances(
-    train: list[np.ndarray], test: list[np.ndarray], shrinkage: float
+    train: list[np.ndarray], test: list[np.ndarray], shrinkage: float, windows: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shrunk covariances ``(N, C, C)`` in float64, channels standardised with the training
-    frames' mean and standard deviation."""
+    """Shrunk covariances in float64, channels standardised with the training frames' mean and
+    standard deviation: ``(N, C, C)``, or with ``windows > 0`` tokens ``(N, 1 + windows, C, C)``
+    (the whole recording, then its ``windows`` consecutive parts of at least 2 frames)."""
     frames = np.concatenate(train, axis=1)
     mean, std = frames.mean(1, keepdims=True), frames.std(1, keepdims=True)
     pool = CovPool(shrinkage)
 
-    def one(recordings):
-        return torch.stack(
-            [pool(torch.from_numpy((x - mean) / std).to(torch.float64)) for x in recordings]
+    def tokens(x):
+        x = torch.from_numpy((x - mean) / std).to(torch.float64)
+        if windows == 0:
+            return pool(x)
+        edges = np.linspace(0, x.shape[1], windows + 1).round().astype(int)
+        parts = [
+            x[:, max(min(a, x.shape[1] - 2), 0) : max(b, a + 2)] for a, b in zip(edges, edges[1:])
+        ]
+        return torch.stack([pool(x)] + [pool(part) for part in parts])
+
+    return torch.stack([tokens(x) for x in train]), torch.stack([tokens(x) for x in test])
+
+
+class SPDAttentionClassifier(torch.nn.Module):
+    """Geodesic attention over SPD tokens (log-Euclidean metric), LogEig, mean over tokens,
+    linear layer: ``(B, L, n, n) -> (B, num_classes)``."""
+
+    def __init__(self, size: int, head_size: int, num_heads: int, num_classes: int) -> None:
+        super().__init__()
+        self.attention = GeodesicAttention(
+            spd_manifold("log_euclidean"), size, head_size, num_heads, dtype=torch.float64
         )
+        self.log = LogEig(validate=False)
+        features = num_heads * head_size * (head_size + 1) // 2
+        self.classifier = torch.nn.Linear(features, num_classes, dtype=torch.float64)
 
-    return one(train), one(test)
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.log(self.attention(tokens)).mean(1)  # (B, H, m, m)
+        return self.classifier(symmetric_vectorize(out).flatten(1))
 
 
-def fit_spdnet(
+def fit_network(
+    model: torch.nn.Module,
     x_train: torch.Tensor,
     y_train: np.ndarray,
     x_test: torch.Tensor,
     *,
-    layer_sizes: list[int],
-    batch_norm: bool,
     epochs: int,
     lr: float,
     batch_size: int,
-    seed: int,
     desc: str,
 ) -> tuple[np.ndarray, list[float]]:
-    """Train SPDNet with RiemannianAdam on cross-entropy; return test predictions and the mean
+    """Train ``model`` with RiemannianAdam on cross-entropy; return test predictions and the mean
     training loss of each epoch."""
-    torch.manual_seed(seed)
     labels = torch.from_numpy(y_train).long()
-    model = SPDNet(layer_sizes, int(labels.max()) + 1, batch_norm=batch_norm, dtype=torch.float64)
     optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
     losses = []
     for _ in tqdm(range(epochs), desc=desc, leave=False):
@@ -141,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
             "lr": (1e-2, "RiemannianAdam learning rate"),
             "batch_size": 32,
             "shrinkage": (0.1, "covariance shrinkage towards the scaled identity"),
+            "windows": (3, "spd_attention: consecutive parts of a recording, one token each"),
         },
     )
     add_output_arguments(parser, "spd_classification")
@@ -152,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     x_train, y_train, x_test, y_test = load_data(args.data)
     c_train, c_test = covariances(x_train, x_test, args.shrinkage)
-    n = c_train.shape[-1]
+    n, num_classes = c_train.shape[-1], int(y_train.max()) + 1
     layer_sizes = [n, max(n - 2, 2), max(n - 4, 2)]
     results: dict[str, dict[str, float]] = {}
     curves = {}
@@ -161,14 +189,22 @@ def main(argv: list[str] | None = None) -> dict:
         if method in ("mdm", "ts_lr"):
             predictions = fit_pyriemann(method, c_train, y_train, c_test)
         else:
-            predictions, curves[method] = fit_spdnet(
-                c_train, y_train, c_test,
-                layer_sizes=layer_sizes, batch_norm=method == "spdnet_bn", epochs=args.epochs,
-                lr=args.lr, batch_size=args.batch_size, seed=args.seed, desc=method,
+            torch.manual_seed(args.seed)
+            if method == "spd_attention":
+                model = SPDAttentionClassifier(n, layer_sizes[-1], 2, num_classes)
+                inputs = covariances(x_train, x_test, args.shrinkage, args.windows)
+            else:
+                model = SPDNet(
+                    layer_sizes, num_classes, batch_norm=method == "spdnet_bn", dtype=torch.float64
+                )
+                inputs = (c_train, c_test)
+            predictions, curves[method] = fit_network(
+                model, inputs[0], y_train, inputs[1],
+                epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, desc=method,
             )  # fmt: skip
         accuracy = float((predictions == y_test).mean())
         results[method] = {"accuracy": accuracy, "seconds": time.perf_counter() - start}
-        print(f"{args.data:<16}{method:<12}accuracy {accuracy:.3f}")
+        print(f"{args.data:<16}{method:<15}accuracy {accuracy:.3f}")
 
     import matplotlib
 

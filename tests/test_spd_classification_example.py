@@ -16,7 +16,7 @@ def test_spd_classification_example_runs(tmp_path):
     report = main(argv + ["--json", str(tmp_path / "r.json")])
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     assert results == report["results"]
-    assert set(results) == {"mdm", "ts_lr", "spdnet", "spdnet_bn"}
+    assert set(results) == {"mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in results.values())
     # BasicMotions separates perfectly for pyRiemann's anchors (issue 29's measurement)
     assert results["mdm"]["accuracy"] >= 0.9
