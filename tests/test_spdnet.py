@@ -64,3 +64,18 @@ def test_spdnet_arguments_are_checked_by_name():
         SPDNet([6, 4], 2, batch_norm=1)
     with pytest.raises(ValueError, match="input must be \\(\\.\\.\\., 6, 6\\)"):
         SPDNet([6, 4], 2)(torch.eye(5).expand(3, 5, 5))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch_norm_eval"])
+def test_spdnet_compiles_without_graph_breaks(batch_norm):
+    torch.manual_seed(0)
+    model = SPDNet([6, 4, 3], 2, batch_norm=batch_norm).eval()
+    x, _ = _planted(3, 6, seed=4, dtype=torch.float32)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(model)(x).graph_break_count == 0
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    expected = model(x).detach()
+    # logits are O(1) sums over a few dozen features of the same float32 computations
+    tol = 64 * 6 * torch.finfo(torch.float32).eps * max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(compiled(x).detach(), expected, atol=tol, rtol=0)
