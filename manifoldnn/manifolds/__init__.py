@@ -1,6 +1,10 @@
 """Geometry: the Grassmann manifold for geoopt, an accurate sphere, geoopt's other manifolds, Karcher
 and extrinsic means, and the pairwise geometry that attention and metrics use.
 
+SPD matrices carry four metrics, one geoopt manifold and one geometry class each (affine-invariant:
+geoopt's ``SymmetricPositiveDefinite``; ``LogEuclideanSPD``, ``LogCholeskySPD``,
+``BuresWassersteinSPD``; ``spd_manifold(metric)`` by name).
+
 geoopt's manifolds are re-exported unchanged (``Sphere`` is replaced by the subclass whose distance
 and logarithm are accurate at small angles) so that models import every manifold from one place.
 """
