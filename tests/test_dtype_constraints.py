@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 import manifoldnn
-from manifoldnn.layers import FRMap, OrthogonalDirectSum
-from manifoldnn.models import FusedStreamLM, GrNet, MultiViewGrassmannNet
+from manifoldnn.layers import BiMap, FRMap, OrthogonalDirectSum, SPDBatchNorm
+from manifoldnn.models import FusedStreamLM, GrNet, MultiViewGrassmannNet, SPDNet
 from manifoldnn.parametrizations import PARAMETRIZATIONS, OrthonormalFrame
 
 # one small instance per class (and per parametrisation where the class has several)
@@ -40,6 +40,9 @@ CASES = {
     "MultiViewGrassmannNet": lambda: MultiViewGrassmannNet(
         [5, 4], 3, hidden=(8,), in_size=6, rank=2, out_size=4
     ),
+    "BiMap": lambda: BiMap(9, 5),
+    "SPDBatchNorm": lambda: SPDBatchNorm(5),
+    "SPDNet": lambda: SPDNet([9, 6, 4], 3, batch_norm=True),
     "FusedStreamLM": lambda: FusedStreamLM(
         5, 2, 4, 20, text_size=4, code_size=3, num_layers=1, num_heads=2
     ),

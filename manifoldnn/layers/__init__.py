@@ -6,6 +6,7 @@
   manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`,
   called as :class:`torch.nn.MultiheadAttention` is;
 * :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
+* :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
@@ -13,12 +14,13 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from . import attention, favor, fusion, grassmann, manifold_linear
+from . import attention, favor, fusion, grassmann, manifold_linear, spd
 from .attention import *  # noqa: F403
 from .favor import *  # noqa: F403
 from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
+from .spd import *  # noqa: F403
 
 __all__ = [
     *grassmann.__all__,
@@ -26,4 +28,5 @@ __all__ = [
     *manifold_linear.__all__,
     *favor.__all__,
     *fusion.__all__,
+    *spd.__all__,
 ]

@@ -21,7 +21,13 @@ from .basic import (
     symmetric_vectorize,
 )
 from .eigh import eigh_top
-from .spectral import ScalarFn, sym_expm, sym_logm, symmetric_functions
+from .spectral import (
+    ScalarFn,
+    sym_expm,
+    sym_logm,
+    symmetric_function_derivative,
+    symmetric_functions,
+)
 from .tolerances import HALF_DTYPES, TOLERANCES, tolerance
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "eigh_top",
     "ScalarFn",
     "symmetric_functions",
+    "symmetric_function_derivative",
     "sym_logm",
     "sym_expm",
     "TOLERANCES",

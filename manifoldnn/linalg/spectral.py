@@ -34,6 +34,7 @@ __all__ = [
     "INV_SQRT",
     "sym_logm",
     "sym_expm",
+    "symmetric_function_derivative",
 ]
 
 ScalarFn = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
@@ -232,3 +233,26 @@ def sym_expm(s: torch.Tensor) -> torch.Tensor:
     r"""Matrix exponential :math:`Q \exp(\Lambda) Q^\top` of symmetric ``s`` ``(..., n, n)``, with the
     gap-safe Daleckii-Krein backward of :func:`symmetric_functions`."""
     return symmetric_functions(s, EXP)[0]
+
+
+def symmetric_function_derivative(s: torch.Tensor, f: ScalarFn, e: torch.Tensor) -> torch.Tensor:
+    r"""Fréchet derivative :math:`Df(S)[E] = Q (L \circ Q^\top E Q) Q^\top` of the spectral
+    function ``f`` at symmetric ``s`` in the symmetric direction ``e`` (Daleckii-Krein; Higham,
+    *Functions of Matrices*, 2008, Thm. 3.11), ``L`` the divided differences of ``f`` at the
+    eigenvalues, with ``f'`` at the midpoint where two eigenvalues (nearly) coincide.
+
+    Args:
+        s: symmetric tensor ``(..., k, k)``.
+        f: the pair ``(f, f')``.
+        e: symmetric directions ``(..., k, k)``, broadcast against ``s``.
+
+    Returns:
+        ``(..., k, k)``. The gradient with respect to ``e`` is the same formula (the map is
+        self-adjoint); the gradient with respect to ``s`` goes through ``torch.linalg.eigh`` and is
+        finite only for distinct eigenvalues.
+    """
+    if s.dtype in HALF_DTYPES:
+        return symmetric_function_derivative(s.float(), f, e.float()).to(s.dtype)
+    lam, q = torch.linalg.eigh(s)
+    _, dd = _divided_differences(lam, f)
+    return q @ (dd * (q.transpose(-1, -2) @ e @ q)) @ q.transpose(-1, -2)

@@ -1,6 +1,10 @@
 """Geometry: the Grassmann manifold for geoopt, an accurate sphere, geoopt's other manifolds, Karcher
 and extrinsic means, and the pairwise geometry that attention and metrics use.
 
+SPD matrices carry four metrics, one geoopt manifold and one geometry class each (affine-invariant:
+geoopt's ``SymmetricPositiveDefinite``; ``LogEuclideanSPD``, ``LogCholeskySPD``,
+``BuresWassersteinSPD``; ``spd_manifold(metric)`` by name).
+
 geoopt's manifolds are re-exported unchanged (``Sphere`` is replaced by the subclass whose distance
 and logarithm are accurate at small angles) so that models import every manifold from one place.
 """
@@ -27,6 +31,16 @@ from .geometry import (
 from .grassmann import Grassmann
 from .karcher import karcher_mean
 from .projection import projection_metric_distance, projection_metric_similarity
+from .spd import (
+    SPD_METRICS,
+    BuresWassersteinGeometry,
+    BuresWassersteinSPD,
+    LogCholeskyGeometry,
+    LogCholeskySPD,
+    LogEuclideanGeometry,
+    LogEuclideanSPD,
+    spd_manifold,
+)
 from .sphere import Sphere
 
 __all__ = [
@@ -44,6 +58,14 @@ __all__ = [
     "GrassmannGeometry",
     "SPDGeometry",
     "PoincareBallGeometry",
+    "LogEuclideanSPD",
+    "LogCholeskySPD",
+    "BuresWassersteinSPD",
+    "LogEuclideanGeometry",
+    "LogCholeskyGeometry",
+    "BuresWassersteinGeometry",
+    "SPD_METRICS",
+    "spd_manifold",
     "geometry_for",
     "registered_geometries",
     "Euclidean",

@@ -1,6 +1,7 @@
 """Whole networks built from manifoldnn's layers, and sequence models.
 
 * Grassmann networks: :class:`GrNet`, :class:`ProjectorClassifier`, :class:`MultiViewGrassmannNet`;
+* SPD matrix networks: :class:`SPDNet` (with optional Riemannian batch normalisation);
 * linear-recurrent sequence models: :class:`BDH` (BDH-GPU, the Dragon Hatchling) and the building
   blocks :func:`causal_linear_attention` and :func:`delta_rule`; :class:`GPT`, the softmax
   baseline; :class:`FusedStreamLM`, a causal Transformer over a fused text-and-codec stream,
@@ -8,7 +9,7 @@
   random features is :func:`manifoldnn.layers.favor_attention`.)
 """
 
-from . import bdh, fused_lm, gpt, grnet, linear_attention, multiview, rope
+from . import bdh, fused_lm, gpt, grnet, linear_attention, multiview, rope, spdnet
 from .bdh import *  # noqa: F403
 from .fused_lm import *  # noqa: F403
 from .gpt import *  # noqa: F403
@@ -16,6 +17,7 @@ from .grnet import *  # noqa: F403
 from .linear_attention import *  # noqa: F403
 from .multiview import *  # noqa: F403
 from .rope import *  # noqa: F403
+from .spdnet import *  # noqa: F403
 
 __all__ = [
     *grnet.__all__,
@@ -25,4 +27,5 @@ __all__ = [
     *fused_lm.__all__,
     *linear_attention.__all__,
     *rope.__all__,
+    *spdnet.__all__,
 ]
