@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import os
 import socket
 import time
@@ -42,6 +43,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from manifoldnn.models import GrNet
+
+# a rank that waits longer than this for the others fails instead of hanging (gloo's default is
+# 30 minutes)
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=5)
 
 try:  # imported as examples.ddp_grnet (tests), or run as python examples/ddp_grnet.py
     from examples._common import add_options, add_output_arguments, write_json
@@ -101,7 +106,13 @@ def ddp_worker(
 ) -> None:
     """Train a DDP replica on this rank's shards and save its final state to ``out_dir/rank{r}.pt``."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo",
+        init_method=init_method,
+        rank=rank,
+        world_size=world_size,
+        timeout=PROCESS_GROUP_TIMEOUT,
+    )
     try:
         model = model_factory()
         model.load_state_dict(initial_state)
@@ -167,7 +178,7 @@ def _torchrun_main(args: argparse.Namespace) -> None:
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method="env://")
+    dist.init_process_group("gloo", init_method="env://", timeout=PROCESS_GROUP_TIMEOUT)
     try:
         x_train, y_train, x_test, y_test = load_data()
         x_train, x_test = standardise(x_train, x_test)

@@ -19,15 +19,18 @@ level 5          ``models``: whole networks (GrNet, BDH, GPT, FusedStreamLM, ...
 level 6          ``clustering``, ``merging``: scikit-learn-style estimators, model merging
 ================ ================================================================================
 
-Sizes. One vocabulary for every layer and model:
+Sizes. One vocabulary for every layer and model: a width is ``*_size``, a count is ``num_*``.
 
 - ``in_size``, ``out_size``: the size a layer maps from / to: the ambient size n of matrix points
   (n x p frames, n x n SPD matrices or projectors), the width of vector points;
+- ``ambient_size``: the ambient size n of a point that is held rather than mapped (an
+  ``OrthonormalFrame`` of n x p);
 - ``rank``: the number p of columns of a frame, i.e. the dimension of a subspace;
 - ``num_heads``, ``head_size`` (a head's ``out_size``), ``num_kv_heads``;
 - ``dim``: the width of the token vectors in a sequence model's residual stream (GPT, BDH,
   FusedStreamLM), where in and out widths are equal;
-- ``num_classes``, ``num_layers``, ``vocab_size``;
+- the widths of two modalities, ``text_size`` and ``code_size`` (fusion);
+- ``num_classes``, ``num_layers``, ``num_neurons`` (BDH), ``num_codebooks``, ``vocab_size``;
 - estimators keep scikit-learn's names: ``n_clusters``, ``n_components``, ``max_iter``, ``tol``,
   ``random_state``, ``verbose``.
 

@@ -39,6 +39,7 @@ def gradient_scale(model: torch.nn.Module, batch) -> float:
     return scale
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process(tmp_path):
     torch.manual_seed(0)
     # A small float64 GrNet on Gr(8, 2) with projection pooling (ProjMap -> ProjPooling -> OrthMap);
@@ -91,6 +92,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert loss_difference <= loss_tolerance
 
 
+@pytest.mark.slow
 def test_ddp_example_runs_with_single_process_baseline(tmp_path):
     pytest.importorskip("aeon", reason="JapaneseVowels is read from aeon's bundled copy")
     import json

@@ -96,6 +96,7 @@ def test_euclidean_sdpa_fair_path_matches_explicit_formula():
     assert torch.allclose(out2, ref, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_first_order_distance_against_minimal_path_length_on_sphere():
     r"""d_fair from the formula vs the length of the shortest path under G_fair on S^2.
 
