@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .linalg import qr_positive
-from .validation import check_choice, check_positive_int, renamed_arguments
+from .validation import check_choice, check_positive_int, renamed_arguments, renamed_attribute
 
 __all__ = [
     "ConstrainedModule",
@@ -35,6 +35,8 @@ __all__ = [
     "PARAMETRIZATIONS",
     "SKEW_MAPS",
     "project_onto_manifold",
+    "stiefel_parameter",
+    "reset_stiefel_",
 ]
 
 PARAMETRIZATIONS = ("stiefel", "cayley", "matrix_exp")
@@ -68,6 +70,26 @@ def project_onto_manifold(
     plain = tensor.detach().as_subclass(torch.Tensor)
     work = plain if plain.device.type == "mps" else plain.to(torch.float64)
     return manifold.projx(work).to(plain.dtype)
+
+
+def stiefel_parameter(
+    *shape: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> geoopt.ManifoldParameter:
+    """A :class:`geoopt.ManifoldParameter` of ``shape`` on ``EuclideanStiefel`` (orthonormal columns
+    in its last two dimensions), drawn Haar-random by :func:`reset_stiefel_`."""
+    weight = geoopt.ManifoldParameter(
+        torch.empty(*shape, device=device, dtype=dtype), manifold=geoopt.EuclideanStiefel()
+    )
+    reset_stiefel_(weight)
+    return weight
+
+
+@torch.no_grad()
+def reset_stiefel_(weight: torch.Tensor) -> torch.Tensor:
+    """Fill ``weight`` ``(..., n, p)`` in place with Haar-random orthonormal columns (the
+    sign-fixed QR of a standard normal matrix, :func:`manifoldnn.linalg.qr_positive`)."""
+    gaussian = torch.randn(weight.shape, dtype=weight.dtype, device=weight.device)
+    return weight.copy_(qr_positive(gaussian))
 
 
 class ConstrainedModule(nn.Module):
@@ -204,6 +226,9 @@ class OrthonormalFrame(ConstrainedModule):
         >>> torch.allclose(q.T @ q, torch.eye(2), atol=1e-6)
         True
     """
+
+    n = renamed_attribute("n", "ambient_size")
+    p = renamed_attribute("p", "rank")
 
     @renamed_arguments(n="ambient_size", p="rank")
     def __init__(

@@ -24,12 +24,14 @@ __all__ = [
     "check_bool",
     "check_callable",
     "check_positive_int",
+    "check_positive_ints",
     "check_nonnegative_int",
     "check_positive_float",
     "check_nonnegative_float",
     "check_in_range",
     "check_choice",
     "renamed_arguments",
+    "renamed_attribute",
     "deprecated_alias",
     "warn_renamed",
 ]
@@ -84,6 +86,12 @@ def check_positive_int(value: object, name: str) -> int:
     if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_positive_ints(**values: object) -> None:
+    """:func:`check_positive_int` on each keyword, named by it: ``check_positive_ints(rank=rank)``."""
+    for name, value in values.items():
+        check_positive_int(value, name)
 
 
 def check_nonnegative_int(value: object, name: str) -> int:
@@ -208,3 +216,22 @@ def warn_renamed(old: str, new: str, since: str = "0.2.0") -> None:
         FutureWarning,
         stacklevel=3,
     )
+
+
+def renamed_attribute(old: str, new: str, since: str = "0.2.0") -> property:
+    """A read-only class property that serves the renamed attribute ``old`` as ``new``.
+
+    Use in the class body (it works on ``nn.Module`` subclasses, whose properties live on the
+    class)::
+
+        in_dim = renamed_attribute("in_dim", "in_size")
+
+    Reading ``obj.in_dim`` emits a ``FutureWarning`` and returns ``obj.in_size``. Record each
+    alias in ``CHANGELOG.md``.
+    """
+
+    def getter(self: Any) -> Any:
+        warn_renamed(f"{type(self).__name__}.{old}", f"{type(self).__name__}.{new}", since)
+        return getattr(self, new)
+
+    return property(getter, doc=f"Deprecated alias of ``{new}`` (renamed since {since}).")

@@ -52,36 +52,29 @@ def test_grnet_projection_pooling():
     assert_compiles_like_eager(model, x)
 
 
+def sphere_tokens():
+    return unit(torch.randn(2, 7, 6))
+
+
+def grassmann_tokens():
+    return qr_positive(torch.randn(2, 7, 6, 2))
+
+
+def spd_tokens():
+    return spd(2, 7)
+
+
+SPD = geoopt.SymmetricPositiveDefinite()
 CASES = {
     # name: (manifold, distance, aggregation, tokens) -- the SDPA path, then the chunked path
     "euclidean-sdpa": (geoopt.Euclidean(ndim=1), None, "extrinsic", lambda: torch.randn(2, 7, 6)),
-    "sphere-sdpa": (Sphere(), "chordal", "extrinsic", lambda: unit(torch.randn(2, 7, 6))),
-    "grassmann-sdpa": (
-        Grassmann(),
-        "projection",
-        "extrinsic",
-        lambda: qr_positive(torch.randn(2, 7, 6, 2)),
-    ),
-    "spd-sdpa": (
-        geoopt.SymmetricPositiveDefinite(),
-        "log_euclidean",
-        "extrinsic",
-        lambda: spd(2, 7),
-    ),
-    "sphere-chunked": (Sphere(), "geodesic", "tangent", lambda: unit(torch.randn(2, 7, 6))),
-    "grassmann-chunked": (
-        Grassmann(),
-        "projection",
-        "tangent",
-        lambda: qr_positive(torch.randn(2, 7, 6, 2)),
-    ),
-    "spd-chunked": (geoopt.SymmetricPositiveDefinite(), "affine", "tangent", lambda: spd(2, 7)),
-    "ball-chunked": (
-        geoopt.PoincareBall(),
-        None,
-        "extrinsic",
-        lambda: 0.3 * unit(torch.randn(2, 7, 6)),
-    ),
+    "sphere-sdpa": (Sphere(), "chordal", "extrinsic", sphere_tokens),
+    "grassmann-sdpa": (Grassmann(), "projection", "extrinsic", grassmann_tokens),
+    "spd-sdpa": (SPD, "log_euclidean", "extrinsic", spd_tokens),
+    "sphere-chunked": (Sphere(), "geodesic", "tangent", sphere_tokens),
+    "grassmann-chunked": (Grassmann(), "projection", "tangent", grassmann_tokens),
+    "spd-chunked": (SPD, "affine", "tangent", spd_tokens),
+    "ball-chunked": (geoopt.PoincareBall(), None, "extrinsic", lambda: 0.3 * sphere_tokens()),
 }
 
 

@@ -75,11 +75,13 @@ def _public_module_classes() -> dict[str, type]:
 
 
 def _constrained_classes() -> set[str]:
-    """Classes whose source creates a ``geoopt.ManifoldParameter``, and, transitively, the classes
+    """Classes whose source creates a ``geoopt.ManifoldParameter`` (directly or through
+    ``manifoldnn.parametrizations.stiefel_parameter``), and, transitively, the classes
     whose source builds one of those."""
     classes = _public_module_classes()
     sources = {name: inspect.getsource(cls) for name, cls in classes.items()}
-    found = {name for name, source in sources.items() if "ManifoldParameter(" in source}
+    creates = re.compile(r"\b(ManifoldParameter|stiefel_parameter)\(")
+    found = {name for name, source in sources.items() if creates.search(source)}
     while True:
         calls = re.compile(r"\b(" + "|".join(sorted(found)) + r")\(")
         grown = found | {name for name, source in sources.items() if calls.search(source)}

@@ -39,6 +39,7 @@ from ..validation import (
     check_choice,
     check_positive_float,
     check_positive_int,
+    check_positive_ints,
     renamed_arguments,
 )
 from .manifold_linear import ManifoldLinear
@@ -476,9 +477,8 @@ class ManifoldAttentionHeads(nn.Module):
         factory_kwargs = {"device": device, "dtype": dtype}
         self.geometry = geometry_for(manifold)
         self.manifold = self.geometry.manifold
-        check_positive_int(in_size, "in_size")
+        check_positive_ints(in_size=in_size, num_heads=num_heads)
         head_size = in_size if head_size is None else check_positive_int(head_size, "head_size")
-        check_positive_int(num_heads, "num_heads")
         check_positive_float(tau, "tau")
         if not project and (num_heads != 1 or head_size != in_size):
             raise ValueError("project=False needs num_heads == 1 and head_size == in_size")

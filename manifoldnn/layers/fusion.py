@@ -36,7 +36,7 @@ from ..linalg import fix_column_signs, qr_positive
 from ..losses.infonce import info_nce_loss
 from ..parametrizations import PARAMETRIZATIONS, OrthonormalFrame, Parametrization
 from ..utils.optional import require
-from ..validation import check_choice, check_positive_int, renamed_arguments
+from ..validation import check_choice, check_positive_int, renamed_arguments, renamed_attribute
 
 __all__ = ["OrthogonalDirectSum", "whitened_cca"]
 
@@ -186,6 +186,12 @@ class OrthogonalDirectSum(nn.Module):
         >>> torch.allclose(a_hat, a, atol=1e-5) and torch.allclose(b_hat, b, atol=1e-5)
         True
     """
+
+    n = renamed_attribute("n", "text_size")
+    K = renamed_attribute("K", "num_codebooks")
+    V = renamed_attribute("V", "code_size")
+    c = renamed_attribute("c", "out_size")
+    readout_dim = renamed_attribute("readout_dim", "readout_size")
 
     @renamed_arguments(n="text_size", K="num_codebooks", V="code_size", c="out_size")
     @renamed_arguments(readout_dim="readout_size")
@@ -402,12 +408,17 @@ class OrthogonalDirectSum(nn.Module):
     def _floating_dtype(self) -> torch.dtype:
         return self.mean_a.dtype
 
+    def _check_vectors(self, name: str, x: torch.Tensor, size_name: str) -> None:
+        """``x`` must be a tensor ``(..., size)`` of the operator's dtype, ``size`` its attribute."""
+        size = getattr(self, size_name)
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != size:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must have shape (..., {size_name}={size}), got {shape}")
+        if x.dtype != self._floating_dtype():
+            raise ValueError(f"{name} has dtype {x.dtype}, the operator {self._floating_dtype()}")
+
     def _check_a(self, A: torch.Tensor) -> None:
-        if not isinstance(A, torch.Tensor) or A.dim() < 1 or A.shape[-1] != self.text_size:
-            shape = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
-            raise ValueError(f"A must have shape (..., text_size={self.text_size}), got {shape}")
-        if A.dtype != self._floating_dtype():
-            raise ValueError(f"A has dtype {A.dtype}, the operator {self._floating_dtype()}")
+        self._check_vectors("A", A, "text_size")
 
     def _embed_b(self, B: torch.Tensor) -> torch.Tensor:
         """``(..., K, V)`` acoustic features from features or token ids ``(..., K)``."""
@@ -462,11 +473,7 @@ class OrthogonalDirectSum(nn.Module):
         return a, b
 
     def _check_c(self, C: torch.Tensor) -> None:
-        if not isinstance(C, torch.Tensor) or C.dim() < 1 or C.shape[-1] != self.out_size:
-            shape = tuple(C.shape) if isinstance(C, torch.Tensor) else type(C).__name__
-            raise ValueError(f"C must have shape (..., out_size={self.out_size}), got {shape}")
-        if C.dtype != self._floating_dtype():
-            raise ValueError(f"C has dtype {C.dtype}, the operator {self._floating_dtype()}")
+        self._check_vectors("C", C, "out_size")
 
     # ------------------------------------------------------------------ the operator
     def frames(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

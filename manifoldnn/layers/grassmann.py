@@ -20,14 +20,18 @@ multi-channel tensor has its channel axis at dimension ``-3``: ``(..., C, n, p)`
 
 from __future__ import annotations
 
-import geoopt
 import torch
 from torch import nn
 
 from ..linalg import eigh_top, newton_schulz_step, qr_positive
 from ..manifolds import Grassmann, karcher_mean
-from ..parametrizations import ConstrainedModule
-from ..validation import check_positive_int, renamed_arguments
+from ..parametrizations import ConstrainedModule, reset_stiefel_, stiefel_parameter
+from ..validation import (
+    check_positive_int,
+    check_positive_ints,
+    renamed_arguments,
+    renamed_attribute,
+)
 
 __all__ = [
     "FRMap",
@@ -88,6 +92,9 @@ class FRMap(ConstrainedModule):
         torch.Size([2, 3, 5, 2])
     """
 
+    in_dim = renamed_attribute("in_dim", "in_size")
+    out_dim = renamed_attribute("out_dim", "out_size")
+
     @renamed_arguments(in_dim="in_size", out_dim="out_size")
     def __init__(
         self,
@@ -99,9 +106,7 @@ class FRMap(ConstrainedModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_positive_int(in_size, "in_size")
-        check_positive_int(out_size, "out_size")
-        check_positive_int(channels, "channels")
+        check_positive_ints(in_size=in_size, out_size=out_size, channels=channels)
         if out_size > in_size:
             raise ValueError(
                 f"out_size must be <= in_size for W (out_size, in_size) to have orthonormal rows, "
@@ -110,19 +115,12 @@ class FRMap(ConstrainedModule):
         self.in_size = in_size
         self.out_size = out_size
         self.channels = channels
-        self.weight = geoopt.ManifoldParameter(
-            torch.empty(channels, in_size, out_size, device=device, dtype=dtype),
-            manifold=geoopt.EuclideanStiefel(),
-        )
-        self.reset_parameters()
+        self.weight = stiefel_parameter(channels, in_size, out_size, device=device, dtype=dtype)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Random orthonormal W (sign-fixed QR of a standard normal matrix: Haar distributed)."""
-        gaussian = torch.randn(
-            self.weight.shape, dtype=self.weight.dtype, device=self.weight.device
-        )
-        self.weight.copy_(qr_positive(gaussian))
+        reset_stiefel_(self.weight)
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -440,6 +438,8 @@ class OrthMap(nn.Module):
         torch.Size([4, 6, 2])
     """
 
+    p = renamed_attribute("p", "rank")
+
     @renamed_arguments(p="rank")
     def __init__(self, rank: int, *, broadening: float | None = None) -> None:
         super().__init__()
@@ -480,6 +480,8 @@ class SubspaceEmbedding(nn.Module):
         >>> SubspaceEmbedding(3)(torch.randn(5, 10, 40)).shape
         torch.Size([5, 10, 3])
     """
+
+    p = renamed_attribute("p", "rank")
 
     @renamed_arguments(p="rank")
     def __init__(self, rank: int, *, center: bool = False, broadening: float | None = None) -> None:

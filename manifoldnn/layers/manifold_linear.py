@@ -8,7 +8,11 @@ from torch import nn
 
 from ..linalg import qr_positive
 from ..manifolds import ManifoldGeometry, geometry_for
-from ..validation import check_positive_int, renamed_arguments
+from ..validation import (
+    check_positive_ints,
+    renamed_arguments,
+    renamed_attribute,
+)
 
 __all__ = ["ManifoldLinear"]
 
@@ -50,6 +54,8 @@ class ManifoldLinear(nn.Module):
         torch.Size([2, 7, 4, 3])
     """
 
+    heads = renamed_attribute("heads", "num_heads")
+
     @renamed_arguments(heads="num_heads")
     def __init__(
         self,
@@ -65,9 +71,7 @@ class ManifoldLinear(nn.Module):
         factory_kwargs = {"device": device, "dtype": dtype}
         self.geometry = geometry_for(manifold)
         self.manifold = self.geometry.manifold
-        check_positive_int(in_size, "in_size")
-        check_positive_int(out_size, "out_size")
-        check_positive_int(num_heads, "num_heads")
+        check_positive_ints(in_size=in_size, out_size=out_size, num_heads=num_heads)
         if self.geometry.rank_preserving_map and out_size > in_size:
             raise ValueError(
                 f"ManifoldLinear on {self.geometry.name}: out_size={out_size} must be <= "

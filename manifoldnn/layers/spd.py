@@ -26,10 +26,10 @@ import geoopt
 import torch
 from torch import nn
 
-from ..linalg import eye_like, newton_schulz_step, qr_positive, sym, symmetric_functions
+from ..linalg import eye_like, newton_schulz_step, sym, symmetric_functions
 from ..linalg.spectral import EXP, INV_SQRT, LOG, SQRT
 from ..manifolds import karcher_mean, spd_manifold
-from ..parametrizations import ConstrainedModule
+from ..parametrizations import ConstrainedModule, reset_stiefel_, stiefel_parameter
 from ..validation import (
     check_bool,
     check_choice,
@@ -154,19 +154,12 @@ class BiMap(ConstrainedModule):
                 f"BiMap needs out_size <= in_size for W (in_size, out_size) to have orthonormal "
                 f"columns, got out_size={out_size} > in_size={in_size}"
             )
-        self.weight = geoopt.ManifoldParameter(
-            torch.empty(in_size, out_size, device=device, dtype=dtype),
-            manifold=geoopt.EuclideanStiefel(),
-        )
-        self.reset_parameters()
+        self.weight = stiefel_parameter(in_size, out_size, device=device, dtype=dtype)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Random W with orthonormal columns (sign-fixed QR of a Gaussian matrix: Haar)."""
-        gaussian = torch.randn(
-            self.weight.shape, dtype=self.weight.dtype, device=self.weight.device
-        )
-        self.weight.copy_(qr_positive(gaussian))
+        reset_stiefel_(self.weight)
 
     def _apply(self, fn, recurse=True):
         dtype = self.weight.dtype
@@ -240,7 +233,23 @@ class ReEig(nn.Module):
         return f"eps={self.eps}"
 
 
-class LogEig(nn.Module):
+class _EigenvalueMap(nn.Module):
+    """A function applied to the eigenvalues of a symmetric matrix (the subclass names it)."""
+
+    _function: tuple
+    _definite: bool
+
+    def __init__(self, *, validate: bool = True) -> None:
+        super().__init__()
+        self.validate = check_bool(validate, "validate")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = type(self).__name__
+        _check_spd_input(x, "input", layer, definite=self._definite, values=self.validate)
+        return symmetric_functions(x, self._function)[0]
+
+
+class LogEig(_EigenvalueMap):
     r"""Matrix logarithm :math:`X \mapsto U \log(\Lambda) U^\top` (SPDNet, Huang & Van Gool 2017,
     LogEig layer, eq. 8): maps SPD matrices to the flat space of symmetric matrices (the
     log-Euclidean chart, Arsigny et al. 2007), where Euclidean layers follow.
@@ -263,24 +272,16 @@ class LogEig(nn.Module):
         tensor([1.0000, 1.0000, 1.0000])
     """
 
-    def __init__(self, *, validate: bool = True) -> None:
-        super().__init__()
-        self.validate = check_bool(validate, "validate")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "LogEig", values=self.validate)
-        return symmetric_functions(x, LOG)[0]
+    _function, _definite = LOG, True
 
 
-class ExpEig(nn.Module):
+class ExpEig(_EigenvalueMap):
     r"""Matrix exponential :math:`S \mapsto U \exp(\Lambda) U^\top`, the inverse of
     :class:`LogEig`: maps symmetric matrices back to SPD matrices (Brooks et al. 2019, Sec. 3).
 
     Args:
-        validate: check the input's values (finite, symmetric) in eager
-            forwards; ``False`` keeps the shape checks only and removes the host
-            synchronisation, e.g. inside a network whose input is checked once.
-            Default: ``True``.
+        validate: check the input's values (finite, symmetric) in eager forwards, as
+            :class:`LogEig` does. Default: ``True``.
 
     Shape:
         - Input: ``(..., n, n)`` symmetric.
@@ -295,13 +296,7 @@ class ExpEig(nn.Module):
                 [0., 1.]])
     """
 
-    def __init__(self, *, validate: bool = True) -> None:
-        super().__init__()
-        self.validate = check_bool(validate, "validate")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_spd_input(x, "input", "ExpEig", definite=False, values=self.validate)
-        return symmetric_functions(x, EXP)[0]
+    _function, _definite = EXP, False
 
 
 class CovPool(nn.Module):

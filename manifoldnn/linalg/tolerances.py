@@ -37,45 +37,26 @@ __all__ = ["TOLERANCES", "tolerance", "HALF_DTYPES"]
 #: the half-precision dtypes, which manifoldnn evaluates in float32 (see docs/precision.md)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
+#: the four floating formats, in the order :func:`_per_dtype` takes their values
+_FORMATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _per_dtype(*values: float) -> dict[torch.dtype, float]:
+    """A row of the table: one value for each of float16, bfloat16, float32, float64."""
+    return dict(zip(_FORMATS, values, strict=True))
+
+
 #: ``sqrt(eps)`` of each floating format
-_SQRT_EPS = {
-    dtype: torch.finfo(dtype).eps ** 0.5
-    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-}
+_SQRT_EPS = _per_dtype(*(torch.finfo(dtype).eps ** 0.5 for dtype in _FORMATS))
 
 TOLERANCES: dict[str, dict[torch.dtype, float]] = {
-    "taylor_switch": {
-        torch.float16: 1e-2,
-        torch.bfloat16: 1e-2,
-        torch.float32: 1e-2,
-        torch.float64: 1e-3,
-    },
-    "eigh_broadening": {
-        torch.float16: 1e-3,
-        torch.bfloat16: 1e-2,
-        torch.float32: 1e-6,
-        torch.float64: 1e-10,
-    },
-    "karcher_tol": {
-        torch.float16: 1e-2,
-        torch.bfloat16: 1e-2,
-        torch.float32: 1e-5,
-        torch.float64: 1e-10,
-    },
+    "taylor_switch": _per_dtype(1e-2, 1e-2, 1e-2, 1e-3),
+    "eigh_broadening": _per_dtype(1e-3, 1e-2, 1e-6, 1e-10),
+    "karcher_tol": _per_dtype(1e-2, 1e-2, 1e-5, 1e-10),
     "orthonormality": _SQRT_EPS,
     "gap_merge": _SQRT_EPS,
-    "cancellation_switch": {
-        torch.float16: 1e-2,
-        torch.bfloat16: 1e-2,
-        torch.float32: 1e-2,
-        torch.float64: 1e-2,
-    },
-    "adjoint_cg": {
-        torch.float16: 1e-6,
-        torch.bfloat16: 1e-6,
-        torch.float32: 1e-6,
-        torch.float64: 1e-13,
-    },
+    "cancellation_switch": _per_dtype(1e-2, 1e-2, 1e-2, 1e-2),
+    "adjoint_cg": _per_dtype(1e-6, 1e-6, 1e-6, 1e-13),
 }
 
 

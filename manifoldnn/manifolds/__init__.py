@@ -17,57 +17,24 @@ from geoopt.manifolds import (
     SymmetricPositiveDefinite,
 )
 
-from .extrinsic import extrinsic_mean, mean_projector, top_eigenspace
-from .geometry import (
-    EuclideanGeometry,
-    GrassmannGeometry,
-    ManifoldGeometry,
-    PoincareBallGeometry,
-    SPDGeometry,
-    SphereGeometry,
-    geometry_for,
-    registered_geometries,
-)
-from .grassmann import Grassmann
-from .karcher import karcher_mean
-from .projection import projection_metric_distance, projection_metric_similarity
-from .spd import (
-    SPD_METRICS,
-    BuresWassersteinGeometry,
-    BuresWassersteinSPD,
-    LogCholeskyGeometry,
-    LogCholeskySPD,
-    LogEuclideanGeometry,
-    LogEuclideanSPD,
-    spd_manifold,
-)
-from .sphere import Sphere
+from . import extrinsic, geometry, grassmann, karcher, projection, spd, sphere
+from .extrinsic import *  # noqa: F403
+from .geometry import *  # noqa: F403
+from .grassmann import *  # noqa: F403
+from .karcher import *  # noqa: F403
+from .projection import *  # noqa: F403
+from .spd import *  # noqa: F403
+from .sphere import *  # noqa: F403
 
+# The package's names are its modules' ``__all__`` (one list each) and geoopt's re-exported manifolds.
 __all__ = [
-    "Grassmann",
-    "Sphere",
-    "karcher_mean",
-    "extrinsic_mean",
-    "mean_projector",
-    "top_eigenspace",
-    "projection_metric_similarity",
-    "projection_metric_distance",
-    "ManifoldGeometry",
-    "EuclideanGeometry",
-    "SphereGeometry",
-    "GrassmannGeometry",
-    "SPDGeometry",
-    "PoincareBallGeometry",
-    "LogEuclideanSPD",
-    "LogCholeskySPD",
-    "BuresWassersteinSPD",
-    "LogEuclideanGeometry",
-    "LogCholeskyGeometry",
-    "BuresWassersteinGeometry",
-    "SPD_METRICS",
-    "spd_manifold",
-    "geometry_for",
-    "registered_geometries",
+    *grassmann.__all__,
+    *sphere.__all__,
+    *karcher.__all__,
+    *extrinsic.__all__,
+    *projection.__all__,
+    *geometry.__all__,
+    *spd.__all__,
     "Euclidean",
     "PoincareBall",
     "SphereExact",

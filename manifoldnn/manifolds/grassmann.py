@@ -413,15 +413,7 @@ class Grassmann(Manifold):
     ) -> torch.Tensor:
         r"""Chordal (Procrustes) distance ``||2 sin(theta / 2)||_2 = min_Q ||X Q - Y||_F``.
 
-        Edelman et al. 1998, Sec. 4.3.
-
-        Args:
-            x: bases ``(..., n, p)``.
-            y: bases ``(..., n, p)``.
-            keepdim: keep the two point dimensions as ``(..., 1, 1)``. Default: ``False``.
-
-        Returns:
-            Distances ``(...)``.
+        Edelman et al. 1998, Sec. 4.3. Arguments and returned shape as :meth:`dist`.
         """
         half_chords = 2.0 * torch.sin(0.5 * self.principal_angles(x, y))
         d2 = half_chords.pow(2).sum(-1)

@@ -102,6 +102,17 @@ def check_bases(name: str, y: torch.Tensor) -> None:
         )
 
 
+def _check_pair(y1: torch.Tensor, y2: torch.Tensor) -> None:
+    """Check that ``y1`` and ``y2`` are bases of the same ``Gr(n, p)``."""
+    check_bases("y1", y1)
+    check_bases("y2", y2)
+    if y1.shape[-2:] != y2.shape[-2:]:
+        raise ValueError(
+            f"y1 and y2 must be bases of the same Gr(n, p), got {tuple(y1.shape[-2:])} and "
+            f"{tuple(y2.shape[-2:])}"
+        )
+
+
 def projection_metric_similarity(
     y1: torch.Tensor, y2: torch.Tensor, *, pairwise: bool = True
 ) -> torch.Tensor:
@@ -129,13 +140,7 @@ def projection_metric_similarity(
     28, 46, 66 for p = 1, 2, 3, 4), or, for smaller n, the inner products of the isometrically
     vectorised projectors (``N M n (n + 1) / 2`` flops).
     """
-    check_bases("y1", y1)
-    check_bases("y2", y2)
-    if y1.shape[-2:] != y2.shape[-2:]:
-        raise ValueError(
-            f"y1 and y2 must be bases of the same Gr(n, p), got {tuple(y1.shape[-2:])} and "
-            f"{tuple(y2.shape[-2:])}"
-        )
+    _check_pair(y1, y2)
     if y1.dtype != y2.dtype:
         raise ValueError(f"y1 and y2 must share a dtype, got {y1.dtype} and {y2.dtype}")
     if not pairwise:
@@ -214,13 +219,7 @@ def projection_metric_distance(
         torch.Size([4, 3])
     """
     if not pairwise:
-        check_bases("y1", y1)
-        check_bases("y2", y2)
-        if y1.shape[-2:] != y2.shape[-2:]:
-            raise ValueError(
-                f"y1 and y2 must be bases of the same Gr(n, p), got {tuple(y1.shape[-2:])} and "
-                f"{tuple(y2.shape[-2:])}"
-            )
+        _check_pair(y1, y2)
         d2 = _residual_sq(y1, y2)
         return d2 if squared else distance_from_squared(d2, y1.shape[-1])
     p = y1.shape[-1] if isinstance(y1, torch.Tensor) and y1.dim() >= 1 else 0

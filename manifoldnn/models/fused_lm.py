@@ -38,7 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.fusion import OrthogonalDirectSum
-from ..validation import check_positive_int, renamed_arguments
+from ..validation import (
+    check_positive_int,
+    check_positive_ints,
+    renamed_arguments,
+    renamed_attribute,
+)
 from .gpt import GPTConfig, _Block
 
 __all__ = ["FUSIONS", "FusedStreamLM", "ResidualVectorQuantizer"]
@@ -175,6 +180,11 @@ class FusedStreamLM(nn.Module):
         torch.Size([2, 50, 4, 64])
     """
 
+    n_codebooks = renamed_attribute("n_codebooks", "num_codebooks")
+    c = renamed_attribute("c", "dim")
+    text_dim = renamed_attribute("text_dim", "text_size")
+    code_dim = renamed_attribute("code_dim", "code_size")
+
     @renamed_arguments(
         n_codebooks="num_codebooks", c="dim", text_dim="text_size", code_dim="code_size",
         n_layer="num_layers", n_head="num_heads",
@@ -200,11 +210,10 @@ class FusedStreamLM(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for value, name in (
-            (num_text_tokens, "num_text_tokens"), (num_codebooks, "num_codebooks"),
-            (num_codes, "num_codes"), (dim, "dim"), (text_size, "text_size"), (code_size, "code_size"),
-        ):  # fmt: skip
-            check_positive_int(value, name)
+        check_positive_ints(
+            num_text_tokens=num_text_tokens, num_codebooks=num_codebooks, num_codes=num_codes,
+            dim=dim, text_size=text_size, code_size=code_size,
+        )  # fmt: skip
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if fusion != "direct_sum" and (rank_a is not None or rank_b is not None):

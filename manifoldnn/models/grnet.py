@@ -34,7 +34,12 @@ from ..layers.grassmann import (
     SubspaceEmbedding,
 )
 from ..linalg import symmetric_vectorize
-from ..validation import check_choice, check_positive_int, renamed_arguments
+from ..validation import (
+    check_choice,
+    check_positive_ints,
+    renamed_arguments,
+    renamed_attribute,
+)
 
 __all__ = ["ProjectorClassifier", "GrNet"]
 
@@ -101,6 +106,8 @@ class ProjectorClassifier(nn.Module):
         torch.Size([5, 3])
     """
 
+    n = renamed_attribute("n", "in_size")
+
     @_options_by_keyword(2, ("channels", "batch_norm"))
     @renamed_arguments(n="in_size")
     def __init__(
@@ -115,9 +122,7 @@ class ProjectorClassifier(nn.Module):
     ) -> None:
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
-        check_positive_int(in_size, "in_size")
-        check_positive_int(num_classes, "num_classes")
-        check_positive_int(channels, "channels")
+        check_positive_ints(in_size=in_size, num_classes=num_classes, channels=channels)
         self.in_size = in_size
         self.channels = channels
         self.num_classes = num_classes
@@ -190,6 +195,10 @@ class GrNet(nn.Module):
         torch.Size([5, 4])
     """
 
+    in_dim = renamed_attribute("in_dim", "in_size")
+    p = renamed_attribute("p", "rank")
+    dims = renamed_attribute("dims", "out_sizes")
+
     @_options_by_keyword(
         3,
         (
@@ -217,12 +226,14 @@ class GrNet(nn.Module):
     ) -> None:
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
-        check_positive_int(in_size, "in_size")
-        check_positive_int(rank, "rank")
-        check_positive_int(num_classes, "num_classes")
-        check_positive_int(channels, "channels")
-        check_positive_int(pool_size, "pool_size")
-        check_positive_int(in_channels, "in_channels")
+        check_positive_ints(
+            in_size=in_size,
+            rank=rank,
+            num_classes=num_classes,
+            channels=channels,
+            pool_size=pool_size,
+            in_channels=in_channels,
+        )
         check_choice(pooling, "pooling", ("projection", "karcher"))
         out_sizes = tuple(int(d) for d in out_sizes)
         if len(out_sizes) < 1:

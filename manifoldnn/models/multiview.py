@@ -22,7 +22,11 @@ from torch import nn
 from ..layers.grassmann import FRMap, ProjMap, ReOrth
 from ..linalg import symmetric_vectorize
 from ..manifolds import extrinsic_mean
-from ..validation import check_positive_int, renamed_arguments
+from ..validation import (
+    check_positive_ints,
+    renamed_arguments,
+    renamed_attribute,
+)
 
 __all__ = ["MultiViewGrassmannNet", "MultiViewOutput", "fuse_subspaces"]
 
@@ -93,6 +97,10 @@ class MultiViewGrassmannNet(nn.Module):
         (torch.Size([2, 8, 6, 2]), torch.Size([2, 8, 4]))
     """
 
+    view_dims = renamed_attribute("view_dims", "view_sizes")
+    ambient_dim = renamed_attribute("ambient_dim", "in_size")
+    projected_dim = renamed_attribute("projected_dim", "out_size")
+
     @renamed_arguments(view_dims="view_sizes", ambient_dim="in_size", projected_dim="out_size")
     def __init__(
         self,
@@ -113,9 +121,7 @@ class MultiViewGrassmannNet(nn.Module):
             raise ValueError(f"view_sizes must list positive feature sizes, got {list(view_sizes)}")
         if n_clusters < 2:
             raise ValueError(f"n_clusters must be at least 2, got {n_clusters}")
-        check_positive_int(in_size, "in_size")
-        check_positive_int(rank, "rank")
-        check_positive_int(out_size, "out_size")
+        check_positive_ints(in_size=in_size, rank=rank, out_size=out_size)
         if not rank <= out_size <= in_size:
             raise ValueError(
                 "need rank <= out_size <= in_size, got "
