@@ -49,19 +49,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmark_common import (  # noqa: E402
+    add_benchmark_arguments,
+    add_options,
+    best_time,
+    synchronize,
+    write_json,
+)
+
 from manifoldnn.layers import geodesic_attention  # noqa: E402
 from manifoldnn.manifolds import Grassmann  # noqa: E402
-
-try:  # imported as benchmarks.attention (tests), or run as python benchmarks/attention.py
-    from benchmarks._common import (
-        add_benchmark_arguments,
-        add_options,
-        best_time,
-        synchronize,
-        write_json,
-    )
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, best_time, synchronize, write_json
 
 
 def _rss_kib() -> int:

@@ -16,14 +16,10 @@ import time
 
 import numpy as np
 import torch
+from benchmark_common import add_benchmark_arguments, add_options, write_json
 
 from manifoldnn.clustering import GrassmannKMeans, adjusted_rand_index
 from manifoldnn.linalg import qr_positive
-
-try:  # imported as benchmarks.clustering (tests), or run as python benchmarks/clustering.py
-    from benchmarks._common import add_benchmark_arguments, add_options, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, write_json
 
 
 def numpy_grassmann_kmeans(points: np.ndarray, centres: np.ndarray, max_iter: int, tol: float):

@@ -19,14 +19,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json
 
 from manifoldnn.linalg import qr_positive
 from manifoldnn.losses import ProjectionMetricContrastiveLoss
-
-try:  # imported as benchmarks.contrastive_loss (tests), or run as python benchmarks/contrastive_loss.py
-    from benchmarks._common import add_benchmark_arguments, add_options, best_time, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, best_time, write_json
 
 
 def textbook_loss(views: torch.Tensor, positives: torch.Tensor, tau: float) -> torch.Tensor:

@@ -38,17 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmark_common import add_options, best_time, write_json  # noqa: E402
+
 from manifoldnn.layers import (  # noqa: E402
     favor_attention,
     geodesic_attention,
     orthogonal_random_features,
 )
 from manifoldnn.manifolds import Grassmann, Sphere, geometry_for  # noqa: E402
-
-try:  # imported as benchmarks.favor (tests), or run as python benchmarks/favor.py
-    from benchmarks._common import add_options, best_time, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_options, best_time, write_json
 
 
 def unit_tokens(length: int, dim: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:

@@ -22,14 +22,10 @@ import argparse
 
 import geoopt
 import torch
+from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json
 from torch import nn
 
 from manifoldnn.layers import FRMap, OrthMap, ProjMap, ProjPooling, ReOrth
-
-try:  # imported as benchmarks.grassmann_layers (tests), or run as python benchmarks/grassmann_layers.py
-    from benchmarks._common import add_benchmark_arguments, add_options, best_time, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, best_time, write_json
 
 
 class ManifoldBlock(nn.Module):

@@ -59,13 +59,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark_common import add_options, synchronize, write_json
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
-
-try:  # imported as benchmarks.karcher_mean (tests), or run as python benchmarks/karcher_mean.py
-    from benchmarks._common import add_options, synchronize, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_options, synchronize, write_json
 
 # --------------------------------------------------------------------------- NumPy reference
 

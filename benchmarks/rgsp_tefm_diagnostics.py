@@ -14,14 +14,10 @@ import argparse
 from pathlib import Path
 
 import torch
+from benchmark_common import write_json
 
 from examples.model_merging import fine_tune, is_trunk
 from manifoldnn.merging import rgsp_tefm
-
-try:  # imported as benchmarks.rgsp_tefm_diagnostics (tests), or run as python benchmarks/rgsp_tefm_diagnostics.py
-    from benchmarks._common import write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import write_json
 
 
 def main(argv: list[str] | None = None) -> dict:

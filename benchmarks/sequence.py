@@ -30,16 +30,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from benchmark_common import add_benchmark_arguments, add_options, write_json
 
 from manifoldnn.layers import favor_attention
 from manifoldnn.layers.favor import orthogonal_random_features
 from manifoldnn.manifolds import Euclidean, EuclideanGeometry
 from manifoldnn.models import causal_linear_attention, delta_rule, rotary
-
-try:  # imported as benchmarks.sequence (tests), or run as python benchmarks/sequence.py
-    from benchmarks._common import add_benchmark_arguments, add_options, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, write_json
 
 EUCLIDEAN = EuclideanGeometry(Euclidean(ndim=1))
 

@@ -30,10 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-try:  # imported as benchmarks.shared_machine (tests), or run as python benchmarks/shared_machine.py
-    from benchmarks._common import write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import write_json
+from benchmark_common import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {

@@ -25,13 +25,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json
 
 from manifoldnn.layers import BiMap, LogEig, ReEig
-
-try:  # imported as benchmarks.spd_layers (tests), or run as python benchmarks/spd_layers.py
-    from benchmarks._common import add_benchmark_arguments, add_options, best_time, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, best_time, write_json
 
 EPS = 1e-4
 

@@ -25,13 +25,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from benchmark_common import add_benchmark_arguments, add_options, synchronize, write_json
 
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
-
-try:  # imported as benchmarks.tokens_per_second (tests), or run as a script
-    from benchmarks._common import add_benchmark_arguments, add_options, synchronize, write_json
-except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-    from _common import add_benchmark_arguments, add_options, synchronize, write_json
 
 MODELS = ("bdh", "gpt")
 # each model's size options (--bdh-layers, ...) with their defaults, and the configuration field

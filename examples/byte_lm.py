@@ -34,14 +34,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from example_common import add_options, add_output_arguments, save_figure, write_json
 from tqdm import tqdm
 
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
-
-try:  # imported as examples.byte_lm (tests), or run as python examples/byte_lm.py
-    from examples._common import add_options, add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, save_figure, write_json
 
 
 def load_corpus() -> bytes:

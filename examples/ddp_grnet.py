@@ -39,6 +39,7 @@ import geoopt
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from example_common import add_options, add_output_arguments, write_json
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -47,11 +48,6 @@ from manifoldnn.models import GrNet
 # a rank that waits longer than this for the others fails instead of hanging (gloo's default is
 # 30 minutes)
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=5)
-
-try:  # imported as examples.ddp_grnet (tests), or run as python examples/ddp_grnet.py
-    from examples._common import add_options, add_output_arguments, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, write_json
 
 ModelFactory = Callable[[], nn.Module]
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from example_common import add_output_arguments, save_figure, write_json
 
 from manifoldnn.datasets import (
     load_gender_words,
@@ -58,11 +59,6 @@ from manifoldnn.fairness import (
 )
 from manifoldnn.layers import geodesic_attention
 from manifoldnn.manifolds import Sphere
-
-try:  # imported as examples.debias_attention (tests), or run as python examples/debias_attention.py
-    from examples._common import add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, save_figure, write_json
 
 WEAT_TESTS = ("career_family", "math_arts", "science_arts")
 # weat_effect_size, similarity_spearman, gender_direction, hard_debias, inlp_directions and

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from example_common import add_options, add_output_arguments, save_figure, write_json
 
 from manifoldnn.datasets import (
     GenderWords,
@@ -62,11 +63,6 @@ from manifoldnn.fairness import (
     similarity_spearman,
     weat_summary,
 )
-
-try:  # imported as examples.debias_embeddings (tests), or run as a script
-    from examples._common import add_options, add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, save_figure, write_json
 
 GENDER_WEAT = ("career_family", "math_arts", "science_arts")
 COLUMNS = (

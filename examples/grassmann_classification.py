@@ -38,16 +38,12 @@ import time
 import geoopt
 import numpy as np
 import torch
+from example_common import add_options, add_output_arguments, save_figure, write_json
 from torch import nn
 from tqdm import tqdm
 
 from manifoldnn.layers import SubspaceEmbedding
 from manifoldnn.models import GrNet
-
-try:  # imported as examples.grassmann_classification (tests), or run as python examples/grassmann_classification.py
-    from examples._common import add_options, add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, save_figure, write_json
 
 MAX_LENGTH = 29
 # The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.

@@ -30,7 +30,8 @@ import torch
 
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from examples._common import write_json  # noqa: E402
+from example_common import write_json  # noqa: E402
+
 from examples.grassmann_classification import (  # noqa: E402
     accuracy,
     build_parser,

@@ -29,14 +29,10 @@ import geoopt
 import numpy as np
 import scipy.linalg
 import torch
+from example_common import add_output_arguments, save_figure, write_json
 from tqdm import tqdm
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
-
-try:  # imported as examples.karcher_demo (tests), or run as python examples/karcher_demo.py
-    from examples._common import add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, save_figure, write_json
 
 
 def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):

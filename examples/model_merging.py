@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from example_common import add_output_arguments, write_json
 from torch import nn
 from tqdm import tqdm
 
@@ -51,11 +52,6 @@ from manifoldnn.merging import (
     tsv_merge,
     weight_average,
 )
-
-try:  # imported as examples.model_merging (tests), or run as python examples/model_merging.py
-    from examples._common import add_output_arguments, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, write_json
 
 LAMBDAS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 SUBSPACE_LAMBDAS = (0.5, 0.75, 1.0, 1.25)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from example_common import add_options, add_output_arguments, save_figure, write_json
 from sklearn.cluster import KMeans
 
 from manifoldnn.clustering import (
@@ -49,11 +50,6 @@ from manifoldnn.clustering import (
 )
 from manifoldnn.datasets import load_multiview
 from manifoldnn.linalg import symmetric_vectorize
-
-try:  # imported as examples.multiview_clustering (tests), or run as python examples/multiview_clustering.py
-    from examples._common import add_options, add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, save_figure, write_json
 
 
 def baselines(views: list[np.ndarray], n_clusters: int, seed: int, k: int) -> dict[str, np.ndarray]:

@@ -40,11 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-try:  # imported as examples.orthogonal_fusion (tests), or run as python examples/orthogonal_fusion.py
-    from examples._common import add_options, add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, save_figure, write_json
+from example_common import add_options, add_output_arguments, save_figure, write_json
 
 SEGMENTS = 3  # time segments of a word in the word-level retrieval features
 UNKNOWN = "<unk>"  # phonemes not seen in the training words

@@ -39,17 +39,13 @@ import time
 import geoopt
 import numpy as np
 import torch
+from example_common import add_options, add_output_arguments, save_figure, write_json
 from tqdm import tqdm
 
 from manifoldnn.layers import CovPool, GeodesicAttention, LogEig
 from manifoldnn.linalg import symmetric_vectorize
 from manifoldnn.manifolds import spd_manifold
 from manifoldnn.models import SPDNet
-
-try:  # imported as examples.spd_classification (tests), or run as a script
-    from examples._common import add_options, add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_options, add_output_arguments, save_figure, write_json
 
 DATASETS = ("japanese_vowels", "basic_motions")
 METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention")

@@ -30,9 +30,12 @@ from pathlib import Path
 
 import torch
 
+# the benchmarks import their shared helpers as benchmark_common / example_common, as when run as
+# scripts; the repository root makes them importable as benchmarks.x
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT / "examples", ROOT / "benchmarks", ROOT):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 # --------------------------------------------------------------------------- the sync check

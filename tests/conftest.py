@@ -1,6 +1,6 @@
 """Shared test plumbing: the ``device`` fixture over the devices present (CUDA skipped with its
 reason when absent), a ``dtype`` fixture (float32, float64), the ``--device`` option, and the
-repository root on ``sys.path`` for the smoke tests of ``examples/`` and ``benchmarks/``.
+repository root, ``examples/`` and ``benchmarks/`` on ``sys.path`` for the smoke tests of ``examples/`` and ``benchmarks/``.
 
 ``pytest --device cuda`` (or ``cpu``) runs only the tests that take the ``device`` fixture, on that
 device, and with ``cuda`` also the tests named ``test_cuda_*`` / ``test_*_cuda*`` (CUDA-only tests
@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-# the smoke tests import examples.x and benchmarks.x from the repository root
+# the smoke tests import examples.x and benchmarks.x from the repository root, and those import
+# their shared helpers as example_common / benchmark_common, as when run as scripts
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT / "benchmarks", ROOT / "examples", ROOT):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),

@@ -1,5 +1,5 @@
-"""The plumbing shared by the examples (``examples/_common.py``) and benchmarks
-(``benchmarks/_common.py``)."""
+"""The plumbing shared by the examples (``examples/example_common.py``) and benchmarks
+(``benchmarks/benchmark_common.py``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+import benchmark_common as benchmarks_common
+import example_common as examples_common
 import pytest
-
-from benchmarks import _common as benchmarks_common
-from benchmarks._common import add_benchmark_arguments, best_time
-from examples import _common as examples_common
-from examples._common import add_output_arguments
+from benchmark_common import add_benchmark_arguments, best_time
+from example_common import add_output_arguments
 
 
 def test_output_arguments_defaults_and_paths():

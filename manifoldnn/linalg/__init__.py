@@ -5,6 +5,7 @@
 * :mod:`.spectral`: functions of symmetric matrices (``Q f(Lambda) Q^T``) with the gap-safe
   Daleckii-Krein backward, matrix log / exp of symmetric matrices;
 * :mod:`.eigh`: top-p eigenpairs with a backward that stays finite at repeated eigenvalues;
+* :mod:`.solvers`: batched conjugate gradients for symmetric positive definite operators;
 * :mod:`.tolerances`: the per-dtype thresholds, in one table.
 
 Every function accepts any number of leading batch dimensions and any floating dtype and device.
@@ -21,6 +22,7 @@ from .basic import (
     symmetric_vectorize,
 )
 from .eigh import eigh_top
+from .solvers import conjugate_gradient
 from .spectral import (
     ScalarFn,
     sym_expm,
@@ -31,6 +33,7 @@ from .spectral import (
 from .tolerances import HALF_DTYPES, TOLERANCES, tolerance
 
 __all__ = [
+    "conjugate_gradient",
     "sym",
     "eye_like",
     "qr_positive",

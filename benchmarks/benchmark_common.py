@@ -1,15 +1,11 @@
 """The helpers shared by the benchmarks: ``add_benchmark_arguments`` (``--seed``, ``--repeats``,
 ``--device``, ``--json``), ``best_time`` (synchronised on CUDA), ``synchronize``, and from
-``examples/_common.py`` ``add_options`` (options from a table of defaults) and ``write_json``
+``examples/example_common.py`` ``add_options`` (options from a table of defaults) and ``write_json``
 (``path=None`` writes nothing, the folder is created, the payload needs a ``"results"`` dict).
 
-Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``) and are imported
-as ``benchmarks.x`` by the tests, so each imports this module with a fallback::
-
-    try:
-        from benchmarks._common import best_time, write_json
-    except ModuleNotFoundError:  # run as a script: benchmarks/ is sys.path[0]
-        from _common import best_time, write_json
+Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``); the tests put
+``benchmarks/`` and ``examples/`` on ``sys.path`` too (``tests/conftest.py``), so every benchmark
+imports this module as ``from benchmark_common import best_time, write_json``.
 """
 
 from __future__ import annotations
@@ -22,12 +18,14 @@ from pathlib import Path
 
 import torch
 
-# run as a script, only benchmarks/ is on sys.path; the repository root makes examples importable
+# run as a script, only benchmarks/ is on sys.path; examples/ holds the helpers shared with the
+# examples (and the repository root makes the examples importable as ``examples.x``)
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for folder in (ROOT, ROOT / "examples"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
-from examples._common import add_options, write_json  # noqa: E402
+from example_common import add_options, write_json  # noqa: E402
 
 __all__ = ["add_benchmark_arguments", "add_options", "best_time", "synchronize", "write_json"]
 

@@ -2,13 +2,9 @@
 ``--json``, the JSON file, options from a table of defaults (``add_options``) and figures
 (``save_figure``).
 
-Examples run as ``python examples/x.py`` (``sys.path[0]`` is ``examples/``) and are imported as
-``examples.x`` by the tests, so each imports this module with a fallback::
-
-    try:
-        from examples._common import add_output_arguments, write_json
-    except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-        from _common import add_output_arguments, write_json
+Examples run as ``python examples/x.py`` (``sys.path[0]`` is ``examples/``); the tests import them
+as ``examples.x`` with ``examples/`` on ``sys.path`` too (``tests/conftest.py``), so every example
+imports this module as ``from example_common import add_output_arguments, write_json``.
 """
 
 from __future__ import annotations
