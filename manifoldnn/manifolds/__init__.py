@@ -1,8 +1,9 @@
-"""Geometry: the Grassmann manifold for geoopt, an accurate sphere, geoopt's other manifolds, Karcher
-and extrinsic means, and the pairwise geometry that attention and metrics use.
+"""Geometry: the Grassmann manifold for geoopt, an accurate sphere and hyperboloid, geoopt's other
+manifolds, Karcher and extrinsic means, and the pairwise geometry that attention and metrics use.
 
-geoopt's manifolds are re-exported unchanged (``Sphere`` is replaced by the subclass whose distance
-and logarithm are accurate at small angles) so that models import every manifold from one place.
+geoopt's manifolds are re-exported unchanged (``Sphere`` and ``Lorentz`` are replaced by the
+subclasses whose maps are accurate at short distances) so that models import every manifold from
+one place.
 """
 
 from geoopt.manifolds import (
@@ -17,6 +18,7 @@ from .extrinsic import extrinsic_mean, mean_projector, top_eigenspace
 from .geometry import (
     EuclideanGeometry,
     GrassmannGeometry,
+    LorentzGeometry,
     ManifoldGeometry,
     PoincareBallGeometry,
     SPDGeometry,
@@ -26,6 +28,7 @@ from .geometry import (
 )
 from .grassmann import Grassmann
 from .karcher import karcher_mean
+from .lorentz import Lorentz
 from .projection import projection_metric_distance, projection_metric_similarity
 from .sphere import Sphere
 
@@ -44,6 +47,8 @@ __all__ = [
     "GrassmannGeometry",
     "SPDGeometry",
     "PoincareBallGeometry",
+    "LorentzGeometry",
+    "Lorentz",
     "geometry_for",
     "registered_geometries",
     "Euclidean",

@@ -75,7 +75,7 @@ def _solve(geometry: ManifoldGeometry, points, w, init, *, max_iter, tol, step_s
         bb = started & ~worse
         if bool(bb.any()):
             idx = active[bb]
-            old_grad = manifold.transp(previous[idx], m[bb], previous_grad[idx])
+            old_grad = geometry.transp(previous[idx], m[bb], previous_grad[idx])
             s = step[idx].reshape(shape) * old_grad
             y = old_grad - grad[bb]
             ss, sy = _inner(manifold, m[bb], s, s), _inner(manifold, m[bb], s, y)
@@ -88,8 +88,8 @@ def _solve(geometry: ManifoldGeometry, points, w, init, *, max_iter, tol, step_s
         previous[active], previous_grad[active], previous_norm[active] = m, grad, norm
         active = active[moving]
         tangent = step[active].reshape(shape) * grad[moving]
-        # re-project: rounding errors of repeated exponential maps otherwise grow from step to step
-        mean[active] = manifold.projx(manifold.expmap(m[moving], tangent))
+        # the geometry re-projects: rounding errors of repeated exponential maps otherwise grow
+        mean[active] = geometry.expmap(m[moving], tangent)
         iterations[active] += 1
     return mean, grad_norm, iterations
 
@@ -270,8 +270,14 @@ def karcher_mean(
         return empty
     if not bool(torch.isfinite(points.detach()).all()):
         raise ValueError("points hold NaN or infinite values")
+    try:
+        geometry = geometry_for(manifold)
+    except ValueError:
+        # a pairwise geometry may refuse a configuration it cannot pair (e.g. Euclidean(ndim=2));
+        # the generic Karcher pieces need only the manifold's own maps
+        geometry = ManifoldGeometry(manifold)
     if check:
-        ok, reason = manifold.check_point_on_manifold(points.detach(), explain=True)
+        ok, reason = geometry.check_point_on_manifold(points.detach())
         if not ok:
             raise ValueError(f"points are not on the manifold {manifold.name}: {reason}")
 
@@ -312,12 +318,6 @@ def karcher_mean(
         if tol is None
         else check_nonnegative_float(tol, "tol")
     )
-    try:
-        geometry = geometry_for(manifold)
-    except ValueError:
-        # a pairwise geometry may refuse a configuration it cannot pair (e.g. Euclidean(ndim=2));
-        # the generic Karcher pieces need only the manifold's own maps
-        geometry = ManifoldGeometry(manifold)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
     with torch.no_grad():
