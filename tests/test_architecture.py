@@ -2,7 +2,8 @@
 
 The order (``manifoldnn/__init__.py`` lists it): ``validation`` at the bottom; ``linalg`` and
 ``utils``; ``datasets`` and ``manifolds``; ``losses``, ``fairness``, ``parametrizations``, ``optim``;
-``layers``; ``models``; ``clustering`` and ``merging``. ``examples/`` and ``benchmarks/`` sit above all of them; the
+``layers``; ``models``; ``clustering``, ``merging`` and ``embedding``. ``examples/`` and
+``benchmarks/`` sit above all of them; the
 top-level ``manifoldnn/__init__.py`` only re-exports, lazily.
 """
 

@@ -35,6 +35,7 @@ __all__ = [
     "lorentz_centroid",
     "ball_to_hyperboloid",
     "hyperboloid_to_ball",
+    "ball_distance",
 ]
 
 
@@ -261,3 +262,38 @@ def hyperboloid_to_ball(x: torch.Tensor, k: torch.Tensor | float = 1.0) -> torch
     """
     k = _k(k, x)
     return k.sqrt() * x[..., 1:] / (k.sqrt() + x[..., :1])
+
+
+def ball_distance(
+    p: torch.Tensor, q: torch.Tensor, k: torch.Tensor | float = 1.0, *, keepdim: bool = False
+) -> torch.Tensor:
+    r"""Distance in the Poincaré ball of radius :math:`\sqrt k` (curvature ``-1/k``),
+
+    .. math::
+
+        d(p, q) = \sqrt k \operatorname{arcosh}\Big(1 + \frac{2k\,|p - q|^2}{(k - |p|^2)(k - |q|^2)}
+        \Big) = 2\sqrt k \operatorname{arsinh}\sqrt{\frac{k\,|p - q|^2}{(k - |p|^2)(k - |q|^2)}}
+
+    (Nickel & Kiela 2017, eq. 1, at ``k = 1``), in the second form: accurate as ``q -> p``, with a
+    finite gradient (zero) at ``p == q``.
+
+    Args:
+        p: points ``(..., d)``.
+        q: points ``(..., d)``, broadcast against ``p``.
+        k: the hyperboloid's ``k`` (the ball's ``c = 1/k``; geoopt's ``PoincareBall(c)`` has
+            ``k = 1 / c``). Default: ``1.0``.
+        keepdim: keep the reduced dimension. Default: ``False``.
+
+    Returns:
+        Distances ``(...)``.
+    """
+    k = _k(k, p)
+    ratio = (
+        k
+        * (p - q).pow(2).sum(-1, keepdim=True)
+        / ((k - p.pow(2).sum(-1, keepdim=True)) * (k - q.pow(2).sum(-1, keepdim=True)))
+    )
+    positive = ratio > 0
+    root = torch.where(positive, ratio, torch.ones_like(ratio)).sqrt()
+    distance = torch.where(positive, 2 * k.sqrt() * torch.asinh(root), torch.zeros_like(ratio))
+    return distance if keepdim else distance.squeeze(-1)
