@@ -5,7 +5,9 @@
 * :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
   manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`;
 * :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
-* :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
+* :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities;
+* :mod:`.hyperbolic`: the Poincaré fully connected layer, hyperbolic multinomial logistic
+  regression and the Lorentz linear layer.
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
 in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
@@ -30,9 +32,13 @@ from .grassmann import (
     ReOrth,
     SubspaceEmbedding,
 )
+from .hyperbolic import HyperbolicMLR, LorentzLinear, PoincareLinear
 from .manifold_linear import ManifoldLinear
 
 __all__ = [
+    "PoincareLinear",
+    "HyperbolicMLR",
+    "LorentzLinear",
     "FRMap",
     "KarcherPool",
     "OrthMap",
