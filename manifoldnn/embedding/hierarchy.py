@@ -116,7 +116,7 @@ class HierarchyEmbedding(BaseEstimator):
         negatives: negatives sampled per pair. Default: ``10``.
         epochs: passes over the pairs, burn-in included. Default: ``200``.
         burn_in: burn-in epochs (a tenth of ``lr``, degree-weighted negatives). Default: ``10``.
-        lr: learning rate. Default: ``0.1``.
+        lr: learning rate. Default: ``0.3``.
         batch_size: pairs per step; the loss is summed over the batch. Default: ``64``.
         optimizer: ``"sgd"`` (geoopt's ``RiemannianSGD``) or ``"adam"`` (``RiemannianAdam``).
             Default: ``"sgd"``.
@@ -171,7 +171,7 @@ class HierarchyEmbedding(BaseEstimator):
         negatives: int = 10,
         epochs: int = 200,
         burn_in: int = 10,
-        lr: float = 0.1,
+        lr: float = 0.3,
         batch_size: int = 64,
         optimizer: str = "sgd",
         init_range: float = 1e-3,
