@@ -158,7 +158,8 @@ def karcher_mean(
     Afsari, Tron & Vidal 2013), run for a whole batch of sets at once; each set stops when its own
     gradient norm ``||sum_i w_i Log_m(x_i)||_m`` is at most ``tol`` (converged sets stop changing).
     It starts from the geometry's warm start: on the Grassmannian the extrinsic mean (top-p
-    eigenvectors of the weighted mean projector), by default the manifold projection of the weighted
+    eigenvectors of the weighted mean projector), on the hyperboloid the Lorentzian centroid, on
+    the Poincaré ball the Einstein midpoint, by default the manifold projection of the weighted
     Euclidean mean.
     The backward pass is implicit differentiation at the optimum (see ``_KarcherMean``), not
     back-propagation through the iterations: gradients reach ``points`` and ``weights``.
@@ -174,7 +175,8 @@ def karcher_mean(
 
     Args:
         manifold: a geoopt manifold with ``expmap`` and ``logmap`` (``Grassmann``, ``Sphere``,
-            ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Euclidean(ndim=1)``, ...).
+            ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Lorentz``, ``Euclidean(ndim=1)``,
+            ...).
         points: ``(..., N, *point_shape)`` with ``len(point_shape) == manifold.ndim``.
         weights: non-negative ``(..., N)`` (broadcast against the batch shape ``...``), normalised
             to sum to one per set. Default: ``None`` (uniform).
