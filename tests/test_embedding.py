@@ -262,6 +262,7 @@ def test_fit_rejects_bad_hierarchies(pairs, message):
         ("batch_size", 1.5),
         ("optimizer", "lbfgs"),
         ("verbose", "yes"),
+        ("dtype", torch.int64),
     ],
 )
 def test_fit_names_a_bad_parameter(parameter, value):

@@ -268,8 +268,8 @@ class HierarchyEmbedding(BaseEstimator):
             )
         device = torch.device("cpu") if self.device is None else torch.device(self.device)
         dtype = torch.get_default_dtype() if self.dtype is None else self.dtype
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
         generator = torch.Generator().manual_seed(torch_seed(self.random_state))
         manifold = self._manifold()
         points = self._initial_points(n_nodes, generator, dtype, device)
