@@ -290,3 +290,21 @@ def test_verbose_shows_a_progress_bar(capsys):
     pairs = transitive_closure(balanced_tree(2, 3))
     HierarchyEmbedding(2, epochs=2, negatives=2, random_state=0, verbose=True).fit(pairs)
     assert "HierarchyEmbedding" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("manifold", ["poincare", "lorentz"])
+def test_small_batches_on_a_larger_hierarchy_update_the_touched_rows(manifold):
+    """121 nodes > 4 * batch_size * (negatives + 2) = 96: SGD steps only the rows each batch
+    touches; the points stay on their manifold and the loss goes down."""
+    pairs = transitive_closure(balanced_tree(4, 3))
+    model = HierarchyEmbedding(
+        5, manifold, epochs=30, burn_in=5, batch_size=8, negatives=1, random_state=0
+    ).fit(pairs)
+    points = model.embedding_.detach()
+    if manifold == "poincare":
+        assert bool((points.norm(dim=-1) < 1).all())
+    else:
+        square = (points[:, 1:] ** 2).sum(-1) - points[:, 0] ** 2
+        bound = 8 * torch.finfo(points.dtype).eps * float(points[:, 0].max()) ** 2
+        torch.testing.assert_close(square, torch.full_like(square, -1.0), atol=bound, rtol=0)
+    assert model.loss_curve_[-1] < model.loss_curve_[0]

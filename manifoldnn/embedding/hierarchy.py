@@ -15,7 +15,9 @@ with :math:`\mathcal N(u)` a sample of ``negatives`` nodes ``v'`` such that
 :math:`(u, v') \notin \mathcal D` and ``v' != u``. Training is Riemannian SGD (ibid., eq. 5;
 geoopt's ``RiemannianSGD``: the Euclidean gradient rescaled by the inverse metric, then the
 retraction) or Riemannian Adam (Bécigneul & Ganea 2019) on a ``geoopt.ManifoldParameter``, on
-shuffled batches of pairs. The first ``burn_in`` epochs use a tenth of the learning rate and draw
+shuffled batches of pairs (with SGD on a hierarchy much larger than a batch, each step updates
+only the rows the batch touches: the dense step without momentum leaves the others in place). The
+first ``burn_in`` epochs use a tenth of the learning rate and draw
 negatives in proportion to the nodes' degree to the power 0.75 (ibid., Sec. 3, "Training
 details"); later ones draw them uniformly. On the hyperboloid the points are kept within the
 distance of the origin that geoopt's clamped ball boundary allows (about 6.2 in float32, 12.2
@@ -209,6 +211,25 @@ class HierarchyEmbedding(BaseEstimator):
         space = space * (largest / norm.clamp_min(largest))
         points.copy_(torch.cat([(1 + space.pow(2).sum(-1, keepdim=True)).sqrt(), space], -1))
 
+    def _sparse_step(self, embedding, pairs, negatives, valid, optimizer) -> torch.Tensor:
+        """One Riemannian SGD step on the rows the batch touches, through geoopt's
+        ``RiemannianSGD`` on a parameter of those rows: without momentum a row with a zero
+        gradient is left where it is, so this is the dense step at ``O(batch)`` cost."""
+        touched = torch.cat([pairs.flatten(), negatives.flatten()])
+        rows, inverse = torch.unique(touched, return_inverse=True)
+        local_pairs = inverse[: pairs.numel()].view_as(pairs)
+        local_negatives = inverse[pairs.numel() :].view_as(negatives)
+        part = geoopt.ManifoldParameter(embedding.data[rows], manifold=embedding.manifold)
+        step = geoopt.optim.RiemannianSGD([part], lr=optimizer.param_groups[0]["lr"])
+        loss = hierarchy_loss(self.manifold, part, local_pairs, local_negatives, valid)
+        loss.backward()
+        step.step()
+        with torch.no_grad():
+            if self.manifold == "lorentz":
+                self._keep_within_radius(part)
+            embedding.data[rows] = part.data
+        return loss
+
     @staticmethod
     def _related(keys: torch.Tensor, n_nodes: int, u: torch.Tensor, v: torch.Tensor):
         """Whether ``(u, v)`` is a training pair or ``u == v`` (``keys`` sorted ``u N + v``)."""
@@ -284,6 +305,8 @@ class HierarchyEmbedding(BaseEstimator):
         degree = torch.bincount(indices.flatten().cpu(), minlength=n_nodes).double()
         burn_in_weights = degree.pow(DAMPENING)
 
+        # SGD on the touched rows only where a batch touches few of them (a static choice)
+        sparse = self.optimizer == "sgd" and n_nodes > 4 * self.batch_size * (self.negatives + 2)
         epochs = range(self.epochs)
         if self.verbose:
             from tqdm.auto import tqdm
@@ -303,13 +326,16 @@ class HierarchyEmbedding(BaseEstimator):
                 negatives, valid = self._sample_negatives(
                     pairs_batch[:, 0], keys, n_nodes, weights, generator
                 )
-                optimizer.zero_grad()
-                loss = hierarchy_loss(self.manifold, embedding, pairs_batch, negatives, valid)
-                loss.backward()
-                optimizer.step()
-                if self.manifold == "lorentz":
-                    with torch.no_grad():
-                        self._keep_within_radius(embedding)
+                if sparse:
+                    loss = self._sparse_step(embedding, pairs_batch, negatives, valid, optimizer)
+                else:
+                    optimizer.zero_grad()
+                    loss = hierarchy_loss(self.manifold, embedding, pairs_batch, negatives, valid)
+                    loss.backward()
+                    optimizer.step()
+                    if self.manifold == "lorentz":
+                        with torch.no_grad():
+                            self._keep_within_radius(embedding)
                 total += loss.detach()
             curve.append(float(total) / len(indices))
             if self.verbose:
