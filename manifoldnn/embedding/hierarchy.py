@@ -16,10 +16,10 @@ with :math:`\mathcal N(u)` a sample of ``negatives`` nodes ``v'`` such that
 geoopt's ``RiemannianSGD``: the Euclidean gradient rescaled by the inverse metric, then the
 retraction) or Riemannian Adam (Bécigneul & Ganea 2019) on a ``geoopt.ManifoldParameter``, on
 shuffled batches of pairs (with SGD on a hierarchy much larger than a batch, each step updates
-only the rows the batch touches: the dense step without momentum leaves the others in place). The
-first ``burn_in`` epochs use a tenth of the learning rate and draw
-negatives in proportion to the nodes' degree to the power 0.75 (ibid., Sec. 3, "Training
-details"); later ones draw them uniformly. On the hyperboloid the points are kept within the
+only the rows the batch touches: the dense step without momentum leaves the others in place).
+The first ``burn_in`` epochs use a tenth of the learning rate and draw negatives in proportion to
+the nodes' degree to the power 0.75 (ibid., Sec. 3, "Training details"); later ones draw them
+uniformly. On the hyperboloid the points are kept within the
 distance of the origin that geoopt's clamped ball boundary allows (about 6.2 in float32, 12.2
 in float64), so that both models have the same room and float32 Minkowski products stay
 resolved.
