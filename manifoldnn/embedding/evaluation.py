@@ -37,7 +37,7 @@ __all__ = ["hierarchy_distance", "reconstruction_scores", "link_prediction_score
 
 MANIFOLDS = ("poincare", "lorentz", "euclidean")
 
-# elements of one (rows, nodes, dim) block of pairwise differences
+# elements of one (rows, nodes) block of distances
 _BLOCK = 1 << 22
 
 
@@ -62,6 +62,21 @@ def hierarchy_distance(manifold: str, x: torch.Tensor, y: torch.Tensor) -> torch
     if manifold == "euclidean":
         return (x - y).norm(dim=-1)
     raise ValueError(f"manifold must be one of {MANIFOLDS}, got {manifold!r}")
+
+
+def _pairwise_distances(manifold: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`hierarchy_distance` of every row of ``x (R, D)`` and ``y (N, D)``, ``(R, N)``, from
+    inner products (one matrix product, no ``(R, N, D)`` block); the squared differences are
+    exact to ``eps`` times the squared norms, enough to rank nodes."""
+    if manifold == "lorentz":
+        gram = x[:, 1:] @ y[:, 1:].T - x[:, :1] @ y[:, :1].T
+        chord_sq = (-2 - 2 * gram).clamp_min(0.0)  # <x - y, x - y>_L on the hyperboloid
+        return 2 * torch.asinh(chord_sq.sqrt() / 2)
+    x_sq, y_sq = x.pow(2).sum(-1, keepdim=True), y.pow(2).sum(-1)
+    sq = (x_sq + y_sq - 2 * x @ y.T).clamp_min(0.0)
+    if manifold == "euclidean":
+        return sq.sqrt()
+    return 2 * torch.asinh((sq / ((1 - x_sq) * (1 - y_sq))).sqrt())
 
 
 def _index_pairs(pairs, index: dict[Hashable, int] | None, n_nodes: int, name: str) -> np.ndarray:
@@ -103,16 +118,14 @@ def _ranks_and_precision(
         tables.append((torch.as_tensor(excluded, device=device), False))
     tables = [(table[:, 0].contiguous(), table, flag) for table, flag in tables]
     rows_t = torch.as_tensor(rows, device=device)
-    chunk = max(1, _BLOCK // max(1, n_nodes * points.shape[-1]))
+    chunk = max(1, _BLOCK // n_nodes)
     j = torch.arange(1, n_nodes + 1, device=device, dtype=torch.float64)
     ranks, precisions = [], []
     with torch.no_grad():
         for start in range(0, len(rows), chunk):
             nodes = rows_t[start : start + chunk]
             block = torch.arange(len(nodes), device=device)
-            distances = hierarchy_distance(
-                manifold, points[nodes].unsqueeze(1), points.unsqueeze(0)
-            )
+            distances = _pairwise_distances(manifold, points[nodes], points)
             positive = torch.zeros_like(distances, dtype=torch.bool)
             other = torch.zeros_like(distances, dtype=torch.bool)  # neither positive nor negative
             other[block, nodes] = True
