@@ -119,7 +119,6 @@ def _ranks_and_precision(
     tables = [(table[:, 0].contiguous(), table, flag) for table, flag in tables]
     rows_t = torch.as_tensor(rows, device=device)
     chunk = max(1, _BLOCK // n_nodes)
-    j = torch.arange(1, n_nodes + 1, device=device, dtype=torch.float64)
     ranks, precisions = [], []
     with torch.no_grad():
         for start in range(0, len(rows), chunk):
@@ -136,16 +135,26 @@ def _ranks_and_precision(
                 row = torch.searchsorted(nodes, chosen[:, 0].contiguous())
                 (positive if is_positive else other)[row, chosen[:, 1]] = True
             negative = ~(positive | other)
-            inf = torch.full_like(distances, torch.inf)
-            sorted_negatives = torch.where(negative, distances, inf).sort(-1).values
-            closer = torch.searchsorted(sorted_negatives, torch.where(positive, distances, inf))
-            rank = torch.where(positive, closer + 1, n_nodes + 1)
-            ordered = rank.sort(-1).values.double()
+            # the positives' distances in increasing order, padded with +inf: (R, P)
             count = positive.sum(-1)
-            valid = j.unsqueeze(0) <= count.unsqueeze(1)
-            precision = torch.where(valid, j / (ordered + j - 1), 0.0).sum(-1) / count
-            ranks.append(rank[positive].cpu().numpy())
-            precisions.append(precision.cpu().numpy())
+            width = int(count.max())
+            inf = torch.full_like(distances, torch.inf)
+            sorted_positive = torch.topk(
+                torch.where(positive, distances, inf), width, dim=-1, largest=False
+            ).values
+            # a negative at distance d precedes the positives from index b = #{positives <= d}
+            # on, so the number of negatives closer than the j-th positive is the cumulative
+            # count of the b's up to j (one binary search per node, no sort of all nodes)
+            bucket = torch.searchsorted(sorted_positive, distances.contiguous(), right=True)
+            bucket = torch.where(negative, bucket, width)
+            counts = torch.zeros(len(nodes), width + 1, dtype=torch.long, device=device)
+            counts.scatter_add_(1, bucket, torch.ones_like(bucket))
+            rank = counts.cumsum(-1)[:, :width] + 1  # (R, P), non-decreasing
+            index = torch.arange(1, width + 1, device=device, dtype=torch.float64)
+            valid = index.unsqueeze(0) <= count.unsqueeze(1)
+            precision = torch.where(valid, index / (rank.double() + index - 1), 0.0).sum(-1)
+            ranks.append(rank[valid].cpu().numpy())
+            precisions.append((precision / count).cpu().numpy())
     return np.concatenate(ranks), np.concatenate(precisions)
 
 
