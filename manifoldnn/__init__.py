@@ -16,7 +16,8 @@ level 3          ``losses``, ``fairness`` (a metric stretched along bias gradien
                  optimisers, resuming exactly)
 level 4          ``layers``: ``nn.Module`` layers on manifold-valued data, attention, fusion
 level 5          ``models``: whole networks (GrNet, BDH, GPT, FusedStreamLM, ...)
-level 6          ``clustering``, ``merging``: scikit-learn-style estimators, model merging
+level 6          ``clustering``, ``merging``: scikit-learn-style estimators, model merging;
+                 ``embedding``: hierarchies embedded in hyperbolic space
 ================ ================================================================================
 
 Sizes. One vocabulary for every layer and model: a width is ``*_size``, a count is ``num_*``.

@@ -2,7 +2,8 @@
 
 The order (``manifoldnn/__init__.py`` lists it): ``validation`` at the bottom; ``linalg`` and
 ``utils``; ``datasets`` and ``manifolds``; ``losses``, ``fairness``, ``parametrizations``, ``optim``;
-``layers``; ``models``; ``clustering`` and ``merging``. ``examples/`` and ``benchmarks/`` sit above all of them; the
+``layers``; ``models``; ``clustering``, ``merging`` and ``embedding``. ``examples/`` and
+``benchmarks/`` sit above all of them; the
 top-level ``manifoldnn/__init__.py`` only re-exports, lazily.
 """
 
@@ -33,6 +34,7 @@ TIERS = {
     "models": 5,
     "clustering": 6,
     "merging": 6,
+    "embedding": 6,
 }
 
 
@@ -85,19 +87,23 @@ def test_imports_go_downwards_and_not_into_private_names(path):
 
 
 def test_a_new_manifold_is_one_new_class():
-    """The hyperboloid: registering a geometry makes attention and the fairness metric use it."""
+    """A hyperboloid subclass: registering a geometry makes attention and the fairness metric use
+    it (a subclass of its own, so that the library's ``LorentzGeometry`` keeps geoopt's class)."""
     import geoopt
     import torch
 
     from manifoldnn.fairness import FairnessMetric
     from manifoldnn.layers import geodesic_attention
 
-    class LorentzGeometry(ManifoldGeometry):
-        manifold_type = geoopt.Lorentz
+    class Hyperboloid(geoopt.Lorentz):
+        pass
 
-    lorentz = geoopt.Lorentz()
+    class HyperboloidGeometry(ManifoldGeometry):
+        manifold_type = Hyperboloid
+
+    lorentz = Hyperboloid()
     geometry = geometry_for(lorentz)
-    assert isinstance(geometry, LorentzGeometry)
+    assert isinstance(geometry, HyperboloidGeometry)
     torch.manual_seed(0)
     x = lorentz.projx(torch.cat([torch.zeros(2, 5, 1), 0.5 * torch.randn(2, 5, 3)], -1).double())
     # keys far apart: attention to the nearest key alone at a tiny temperature returns each query

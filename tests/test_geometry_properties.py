@@ -15,7 +15,7 @@ exceed 1.
 
 Injectivity radius. ``expmap(logmap(x, y))`` is compared within distance ``RADIUS = 1`` of ``x``,
 inside the injectivity radius of every registered manifold (pi on the sphere, pi/2 on the
-Grassmannian, infinite on the Hadamard manifolds: Euclidean, SPD, Poincaré ball). Points are
+Grassmannian, infinite on the Hadamard manifolds: Euclidean, SPD, Poincaré ball, hyperboloid). Points are
 compared through :meth:`~manifoldnn.manifolds.ManifoldGeometry.value_features`, their extrinsic
 embedding: on the quotient Grassmannian these are the projectors ``Y Y^T``, so subspaces are
 compared, never bases.
@@ -194,6 +194,7 @@ def test_the_registry_holds_the_library_geometries_and_the_new_one():
         "GrassmannGeometry",
         "SPDGeometry",
         "PoincareBallGeometry",
+        "LorentzGeometry",
         "ProductGeometry",
     } <= names
 

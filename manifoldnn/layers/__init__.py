@@ -7,18 +7,21 @@
   called as :class:`torch.nn.MultiheadAttention` is;
 * :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
 * :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
-* :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities.
+* :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities;
+* :mod:`.hyperbolic`: the Poincaré fully connected layer, hyperbolic multinomial logistic
+  regression and the Lorentz linear layer.
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
 in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from . import attention, favor, fusion, grassmann, manifold_linear, spd
+from . import attention, favor, fusion, grassmann, hyperbolic, manifold_linear, spd
 from .attention import *  # noqa: F403
 from .favor import *  # noqa: F403
 from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
+from .hyperbolic import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
 from .spd import *  # noqa: F403
 
@@ -29,4 +32,5 @@ __all__ = [
     *favor.__all__,
     *fusion.__all__,
     *spd.__all__,
+    *hyperbolic.__all__,
 ]

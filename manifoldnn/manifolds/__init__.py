@@ -1,12 +1,13 @@
-"""Geometry: the Grassmann manifold for geoopt, an accurate sphere, geoopt's other manifolds, Karcher
-and extrinsic means, and the pairwise geometry that attention and metrics use.
+"""Geometry: the Grassmann manifold for geoopt, an accurate sphere and hyperboloid, geoopt's other
+manifolds, Karcher and extrinsic means, and the pairwise geometry that attention and metrics use.
 
 SPD matrices carry four metrics, one geoopt manifold and one geometry class each (affine-invariant:
 geoopt's ``SymmetricPositiveDefinite``; ``LogEuclideanSPD``, ``LogCholeskySPD``,
 ``BuresWassersteinSPD``; ``spd_manifold(metric)`` by name).
 
-geoopt's manifolds are re-exported unchanged (``Sphere`` is replaced by the subclass whose distance
-and logarithm are accurate at small angles) so that models import every manifold from one place.
+geoopt's manifolds are re-exported unchanged (``Sphere`` and ``Lorentz`` are replaced by the
+subclasses whose maps are accurate at short distances) so that models import every manifold from
+one place.
 """
 
 from geoopt.manifolds import (
@@ -17,11 +18,12 @@ from geoopt.manifolds import (
     SymmetricPositiveDefinite,
 )
 
-from . import extrinsic, geometry, grassmann, karcher, projection, spd, sphere
+from . import extrinsic, geometry, grassmann, karcher, lorentz, projection, spd, sphere
 from .extrinsic import *  # noqa: F403
 from .geometry import *  # noqa: F403
 from .grassmann import *  # noqa: F403
 from .karcher import *  # noqa: F403
+from .lorentz import *  # noqa: F403
 from .projection import *  # noqa: F403
 from .spd import *  # noqa: F403
 from .sphere import *  # noqa: F403
@@ -35,6 +37,7 @@ __all__ = [
     *projection.__all__,
     *geometry.__all__,
     *spd.__all__,
+    *lorentz.__all__,
     "Euclidean",
     "PoincareBall",
     "SphereExact",

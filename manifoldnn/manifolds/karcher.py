@@ -75,7 +75,7 @@ def _solve(geometry: ManifoldGeometry, points, w, init, *, max_iter, tol, step_s
         bb = started & ~worse
         if bool(bb.any()):
             idx = active[bb]
-            old_grad = manifold.transp(previous[idx], m[bb], previous_grad[idx])
+            old_grad = geometry.transp(previous[idx], m[bb], previous_grad[idx])
             s = step[idx].reshape(shape) * old_grad
             y = old_grad - grad[bb]
             ss, sy = _inner(manifold, m[bb], s, s), _inner(manifold, m[bb], s, y)
@@ -88,8 +88,8 @@ def _solve(geometry: ManifoldGeometry, points, w, init, *, max_iter, tol, step_s
         previous[active], previous_grad[active], previous_norm[active] = m, grad, norm
         active = active[moving]
         tangent = step[active].reshape(shape) * grad[moving]
-        # re-project: rounding errors of repeated exponential maps otherwise grow from step to step
-        mean[active] = manifold.projx(manifold.expmap(m[moving], tangent))
+        # the geometry re-projects: rounding errors of repeated exponential maps otherwise grow
+        mean[active] = geometry.expmap(m[moving], tangent)
         iterations[active] += 1
     return mean, grad_norm, iterations
 
@@ -158,7 +158,8 @@ def karcher_mean(
     Afsari, Tron & Vidal 2013), run for a whole batch of sets at once; each set stops when its own
     gradient norm ``||sum_i w_i Log_m(x_i)||_m`` is at most ``tol`` (converged sets stop changing).
     It starts from the geometry's warm start: on the Grassmannian the extrinsic mean (top-p
-    eigenvectors of the weighted mean projector), by default the manifold projection of the weighted
+    eigenvectors of the weighted mean projector), on the hyperboloid the Lorentzian centroid, on
+    the Poincaré ball the Einstein midpoint, by default the manifold projection of the weighted
     Euclidean mean.
     The backward pass is implicit differentiation at the optimum (see ``_KarcherMean``), not
     back-propagation through the iterations: gradients reach ``points`` and ``weights``.
@@ -174,7 +175,8 @@ def karcher_mean(
 
     Args:
         manifold: a geoopt manifold with ``expmap`` and ``logmap`` (``Grassmann``, ``Sphere``,
-            ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Euclidean(ndim=1)``, ...).
+            ``SymmetricPositiveDefinite``, ``PoincareBall``, ``Lorentz``, ``Euclidean(ndim=1)``,
+            ...).
         points: ``(..., N, *point_shape)`` with ``len(point_shape) == manifold.ndim``.
         weights: non-negative ``(..., N)`` (broadcast against the batch shape ``...``), normalised
             to sum to one per set. Default: ``None`` (uniform).
@@ -270,8 +272,14 @@ def karcher_mean(
         return empty
     if not bool(torch.isfinite(points.detach()).all()):
         raise ValueError("points hold NaN or infinite values")
+    try:
+        geometry = geometry_for(manifold)
+    except ValueError:
+        # a pairwise geometry may refuse a configuration it cannot pair (e.g. Euclidean(ndim=2));
+        # the generic Karcher pieces need only the manifold's own maps
+        geometry = ManifoldGeometry(manifold)
     if check:
-        ok, reason = manifold.check_point_on_manifold(points.detach(), explain=True)
+        ok, reason = geometry.check_point_on_manifold(points.detach())
         if not ok:
             raise ValueError(f"points are not on the manifold {manifold.name}: {reason}")
 
@@ -312,12 +320,6 @@ def karcher_mean(
         if tol is None
         else check_nonnegative_float(tol, "tol")
     )
-    try:
-        geometry = geometry_for(manifold)
-    except ValueError:
-        # a pairwise geometry may refuse a configuration it cannot pair (e.g. Euclidean(ndim=2));
-        # the generic Karcher pieces need only the manifold's own maps
-        geometry = ManifoldGeometry(manifold)
     flat_points = points.reshape((-1, n_points) + tuple(point_shape))
     flat_weights = weights.reshape(-1, n_points)
     with torch.no_grad():
