@@ -27,7 +27,11 @@ def nav_pages() -> set[str]:
 def test_every_page_is_in_the_navigation_and_every_example_has_a_results_page() -> None:
     pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")}
     assert nav_pages() == pages
-    examples = {p.stem for p in (ROOT / "examples").glob("*.py") if not p.stem.startswith("_")}
+    examples = {
+        p.stem
+        for p in (ROOT / "examples").glob("*.py")
+        if not p.stem.startswith("_") and p.stem != "example_common"
+    }
     results = {p.stem for p in (DOCS / "results").glob("*.md")} - {"index", "benchmarks"}
     assert results == examples
 

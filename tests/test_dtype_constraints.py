@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import manifoldnn
-from manifoldnn.layers import BiMap, FRMap, OrthogonalDirectSum, SPDBatchNorm
+from manifoldnn.layers import BiMap, FRMap, HyperbolicMLR, OrthogonalDirectSum, SPDBatchNorm
 from manifoldnn.models import FusedStreamLM, GrNet, MultiViewGrassmannNet, SPDNet
 from manifoldnn.parametrizations import PARAMETRIZATIONS, OrthonormalFrame
 
@@ -41,6 +41,7 @@ CASES = {
         [5, 4], 3, hidden=(8,), in_size=6, rank=2, out_size=4
     ),
     "BiMap": lambda: BiMap(9, 5),
+    "HyperbolicMLR": lambda: HyperbolicMLR(6, 4),
     "SPDBatchNorm": lambda: SPDBatchNorm(5),
     "SPDNet": lambda: SPDNet([9, 6, 4], 3, batch_norm=True),
     "FusedStreamLM": lambda: FusedStreamLM(

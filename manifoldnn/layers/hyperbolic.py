@@ -26,6 +26,7 @@ import torch
 from geoopt.manifolds.stereographic import math as stereographic
 from torch import nn
 
+from ..parametrizations import ConstrainedModule
 from ..validation import check_positive_float, check_positive_int
 
 __all__ = ["PoincareLinear", "HyperbolicMLR", "LorentzLinear"]
@@ -112,7 +113,7 @@ class PoincareLinear(nn.Module):
         return f"in_size={self.in_size}, out_size={self.out_size}, c={self.c}"
 
 
-class HyperbolicMLR(nn.Module):
+class HyperbolicMLR(ConstrainedModule):
     r"""Hyperbolic multinomial logistic regression (Ganea, Bécigneul & Hofmann 2018, eq. 25).
 
     .. math::
