@@ -166,7 +166,7 @@ def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[
 
 
 def _torchrun_main(args: argparse.Namespace) -> None:
-    try:  # the data pipeline of the classification example, imported as _common is
+    try:  # the data pipeline of the classification example, imported as the tests import it
         from examples.grassmann_classification import accuracy, load_data, standardise, subspaces
     except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
         from grassmann_classification import accuracy, load_data, standardise, subspaces

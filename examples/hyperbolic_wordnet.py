@@ -34,15 +34,11 @@ import time
 import geoopt
 import numpy as np
 import torch
+from example_common import add_output_arguments, save_figure, write_json
 
 from manifoldnn.datasets import balanced_tree, load_wordnet_nouns, transitive_closure
 from manifoldnn.embedding import HierarchyEmbedding, reconstruction_scores
 from manifoldnn.layers import HyperbolicMLR
-
-try:  # imported as examples.hyperbolic_wordnet (tests), or run as a script
-    from examples._common import add_output_arguments, save_figure, write_json
-except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-    from _common import add_output_arguments, save_figure, write_json
 
 
 def load(args) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
