@@ -224,7 +224,7 @@ def readback(model, train, test, n_probe, seed):
             np.mean(
                 [
                     linear_probe_accuracy(f_tr, b_tr[:, k], f_te, b_te[:, k], model.num_codes + 1)
-                    for k in range(model.n_codebooks)
+                    for k in range(model.num_codebooks)
                 ]
             )
         )
