@@ -27,9 +27,15 @@ from geoopt.manifolds.stereographic import math as stereographic
 from torch import nn
 
 from ..parametrizations import ConstrainedModule
-from ..validation import check_positive_float, check_positive_int
+from ..validation import check_positive_float, check_positive_int, check_positive_ints
 
 __all__ = ["PoincareLinear", "HyperbolicMLR", "LorentzLinear"]
+
+
+def _check_features(x: torch.Tensor, in_size: int) -> None:
+    """The layers' one input check: points with ``in_size`` coordinates (a shape, no host read)."""
+    if x.shape[-1] != in_size:
+        raise ValueError(f"x must have shape (..., {in_size}), got {tuple(x.shape)}")
 
 
 def _conformal_factor(x: torch.Tensor, c: float) -> torch.Tensor:
@@ -82,8 +88,8 @@ class PoincareLinear(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.in_size = check_positive_int(in_size, "in_size")
-        self.out_size = check_positive_int(out_size, "out_size")
+        check_positive_ints(in_size=in_size, out_size=out_size)
+        self.in_size, self.out_size = in_size, out_size
         self.c = check_positive_float(c, "c")
         # HNN++ Sec. 3.2: z ~ N(0, (2 in_size out_size)^{-1}), r = 0
         std = (2 * in_size * out_size) ** -0.5
@@ -103,8 +109,7 @@ class PoincareLinear(nn.Module):
         return 2 * norm / sqrt_c * torch.asinh(argument)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_size:
-            raise ValueError(f"x must have shape (..., {self.in_size}), got {tuple(x.shape)}")
+        _check_features(x, self.in_size)
         sqrt_c = math.sqrt(self.c)
         w = torch.sinh(sqrt_c * self.signed_distances(x)) / sqrt_c
         return w / (1 + (1 + self.c * w.pow(2).sum(-1, keepdim=True)).sqrt())
@@ -162,8 +167,7 @@ class HyperbolicMLR(ConstrainedModule):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_size:
-            raise ValueError(f"x must have shape (..., {self.in_size}), got {tuple(x.shape)}")
+        _check_features(x, self.in_size)
         c, sqrt_c = self.c, math.sqrt(self.c)
         p = self.offset
         a = (1 - c * p.pow(2).sum(-1, keepdim=True)) * self.normal  # (K, d)
@@ -221,8 +225,8 @@ class LorentzLinear(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        self.in_size = check_positive_int(in_size, "in_size")
-        self.out_size = check_positive_int(out_size, "out_size")
+        check_positive_ints(in_size=in_size, out_size=out_size)
+        self.in_size, self.out_size = in_size, out_size
         if out_size < 2:
             raise ValueError(
                 f"out_size must be >= 2 (a time and a space coordinate), got {out_size}"
@@ -231,8 +235,7 @@ class LorentzLinear(nn.Module):
         self.linear = nn.Linear(in_size, out_size - 1, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_size:
-            raise ValueError(f"x must have shape (..., {self.in_size}), got {tuple(x.shape)}")
+        _check_features(x, self.in_size)
         space = self.linear(x)
         return torch.cat([(space.pow(2).sum(-1, keepdim=True) + self.k).sqrt(), space], -1)
 
