@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
     add_options(
         parser,
         {
-            "ambient_dim": (24, "n of the per-view Gr(n, p)"),
+            "ambient_size": (24, "n of the per-view Gr(n, p)"),
             "rank": (4, "p, subspace dimension"),
-            "projected_dim": (10, "m after FRMap"),
+            "projected_size": (10, "m after FRMap"),
             "temperature": 0.5,
             "cluster_temperature": 1.0,
             "cluster_weight": 1.0,
@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
         lr=args.lr,
         hidden=args.hidden,
-        ambient_dim=args.ambient_dim,
+        ambient_size=args.ambient_size,
         rank=args.rank,
-        projected_dim=args.projected_dim,
+        projected_size=args.projected_size,
         temperature=args.temperature,
         cluster_temperature=args.cluster_temperature,
         cluster_weight=args.cluster_weight,

@@ -92,9 +92,9 @@ CASES = {
             epochs=2,
             batch_size=30,
             hidden=(8,),
-            ambient_dim=6,
+            ambient_size=6,
             rank=2,
-            projected_dim=4,
+            projected_size=4,
             warmup=1,
             neighbors=5,
             restarts=1,
@@ -262,3 +262,12 @@ def test_scikit_learn_estimator_checks(estimator_class, check):
     if run is None:
         pytest.skip(f"this scikit-learn has no {check}")
     run(estimator_class.__name__, estimator_class())
+
+
+def test_multiview_renamed_size_keywords_warn_and_map_to_the_new_names():
+    with pytest.warns(FutureWarning, match="is renamed"):
+        model = MultiViewSubspaceClustering(3, ambient_dim=8, projected_dim=5)
+    params = model.get_params()
+    assert (params["ambient_size"], params["projected_size"]) == (8, 5)
+    assert "ambient_dim" not in params and "projected_dim" not in params
+    assert clone(model).get_params()["ambient_size"] == 8

@@ -140,8 +140,8 @@ def planted_views(seed: int, scale: float = 3.0) -> tuple[np.ndarray, list[torch
 def small_estimator(**overrides) -> MultiViewSubspaceClustering:
     """The estimator at settings sized for 120 samples (a few seconds a fit at one thread)."""
     settings = dict(
-        n_clusters=3, epochs=15, batch_size=60, hidden=(32,), ambient_dim=8, rank=2,
-        projected_dim=5, warmup=5, neighbors=5, restarts=2, self_label_epochs=5,
+        n_clusters=3, epochs=15, batch_size=60, hidden=(32,), ambient_size=8, rank=2,
+        projected_size=5, warmup=5, neighbors=5, restarts=2, self_label_epochs=5,
         self_label_rounds=2,
     )  # fmt: skip
     settings.update(overrides)
@@ -428,8 +428,8 @@ def test_example_smoke_run_on_npz(tmp_path):
         assert (tmp_path / "out" / name).exists()
     # the library estimator with the same settings gives the example's clusters
     estimator = MultiViewSubspaceClustering(
-        3, epochs=8, warmup=3, batch_size=60, hidden=[16], ambient_dim=8, rank=2,
-        projected_dim=5, neighbors=5, restarts=2, self_label_epochs=3, self_label_rounds=1,
+        3, epochs=8, warmup=3, batch_size=60, hidden=[16], ambient_size=8, rank=2,
+        projected_size=5, neighbors=5, restarts=2, self_label_epochs=3, self_label_rounds=1,
     )  # fmt: skip
     labels = estimator.fit_predict(views)
     assert saved["results"]["manifoldnn"] == clustering_report(planted, labels)

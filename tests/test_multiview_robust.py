@@ -207,8 +207,8 @@ def test_estimator_is_not_below_its_baselines_on_planted_data(planted, neighbors
     labels, views = planted(seed)
     n_clusters = len(np.unique(labels))
     model = MultiViewSubspaceClustering(
-        n_clusters, epochs=15, batch_size=60, hidden=(32,), ambient_dim=8, rank=2,
-        projected_dim=5, warmup=5, neighbors=neighbors, restarts=2, self_label_epochs=5,
+        n_clusters, epochs=15, batch_size=60, hidden=(32,), ambient_size=8, rank=2,
+        projected_size=5, warmup=5, neighbors=neighbors, restarts=2, self_label_epochs=5,
         self_label_rounds=2, random_state=seed,
     ).fit(views)  # fmt: skip
     best = max(
@@ -224,7 +224,7 @@ def test_estimator_is_not_below_its_baselines_on_planted_data(planted, neighbors
 def test_estimator_without_selection_reports_the_self_labelled_clusters():
     labels, views = imbalanced_count_views(0)
     model = MultiViewSubspaceClustering(
-        4, epochs=5, batch_size=60, hidden=(16,), ambient_dim=6, rank=2, projected_dim=4,
+        4, epochs=5, batch_size=60, hidden=(16,), ambient_size=6, rank=2, projected_size=4,
         warmup=2, neighbors=5, restarts=1, self_label_epochs=2, self_label_rounds=1, select=False,
     ).fit(views)  # fmt: skip
     assert model.chosen_ == "self_labelled" and model.selection_scores_ == {}

@@ -34,6 +34,7 @@ from ..validation import (
     check_positive_int,
     int_at_least,
     optional,
+    renamed_arguments,
 )
 from .multiview_training import (
     confident_samples,
@@ -116,9 +117,9 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
         batch_size: mini-batch size (>= 2; the last incomplete batch is dropped). Default: 500.
         lr: RiemannianAdam learning rate (training and self-labelling). Default: 2e-3.
         hidden: hidden widths of each view's encoder. Default: ``(64,)``.
-        ambient_dim: n of the per-view Gr(n, p). Default: 24.
+        ambient_size: n of the per-view Gr(n, p). Default: 24.
         rank: p, the subspace dimension. Default: 4.
-        projected_dim: m after the shared FRMap (``rank <= projected_dim <= ambient_dim``).
+        projected_size: m after the shared FRMap (``rank <= projected_size <= ambient_size``).
             Default: 10.
         temperature: InfoNCE temperature :math:`\tau`. Default: 0.5.
         cluster_temperature: temperature of the cluster-level loss. Default: 1.0.
@@ -186,7 +187,7 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
     _parameter_checks = {
         "n_clusters": int_at_least(2),
         **dict.fromkeys(
-            ("epochs", "batch_size", "ambient_dim", "rank", "projected_dim"),
+            ("epochs", "batch_size", "ambient_size", "rank", "projected_size"),
             check_positive_int,
         ),
         **dict.fromkeys(
@@ -206,6 +207,7 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
         "dtype": optional(functools.partial(check_choice, choices=(torch.float32, torch.float64))),
     }
 
+    @renamed_arguments(ambient_dim="ambient_size", projected_dim="projected_size")
     def __init__(
         self,
         n_clusters: int = 10,
@@ -214,9 +216,9 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
         batch_size: int = 500,
         lr: float = 2e-3,
         hidden: Sequence[int] = (64,),
-        ambient_dim: int = 24,
+        ambient_size: int = 24,
         rank: int = 4,
-        projected_dim: int = 10,
+        projected_size: int = 10,
         temperature: float = 0.5,
         cluster_temperature: float = 1.0,
         cluster_weight: float = 1.0,
@@ -244,11 +246,11 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
             raise ValueError(
                 f"batch_size must be >= 2 (batch normalisation), got {self.batch_size!r}"
             )
-        if not self.rank <= self.projected_dim <= self.ambient_dim:
+        if not self.rank <= self.projected_size <= self.ambient_size:
             raise ValueError(
-                "rank, projected_dim and ambient_dim must satisfy rank <= projected_dim <= "
-                f"ambient_dim, got rank={self.rank}, projected_dim={self.projected_dim}, "
-                f"ambient_dim={self.ambient_dim}"
+                "rank, projected_size and ambient_size must satisfy rank <= projected_size <= "
+                f"ambient_size, got rank={self.rank}, projected_size={self.projected_size}, "
+                f"ambient_size={self.ambient_size}"
             )
 
     def fit(self, views: Sequence, y=None) -> MultiViewSubspaceClustering:
@@ -300,9 +302,9 @@ class MultiViewSubspaceClustering(ClusterMixin, BaseEstimator):
                     [v.shape[1] for v in model_views],
                     self.n_clusters,
                     hidden=list(self.hidden),
-                    in_size=self.ambient_dim,
+                    in_size=self.ambient_size,
                     rank=self.rank,
-                    out_size=self.projected_dim,
+                    out_size=self.projected_size,
                 ).to(device=device, dtype=dtype)
                 optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=self.lr)
                 histories.append(
