@@ -9,18 +9,30 @@
 * :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities;
 * :mod:`.hyperbolic`: the Poincaré fully connected layer, hyperbolic multinomial logistic
-  regression and the Lorentz linear layer.
+  regression and the Lorentz linear layer;
+* :mod:`.hyper_connections`: hyper-connections, residual streams mixed on the Birkhoff polytope
+  (mHC) or the orthogonal group, and DeepNorm's scales.
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
 in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from . import attention, favor, fusion, grassmann, hyperbolic, manifold_linear, spd
+from . import (
+    attention,
+    favor,
+    fusion,
+    grassmann,
+    hyper_connections,
+    hyperbolic,
+    manifold_linear,
+    spd,
+)
 from .attention import *  # noqa: F403
 from .favor import *  # noqa: F403
 from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
+from .hyper_connections import *  # noqa: F403
 from .hyperbolic import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
 from .spd import *  # noqa: F403
@@ -33,4 +45,5 @@ __all__ = [
     *fusion.__all__,
     *spd.__all__,
     *hyperbolic.__all__,
+    *hyper_connections.__all__,
 ]

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS, HyperConnections, deepnorm_scales
+from ..validation import check_bool, check_choice, check_positive_int
 from .linear_attention import MODES, delta_rule
 from .rope import rotary
 from .sequence import (
@@ -28,12 +30,13 @@ from .sequence import (
 __all__ = ["GPT", "GPTConfig"]
 
 ATTENTIONS = ("softmax", "delta")
+RESIDUALS = ("prenorm", "postnorm", "deepnorm", "hyper")
 
 
 @renamed_config_fields(n_layer="num_layers", n_embd="dim", n_head="num_heads")
 @dataclass
 class GPTConfig:
-    """Hyper-parameters of :class:`GPT`.
+    r"""Hyper-parameters of :class:`GPT`.
 
     Args:
         vocab_size: token ids. Default: 256.
@@ -45,6 +48,16 @@ class GPTConfig:
         attention: ``"softmax"`` (causal SDPA) or ``"delta"`` (delta rule). Default: ``"softmax"``.
         rope_theta: RoPE base. Default: 10000.
         chunk_size: chunk length of the delta rule's chunked form. Default: 64.
+        residual: how each block's two branches join the residual stream: ``"prenorm"``
+            (:math:`x + G(\mathrm{LN}(x))`), ``"postnorm"`` (:math:`\mathrm{LN}(x + G(x))`),
+            ``"deepnorm"`` (:math:`\mathrm{LN}(\alpha x + G(x))` with DeepNorm's :math:`\alpha`
+            and :math:`\beta`-scaled initial weights, :func:`~manifoldnn.layers.deepnorm_scales`)
+            or ``"hyper"`` (``num_streams`` streams,
+            :class:`~manifoldnn.layers.HyperConnections`). Default: ``"prenorm"``.
+        num_streams: residual streams of ``residual="hyper"``. Default: 4.
+        hc_constraint: the residual mixing of ``residual="hyper"``: ``None``, ``"sinkhorn"``
+            (mHC), ``"birkhoff"`` or ``"orthogonal"``. Default: ``"sinkhorn"``.
+        hc_dynamic: input-dependent hyper-connection coefficients. Default: ``True``.
     """
 
     vocab_size: int = 256
@@ -56,6 +69,10 @@ class GPTConfig:
     attention: str = "softmax"
     rope_theta: float = 10_000.0
     chunk_size: int = 64
+    residual: str = "prenorm"
+    num_streams: int = 4
+    hc_constraint: str | None = "sinkhorn"
+    hc_dynamic: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "num_layers", "dim", "num_heads", "mlp_ratio", "chunk_size"):
@@ -70,10 +87,14 @@ class GPTConfig:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_choice(self.residual, "residual", RESIDUALS)
+        check_positive_int(self.num_streams, "num_streams")
+        check_choice(self.hc_constraint, "hc_constraint", tuple(RESIDUAL_CONSTRAINTS))
+        check_bool(self.hc_dynamic, "hc_dynamic")
 
 
 class _Block(nn.Module):
-    def __init__(self, config: GPTConfig, factory: dict) -> None:
+    def __init__(self, config: GPTConfig, factory: dict, index: int = 0) -> None:
         super().__init__()
         d = config.dim
         self.config = config
@@ -89,6 +110,26 @@ class _Block(nn.Module):
         self.fc = nn.Linear(d, config.mlp_ratio * d, bias=False, **factory)
         self.fc_out = nn.Linear(config.mlp_ratio * d, d, bias=False, **factory)
         self.drop = nn.Dropout(config.dropout)
+        self.alpha = deepnorm_scales(config.num_layers)[0] if config.residual == "deepnorm" else 1.0
+        if config.residual == "hyper":
+            options = {
+                "constraint": config.hc_constraint,
+                "dynamic": config.hc_dynamic,
+                **factory,
+            }
+            self.hyper_attention = HyperConnections(
+                d, config.num_streams, self._attention_branch, layer_index=2 * index, **options
+            )
+            self.hyper_mlp = HyperConnections(
+                d, config.num_streams, self._mlp_branch, layer_index=2 * index + 1, **options
+            )
+
+    def _attention_branch(self, x, mode, cache, start):
+        attended, cache = self.attend(self.norm1(x), mode, cache, start)
+        return self.drop(attended), cache
+
+    def _mlp_branch(self, x):
+        return self.drop(self.fc_out(F.gelu(self.fc(self.norm2(x)))))
 
     def attend(self, x, mode, cache, start):
         config = self.config
@@ -117,9 +158,18 @@ class _Block(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(batch, length, -1)), cache
 
     def forward(self, x, mode="chunked", cache=None, start=0):
-        attended, cache = self.attend(self.norm1(x), mode, cache, start)
-        x = x + self.drop(attended)
-        x = x + self.drop(self.fc_out(F.gelu(self.fc(self.norm2(x)))))
+        residual = self.config.residual
+        if residual == "prenorm":
+            attended, cache = self._attention_branch(x, mode, cache, start)
+            x = x + attended
+            return x + self._mlp_branch(x), cache
+        if residual == "hyper":  # x: streams (B, T, n, D)
+            x, cache = self.hyper_attention(x, mode, cache, start)
+            return self.hyper_mlp(x), cache
+        # post-norm (alpha = 1) and DeepNorm: x <- LN(alpha x + G(x))
+        attended, cache = self.attend(x, mode, cache, start)
+        x = self.norm1(self.alpha * x + self.drop(attended))
+        x = self.norm2(self.alpha * x + self.drop(self.fc_out(F.gelu(self.fc(x)))))
         return x, cache
 
 
@@ -134,7 +184,10 @@ class GPT(AutoregressiveSampling, nn.Module):
     the attention being causal softmax attention
     :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)V` through
     :func:`~torch.nn.functional.scaled_dot_product_attention`, or the delta rule. The input embedding
-    and the output projection share their weights.
+    and the output projection share their weights. ``config.residual`` replaces the pre-norm
+    residual by post-norm, DeepNorm (Wang et al. 2022) or hyper-connections over
+    ``config.num_streams`` streams (Zhu et al. 2025; mHC, DeepSeek 2025), the streams summed before
+    the last LayerNorm.
 
     Args:
         config: a :class:`GPTConfig`. Default: ``GPTConfig()``.
@@ -161,12 +214,16 @@ class GPT(AutoregressiveSampling, nn.Module):
         self.config = config = GPTConfig() if config is None else config
         factory = {"device": device, "dtype": dtype}
         self.embed = nn.Embedding(config.vocab_size, config.dim, **factory)
-        self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(
+            _Block(config, factory, index) for index in range(config.num_layers)
+        )
         self.norm = nn.LayerNorm(config.dim, **factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for name, weight in self.named_parameters():
+            if ".hyper_" in name:
+                continue  # the hyper-connections keep their own start
             if weight.dim() >= 2:
                 # residual output projections scaled by 1 / sqrt(2 L) as in GPT-2
                 scale = (
@@ -175,13 +232,29 @@ class GPT(AutoregressiveSampling, nn.Module):
                     else 1.0
                 )
                 nn.init.normal_(weight, std=0.02 * scale)
+        if self.config.residual == "deepnorm":
+            # DeepNet's start: Xavier normal, gain beta for the FFN, value and output projections,
+            # 1 for the query and key projections
+            beta = deepnorm_scales(self.config.num_layers)[1]
+            with torch.no_grad():
+                for block in self.blocks:
+                    query, key, value = block.qkv.weight.view(3, self.config.dim, -1)
+                    for weight, gain in ((query, 1.0), (key, 1.0), (value, beta)):
+                        nn.init.xavier_normal_(weight, gain=gain)
+                    for layer in (block.proj, block.fc, block.fc_out):
+                        nn.init.xavier_normal_(layer.weight, gain=beta)
 
     def _run(self, idx, mode, caches, start):
         x = self.embed(idx)
+        hyper = self.config.residual == "hyper"
+        if hyper:
+            x = HyperConnections.expand_streams(x, self.config.num_streams)
         new_caches = []
         for index, block in enumerate(self.blocks):
             x, cache = block(x, mode, None if caches is None else caches[index], start)
             new_caches.append(cache)
+        if hyper:
+            x = HyperConnections.reduce_streams(x)
         return self.norm(x) @ self.embed.weight.t(), new_caches
 
     def forward(self, idx: torch.Tensor, mode: str = "chunked") -> torch.Tensor:
