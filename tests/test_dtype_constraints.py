@@ -18,7 +18,16 @@ import torch
 from torch import nn
 
 import manifoldnn
-from manifoldnn.layers import BiMap, FRMap, HyperbolicMLR, OrthogonalDirectSum, SPDBatchNorm
+from manifoldnn.layers import (
+    BiMap,
+    BirkhoffMixing,
+    FRMap,
+    HyperbolicMLR,
+    HyperConnections,
+    OrthogonalDirectSum,
+    OrthogonalMixing,
+    SPDBatchNorm,
+)
 from manifoldnn.models import FusedStreamLM, GrNet, MultiViewGrassmannNet, SPDNet
 from manifoldnn.parametrizations import PARAMETRIZATIONS, OrthonormalFrame
 
@@ -47,7 +56,22 @@ CASES = {
     "FusedStreamLM": lambda: FusedStreamLM(
         5, 2, 4, 20, text_size=4, code_size=3, num_layers=1, num_heads=2
     ),
+    "BirkhoffMixing": lambda: BirkhoffMixing(5),
+    **{
+        f"OrthogonalMixing-{p}": (lambda p=p: _moved_mixing(OrthogonalMixing(5, parametrization=p)))
+        for p in PARAMETRIZATIONS
+    },
+    **{
+        f"HyperConnections-{c}": (lambda c=c: HyperConnections(6, 4, nn.Linear(6, 6), constraint=c))
+        for c in ("birkhoff", "orthogonal")
+    },
 }
+
+
+def _moved_mixing(mixing: OrthogonalMixing) -> OrthogonalMixing:
+    """An orthogonal mixing away from the identity (exact in every dtype)."""
+    _moved_frame(mixing.frame)
+    return mixing
 
 
 def _moved_frame(frame: OrthonormalFrame) -> OrthonormalFrame:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..parametrizations import PARAMETRIZATIONS, OrthonormalFrame
+from ..parametrizations import PARAMETRIZATIONS, ConstrainedModule, OrthonormalFrame
 from ..validation import (
     check_bool,
     check_choice,
@@ -64,25 +64,37 @@ __all__ = [
 ]
 
 
-def sinkhorn_knopp(logits: torch.Tensor, num_iters: int = 20) -> torch.Tensor:
-    r"""The doubly stochastic scaling :math:`\mathrm{SK}(\exp L)` of ``exp(logits)``, in the log domain.
+def sinkhorn_knopp(
+    logits: torch.Tensor, num_iters: int = 20, *, log_domain: bool = True
+) -> torch.Tensor:
+    r"""The doubly stochastic scaling :math:`\mathrm{SK}(\exp L)` of ``exp(logits)``.
 
     Alternately normalises the columns and the rows of :math:`\exp L` (Sinkhorn and Knopp 1967,
-    "Concerning nonnegative matrices and doubly stochastic matrices"), each as a ``logsumexp``
-    subtraction, so no entry overflows whatever the logits. The result is positive, its rows sum
-    to 1 up to rounding (the last step), and its columns approach 1 linearly: by Birkhoff's
-    contraction (Franklin and Lorenz 1989, "On the scaling of multidimensional matrices") the error
-    shrinks by :math:`\tanh(\Delta / 4)^2` per iteration, :math:`\Delta` the largest
+    "Concerning nonnegative matrices and doubly stochastic matrices"). In the log domain each step
+    is a ``logsumexp`` subtraction, so nothing under- or overflows whatever the logits; otherwise
+    :math:`\exp(L - \max L)` is divided by its sums, about three times fewer operations, exact
+    enough when the logits span a bounded range (entries of :math:`\exp(L - \max L)` no smaller
+    than :math:`e^{-\mathrm{range}}`). The result is positive, its rows sum to 1 up to rounding
+    (the last step), and its columns approach 1 linearly: by Birkhoff's contraction (Franklin and
+    Lorenz 1989, "On the scaling of multidimensional matrices") the error shrinks by
+    :math:`\tanh(\Delta / 4)^2` per iteration, :math:`\Delta` the largest
     :math:`L_{ij} + L_{kl} - L_{il} - L_{kj}`.
 
     Args:
         logits: :math:`L`, ``(..., n, n)``.
         num_iters: column-and-row normalisation pairs; 0 returns :math:`\exp L`. Default: ``20``
             (mHC's choice).
+        log_domain: normalise in the log domain. Default: ``True``.
 
     Returns:
         ``(..., n, n)``, in ``logits``' dtype.
     """
+    if not log_domain:
+        p = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
+        for _ in range(num_iters):
+            p = p / p.sum(dim=-2, keepdim=True)
+            p = p / p.sum(dim=-1, keepdim=True)
+        return p
     log_p = logits
     for _ in range(num_iters):
         log_p = log_p - torch.logsumexp(log_p, dim=-2, keepdim=True)
@@ -140,8 +152,10 @@ def deepnorm_scales(num_layers: int) -> tuple[float, float]:
     return (2.0 * n) ** 0.25, (8.0 * n) ** -0.25
 
 
-class _Mixing(nn.Module):
-    """A residual-mixing rule: how the coefficient logits become ``H^pre``, ``H^post``, ``H^res``."""
+class _Mixing(ConstrainedModule):
+    """A residual-mixing rule: how the coefficient logits become ``H^pre``, ``H^post``, ``H^res``
+    (a :class:`~manifoldnn.parametrizations.ConstrainedModule`: a constrained matrix is projected
+    again after a dtype change)."""
 
     #: whether the input-dependent (dynamic) coefficients reach ``H^res``
     dynamic_residual = True
@@ -214,6 +228,9 @@ class SinkhornMixing(_Mixing):
     :math:`1/\tau`). The entries of :math:`\exp(\tilde H / \tau)` then lie within a factor
     :math:`e^{c}` of each other, and those of the doubly stochastic limit are at least
     :math:`e^{-2c} / n`: no permutation matrix, whose Sinkhorn Jacobian vanishes, can be reached.
+    The bounded range also lets the iterations run on :math:`\exp` directly instead of in the log
+    domain (:func:`sinkhorn_knopp`), at no risk of underflow; without the guard they run in the
+    log domain.
 
     Args:
         num_streams: ``n``.
@@ -247,7 +264,7 @@ class SinkhornMixing(_Mixing):
             )
             temperature = torch.clamp(spread.detach() / self.max_logit_range, min=1.0)
             logits = logits / temperature
-        return sinkhorn_knopp(logits, self.num_iters)
+        return sinkhorn_knopp(logits, self.num_iters, log_domain=self.max_logit_range is None)
 
 
 class _ExactBirkhoffPolytope(geoopt.manifolds.BirkhoffPolytope):
@@ -485,7 +502,8 @@ class HyperConnections(nn.Module):
         """The streams after this layer; ``args`` and ``kwargs`` go to ``branch``."""
         self._check_streams(streams)
         pre, post, residual = self.coefficients(streams)
-        branch_input = (pre.unsqueeze(-2) @ streams).squeeze(-2)  # (..., dim)
+        # tiny n x n products as broadcast sums: batched (n x n) matmuls are slow on the CPU
+        branch_input = (pre.unsqueeze(-1) * streams).sum(-2)  # (..., dim)
         output = self.branch(branch_input, *args, **kwargs)
         rest = ()
         if isinstance(output, tuple):
@@ -495,7 +513,11 @@ class HyperConnections(nn.Module):
                 f"branch must map (..., dim) to the same shape, got {tuple(branch_input.shape)} "
                 f"-> {tuple(output.shape)}"
             )
-        mixed = residual @ streams + post.unsqueeze(-1) * output.unsqueeze(-2)
+        if residual.dim() == 2:  # static: one (n, n) @ (n, ... * dim) product
+            mixed = torch.einsum("ij,...jd->...id", residual, streams)
+        else:
+            mixed = (residual.unsqueeze(-1) * streams.unsqueeze(-3)).sum(-2)
+        mixed = mixed + post.unsqueeze(-1) * output.unsqueeze(-2)
         return (mixed, *rest) if rest else mixed
 
     def extra_repr(self) -> str:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS, HyperConnections, deepnorm_scales
+from ..validation import check_bool, check_choice, check_positive_int
 from .linear_attention import MODES, causal_linear_attention, delta_rule
 from .rope import rotary
 from .sequence import (
@@ -29,6 +31,7 @@ from .sequence import (
 __all__ = ["BDH", "BDHConfig"]
 
 STATE_UPDATES = ("hebbian", "delta")
+RESIDUALS = ("postnorm", "prenorm", "deepnorm", "hyper")
 
 
 @renamed_config_fields(
@@ -52,6 +55,16 @@ class BDHConfig:
         rope_theta: RoPE base. Default: ``2**16``.
         chunk_size: chunk length of ``mode="chunked"``. Default: 64.
         mode: execution mode used when :meth:`BDH.forward` gets none. Default: ``"chunked"``.
+        residual: how a layer's output :math:`y` joins the state: ``"postnorm"``
+            (:math:`\\mathrm{LN}(x + y)`, the paper's), ``"prenorm"`` (:math:`x + y(\\mathrm{LN}(x))`,
+            one LayerNorm at the end), ``"deepnorm"`` (:math:`\\mathrm{LN}(\alpha x + y)` with
+            DeepNorm's :math:`\alpha`, the value encoder and decoder started :math:`\beta` times
+            smaller, :func:`~manifoldnn.layers.deepnorm_scales`) or ``"hyper"`` (``num_streams``
+            streams, :class:`~manifoldnn.layers.HyperConnections`). Default: ``"postnorm"``.
+        num_streams: residual streams of ``residual="hyper"``. Default: 4.
+        hc_constraint: the residual mixing of ``residual="hyper"``: ``None``, ``"sinkhorn"``,
+            ``"birkhoff"`` or ``"orthogonal"``. Default: ``"sinkhorn"``.
+        hc_dynamic: input-dependent hyper-connection coefficients. Default: ``True``.
     """
 
     vocab_size: int = 256
@@ -66,6 +79,10 @@ class BDHConfig:
     rope_theta: float = 2.0**16
     chunk_size: int = 64
     mode: str = "chunked"
+    residual: str = "postnorm"
+    num_streams: int = 4
+    hc_constraint: str | None = "sinkhorn"
+    hc_dynamic: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "num_layers", "dim", "num_heads", "num_neurons", "chunk_size"):
@@ -88,6 +105,10 @@ class BDHConfig:
             raise ValueError("decay applies to state_update='hebbian' only")
         if self.rope_theta <= 1.0:
             raise ValueError(f"rope_theta must be > 1, got {self.rope_theta}")
+        check_choice(self.residual, "residual", RESIDUALS)
+        check_positive_int(self.num_streams, "num_streams")
+        check_choice(self.hc_constraint, "hc_constraint", tuple(RESIDUAL_CONSTRAINTS))
+        check_bool(self.hc_dynamic, "hc_dynamic")
 
 
 class _BDHLayer(nn.Module):
@@ -95,6 +116,7 @@ class _BDHLayer(nn.Module):
 
     def __init__(self, config: BDHConfig, factory: dict) -> None:
         super().__init__()
+        self.config = config
         h, d, n = config.num_heads, config.dim, config.num_neurons
         self.encoder = nn.Parameter(torch.empty(h, d, n, **factory))
         self.encoder_v = nn.Parameter(torch.empty(h, d, n, **factory))
@@ -106,8 +128,14 @@ class _BDHLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for weight in (self.encoder, self.encoder_v, self.decoder):
-            nn.init.normal_(weight, std=0.02)
+        beta = (
+            deepnorm_scales(self.config.num_layers)[1]
+            if self.config.residual == "deepnorm"
+            else 1.0
+        )
+        nn.init.normal_(self.encoder, std=0.02)
+        for weight in (self.encoder_v, self.decoder):
+            nn.init.normal_(weight, std=0.02 * beta)
         if self.beta is not None:
             nn.init.normal_(self.beta, std=0.02)
         if self.log_decay_logit is not None:
@@ -173,6 +201,20 @@ class BDH(AutoregressiveSampling, nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.dim, **factory)
         self.lm_head = nn.Parameter(torch.empty(config.dim, config.vocab_size, **factory))
         self.dropout = nn.Dropout(config.dropout)
+        self.alpha = deepnorm_scales(config.num_layers)[0] if config.residual == "deepnorm" else 1.0
+        if config.residual == "hyper":
+            self.hyper = nn.ModuleList(
+                HyperConnections(
+                    config.dim,
+                    config.num_streams,
+                    self._hyper_branch,
+                    constraint=config.hc_constraint,
+                    dynamic=config.hc_dynamic,
+                    layer_index=index,
+                    **factory,
+                )
+                for index in range(config.num_layers)
+            )
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.lm_head, std=0.02)
 
@@ -193,25 +235,48 @@ class BDH(AutoregressiveSampling, nn.Module):
         beta = torch.sigmoid(x @ layer.beta).transpose(-1, -2)
         return delta_rule(key, key, v, beta, return_state=True, **common)
 
+    def _branch(self, layer, x, mode, state, start, stats):
+        """One layer's output ``y`` ``(B, T, D)`` from its (normalised) input, and its new state."""
+        config = self.config
+        batch, length = x.shape[:2]
+        xs = torch.relu(x.unsqueeze(1) @ layer.encoder)  # (B, H, T, N)
+        if stats is not None:
+            stats.append((xs > 0).to(x.dtype).mean())
+        attended, state = self._attention(layer, xs, x, mode, state, start)
+        ys = torch.relu(F.layer_norm(attended, (config.dim,)) @ layer.encoder_v)
+        sparse = (
+            self.dropout(xs * ys).transpose(1, 2).reshape(batch, length, layer.decoder.shape[0])
+        )
+        return F.layer_norm(sparse @ layer.decoder, (config.dim,)), state
+
+    def _hyper_branch(self, x, layer, mode, state, start, stats):
+        return self._branch(layer, F.layer_norm(x, (self.config.dim,)), mode, state, start, stats)
+
     def _run(self, idx, mode, states, start, stats=None):
         config = self.config
-        batch, length = idx.shape
+        residual = config.residual
         x = F.layer_norm(self.embed(idx), (config.dim,))
+        if residual == "hyper":
+            x = HyperConnections.expand_streams(x, config.num_streams)
         new_states = []
         for index in range(config.num_layers):
             layer = self._layer(index)
-            xs = torch.relu(x.unsqueeze(1) @ layer.encoder)  # (B, H, T, N)
-            if stats is not None:
-                stats.append((xs > 0).to(x.dtype).mean())
             state = None if states is None else states[index]
-            attended, state = self._attention(layer, xs, x, mode, state, start)
+            if residual == "hyper":
+                x, state = self.hyper[index](x, layer, mode, state, start, stats)
+            elif residual == "prenorm":
+                y, state = self._branch(
+                    layer, F.layer_norm(x, (config.dim,)), mode, state, start, stats
+                )
+                x = x + y
+            else:  # post-norm (alpha = 1) and DeepNorm
+                y, state = self._branch(layer, x, mode, state, start, stats)
+                x = F.layer_norm((x if self.alpha == 1.0 else self.alpha * x) + y, (config.dim,))
             new_states.append(state)
-            ys = torch.relu(F.layer_norm(attended, (config.dim,)) @ layer.encoder_v)
-            sparse = (
-                self.dropout(xs * ys).transpose(1, 2).reshape(batch, length, layer.decoder.shape[0])
-            )
-            y = F.layer_norm(sparse @ layer.decoder, (config.dim,))
-            x = F.layer_norm(x + y, (config.dim,))
+        if residual == "hyper":
+            x = HyperConnections.reduce_streams(x)
+        if residual in ("prenorm", "hyper"):
+            x = F.layer_norm(x, (config.dim,))
         return x @ self.lm_head, new_states
 
     def forward(
