@@ -167,7 +167,11 @@ class _Mixing(ConstrainedModule):
         return 2.0 * torch.sigmoid(logits)
 
     def static_pre_logits(self, num_streams: int, layer_index: int) -> torch.Tensor:
-        return torch.zeros(num_streams)
+        # one-hot on stream (layer_index mod n), as hyper-connections and the reference mHC start:
+        # the n copies of the input are symmetric, and only unequal reads break the symmetry
+        return F.one_hot(torch.tensor(layer_index % num_streams), num_streams).to(
+            torch.get_default_dtype()
+        )
 
     def static_post_logits(self, num_streams: int) -> torch.Tensor:
         return torch.zeros(num_streams)
@@ -202,11 +206,6 @@ class UnconstrainedMixing(_Mixing):
 
     def post(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
-
-    def static_pre_logits(self, num_streams: int, layer_index: int) -> torch.Tensor:
-        return F.one_hot(torch.tensor(layer_index % num_streams), num_streams).to(
-            torch.get_default_dtype()
-        )
 
     def static_post_logits(self, num_streams: int) -> torch.Tensor:
         return torch.ones(num_streams)
@@ -395,8 +394,9 @@ class HyperConnections(nn.Module):
             return a tuple whose first element is the output (the rest is handed back).
         constraint: ``None``, ``"sinkhorn"``, ``"birkhoff"`` or ``"orthogonal"``. Default: ``None``.
         dynamic: add the input-dependent coefficients. Default: ``True``.
-        layer_index: the layer's position; hyper-connections' unconstrained start reads stream
-            ``layer_index mod n``. Default: ``0``.
+        layer_index: the layer's position: the static :math:`H^{\mathrm{pre}}` logits start
+            one-hot on stream ``layer_index mod n`` (Zhu et al.'s start, and the reference mHC's),
+            which breaks the symmetry of the ``n`` equal copies. Default: ``0``.
         sinkhorn_iters: Sinkhorn-Knopp iterations of ``"sinkhorn"``. Default: ``20``.
         max_logit_range: the guard of ``"sinkhorn"`` against permutation matrices
             (:class:`SinkhornMixing`); ``None`` for none. Default: ``4.0``.
