@@ -56,12 +56,12 @@ from manifoldnn.models import GPT, GPTConfig
 
 METHODS = {
     "prenorm": {"residual": "prenorm"},
-    "deepnorm": {"residual": "deepnorm"},
-    "hc": {"residual": "hyper", "hc_constraint": None},
     "mhc": {"residual": "hyper", "hc_constraint": "sinkhorn"},
+    "reference": {"residual": "hyper", "hc_constraint": "sinkhorn"},
     "birkhoff": {"residual": "hyper", "hc_constraint": "birkhoff"},
     "orthogonal": {"residual": "hyper", "hc_constraint": "orthogonal"},
-    "reference": {"residual": "hyper", "hc_constraint": "sinkhorn"},
+    "hc": {"residual": "hyper", "hc_constraint": None},
+    "deepnorm": {"residual": "deepnorm"},
 }
 
 
@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
                         runs.append(
                             train(method, depth, seed, train_tokens, eval_windows, args, bar)
                         )
+                        # after every run, so that an interrupted measurement keeps what it made
+                        write_json(args.json, {"results": summarise(runs), "runs": runs})
     results = summarise(runs)
     print_table(results)
     plot(runs, results, args.out)
