@@ -220,8 +220,10 @@ class SinkhornMixing(_Mixing):
     H^{\mathrm{res}} / \tau))`, log-domain Sinkhorn-Knopp (:func:`sinkhorn_knopp`).
 
     :math:`\tilde H^{\mathrm{res}} = A_r + s_r \tanh(\bar x W_r)` starts at :math:`A_r = I`
-    (the reference implementation's start). Guard against the collapse to permutation matrices:
-    when the logits of a matrix span a range :math:`r = \max \tilde H - \min \tilde H` above
+    (the reference implementation's start). Guard against the collapse to permutation matrices
+    (reported against public implementations: Sinkhorn inputs spanning a range of about 160
+    underflow to exact permutation matrices, whose gradient is zero; the same remedy, a capped
+    range, is "range-capped Sinkhorn"): when the logits of a matrix span a range :math:`r = \max \tilde H - \min \tilde H` above
     ``max_logit_range`` :math:`c`, they are divided by the temperature :math:`\tau = r / c`
     (treated as a constant in the backward, so the gradient keeps its direction, scaled by
     :math:`1/\tau`). The entries of :math:`\exp(\tilde H / \tau)` then lie within a factor
