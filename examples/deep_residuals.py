@@ -27,9 +27,10 @@ step time.
 
     python examples/deep_residuals.py --seed 0 --out out/deep_residuals --json out/deep_residuals.json
 
-One thread by default; ``--steps`` and ``--seeds`` set the budget (the default, 1 seed of 300 steps
-of 8 x 64 bytes for 7 methods at 3 depths, takes about two hours on one core). ``--combine A.json
-B.json`` prints the table and draws the plots of runs made separately (e.g. one depth per process).
+One thread by default; ``--steps`` and ``--seeds`` set the budget (the default, 1 seed of 100 steps
+of 8 x 64 bytes for 7 methods at 3 depths, took 65 minutes of wall-clock as two processes, depth 48
+and depths 12 + 24, on a 2-core machine shared with other jobs). ``--combine A.json B.json`` prints
+the table and draws the plots of runs made separately (e.g. one depth per process).
 It writes ``loss_curves.png`` (training bits per byte against steps, one panel per depth) and
 ``composite_gain.png`` (gain against depth). Measured figures are in
 ``docs/results/deep_residuals.md``.
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser,
         {
             "threads": 1,
-            "steps": (300, "training steps per run (equal tokens: steps x batch x context)"),
+            "steps": (100, "training steps per run (equal tokens: steps x batch x context)"),
             "seeds": (1, "seeds per method and depth, from --seed on"),
             "context": 64,
             "batch": 8,
