@@ -68,7 +68,8 @@ def orthogonal_random_features(
         dim: F, the size of the vectors projected (>= 1).
         batch_shape: leading dimensions (e.g. ``(H,)``: one independent draw per head). Default: ().
         generator: random generator (its device is used to draw). Default: the global one.
-        device, dtype: of the result. Default: PyTorch's defaults.
+        device: of the result. Default: PyTorch's default.
+        dtype: of the result. Default: PyTorch's default.
 
     Shape:
         ``(*batch_shape, num_features, dim)``.

@@ -159,14 +159,18 @@ class FusedStreamLM(nn.Module):
         text_size: n, width of the text embedding for ``"direct_sum"`` / ``"concat_linear"``.
             Default: 32.
         code_size: V, width of each codebook embedding for those two. Default: 16.
-        rank_a, rank_b: retained sizes of the direct sum (lossy mode when ``dim < n + K V``;
-            default: all, which needs ``dim >= n + K V``).
+        rank_a: retained size of the text part of the direct sum (lossy mode when
+            ``dim < n + K V``). Default: ``None`` (all, which needs ``dim >= n + K V``).
+        rank_b: retained size of the codes' part of the direct sum. Default: ``None`` (all).
         parametrization: of the direct sum's frames (see
             :class:`~manifoldnn.layers.OrthogonalDirectSum`). Default: ``"stiefel"`` (train with
             a geoopt Riemannian optimiser).
-        num_layers, num_heads, mlp_ratio, dropout: of the Transformer blocks (:class:`GPTConfig`).
-            Default: 2, 4, 4, 0.0.
-        device, dtype: factory arguments. Default: ``None``.
+        num_layers: Transformer blocks (:class:`GPTConfig`). Default: ``2``.
+        num_heads: attention heads of a block. Default: ``4``.
+        mlp_ratio: hidden width of a block's MLP over ``dim``. Default: ``4``.
+        dropout: of the Transformer blocks. Default: ``0.0``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
         - ``text``: ``(B, T)`` ids in ``[0, num_text_tokens)``;
