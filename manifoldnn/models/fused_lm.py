@@ -30,7 +30,7 @@ Sizes: batch ``B``, frames ``T``, text vocabulary ``num_text_tokens``, ``K`` cod
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -343,24 +343,24 @@ class FusedStreamLM(nn.Module):
 
     @torch.no_grad()
     def initialize_fusion(
-        self,
-        text: torch.Tensor,
-        codes: torch.Tensor,
-        method: Literal["random", "pca", "cca"] = "cca",
-        *,
-        regularization: float = 1e-3,
-        seed: int = 0,
+        self, text: torch.Tensor, codes: torch.Tensor, *args: Any, **kwargs: Any
     ) -> FusedStreamLM:
-        """Start the direct sum's frames from paired data (:meth:`OrthogonalDirectSum.initialize`
-        on the current embeddings of ``text (B, T)`` and the previous codes of ``codes (B, T, K)``);
-        returns ``self``."""
+        """Start the direct sum's frames from paired data: :meth:`OrthogonalDirectSum.initialize`
+        on the current embeddings of ``text (B, T)`` and the previous codes of ``codes (B, T, K)``;
+        returns ``self``.
+
+        Args:
+            text: ``(B, T)`` text token ids.
+            codes: ``(B, T, K)`` codes.
+            *args: the further arguments of :meth:`OrthogonalDirectSum.initialize` (``method``).
+            **kwargs: its keyword arguments (``method``, ``regularization``, ``seed``).
+        """
         if self.direct_sum is None:
             raise ValueError("initialize_fusion needs fusion='direct_sum'")
         a, b = self.features(text, codes)
-        self.direct_sum.initialize(
-            a.reshape(-1, self.text_size), b.reshape(-1, self.num_codebooks, self.code_size),
-            method=method, regularization=regularization, seed=seed,
-        )  # fmt: skip
+        text_features = a.reshape(-1, self.text_size)
+        code_features = b.reshape(-1, self.num_codebooks, self.code_size)
+        self.direct_sum.initialize(text_features, code_features, *args, **kwargs)
         return self
 
     @torch.no_grad()
