@@ -607,6 +607,12 @@ class ManifoldAttentionHeads(nn.Module):
         merged = self.geometry.aggregate((weights.unsqueeze(-1) * features).sum(-2), head_point)
         return self.out_map(merged).squeeze(-nd - 1)
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
+            f"num_heads={self.num_heads}, project={self.project}, out_size={self.out_size}"
+        )
+
     @staticmethod
     def merge_weights(weights: torch.Tensor | None, average: bool) -> torch.Tensor | None:
         """Per-head weights ``(..., H, L_q, L_k)``, averaged over heads when ``average``."""
@@ -704,7 +710,6 @@ class GeodesicAttention(ManifoldAttentionHeads):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
-            f"num_heads={self.num_heads}, distance={self.distance}, score={self.score}, "
-            f"aggregation={self.aggregation}, project={self.project}, out_size={self.out_size}"
+            f"{super().extra_repr()}, distance={self.distance}, score={self.score}, "
+            f"aggregation={self.aggregation}"
         )

@@ -485,7 +485,6 @@ class FavorAttention(ManifoldAttentionHeads):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
-            f"num_heads={self.num_heads}, distance={self.distance}, "
+            f"{super().extra_repr()}, distance={self.distance}, "
             f"num_features={self.num_features}, redraw_interval={self.redraw_interval}"
         )
