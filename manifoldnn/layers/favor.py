@@ -398,8 +398,9 @@ class FavorAttention(ManifoldAttentionHeads):
         device: of the parameters and buffers. Default: PyTorch's default.
         dtype: of the parameters and buffers. Default: PyTorch's default.
         **options: the other options of :class:`~manifoldnn.layers.ManifoldAttentionHeads`:
-            ``tau`` (initial temperature), ``learn_tau``, ``train_length`` (entropy-invariant
-            scaling), ``out_size`` (the output map; ``None`` returns the heads apart).
+            ``tau`` (initial temperature), ``learn_tau``, ``project`` (``False``: no maps),
+            ``train_length`` (entropy-invariant scaling), ``out_size`` (the output map; ``None``
+            returns the heads apart).
 
     Shape:
         As :class:`~manifoldnn.layers.GeodesicAttention`: ``query (..., L_q, *point)``,
