@@ -234,7 +234,7 @@ def test_bad_arguments_raise():
         (S, "geodesic", "tangent"),
         (S, "chordal", "extrinsic"),
         (G, "projection", "extrinsic"),
-        (G, "geodesic", "tangent"),
+        pytest.param(G, "geodesic", "tangent", marks=pytest.mark.slow),
         (P, "affine", "tangent"),
         (B, "geodesic", "extrinsic"),
     ],
