@@ -181,15 +181,15 @@ def mean_squared_pair_norm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _log_features(x: torch.Tensor, w: torch.Tensor, a=0.0) -> torch.Tensor:
-    projected = x @ w.transpose(-1, -2)
     half_square = 0.5 * x.pow(2).sum(-1, keepdim=True)
     if not isinstance(a, torch.Tensor) and a == 0.0:
-        return projected - half_square
+        return x @ w.transpose(-1, -2) - half_square
+    # sqrt(1 - 4A) goes into the (m, F) projection and A |w_r|^2 + (F/4) log(1 - 4A) into a
+    # per-feature offset, so that the (L, m) logits take two passes, as FAVOR+'s do
     a = torch.as_tensor(a, dtype=x.dtype, device=x.device)[..., None, None]
     one_minus = 1 - 4 * a
-    constant = 0.25 * x.shape[-1] * torch.log(one_minus)
-    radial = a * w.pow(2).sum(-1).unsqueeze(-2)  # A |w_r|^2, (..., 1, m)
-    return radial + one_minus.sqrt() * projected - half_square + constant
+    offset = a * w.pow(2).sum(-1).unsqueeze(-2) + 0.25 * x.shape[-1] * torch.log(one_minus)
+    return x @ (w * one_minus.sqrt()).transpose(-1, -2) + (offset - half_square)
 
 
 def _feature_distance(geometry: ManifoldGeometry, distance: str | None) -> str:

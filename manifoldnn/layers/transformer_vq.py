@@ -14,8 +14,8 @@ and the normaliser is the same sum with :math:`N_s` for :math:`U_s`. The attenti
 softmax attention over the quantised keys, computed with a cache of :math:`S` value sums and
 counts (the compressive cache) instead of all earlier keys and values. Block form (training):
 the sequence is cut into blocks of ``block_size`` tokens; a block attends to its own keys exactly
-(causal mask) and to all earlier blocks through the cache, the prefix sums of the blocks' code
-aggregates, in :math:`O(T (S + L) D)`. Recurrent form (decoding): one token a step adds its value
+(causal mask) and to all earlier blocks through the cache, which it then joins, in
+:math:`O(T (S + L) D)` time and :math:`O(S D + L (S + L))` memory a block. Recurrent form (decoding): one token a step adds its value
 to :math:`U_{z_t}`, one to :math:`N_{z_t}`, and reads
 :math:`\mathrm{softmax}_s(q_t^\top c_s + \log N_s)` against the means :math:`U_s / N_s`, in
 :math:`O(S D)` time and constant memory.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..validation import check_choice, check_in_range, check_nonnegative_float, check_positive_int
 from ._token_heads import TokenHeads
@@ -108,8 +107,8 @@ def vq_attention(
         value: ``(..., T, D_v)``.
         codebook: ``(..., S, D)``, broadcasting against the leading dimensions (e.g. ``(H, S, D)``
             for heads in the last leading dimension).
-        block_size: tokens a block in ``"block"`` mode; any ``T`` is accepted (the last block is
-            padded). Default: ``128``.
+        block_size: tokens a block in ``"block"`` mode; any ``T`` is accepted (the last block
+            may be shorter). Default: ``128``.
         mode: ``"block"`` (parallel over blocks) or ``"recurrent"`` (one token at a time).
             Default: ``"block"``.
         state: the compressive cache after the tokens before this sequence, ``(value sums
@@ -185,44 +184,32 @@ def _quantised_attention(
 
 
 def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale):
-    lead = query.shape[:-2]
-    length, num_codes = query.shape[-2], codebook.shape[-2]
-    size = min(block_size, max(length, 1))
-    blocks = -(-length // size)
-    pad = blocks * size - length
-    valid = torch.ones(length, dtype=value.dtype, device=value.device)
-    if pad:  # padding goes after every real token: no real query sees it, no sum counts it
-        query, keys, value = (F.pad(t, (0, 0, 0, pad)) for t in (query, keys, value))
-        codes, valid = F.pad(codes, (0, pad)), F.pad(valid, (0, pad))
-
-    def blocked(t):
-        return t.reshape(*lead, blocks, size, *t.shape[len(lead) + 1 :])
-
-    q_b, k_b, v_b, z_b = blocked(query), blocked(keys), blocked(value), blocked(codes)
-    block_sums, block_counts = _code_sums(
-        z_b, v_b, num_codes, valid.view(blocks, size).expand_as(z_b)
-    )
-    # the cache before each block: the state plus the blocks before it (exclusive prefix sums)
-    inclusive_sums, inclusive_counts = block_sums.cumsum(-3), block_counts.cumsum(-2)
-    before_sums = sums.unsqueeze(-3) + F.pad(inclusive_sums, (0, 0, 0, 0, 1, -1))
-    before_counts = counts.unsqueeze(-2) + F.pad(inclusive_counts, (0, 0, 1, -1))
-    means = before_sums / before_counts.clamp_min(1).unsqueeze(-1)
-    book = codebook.unsqueeze(-3).expand(*lead, blocks, num_codes, codebook.shape[-1])
+    # block by block (the scan of Lingle 2023, Sec. 3.2): one softmax over the S codes (logit
+    # q.c_s + log N_s, value U_s / N_s, from the cache of the earlier blocks) and the block's own
+    # keys (causal), with a shared shift; then the block's values join the cache. The code logits
+    # of all queries are one product (C is not repeated per block).
+    num_codes = codebook.shape[-2]
+    size = min(block_size, max(query.shape[-2], 1))
     causal = torch.ones(size, size, dtype=torch.bool, device=query.device).tril()
-    local = torch.zeros(size, size, dtype=query.dtype, device=query.device).masked_fill(
-        ~causal, -math.inf
-    )
-    code_bias = before_counts.log().unsqueeze(-2).expand(*lead, blocks, size, num_codes)
-    mask = torch.cat([code_bias, local.expand(*lead, blocks, size, size)], -1)
-    out = F.scaled_dot_product_attention(
-        q_b,
-        torch.cat([book.to(k_b.dtype), k_b], -2),
-        torch.cat([means, v_b], -2),
-        attn_mask=mask,
-        scale=scale,
-    )
-    out = out.reshape(*lead, blocks * size, value.shape[-1])[..., :length, :]
-    return out, (sums + inclusive_sums[..., -1, :, :], counts + inclusive_counts[..., -1, :])
+    codes_logits = (query @ codebook.transpose(-1, -2)) * scale
+    outputs = []
+    # torch.split rather than slicing: one concatenation of the blocks' gradients in backward
+    for q, k, v, z, logits in zip(
+        *(t.split(size, dim=-2) for t in (query, keys, value, codes.unsqueeze(-1), codes_logits))
+    ):
+        n = q.shape[-2]
+        logits = logits + counts.log().unsqueeze(-2)  # codes not yet seen: -inf
+        local = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~causal[:n, :n], -math.inf)
+        shift = torch.maximum(logits.amax(-1), local.amax(-1)).detach().unsqueeze(-1)
+        codes_weights, local_weights = (logits - shift).exp(), (local - shift).exp()
+        means = sums / counts.clamp_min(1).unsqueeze(-1)
+        numerator = codes_weights @ means + local_weights @ v
+        denominator = codes_weights.sum(-1) + local_weights.sum(-1)
+        outputs.append(numerator / denominator.unsqueeze(-1))
+        block_sums, block_counts = _code_sums(z.squeeze(-1), v, num_codes)
+        sums, counts = sums + block_sums, counts + block_counts
+    out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
+    return out, (sums, counts)
 
 
 class TransformerVQAttention(TokenHeads):
