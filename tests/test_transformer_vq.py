@@ -129,10 +129,11 @@ def test_codebook_moves_by_its_moving_average_update(device):
 
 
 def test_repeated_updates_converge_to_the_k_means_of_fixed_keys(device):
-    vq = layer(device, decay=0.5).train()
+    vq = layer(device, decay=0.5, block_size=64).train()
     x = torch.randn(1, 64, 16, dtype=F64, device=device)
-    for _ in range(200):
-        vq(x)
+    with torch.no_grad():
+        for _ in range(150):
+            vq(x)
     keys = vq.qkv(x).view(1, 64, 3, 2, 8)[:, :, 1].transpose(1, 2).detach()
     codes, _ = vector_quantize(keys, vq.codebook)
     one_hot = torch.nn.functional.one_hot(codes, 8).to(F64)[0]  # (H, T, S)
