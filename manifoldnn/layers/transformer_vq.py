@@ -27,7 +27,13 @@ import math
 
 import torch
 
-from ..validation import check_choice, check_in_range, check_nonnegative_float, check_positive_int
+from ..validation import (
+    check_choice,
+    check_in_range,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
 from ._token_heads import TokenHeads
 
 __all__ = ["TransformerVQAttention", "vector_quantize", "vq_attention"]
@@ -62,11 +68,18 @@ def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tens
     return codes.expand(*lead, codes.shape[-1]), torch.gather(book, -2, index)
 
 
-def _code_sums(codes, values, num_codes, weight=None):
-    """``(sums (..., S, D_v), counts (..., S))`` of the values per code along the second-last axis."""
-    ones = torch.ones_like(codes, dtype=values.dtype) if weight is None else weight
+def _accumulation(dtype: torch.dtype) -> torch.dtype:
+    """The cache's dtype: float32 or wider, so that counts stay exact in half precision."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _code_sums(codes, values, num_codes):
+    """``(sums (..., S, D_v), counts (..., S))`` of the values per code along the second-last
+    axis, in the accumulation dtype."""
+    values = values.to(_accumulation(values.dtype))
     sums = values.new_zeros(*values.shape[:-2], num_codes, values.shape[-1])
-    sums = sums.scatter_add(-2, codes.unsqueeze(-1).expand_as(values), values * ones.unsqueeze(-1))
+    sums = sums.scatter_add(-2, codes.unsqueeze(-1).expand_as(values), values)
+    ones = torch.ones_like(codes, dtype=values.dtype)
     counts = values.new_zeros(*codes.shape[:-1], num_codes).scatter_add(-1, codes, ones)
     return sums, counts
 
@@ -75,7 +88,7 @@ def _read_cache(query, codebook, sums, counts, scale):
     """softmax_s(q . c_s scale + log N_s) against the means U_s / N_s (codes with N_s = 0 out)."""
     logits = (query @ codebook.transpose(-1, -2)) * scale + counts.log().unsqueeze(-2)
     means = sums / counts.clamp_min(1).unsqueeze(-1)
-    return torch.softmax(logits, dim=-1) @ means
+    return (torch.softmax(logits, dim=-1) @ means).to(query.dtype)
 
 
 def vq_attention(
@@ -112,7 +125,7 @@ def vq_attention(
         mode: ``"block"`` (parallel over blocks) or ``"recurrent"`` (one token at a time).
             Default: ``"block"``.
         state: the compressive cache after the tokens before this sequence, ``(value sums
-            (..., S, D_v), counts (..., S))``, as returned. Default: ``None`` (no earlier token).
+            (..., S, D_v), counts (..., S))`` in float32 or wider, as returned. Default: ``None`` (no earlier token).
         scale: logit scale :math:`s`. Default: ``None`` (:math:`1/\sqrt{D}`).
 
     Returns:
@@ -137,7 +150,7 @@ def vq_attention(
             f"codebook must have shape (..., S, {query.shape[-1]}), got {tuple(codebook.shape)}"
         )
     scale = (
-        1 / math.sqrt(query.shape[-1]) if scale is None else check_nonnegative_float(scale, "scale")
+        1 / math.sqrt(query.shape[-1]) if scale is None else check_positive_float(scale, "scale")
     )
     codes, quantised = vector_quantize(key, codebook)
     return _quantised_attention(
@@ -154,9 +167,10 @@ def _quantised_attention(
     )
     num_codes, length = codebook.shape[-2], query.shape[-2]
     if state is None:
+        accumulation = _accumulation(value.dtype)
         state = (
-            value.new_zeros(*lead, num_codes, value.shape[-1]),
-            value.new_zeros(*lead, num_codes),
+            value.new_zeros(*lead, num_codes, value.shape[-1], dtype=accumulation),
+            value.new_zeros(*lead, num_codes, dtype=accumulation),
         )
     elif not (
         isinstance(state, tuple)
@@ -203,9 +217,9 @@ def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, sc
         shift = torch.maximum(logits.amax(-1), local.amax(-1)).detach().unsqueeze(-1)
         codes_weights, local_weights = (logits - shift).exp(), (local - shift).exp()
         means = sums / counts.clamp_min(1).unsqueeze(-1)
-        numerator = codes_weights @ means + local_weights @ v
+        numerator = codes_weights @ means + local_weights @ v.to(local_weights.dtype)
         denominator = codes_weights.sum(-1) + local_weights.sum(-1)
-        outputs.append(numerator / denominator.unsqueeze(-1))
+        outputs.append((numerator / denominator.unsqueeze(-1)).to(value.dtype))
         block_sums, block_counts = _code_sums(z.squeeze(-1), v, num_codes)
         sums, counts = sums + block_sums, counts + block_counts
     out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
