@@ -186,3 +186,12 @@ def test_compiles_without_graph_breaks(length):
     compiled = torch.compile(vq, backend="aot_eager", fullgraph=True)
     expected, got = vq(x, cache), compiled(x, cache)
     torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-5)
+
+
+def test_half_precision_keeps_an_exact_cache(device):
+    # bfloat16 holds integers exactly only up to 256; the cache is float32, the output bfloat16
+    vq = layer(device, dtype=torch.bfloat16)
+    x = torch.randn(1, 300, 16, device=device, dtype=torch.bfloat16)
+    y, (sums, counts) = vq(x)
+    assert y.dtype == torch.bfloat16 and sums.dtype == counts.dtype == torch.float32
+    assert torch.equal(counts.sum(-1), torch.full((1, 2), 300.0, device=device))
