@@ -14,12 +14,13 @@ independent queries, ``causal`` = causal self-attention. Estimators:
   ``--codes`` (64) codewords fitted to the keys by ``--lloyd`` (10) Lloyd iterations from random
   keys (one fit per draw).
 
-Time. Forward pass (no gradient, float32, batch 1, ``--heads`` (4) heads of width ``--dim``) of
-the causal attention core (projections excluded) for L in ``--lengths`` (1k, 4k, 16k): PyTorch's
-SDPA (``is_causal``), Transformer-VQ (``--codes-time`` (256) codewords, blocks of ``--block``
-(128)), FAVOR+ and FAVOR++ (``--features`` features, chunks of ``--chunk`` (64)); minimum of
-``--repeats`` calls after a warm-up, all in the same process on the same inputs, printed as tokens/s
-and as the ratio to SDPA's time (above 1: faster than SDPA).
+Time. Forward pass (no gradient) and forward + backward pass (of the output's sum into the queries,
+keys and values: a training step's attention), float32, batch 1, ``--heads`` (4) heads of width
+``--dim``, of the causal attention core (projections excluded) for L in ``--lengths`` (1k, 4k,
+16k): PyTorch's SDPA (``is_causal``), Transformer-VQ (``--codes-time`` (256) codewords, blocks of
+``--block`` (128)), FAVOR+ and FAVOR++ (``--features`` features, chunks of ``--chunk`` (64));
+minimum of ``--repeats`` calls after a warm-up, all in the same process on the same inputs, printed
+as tokens/s and as the ratio to SDPA's time (above 1: faster than SDPA).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/softmax_approximations.py --json out/softmax.json``.
 """
@@ -126,15 +127,31 @@ def measure_errors(args) -> dict:
 
 
 def causal_methods(q, k, v, codebook, w, a, args) -> dict:
-    """The causal attention cores timed, on the same inputs."""
+    """The causal attention cores timed, on the same inputs: each returns its output."""
+
+    def favor_output(feature_parameter):
+        num, den, _ = favor_kernel_sums(
+            q, k, v, w, causal=True, chunk_size=args.chunk, feature_parameter=feature_parameter
+        )
+        return num / den.unsqueeze(-1)
+
     return {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-        "vq": lambda: vq_attention(q, k, v, codebook, block_size=args.block),
-        "favor+": lambda: favor_kernel_sums(q, k, v, w, causal=True, chunk_size=args.chunk),
-        "favor++": lambda: favor_kernel_sums(
-            q, k, v, w, causal=True, chunk_size=args.chunk, feature_parameter=a
-        ),
+        "vq": lambda: vq_attention(q, k, v, codebook, block_size=args.block)[0],
+        "favor+": lambda: favor_output(0.0),
+        "favor++": lambda: favor_output(a),
     }
+
+
+def training_step(q, k, v, forward):
+    """Forward and backward of the output's sum into the inputs' gradients."""
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        forward().sum().backward()
+
+    return step
 
 
 def measure_times(args) -> dict:
@@ -153,8 +170,15 @@ def measure_times(args) -> dict:
             for name, fn in causal_methods(q, k, v, codebook, w, a, args).items():
                 seconds = best_time(fn, args.repeats)
                 row[name] = {"seconds": seconds, "tokens_per_s": length / seconds}
+        q, k, v = (t.requires_grad_() for t in (q, k, v))
+        for name, fn in causal_methods(q, k, v, codebook, w, a, args).items():
+            seconds = best_time(training_step(q, k, v, fn), args.repeats)
+            row[name] |= {"train_seconds": seconds, "train_tokens_per_s": length / seconds}
         for name in METHODS:
             row[name]["speedup_vs_sdpa"] = row["sdpa"]["seconds"] / row[name]["seconds"]
+            row[name]["train_speedup_vs_sdpa"] = (
+                row["sdpa"]["train_seconds"] / row[name]["train_seconds"]
+            )
         results[str(length)] = row
     return results
 
@@ -191,13 +215,16 @@ def main(argv=None) -> dict:
     for name, row in errors.items():
         cells = "".join(f"{row[e]['mean']:>10.4f} ± {row[e]['std']:.4f}" for e in args.estimators)
         print(f"{name:<20}{cells}")
-    print(f"\ncausal forward, float32, {args.heads} heads of {args.dim}: tokens/s (x SDPA's speed)")
-    print(f"{'L':>8}" + "".join(f"{m:>22}" for m in METHODS))
-    for length, row in times.items():
-        cells = "".join(
-            f"{row[m]['tokens_per_s']:>13.0f} ({row[m]['speedup_vs_sdpa']:>5.2f}x)" for m in METHODS
-        )
-        print(f"{length:>8}{cells}")
+    for prefix, what in (("", "forward (no gradient)"), ("train_", "forward + backward")):
+        print(f"\ncausal {what}, float32, {args.heads} heads of {args.dim}: tokens/s (x SDPA)")
+        print(f"{'L':>8}" + "".join(f"{m:>22}" for m in METHODS))
+        for length, row in times.items():
+            cells = "".join(
+                f"{row[m][prefix + 'tokens_per_s']:>13.0f} "
+                f"({row[m][prefix + 'speedup_vs_sdpa']:>5.2f}x)"
+                for m in METHODS
+            )
+            print(f"{length:>8}{cells}")
     report = {
         "results": {"error": errors, "time": times},
         "config": vars(args),

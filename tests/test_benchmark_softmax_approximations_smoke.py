@@ -21,3 +21,5 @@ def test_benchmark_main_smoke(tmp_path):
     assert set(timing) == {"sdpa", "vq", "favor+", "favor++"}
     for cell in timing.values():
         assert cell["speedup_vs_sdpa"] == timing["sdpa"]["seconds"] / cell["seconds"] > 0
+        ratio = timing["sdpa"]["train_seconds"] / cell["train_seconds"]
+        assert cell["train_speedup_vs_sdpa"] == ratio > 0
