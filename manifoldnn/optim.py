@@ -88,6 +88,8 @@ class RiemannianAdam(geoopt.optim.RiemannianAdam):
         amsgrad: use the AMSGrad maximum of the second moments. Default: ``False``.
         stabilize: project the parameters back onto their manifolds every ``stabilize`` steps
             (``None``: never). Default: ``None``.
+        **kwargs: the other keyword arguments of :class:`torch.optim.Adam` (``foreach``,
+            ``maximize``, ...).
 
     Examples::
 
@@ -100,6 +102,25 @@ class RiemannianAdam(geoopt.optim.RiemannianAdam):
         >>> checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
         >>> model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        stabilize: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # geoopt's constructor takes ``*args, **kwargs``: the signature is written out here so that
+        # the documentation and the editor show the arguments
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            stabilize=stabilize, **kwargs,
+        )  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -412,8 +412,8 @@ def test_example_smoke_run_on_npz(tmp_path):
     np.savez(tmp_path / "toy.npz", y=planted, X1=views[0].numpy(), X2=views[1].numpy())
     argv = [
         "--data", str(tmp_path / "toy.npz"), "--epochs", "8", "--warmup", "3",
-        "--batch-size", "60", "--hidden", "16", "--ambient-dim", "8", "--rank", "2",
-        "--projected-dim", "5", "--neighbors", "5", "--restarts", "2",
+        "--batch-size", "60", "--hidden", "16", "--ambient-size", "8", "--rank", "2",
+        "--projected-size", "5", "--neighbors", "5", "--restarts", "2",
         "--self-label-epochs", "3", "--self-label-rounds", "1", "--quiet",
     ]  # fmt: skip
     report = main(argv + ["--out", str(tmp_path / "out"), "--json", str(tmp_path / "r.json")])

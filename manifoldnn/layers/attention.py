@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import geoopt
 import torch
@@ -42,7 +43,7 @@ from ..validation import (
     check_positive_ints,
     renamed_arguments,
 )
-from .manifold_linear import ManifoldLinear
+from .manifold_linear import ManifoldLinear, _check_map_sizes
 
 __all__ = [
     "GeodesicAttention",
@@ -484,11 +485,8 @@ class ManifoldAttentionHeads(nn.Module):
             raise ValueError("project=False needs num_heads == 1 and head_size == in_size")
         if train_length is not None and (check_positive_int(train_length, "train_length") < 2):
             raise ValueError(f"train_length must be >= 2, got {train_length}")
-        if project and self.geometry.rank_preserving_map and head_size > in_size:
-            raise ValueError(
-                f"head_size={head_size} must be <= in_size={in_size} on {self.geometry.name} (the "
-                "query, key and value maps need full row rank)"
-            )
+        if project:
+            _check_map_sizes(self.geometry, in_size, head_size, "head_size")
         self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
         self.project, self.train_length = project, train_length
         log_tau = torch.tensor(math.log(tau), **factory_kwargs)
@@ -609,6 +607,12 @@ class ManifoldAttentionHeads(nn.Module):
         merged = self.geometry.aggregate((weights.unsqueeze(-1) * features).sum(-2), head_point)
         return self.out_map(merged).squeeze(-nd - 1)
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
+            f"num_heads={self.num_heads}, project={self.project}, out_size={self.out_size}"
+        )
+
     @staticmethod
     def merge_weights(weights: torch.Tensor | None, average: bool) -> torch.Tensor | None:
         """Per-head weights ``(..., H, L_q, L_k)``, averaged over heads when ``average``."""
@@ -638,24 +642,18 @@ class GeodesicAttention(ManifoldAttentionHeads):
         head_size: per-head output size (``<= in_size`` on Grassmann and SPD).
             Default: ``None`` (``in_size``).
         num_heads: H. Default: ``1``.
-        tau: initial temperature. Default: ``1.0``.
-        learn_tau: make ``log tau`` a parameter. Default: ``True``.
-        project: if False, no maps (requires ``num_heads == 1`` and ``head_size == in_size``).
-            Default: ``True``.
         distance: as in :func:`geodesic_attention`. Default: ``None``.
         score: as in :func:`geodesic_attention`. Default: ``"neg_sq"``.
         aggregation: as in :func:`geodesic_attention`. Default: ``"extrinsic"``.
         metric: as in :func:`geodesic_attention`. Default: ``None``.
-        train_length: enables entropy-invariant scaling with this training length.
-            Default: ``None``.
         chunk_size: as in :func:`geodesic_attention`. Default: ``1024``.
         validate: check token values on the host in eager forwards (see
             :func:`geodesic_attention`); ``False`` removes every host synchronisation from the
             forward. Default: ``True``.
-        out_size: the output map's size (see :class:`ManifoldAttentionHeads`); ``None`` returns
-            the heads apart. Default: ``None``.
-        device: of the parameters. Default: PyTorch's default.
-        dtype: of the parameters. Default: PyTorch's default.
+        **options: the options every head layer takes (:class:`ManifoldAttentionHeads`): ``tau``
+            (initial temperature), ``learn_tau``, ``project`` (``False``: no maps),
+            ``train_length`` (entropy-invariant scaling), ``out_size`` (the output map; ``None``
+            returns the heads apart), ``device``, ``dtype``.
 
     Shape:
         - ``query``: ``(..., L_q, *point)``; ``key``, ``value``: ``(..., L_k, *point)`` (default:
@@ -684,24 +682,15 @@ class GeodesicAttention(ManifoldAttentionHeads):
         head_size: int | None = None,
         num_heads: int = 1,
         *,
-        tau: float = 1.0,
-        learn_tau: bool = True,
-        project: bool = True,
         distance: str | None = None,
         score: str = "neg_sq",
         aggregation: str = "extrinsic",
         metric: nn.Module | None = None,
-        train_length: int | None = None,
         chunk_size: int = 1024,
         validate: bool = True,
-        out_size: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            manifold, in_size, head_size, num_heads, tau=tau, learn_tau=learn_tau, project=project,
-            train_length=train_length, out_size=out_size, device=device, dtype=dtype,
-        )  # fmt: skip
+        super().__init__(manifold, in_size, head_size, num_heads, **options)
         self.distance = self.geometry.check_distance(distance)
         self.score = check_choice(score, "score", SCORES)
         self.aggregation = check_choice(aggregation, "aggregation", AGGREGATIONS)
@@ -721,7 +710,6 @@ class GeodesicAttention(ManifoldAttentionHeads):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
-            f"num_heads={self.num_heads}, distance={self.distance}, score={self.score}, "
-            f"aggregation={self.aggregation}, project={self.project}, out_size={self.out_size}"
+            f"{super().extra_repr()}, distance={self.distance}, score={self.score}, "
+            f"aggregation={self.aggregation}"
         )

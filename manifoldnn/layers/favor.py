@@ -36,6 +36,7 @@ variance on the data (the optimal positive random features, OPRF): one home for 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import geoopt
 import torch
@@ -91,7 +92,8 @@ def orthogonal_random_features(
         dim: F, the size of the vectors projected (>= 1).
         batch_shape: leading dimensions (e.g. ``(H,)``: one independent draw per head). Default: ().
         generator: random generator (its device is used to draw). Default: the global one.
-        device, dtype: of the result. Default: PyTorch's defaults.
+        device: of the result. Default: PyTorch's default.
+        dtype: of the result. Default: PyTorch's default.
 
     Shape:
         ``(*batch_shape, num_features, dim)``.
@@ -520,22 +522,21 @@ class FavorAttention(ManifoldAttentionHeads):
     Args:
         manifold: a geoopt manifold or its geometry (one with ``sdpa_distances``).
         in_size: input size: d (vectors), n (Grassmann ``(n, p)`` bases, SPD ``(n, n)``).
-        head_size: per-head output size (``<= in_size`` on Grassmann and SPD). Default: in_size.
-        num_heads: H. Default: 1.
-        tau: initial temperature. Default: 1.0.
-        learn_tau: make ``log tau`` a parameter. Default: True.
+        head_size: per-head output size (``<= in_size`` on Grassmann and SPD).
+            Default: ``None`` (``in_size``).
+        num_heads: H. Default: ``1``.
         distance: one of the geometry's ``sdpa_distances``. Default: the geometry's default.
-        num_features: m random features per head. Default: 256.
+        num_features: m random features per head. Default: ``256``.
         redraw_interval: in training mode, redraw the features before every ``redraw_interval``-th
-            forward (the first excepted); None never redraws. Default: None.
-        train_length: enables entropy-invariant scaling with this training length. Default: None.
-        chunk_size: keys per chunk of the causal prefix sums. Default: 64.
+            forward (the first excepted); ``None`` never redraws. Default: ``None``.
+        chunk_size: keys per chunk of the causal prefix sums. Default: ``64``.
         validate: host-side value checks in eager forwards. Default: ``True``.
-        out_size: the output map's size (see
-            :class:`~manifoldnn.layers.ManifoldAttentionHeads`); ``None`` returns the heads apart.
-            Default: ``None``.
         device: of the parameters and buffers. Default: PyTorch's default.
         dtype: of the parameters and buffers. Default: PyTorch's default.
+        **options: the other options of :class:`~manifoldnn.layers.ManifoldAttentionHeads`:
+            ``tau`` (initial temperature), ``learn_tau``, ``project`` (``False``: no maps),
+            ``train_length`` (entropy-invariant scaling), ``out_size`` (the output map; ``None``
+            returns the heads apart).
 
     Shape:
         As :class:`~manifoldnn.layers.GeodesicAttention`: ``query (..., L_q, *point)``,
@@ -560,22 +561,18 @@ class FavorAttention(ManifoldAttentionHeads):
         head_size: int | None = None,
         num_heads: int = 1,
         *,
-        tau: float = 1.0,
-        learn_tau: bool = True,
         distance: str | None = None,
         num_features: int = 256,
         redraw_interval: int | None = None,
-        train_length: int | None = None,
         chunk_size: int = 64,
         validate: bool = True,
-        out_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(
-            manifold, in_size, head_size, num_heads, tau=tau, learn_tau=learn_tau,
-            train_length=train_length, out_size=out_size, device=device, dtype=dtype,
-        )  # fmt: skip
+            manifold, in_size, head_size, num_heads, device=device, dtype=dtype, **options
+        )
         factory_kwargs = {"device": device, "dtype": dtype}
         check_positive_int(num_features, "num_features")
         if redraw_interval is not None:
@@ -625,7 +622,6 @@ class FavorAttention(ManifoldAttentionHeads):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
-            f"num_heads={self.num_heads}, distance={self.distance}, "
+            f"{super().extra_repr()}, distance={self.distance}, "
             f"num_features={self.num_features}, redraw_interval={self.redraw_interval}"
         )

@@ -737,7 +737,25 @@ def _spd_adjoint(mean, points, w, rhs):
     return sym(inv_root @ solution @ inv_root)
 
 
-class SPDGeometry(ManifoldGeometry):
+class _SPDMatrixGeometry(ManifoldGeometry):
+    """What every SPD metric shares: square tokens and the congruence map ``W X W^T`` (SPDNet
+    BiMap, Huang & Van Gool 2017, eq. 1), which keeps SPD for W of full row rank."""
+
+    rank_preserving_map = True
+
+    def check_points(self, x, name):
+        super().check_points(x, name)
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
+
+    def map_points(self, weight, x, bias=None):
+        return sym(weight @ x.unsqueeze(-3) @ weight.transpose(-1, -2))
+
+    def expmap(self, x, u):
+        return self.manifold.expmap(x, u)
+
+
+class SPDGeometry(_SPDMatrixGeometry):
     r"""Symmetric positive-definite matrices ``(n, n)``.
 
     Distances: affine-invariant :math:`\|\log(Q^{-1/2} K Q^{-1/2})\|_F^2` (default; Pennec, Fillard
@@ -750,12 +768,6 @@ class SPDGeometry(ManifoldGeometry):
     manifold_type = geoopt.SymmetricPositiveDefinite
     distances = ("affine", "log_euclidean")
     sdpa_distances = frozenset({"log_euclidean"})
-    rank_preserving_map = True
-
-    def check_points(self, x, name):
-        super().check_points(x, name)
-        if x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
 
     def dist(self, x, y, distance=None):
         if self.check_distance(distance) == "log_euclidean":
@@ -806,10 +818,6 @@ class SPDGeometry(ManifoldGeometry):
 
     def aggregate(self, mean, point_shape):
         return sym_expm(_symmetric_from_upper(mean, point_shape[-1]))
-
-    def map_points(self, weight, x, bias=None):
-        y = weight @ x.unsqueeze(-3) @ weight.transpose(-1, -2)
-        return sym(y)
 
 
 class PoincareBallGeometry(ManifoldGeometry):
