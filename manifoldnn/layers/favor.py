@@ -303,11 +303,16 @@ def favor_kernel_sums(
     running = torch.maximum(running, previous)  # the earlier tokens' maximum too
     phi_k = torch.exp(log_k - running.unsqueeze(-1))  # at most 1; 0 for padding
     numerators, denominators = [], []
-    for start in range(0, lq, chunk_size):
-        stop = min(start + chunk_size, lq)
-        q_c, k_c = phi_q[..., start:stop, :], phi_k[..., start:stop, :]
-        v_c, m_c = value_features[..., start:stop, :], running[..., start:stop]
-        size = stop - start
+    # torch.split rather than slicing: its backward concatenates the chunks' gradients once, where
+    # each slice's backward would write into a zero tensor of the full length (quadratic in L)
+    chunks = zip(
+        phi_q.split(chunk_size, dim=-2),
+        phi_k.split(chunk_size, dim=-2),
+        value_features.split(chunk_size, dim=-2),
+        running.split(chunk_size, dim=-1),
+    )
+    for q_c, k_c, v_c, m_c in chunks:
+        size = q_c.shape[-2]
         lower = torch.ones(size, size, dtype=torch.bool, device=x.device).tril()
         gap = m_c.unsqueeze(-2) - m_c.unsqueeze(-1)  # M_j - M_i
         decay = torch.exp(torch.where(lower, gap, -math.inf))
