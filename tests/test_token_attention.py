@@ -11,6 +11,7 @@ import torch
 from manifoldnn.layers import (
     RandomFeatureAttention,
     ReLUSquaredAttention,
+    TransformerVQAttention,
     favor_kernel_sums,
     mean_squared_pair_norm,
     optimal_feature_parameter,
@@ -155,3 +156,22 @@ def test_compiles_without_graph_breaks(kind):
         torch.testing.assert_close(
             compiled(x, cache)[0], attention(x, cache)[0], rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("kind", ["favor++", "vq"])
+def test_training_mode_compiles_without_graph_breaks(kind):
+    # the buffers written in training mode (FAVOR++'s running rho, the codebooks' moving
+    # averages) and the commitment loss left on the module trace into one graph
+    torch.manual_seed(0)
+    if kind == "vq":
+        attention = TransformerVQAttention(16, 2, codebook_size=8, block_size=4).train()
+    else:
+        attention = make("favor++", "cpu", torch.float32).train()
+    x = torch.randn(2, 9, 16)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(attention)(x).graph_break_count == 0
+    torch._dynamo.reset()
+    compiled = torch.compile(attention, backend="aot_eager", fullgraph=True)
+    y, _ = compiled(x)
+    y.sum().backward()
+    assert attention.qkv.weight.grad is not None
