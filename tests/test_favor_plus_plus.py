@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from manifoldnn.layers import (
+    FavorAttention,
     favor_attention,
     favor_kernel_sums,
     mean_squared_pair_norm,
@@ -144,3 +145,26 @@ def test_favor_plus_plus_attention_on_the_sphere():
     assert torch.isfinite(causal).all()
     with pytest.raises(ValueError, match="estimator"):
         favor_attention(Sphere(), x, x, x, tau=1.0, distance="chordal", estimator="favor#")
+
+
+def test_favor_attention_layer_with_favor_plus_plus():
+    torch.manual_seed(5)
+    sphere = Sphere()
+    layer = FavorAttention(sphere, 6, 4, num_heads=2, num_features=16, distance="chordal",
+                           estimator="favor++", tau=2.0, dtype=torch.float64)  # fmt: skip
+    x = torch.nn.functional.normalize(torch.randn(3, 10, 6, dtype=torch.float64), dim=-1)
+    # causal in training mode: the running rho moves, starting from 0
+    layer.train()
+    layer(x, is_causal=True)
+    assert (layer.rho > 0).all()
+    # causal in eval mode: nothing leaks from later tokens through A
+    layer.eval()
+    changed = x.clone()
+    changed[:, 7] = torch.nn.functional.normalize(torch.randn(3, 6, dtype=torch.float64), dim=-1)
+    before, after = layer(x, is_causal=True)[0], layer(changed, is_causal=True)[0]
+    assert torch.equal(before[:, :7], after[:, :7])
+    # non-causal: A from the call's own queries and keys
+    out, _ = layer(x)
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="estimator"):
+        FavorAttention(sphere, 6, estimator="favor#")

@@ -45,6 +45,7 @@ from ..linalg import qr_positive
 from ..manifolds import ManifoldGeometry, geometry_for
 from ..validation import (
     check_choice,
+    check_in_range,
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
@@ -454,9 +455,7 @@ def favor_attention(
     additive = additive_attention_mask(
         attn_mask, batch, lq, lk, is_causal, query.dtype, query.device
     )
-    phi, psi = geometry.sdpa_features(query, key, distance)
-    root = (scale / tau).sqrt()
-    x, y = phi * root, psi * root
+    x, y = _scaled_features(geometry, query, key, distance, tau, scale)
     if features is None:
         features = orthogonal_random_features(
             num_features, x.shape[-1], generator=generator, device=x.device, dtype=x.dtype
@@ -488,6 +487,13 @@ def favor_attention(
     return geometry.aggregate(mean, point_shape), None
 
 
+def _scaled_features(geometry, query, key, distance, tau, scale):
+    """``x = sqrt(s / tau) phi(q)``, ``y = sqrt(s / tau) psi(k)``: the kernel is ``exp(x . y)``."""
+    phi, psi = geometry.sdpa_features(query, key, distance)
+    root = (scale / tau).sqrt()
+    return phi * root, psi * root
+
+
 def _estimated_weights(x, y, features, key_padding_mask, additive, causal, a=0.0):
     """Rows of the estimated kernel ``phi+(x_i) . phi+(y_j)`` times ``exp(mask)``, normalised:
     ``(..., L_q, L_k)``. The query and key shifts are constants per row and cancel."""
@@ -515,7 +521,7 @@ def _feature_size(geometry: ManifoldGeometry, distance: str, size: int) -> int:
 
 
 class FavorAttention(ManifoldAttentionHeads):
-    r"""Multi-head geodesic attention in linear time (FAVOR+), the counterpart of
+    r"""Multi-head geodesic attention in linear time (FAVOR+ or FAVOR++), the counterpart of
     :class:`~manifoldnn.layers.GeodesicAttention` with ``score="neg_sq"`` and extrinsic means.
 
     Each head maps queries, keys and values with a :class:`~manifoldnn.layers.ManifoldLinear` and
@@ -536,6 +542,12 @@ class FavorAttention(ManifoldAttentionHeads):
             forward (the first excepted); ``None`` never redraws. Default: ``None``.
         chunk_size: keys per chunk of the causal prefix sums. Default: ``64``.
         validate: host-side value checks in eager forwards. Default: ``True``.
+        estimator: ``"favor+"`` or ``"favor++"`` (:func:`favor_attention`). FAVOR++'s ``A`` comes
+            from the call's queries and keys without ``is_causal``; with it, from a running
+            average ``rho (H,)`` of :func:`mean_squared_pair_norm`, updated after each forward
+            in training mode (it starts at ``0``, FAVOR+), so that no output reads a later
+            token. Default: ``"favor+"``.
+        momentum: weight of a new batch in the running ``rho``, in ``(0, 1]``. Default: ``0.1``.
         device: of the parameters and buffers. Default: PyTorch's default.
         dtype: of the parameters and buffers. Default: PyTorch's default.
         **options: the other options of :class:`~manifoldnn.layers.ManifoldAttentionHeads`:
@@ -571,6 +583,8 @@ class FavorAttention(ManifoldAttentionHeads):
         redraw_interval: int | None = None,
         chunk_size: int = 64,
         validate: bool = True,
+        estimator: str = "favor+",
+        momentum: float = 0.1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         **options: Any,
@@ -583,6 +597,9 @@ class FavorAttention(ManifoldAttentionHeads):
         if redraw_interval is not None:
             check_positive_int(redraw_interval, "redraw_interval")
         check_positive_int(chunk_size, "chunk_size")
+        check_choice(estimator, "estimator", ESTIMATORS)
+        check_in_range(momentum, "momentum", 0.0, 1.0, low_open=True)
+        self.estimator, self.momentum = estimator, momentum
         distance = _feature_distance(self.geometry, distance)
         self.distance, self.num_features = distance, num_features
         self.redraw_interval = redraw_interval
@@ -594,6 +611,7 @@ class FavorAttention(ManifoldAttentionHeads):
                 num_features, self.feature_size, batch_shape=(num_heads,), **factory_kwargs
             ),
         )
+        self.register_buffer("rho", torch.zeros(num_heads, **factory_kwargs))
         self.forwards_since_redraw = 0
 
     @torch.no_grad()
@@ -618,15 +636,23 @@ class FavorAttention(ManifoldAttentionHeads):
             if self.forwards_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.forwards_since_redraw += 1
+        rho = None
+        if self.estimator == "favor++" and is_causal:
+            rho = self.rho.clone()
+            if self.training:
+                x, y = _scaled_features(self.geometry, q, k, self.distance, self.tau, scale)
+                batch = mean_squared_pair_norm(x, y).detach().reshape(-1, self.num_heads)
+                self.rho.lerp_(batch.mean(0).to(self.rho.dtype), self.momentum)
         return favor_attention(
             self.geometry, q, k, v, tau=self.tau, distance=self.distance,
             key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
             is_causal=is_causal, scale=scale, features=self.features, chunk_size=self.chunk_size,
-            validate=self.validate,
+            validate=self.validate, estimator=self.estimator, rho=rho,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, distance={self.distance}, "
-            f"num_features={self.num_features}, redraw_interval={self.redraw_interval}"
+            f"num_features={self.num_features}, redraw_interval={self.redraw_interval}, "
+            f"estimator={self.estimator!r}"
         )
