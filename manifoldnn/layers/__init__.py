@@ -5,7 +5,10 @@
 * :mod:`.attention` and :mod:`.manifold_linear`: geodesic-distance attention and its
   manifold-preserving query/key/value maps, on any :class:`~manifoldnn.manifolds.ManifoldGeometry`,
   called as :class:`torch.nn.MultiheadAttention` is;
-* :mod:`.favor`: the same attention in linear time with FAVOR+ positive random features;
+* :mod:`.favor`: the same attention in linear time with FAVOR+ / FAVOR++ positive random features;
+* :mod:`.transformer_vq`, :mod:`.random_feature_attention`, :mod:`.relu_squared`: causal
+  token self-attention in linear time (Transformer-VQ, FAVOR+ / FAVOR++) and with GAU's squared-ReLU
+  normalisation, each with a decoding cache;
 * :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities;
 * :mod:`.hyperbolic`: the Poincaré fully connected layer, hyperbolic multinomial logistic
@@ -16,14 +19,28 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from . import attention, favor, fusion, grassmann, hyperbolic, manifold_linear, spd
+from . import (
+    attention,
+    favor,
+    fusion,
+    grassmann,
+    hyperbolic,
+    manifold_linear,
+    random_feature_attention,
+    relu_squared,
+    spd,
+    transformer_vq,
+)
 from .attention import *  # noqa: F403
 from .favor import *  # noqa: F403
 from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
 from .hyperbolic import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
+from .random_feature_attention import *  # noqa: F403
+from .relu_squared import *  # noqa: F403
 from .spd import *  # noqa: F403
+from .transformer_vq import *  # noqa: F403
 
 __all__ = [
     *grassmann.__all__,
@@ -33,4 +50,7 @@ __all__ = [
     *fusion.__all__,
     *spd.__all__,
     *hyperbolic.__all__,
+    *transformer_vq.__all__,
+    *random_feature_attention.__all__,
+    *relu_squared.__all__,
 ]
