@@ -1,7 +1,8 @@
 """The causal token-attention layers beside Transformer-VQ: RandomFeatureAttention (FAVOR+ and
 FAVOR++ on tokens) and ReLUSquaredAttention (GAU's normalisation). Decoding with the cache equals
 the whole sequence, nothing leaks from later tokens, the formulas hold, bad input names itself, and
-the layers compile without graph breaks."""
+the layers compile without graph breaks (the decoding, leak and compile checks cover
+TransformerVQAttention too)."""
 
 from __future__ import annotations
 
@@ -26,15 +27,21 @@ def make(kind, device, dtype=F64):
     torch.manual_seed(0)
     if kind == "relu2":
         return ReLUSquaredAttention(16, 2, device=device, dtype=dtype).eval()
+    if kind == "vq":
+        return TransformerVQAttention(
+            16, 2, codebook_size=8, block_size=4, device=device, dtype=dtype
+        ).eval()
     return RandomFeatureAttention(
         16, 2, estimator=kind, num_features=12, chunk_size=4, device=device, dtype=dtype
     ).eval()
 
 
 KINDS = ["favor+", "favor++", "relu2"]
+# with Transformer-VQ (tests/test_transformer_vq.py tests its cache)
+ALL_KINDS = [*KINDS, "vq"]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_decoding_token_by_token_equals_the_whole_sequence(kind, device):
     attention = make(kind, device)
     if kind == "favor++":
@@ -53,7 +60,7 @@ def test_decoding_token_by_token_equals_the_whole_sequence(kind, device):
     torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_nothing_leaks_from_later_tokens(kind, device):
     attention = make(kind, device)
     x = torch.randn(2, 11, 16, dtype=F64, device=device)
@@ -144,11 +151,13 @@ def test_bad_arguments_name_themselves():
         make("favor+", "cpu", torch.float32)(torch.randn(2, 1, 16), cache)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_compiles_without_graph_breaks(kind):
     attention = make(kind, "cpu", torch.float32)
-    x = torch.randn(2, 9, 16)
-    for cache in (None, attention(torch.randn(2, 4, 16))[1]):
+    tokens = torch.randn(2, 9, 16)
+    prefix = attention(torch.randn(2, 4, 16))[1]
+    # the whole sequence, its continuation after a prefix, and one decoding step
+    for x, cache in ((tokens, None), (tokens, prefix), (tokens[:, :1], prefix)):
         torch._dynamo.reset()
         assert torch._dynamo.explain(attention)(x, cache).graph_break_count == 0
         torch._dynamo.reset()
@@ -162,11 +171,7 @@ def test_compiles_without_graph_breaks(kind):
 def test_training_mode_compiles_without_graph_breaks(kind):
     # the buffers written in training mode (FAVOR++'s running rho, the codebooks' moving
     # averages) and the commitment loss left on the module trace into one graph
-    torch.manual_seed(0)
-    if kind == "vq":
-        attention = TransformerVQAttention(16, 2, codebook_size=8, block_size=4).train()
-    else:
-        attention = make("favor++", "cpu", torch.float32).train()
+    attention = make(kind, "cpu", torch.float32).train()
     x = torch.randn(2, 9, 16)
     torch._dynamo.reset()
     assert torch._dynamo.explain(attention)(x).graph_break_count == 0
