@@ -112,6 +112,23 @@ def orthogonal_random_features(
     return w.to(device=device if device is not None else w.device, dtype=dtype)
 
 
+@torch.no_grad()
+def _redraw_orthogonal_features(features: torch.Tensor, generator: torch.Generator | None) -> None:
+    """Draw ``features (*batch, m, F)`` of :func:`orthogonal_random_features` again, in place (same
+    shape, device and dtype): the ``redraw_features`` of the random-feature attention layers."""
+    *batch_shape, num_features, size = features.shape
+    features.copy_(
+        orthogonal_random_features(
+            num_features,
+            size,
+            batch_shape=tuple(batch_shape),
+            generator=generator,
+            device=features.device,
+            dtype=features.dtype,
+        )
+    )
+
+
 def positive_random_features(
     x: torch.Tensor, features: torch.Tensor, *, feature_parameter: torch.Tensor | float = 0.0
 ) -> torch.Tensor:
@@ -617,16 +634,7 @@ class FavorAttention(ManifoldAttentionHeads):
     @torch.no_grad()
     def redraw_features(self, generator: torch.Generator | None = None) -> None:
         """Draw a new random projection for every head (in place, same device and dtype)."""
-        self.features.copy_(
-            orthogonal_random_features(
-                self.num_features,
-                self.feature_size,
-                batch_shape=(self.num_heads,),
-                generator=generator,
-                device=self.features.device,
-                dtype=self.features.dtype,
-            )  # fmt: skip
-        )
+        _redraw_orthogonal_features(self.features, generator)
         self.forwards_since_redraw = 0
 
     def attend(self, q, k, v, *, scale, key_padding_mask, need_weights, attn_mask, is_causal):

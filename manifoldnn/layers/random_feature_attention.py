@@ -15,6 +15,7 @@ from ..validation import check_choice, check_in_range, check_positive_int
 from ._token_heads import TokenHeads
 from .favor import (
     ESTIMATORS,
+    _redraw_orthogonal_features,
     favor_kernel_sums,
     mean_squared_pair_norm,
     optimal_feature_parameter,
@@ -100,16 +101,7 @@ class RandomFeatureAttention(TokenHeads):
     @torch.no_grad()
     def redraw_features(self, generator: torch.Generator | None = None) -> None:
         """Draw a new random projection for every head (in place, same device and dtype)."""
-        self.features.copy_(
-            orthogonal_random_features(
-                self.num_features,
-                self.head_size,
-                batch_shape=(self.num_heads,),
-                generator=generator,
-                device=self.features.device,
-                dtype=self.features.dtype,
-            )
-        )
+        _redraw_orthogonal_features(self.features, generator)
 
     def attend(self, q, k, v, cache):
         batch, heads, length, size = q.shape
