@@ -26,6 +26,18 @@ def relative_second_moment(a: float, dim: int, pair_square: torch.Tensor) -> tor
     return prefactor * torch.exp(pair_square / (1 - 8 * a))
 
 
+def assert_unbiased_within_variance(x, y, w, a, pair_square):
+    """The mean over the ``draws x m`` features of ``w (draws, m, dim)`` of the one-feature
+    products f_A(w, x) f_A(w, y) is within 5 standard deviations sqrt(Var / n) of exp(x . y)."""
+    draws, m, dim = w.shape
+    phi_x = positive_random_features(x, w, feature_parameter=a)
+    phi_y = positive_random_features(y, w, feature_parameter=a)
+    estimate = (phi_x @ phi_y.transpose(-1, -2)).mean(0)
+    exact = torch.exp(x @ y.T)
+    variance = exact.pow(2) * (relative_second_moment(a, dim, pair_square) - 1)
+    assert ((estimate - exact).abs() <= 5 * (variance / (draws * m)).sqrt()).all()
+
+
 @pytest.mark.parametrize("which", ["favor+", "favor++", "a=-0.3"])
 def test_features_are_unbiased_within_their_stated_variance(which, device):
     # planted pairs; i.i.d. Gaussian rows (the variance formula's assumption); the mean over
@@ -42,12 +54,7 @@ def test_features_are_unbiased_within_their_stated_variance(which, device):
         "a=-0.3": -0.3,
     }[which]
     w = torch.randn(draws, m, dim, generator=gen, dtype=torch.float64).to(device)
-    phi_x = positive_random_features(x, w, feature_parameter=a)
-    phi_y = positive_random_features(y, w, feature_parameter=a)
-    estimate = (phi_x @ phi_y.transpose(-1, -2)).mean(0)
-    exact = torch.exp(x @ y.T)
-    variance = exact.pow(2) * (relative_second_moment(a, dim, pair_square) - 1)
-    assert ((estimate - exact).abs() <= 5 * (variance / (draws * m)).sqrt()).all()
+    assert_unbiased_within_variance(x, y, w, a, pair_square)
 
 
 def test_orthogonal_features_are_unbiased_too():
@@ -62,12 +69,7 @@ def test_orthogonal_features_are_unbiased_too():
     pair_square = (x[:, None, :] + y[None, :, :]).pow(2).sum(-1)
     a = optimal_feature_parameter(pair_square.mean().item(), dim)
     w = orthogonal_random_features(m, dim, batch_shape=(draws,), generator=gen, dtype=torch.float64)
-    phi_x = positive_random_features(x, w, feature_parameter=a)
-    phi_y = positive_random_features(y, w, feature_parameter=a)
-    estimate = (phi_x @ phi_y.transpose(-1, -2)).mean(0)
-    exact = torch.exp(x @ y.T)
-    variance = exact.pow(2) * (relative_second_moment(a, dim, pair_square) - 1)
-    assert ((estimate - exact).abs() <= 5 * (variance / (draws * m)).sqrt()).all()
+    assert_unbiased_within_variance(x, y, w, a, pair_square)
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.5, 10.0, 200.0])
