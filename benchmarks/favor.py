@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark_common import add_options, best_time, write_json
+from benchmark_common import add_options, best_time, write_report
 from tqdm import tqdm
 
 from manifoldnn.layers import (
@@ -181,13 +181,7 @@ def main(argv=None) -> dict:
         cells = [row["exact"], row["favor"], row["ratio"], row["exact_causal"]]
         cells += [row["favor_causal"], row["ratio_causal"]]
         print(f"{length:>14}" + "".join(f"{c:>14.4f}" for c in cells))
-    report = {
-        "results": {"error": errors, "time": times},
-        "config": vars(args),
-        "seconds": time.perf_counter() - start,
-    }
-    write_json(args.json, report)
-    return report
+    return write_report(args, {"error": errors, "time": times}, start)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json  # noqa: E402
+from benchmark_common import add_benchmark_arguments, add_options, best_time, write_report  # noqa: E402
 
 from manifoldnn.layers import (  # noqa: E402
     favor_kernel_sums,
@@ -225,13 +225,7 @@ def main(argv=None) -> dict:
                 for m in METHODS
             )
             print(f"{length:>8}{cells}")
-    report = {
-        "results": {"error": errors, "time": times},
-        "config": vars(args),
-        "seconds": time.perf_counter() - start,
-    }
-    write_json(args.json, report)
-    return report
+    return write_report(args, {"error": errors, "time": times}, start)
 
 
 if __name__ == "__main__":
