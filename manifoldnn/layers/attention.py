@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..manifolds import ManifoldGeometry, geometry_for, karcher_mean
+from ..manifolds import GeometryModule, ManifoldGeometry, geometry_for, karcher_mean
 from ..validation import (
     check_choice,
     check_positive_float,
@@ -426,7 +426,7 @@ def _sdpa_path(
     return geometry.aggregate(mean, point_shape)
 
 
-class ManifoldAttentionHeads(nn.Module):
+class ManifoldAttentionHeads(GeometryModule):
     r"""What multi-head attention on a manifold shares, whatever computes the attention.
 
     The geometry, per-head query/key/value maps (:class:`~manifoldnn.layers.ManifoldLinear`), a
@@ -474,10 +474,8 @@ class ManifoldAttentionHeads(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(manifold)
         factory_kwargs = {"device": device, "dtype": dtype}
-        self.geometry = geometry_for(manifold)
-        self.manifold = self.geometry.manifold
         check_positive_ints(in_size=in_size, num_heads=num_heads)
         head_size = in_size if head_size is None else check_positive_int(head_size, "head_size")
         check_positive_float(tau, "tau")

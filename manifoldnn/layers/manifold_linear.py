@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..linalg import qr_positive
-from ..manifolds import ManifoldGeometry, geometry_for
+from ..manifolds import GeometryModule, ManifoldGeometry
 from ..validation import (
     check_positive_ints,
     renamed_arguments,
@@ -28,7 +28,7 @@ def _check_map_sizes(geometry: ManifoldGeometry, in_size: int, out_size: int, na
         )
 
 
-class ManifoldLinear(nn.Module):
+class ManifoldLinear(GeometryModule):
     r"""Per-head manifold-preserving linear map (the query/key/value maps of geodesic attention).
 
     The map is the geometry's ``map_points`` (:mod:`manifoldnn.manifolds.geometry`):
@@ -78,10 +78,8 @@ class ManifoldLinear(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(manifold)
         factory_kwargs = {"device": device, "dtype": dtype}
-        self.geometry = geometry_for(manifold)
-        self.manifold = self.geometry.manifold
         check_positive_ints(in_size=in_size, out_size=out_size, num_heads=num_heads)
         _check_map_sizes(self.geometry, in_size, out_size, "out_size")
         self.in_size, self.out_size, self.num_heads = in_size, out_size, num_heads

@@ -71,6 +71,7 @@ __all__ = [
     "LorentzGeometry",
     "geometry_for",
     "registered_geometries",
+    "GeometryModule",
 ]
 
 _REGISTRY: list[type[ManifoldGeometry]] = []
@@ -993,3 +994,25 @@ def geometry_for(manifold: geoopt.Manifold | ManifoldGeometry) -> ManifoldGeomet
     # most specific manifold type first (longest MRO), later registrations win ties
     best = max(reversed(matches), key=lambda cls: len(cls.manifold_type.__mro__))
     return best(manifold)
+
+
+class GeometryModule(torch.nn.Module):
+    """Base of the modules that work on one manifold: it resolves the ``manifold`` argument once.
+
+    Sets ``geometry`` (the :class:`ManifoldGeometry` of :func:`geometry_for`) and ``manifold``
+    (its geoopt manifold, a submodule), in that order.
+
+    Args:
+        manifold: a geoopt manifold or a :class:`ManifoldGeometry`.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> GeometryModule(Grassmann()).geometry
+        GrassmannGeometry(Grassmann manifold)
+    """
+
+    def __init__(self, manifold: geoopt.Manifold | ManifoldGeometry) -> None:
+        super().__init__()
+        self.geometry = geometry_for(manifold)
+        self.manifold = self.geometry.manifold
