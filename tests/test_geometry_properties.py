@@ -31,6 +31,7 @@ from manifoldnn.layers import geodesic_attention
 from manifoldnn.linalg import tolerance
 from manifoldnn.manifolds import (
     Euclidean,
+    GeometryModule,
     ManifoldGeometry,
     Sphere,
     geometry,
@@ -197,6 +198,14 @@ def test_the_registry_holds_the_library_geometries_and_the_new_one():
     }
     assert len(exported) >= 6
     assert exported | {"ProductGeometry"} <= {cls.__name__ for cls in GEOMETRIES}
+
+
+@pytest.mark.parametrize("cls", GEOMETRIES, ids=_id)
+def test_a_geometry_module_takes_a_manifold_or_its_geometry(cls):
+    manifold = cls.example_manifold()
+    for argument in (manifold, geometry_for(manifold)):
+        module = GeometryModule(argument)
+        assert type(module.geometry) is cls and module.manifold is manifold
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
