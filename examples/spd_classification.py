@@ -22,7 +22,13 @@ shorter than 12 frames have singular sample covariances). Then, on the same matr
   whole recording and of its ``--windows`` consecutive parts, attended by
   :class:`manifoldnn.layers.GeodesicAttention` on the log-Euclidean metric (scores
   :math:`-d^2/\tau`, values aggregated by their weighted Fréchet mean, exact on this flat metric),
-  then LogEig, a mean over tokens and a linear layer.
+  then LogEig, a mean over tokens and a linear layer;
+* ``spd_learn``: the peer library's SPDNet (spd_learn 0.2.1, ``pip install "manifoldnn[benchmarks]"``)
+  with the same layer sizes, trained by the same loop: its ``BiMap`` (W kept orthonormal by
+  PyTorch's Cayley parametrisation, a plain parameter for the optimiser), ``ReEig`` with the same
+  floor, ``LogEig`` (norm-preserving upper triangle) and a linear layer. spd_learn's
+  ``models.SPDNet`` is the one-block case of this stack, so the blocks are composed from its
+  modules to match SPDNet's ``layer_sizes``. It runs by default when spd_learn is installed.
 
 Run::
 
@@ -34,6 +40,7 @@ Prints one accuracy per method, writes ``accuracy.png`` (and the JSON with ``--j
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import geoopt
@@ -46,9 +53,14 @@ from manifoldnn.layers import CovPool, GeodesicAttention, LogEig
 from manifoldnn.linalg import symmetric_vectorize
 from manifoldnn.manifolds import spd_manifold
 from manifoldnn.models import SPDNet
+from manifoldnn.utils.optional import require
 
 DATASETS = ("japanese_vowels", "basic_motions")
-METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention")
+METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention", "spd_learn")
+# the peer runs by default where it is installed; asked for explicitly it says which extra it needs
+DEFAULT_METHODS = tuple(
+    m for m in METHODS if m != "spd_learn" or importlib.util.find_spec("spd_learn") is not None
+)
 
 
 def load_data(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
@@ -106,6 +118,27 @@ class SPDAttentionClassifier(torch.nn.Module):
         return self.classifier(symmetric_vectorize(out).flatten(1))
 
 
+def spd_learn_network(
+    layer_sizes: list[int], num_classes: int, eps: float = 1e-4
+) -> torch.nn.Module:
+    """The peer: spd_learn's BiMap -> ReEig blocks of the same sizes, its LogEig (upper triangle,
+    off-diagonal entries scaled by sqrt(2), as :func:`manifoldnn.linalg.symmetric_vectorize`), a
+    linear layer; float64 as the other networks."""
+    peer = require("spd_learn.modules", "benchmarks", "the spd_learn peer")
+    blocks: list[torch.nn.Module] = []
+    for in_size, out_size in zip(layer_sizes, layer_sizes[1:]):
+        blocks += [
+            peer.BiMap(in_size, out_size, dtype=torch.float64),
+            peer.ReEig(eps, dtype=torch.float64),
+        ]
+    last = layer_sizes[-1]
+    blocks += [
+        peer.LogEig(upper=True, dtype=torch.float64),
+        torch.nn.Linear(last * (last + 1) // 2, num_classes, dtype=torch.float64),
+    ]
+    return torch.nn.Sequential(*blocks)
+
+
 def fit_network(
     model: torch.nn.Module,
     x_train: torch.Tensor,
@@ -117,8 +150,8 @@ def fit_network(
     batch_size: int,
     desc: str,
 ) -> tuple[np.ndarray, list[float]]:
-    """Train ``model`` with RiemannianAdam on cross-entropy; return test predictions and the mean
-    training loss of each epoch."""
+    """Train ``model`` with RiemannianAdam on cross-entropy (Adam on plain parameters, such as the
+    peer's); return test predictions and the mean training loss of each epoch."""
     labels = torch.from_numpy(y_train).long()
     optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
     losses = []
@@ -157,7 +190,7 @@ def fit_pyriemann(method: str, x_train, y_train, x_test) -> np.ndarray:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", choices=DATASETS, default="japanese_vowels")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     add_options(
         parser,
         {
@@ -190,6 +223,9 @@ def main(argv: list[str] | None = None) -> dict:
             if method == "spd_attention":
                 model = SPDAttentionClassifier(n, layer_sizes[-1], 2, num_classes)
                 inputs = covariances(x_train, x_test, args.shrinkage, args.windows)
+            elif method == "spd_learn":
+                model = spd_learn_network(layer_sizes, num_classes)
+                inputs = (c_train, c_test)
             else:
                 model = SPDNet(
                     layer_sizes, num_classes, batch_norm=method == "spdnet_bn", dtype=torch.float64
