@@ -1,19 +1,27 @@
 """Benchmark of the SPDNet block BiMap -> ReEig -> LogEig: forward + backward time, gradients
-against a peer, and gradients at repeated eigenvalues.
+against the peers, and gradients at repeated eigenvalues.
 
 Block (manifoldnn): ``BiMap`` (W on the Stiefel manifold) -> ``ReEig`` -> ``LogEig``, whose spectral
 backward is the gap-safe Daleckii-Krein formula of :func:`manifoldnn.linalg.symmetric_functions`.
 
-Peer (same function, no manifoldnn): ``W^T X W`` with the same W, then ``torch.linalg.eigh`` with
-its own backward for ReEig and LogEig, the way an SPD layer written directly in PyTorch computes
-them. (spd_learn, the peer issue 29 names, is not a dependency and is not compared here.)
+Peers, on the same inputs and the same W, in the same process:
+
+* ``spd_learn`` (0.2.1, the peer issue 29 names; ``pip install "manifoldnn[benchmarks]"``, its
+  column is left out where it is not installed): its ``BiMap`` (``parametrized=False``: W used as
+  given, as ours, rather than recomputed by a Cayley parametrisation at every call), ``ReEig`` with
+  the same floor and ``LogEig`` returning the matrix, each with its own eigendecomposition-based
+  backward;
+* ``eigh``: ``W^T X W``, then ``torch.linalg.eigh`` with its own backward for ReEig and LogEig, the
+  way an SPD layer written directly in PyTorch computes them.
 
 Three checks, one table each:
 
 1. forward + backward wall time on a batch of ``--batch`` SPD matrices of each size in
-   ``--sizes`` (output ``size // 2``), float32 and float64, ratio manifoldnn / peer;
-2. float64 gradients of both with respect to the input and to W, largest difference relative to
-   the gradient's size, where both are defined (random matrices: distinct eigenvalues);
+   ``--sizes`` (output ``size // 2``), float32 and float64, and the speed-ups of manifoldnn over
+   each peer (peer time / manifoldnn time: above 1 means manifoldnn is faster);
+2. float64 gradients of each peer and manifoldnn with respect to the input and to W, largest
+   difference relative to the gradient's size, where all are defined (random matrices: distinct
+   eigenvalues);
 3. inputs with repeated eigenvalues (``X = I`` plus a rank-2 term, a ReEig floor hit by several
    eigenvalues): how many gradient entries are NaN or infinite for each.
 
@@ -23,13 +31,16 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/spd_layers.py --json out/spd_layers.j
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import torch
 from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json
 
 from manifoldnn.layers import BiMap, LogEig, ReEig
+from manifoldnn.utils.optional import require
 
 EPS = 1e-4
+HAS_SPD_LEARN = importlib.util.find_spec("spd_learn") is not None
 
 
 def manifoldnn_block(weight: torch.Tensor):
@@ -55,6 +66,30 @@ def eigh_block(weight: torch.Tensor):
         return (q * lam.log().unsqueeze(-2)) @ q.transpose(-1, -2), w
 
     return block
+
+
+def spd_learn_block(weight: torch.Tensor):
+    """The same function through spd_learn's layers (W of shape ``(1, n, p)``, its depthwise
+    layout)."""
+    peer = require("spd_learn.modules", "benchmarks", "the spd_learn comparison")
+    bimap = peer.BiMap(*weight.shape, parametrized=False, dtype=weight.dtype)
+    with torch.no_grad():
+        bimap.weight.copy_(weight.unsqueeze(0))
+    block = torch.nn.Sequential(
+        bimap,
+        peer.ReEig(EPS, dtype=weight.dtype),
+        peer.LogEig(upper=False, flatten=False, dtype=weight.dtype),
+    )
+    return lambda x: (block(x), bimap.weight)
+
+
+def blocks_for(weight: torch.Tensor) -> dict:
+    """Each implementation of the block with W set to ``weight``, manifoldnn first."""
+    blocks = {"manifoldnn": manifoldnn_block(weight)}
+    if HAS_SPD_LEARN:
+        blocks["spd_learn"] = spd_learn_block(weight)
+    blocks["eigh"] = eigh_block(weight)
+    return blocks
 
 
 def spd_inputs(batch: int, n: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
@@ -91,64 +126,74 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [int(size) for size in args.sizes.split(",")]
 
     results: dict[str, dict[str, float]] = {}
+    peers = ["spd_learn", "eigh"] if HAS_SPD_LEARN else ["eigh"]
     print(
         f"BiMap(n, n/2) -> ReEig -> LogEig, batch {args.batch}, forward + backward, "
         f"{torch.get_num_threads()} thread(s)"
+        + ("" if HAS_SPD_LEARN else "; spd_learn not installed, its columns left out")
     )
-    print(f"{'n':>5}{'dtype':>9}{'manifoldnn ms':>15}{'eigh peer ms':>14}{'ratio':>8}")
+    header = f"{'n':>5}{'dtype':>9}{'manifoldnn ms':>15}"
+    header += "".join(f"{peer + ' ms':>14}" for peer in peers)
+    header += "".join(f"{'x vs ' + peer:>16}" for peer in peers)
+    print(header)
     for n in sizes:
         for dtype in (torch.float32, torch.float64):
             x = spd_inputs(args.batch, n, args.seed, dtype)
             weight = stiefel(n, n // 2, args.seed + 1, dtype)
             cotangent = torch.randn(args.batch, n // 2, n // 2, dtype=dtype)
-            blocks = {"manifoldnn": manifoldnn_block(weight), "eigh": eigh_block(weight)}
             times = {
                 name: best_time(
                     lambda block=block, x=x, g=cotangent: gradients(block, x, g),
                     args.repeats,
                     args.inner,
                 )
-                for name, block in blocks.items()
+                for name, block in blocks_for(weight).items()
             }
             key = f"n={n} {str(dtype).removeprefix('torch.')}"
-            ratio = times["manifoldnn"] / times["eigh"]
-            results[key] = {
-                "manifoldnn_ms": 1e3 * times["manifoldnn"],
-                "eigh_ms": 1e3 * times["eigh"],
-                "ratio": ratio,
-            }
-            print(
-                f"{n:>5}{key.split()[1]:>9}{1e3 * times['manifoldnn']:>15.2f}"
-                f"{1e3 * times['eigh']:>14.2f}{ratio:>8.2f}"
-            )
+            row = {f"{name}_ms": 1e3 * seconds for name, seconds in times.items()}
+            # speed-up of manifoldnn over each peer: above 1, manifoldnn is faster
+            row |= {f"speedup_vs_{peer}": times[peer] / times["manifoldnn"] for peer in peers}
+            results[key] = row
+            line = f"{n:>5}{key.split()[1]:>9}{row['manifoldnn_ms']:>15.2f}"
+            line += "".join(f"{row[peer + '_ms']:>14.2f}" for peer in peers)
+            line += "".join(f"{row['speedup_vs_' + peer]:>16.2f}" for peer in peers)
+            print(line)
 
-    agreement = {}
+    agreement: dict[str, dict[str, float]] = {}
     repeated = {}
-    print("float64 gradients, largest |manifoldnn - eigh| / largest |gradient|; NaN/inf entries")
+    print(
+        "float64 gradients, largest |manifoldnn - peer| / largest |gradient|; "
+        "NaN/inf gradient entries at repeated eigenvalues"
+    )
     for n in sizes:
         weight = stiefel(n, n // 2, args.seed + 1, torch.float64)
         cotangent = torch.randn(args.batch, n // 2, n // 2, dtype=torch.float64)
         x = spd_inputs(args.batch, n, args.seed, torch.float64)
-        ours = gradients(manifoldnn_block(weight), x, cotangent)
-        peer = gradients(eigh_block(weight), x, cotangent)
-        relative = max(
-            float((a - b).abs().max() / b.abs().max().clamp_min(1e-300)) for a, b in zip(ours, peer)
-        )
-        agreement[f"n={n}"] = relative
+        grads = {name: gradients(block, x, cotangent) for name, block in blocks_for(weight).items()}
+        agreement[f"n={n}"] = {
+            peer: max(
+                float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+                for a, b in zip(grads["manifoldnn"], grads[peer])
+            )
+            for peer in peers
+        }
         # a Stiefel W of the identity's first columns keeps the repeated eigenvalue 1
         eye_weight = torch.eye(n, n // 2, dtype=torch.float64)
         x_rep = repeated_inputs(args.batch, n, args.seed)
-        ours = gradients(manifoldnn_block(eye_weight), x_rep, cotangent)
-        peer = gradients(eigh_block(eye_weight), x_rep, cotangent)
-        bad = {
-            "manifoldnn": sum(int((~torch.isfinite(g)).sum()) for g in ours),
-            "eigh": sum(int((~torch.isfinite(g)).sum()) for g in peer),
-            "entries": sum(g.numel() for g in ours),
+        grads = {
+            name: gradients(block, x_rep, cotangent)
+            for name, block in blocks_for(eye_weight).items()
         }
+        bad = {
+            name: sum(int((~torch.isfinite(g)).sum()) for g in grad) for name, grad in grads.items()
+        }
+        bad["entries"] = sum(g.numel() for g in grads["manifoldnn"])
         repeated[f"n={n}"] = bad
+        distinct = ", ".join(f"{peer} {value:.1e}" for peer, value in agreement[f"n={n}"].items())
+        nonfinite = ", ".join(f"{name} {bad[name]}" for name in grads)
         print(
-            f"  n={n}: distinct eigenvalues {relative:.1e}; repeated eigenvalues: non-finite "
-            f"entries manifoldnn {bad['manifoldnn']}, eigh {bad['eigh']} of {bad['entries']}"
+            f"  n={n}: distinct eigenvalues: {distinct}; repeated eigenvalues, non-finite "
+            f"entries: {nonfinite} of {bad['entries']}"
         )
     payload = {
         "results": results,
