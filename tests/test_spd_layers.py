@@ -244,6 +244,78 @@ def test_batch_norm_running_mean_moves_along_the_geodesic():
     )
 
 
+def _frechet_variance(manifold, points, centre):
+    return float(manifold.dist(points, centre.expand_as(points)).square().mean())
+
+
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_batch_norm_variance_is_the_learned_dispersion(metric, eps, device):
+    # Kobler et al. 2022: the output's Frechet variance about the bias is nu^2 s2 / (s2 + eps),
+    # s2 the input's variance about its Karcher mean, and the bias stays the output's mean
+    layer = SPDBatchNorm(
+        4, metric=metric, variance=True, eps=eps, karcher_kwargs={"tol": 1e-12},
+        device=device, dtype=torch.float64,
+    )  # fmt: skip
+    bias = _spd((), 4, 16, device=device)
+    dispersion = 0.7
+    with torch.no_grad():
+        layer.log_dispersion.fill_(math.log(dispersion))
+        if metric == "affine_invariant":
+            layer.bias.copy_(bias)
+        else:
+            layer.log_bias.copy_(torch.tensor(scipy.linalg.logm(bias.cpu().numpy()).real))
+    x = _spd((12,), 4, 17, device=device)
+    manifold = spd_manifold(metric)
+    out = layer(x).detach()
+    variance = _frechet_variance(manifold, x, karcher_mean(manifold, x, tol=1e-12))
+    expected = dispersion**2 * variance / (variance + eps)
+    # squared distances up to n * 16 (relative log-eigenvalues within [-4, 4]): the rounding of a
+    # few eigensolves, relative to that scale
+    assert math.isclose(
+        _frechet_variance(manifold, out, bias), expected, rel_tol=_bound(torch.float64, 4, 16)
+    )
+    assert float(manifold.dist(karcher_mean(manifold, out, tol=1e-12), bias)) <= 1e-6
+
+
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
+def test_batch_norm_variance_running_statistics_in_eval(metric, device):
+    x = _spd((10,), 3, 18, device=device)
+    manifold = spd_manifold(metric)
+    variance = _frechet_variance(manifold, x, karcher_mean(manifold, x, tol=1e-12))
+    layer = SPDBatchNorm(
+        3, metric=metric, momentum=0.25, variance=True, device=device, dtype=torch.float64
+    )
+    layer(x)
+    assert math.isclose(float(layer.running_var), 0.75 + 0.25 * variance, rel_tol=1e-10)
+    # momentum 1: running mean and variance are the batch's, so evaluation repeats training
+    layer = SPDBatchNorm(
+        3, metric=metric, momentum=1.0, variance=True, karcher_kwargs={"tol": 1e-12},
+        device=device, dtype=torch.float64,
+    )  # fmt: skip
+    out = layer(x).detach()
+    assert math.isclose(float(layer.running_var), variance, rel_tol=1e-10)
+    layer.eval()
+    torch.testing.assert_close(layer(x), out, atol=1e-6, rtol=0)
+    # in evaluation the statistics stay put
+    layer(_spd((10,), 3, 19, device=device))
+    assert math.isclose(float(layer.running_var), variance, rel_tol=1e-10)
+
+
+def test_batch_norm_variance_trains_the_dispersion():
+    layer = SPDBatchNorm(3, variance=True, dtype=torch.float64)
+    x = _spd((6,), 3, 20).requires_grad_()
+    layer(x).diagonal(dim1=-2, dim2=-1).log().square().sum().backward()
+    for grad in (x.grad, layer.bias.grad, layer.log_dispersion.grad):
+        assert bool(torch.isfinite(grad).all())
+    assert float(layer.log_dispersion.grad.abs()) > 0
+    assert "variance=True" in repr(layer)
+    with pytest.raises(ValueError, match="variance"):
+        SPDBatchNorm(3, variance=1)
+    with pytest.raises(ValueError, match="eps"):
+        SPDBatchNorm(3, variance=True, eps=-1.0)
+
+
 # ---------------------------------------------------------------------------------- bad input
 def _bad_inputs():
     good = _spd((2,), 4, 13)
@@ -303,7 +375,16 @@ def _graph_breaks(fn, *args):
 
 
 @pytest.mark.parametrize(
-    "name", ["bimap-reeig-logeig", "expeig", "covpool", "batchnorm-eval", "batchnorm-le-train"]
+    "name",
+    [
+        "bimap-reeig-logeig",
+        "expeig",
+        "covpool",
+        "batchnorm-eval",
+        "batchnorm-le-train",
+        "batchnorm-var-eval",
+        "batchnorm-le-var-train",
+    ],
 )
 def test_layers_compile_without_graph_breaks_and_match_eager(name):
     torch.manual_seed(0)
@@ -316,15 +397,19 @@ def test_layers_compile_without_graph_breaks_and_match_eager(name):
         module, x = CovPool(0.1), torch.randn(4, 6, 30)
     elif name == "batchnorm-eval":
         module = SPDBatchNorm(6).eval()
+    elif name == "batchnorm-var-eval":
+        module = SPDBatchNorm(6, variance=True).eval()
+    elif name == "batchnorm-le-var-train":
+        module = SPDBatchNorm(6, metric="log_euclidean", variance=True)
     else:
         module = SPDBatchNorm(6, metric="log_euclidean")
     assert _graph_breaks(module, x) == 0
     torch._dynamo.reset()
     if hasattr(module, "running_mean"):
-        module.running_mean.copy_(torch.eye(6))
+        module.reset_parameters()
     expected = module(x)
     if hasattr(module, "running_mean"):
-        module.running_mean.copy_(torch.eye(6))
+        module.reset_parameters()
     got = torch.compile(module, backend="aot_eager", fullgraph=True)(x)
     tol = _bound(torch.float32, 6, expected.detach().abs().max())
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)
