@@ -3,6 +3,9 @@ against the peers, and gradients at repeated eigenvalues.
 
 Block (manifoldnn): ``BiMap`` (W on the Stiefel manifold) -> ``ReEig`` -> ``LogEig``, whose spectral
 backward is the gap-safe Daleckii-Krein formula of :func:`manifoldnn.linalg.symmetric_functions`.
+``fused``: the same function as ``BiMap`` -> ``LogEig(eps)``, ReEig and LogEig from one
+eigendecomposition (the rectified matrix keeps the input's eigenvectors), the way
+:class:`manifoldnn.models.SPDNet` runs its last block.
 
 Peers, on the same inputs and the same W, in the same process:
 
@@ -17,11 +20,12 @@ Peers, on the same inputs and the same W, in the same process:
 Three checks, one table each:
 
 1. forward + backward wall time on a batch of ``--batch`` SPD matrices of each size in
-   ``--sizes`` (output ``size // 2``), float32 and float64, and the speed-ups of manifoldnn over
-   each peer (peer time / manifoldnn time: above 1 means manifoldnn is faster);
-2. float64 gradients of each peer and manifoldnn with respect to the input and to W, largest
-   difference relative to the gradient's size, where all are defined (random matrices: distinct
-   eigenvalues);
+   ``--sizes`` (output ``size // 2``), float32 and float64, and the speed-ups of manifoldnn (layer
+   by layer, and fused) over each peer (peer time / manifoldnn time: above 1 means manifoldnn is
+   faster);
+2. float64 gradients of the fused block and each peer against manifoldnn's, with respect to the
+   input and to W, largest difference relative to the gradient's size, where all are defined
+   (random matrices: distinct eigenvalues);
 3. inputs with repeated eigenvalues (``X = I`` plus a rank-2 term, a ReEig floor hit by several
    eigenvalues): how many gradient entries are NaN or infinite for each.
 
@@ -50,6 +54,16 @@ def manifoldnn_block(weight: torch.Tensor):
     with torch.no_grad():
         bimap.weight.copy_(weight)
     block = torch.nn.Sequential(bimap, ReEig(EPS, validate=False), LogEig(validate=False))
+    return lambda x: (block(x), bimap.weight)
+
+
+def fused_block(weight: torch.Tensor):
+    """``x -> (LogEig(EPS)(BiMap(x)), W)``: the same function with ReEig and LogEig from one
+    eigendecomposition, as :class:`manifoldnn.models.SPDNet` runs its last block."""
+    bimap = BiMap(*weight.shape, dtype=weight.dtype)
+    with torch.no_grad():
+        bimap.weight.copy_(weight)
+    block = torch.nn.Sequential(bimap, LogEig(EPS, validate=False))
     return lambda x: (block(x), bimap.weight)
 
 
@@ -85,7 +99,7 @@ def spd_learn_block(weight: torch.Tensor):
 
 def blocks_for(weight: torch.Tensor) -> dict:
     """Each implementation of the block with W set to ``weight``, manifoldnn first."""
-    blocks = {"manifoldnn": manifoldnn_block(weight)}
+    blocks = {"manifoldnn": manifoldnn_block(weight), "fused": fused_block(weight)}
     if HAS_SPD_LEARN:
         blocks["spd_learn"] = spd_learn_block(weight)
     blocks["eigh"] = eigh_block(weight)
@@ -128,13 +142,20 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict[str, float]] = {}
     peers = ["spd_learn", "eigh"] if HAS_SPD_LEARN else ["eigh"]
     print(
-        f"BiMap(n, n/2) -> ReEig -> LogEig, batch {args.batch}, forward + backward, "
+        f"BiMap(n, n/2) -> ReEig -> LogEig (fused: BiMap -> LogEig(eps), one eigendecomposition), "
+        f"batch {args.batch}, forward + backward, "
         f"{torch.get_num_threads()} thread(s)"
         + ("" if HAS_SPD_LEARN else "; spd_learn not installed, its columns left out")
     )
-    header = f"{'n':>5}{'dtype':>9}{'manifoldnn ms':>15}"
-    header += "".join(f"{peer + ' ms':>14}" for peer in peers)
-    header += "".join(f"{'x vs ' + peer:>16}" for peer in peers)
+    ours = ["manifoldnn", "fused"]
+    header = f"{'n':>5}{'dtype':>9}"
+    header += "".join(f"{name + ' ms':>15}" for name in ours + peers)
+    # speed-up columns: peer time / manifoldnn time (layer by layer, then fused)
+    header += "".join(
+        f"{('fused ' if name == 'fused' else '') + 'x vs ' + peer:>22}"
+        for name in ours
+        for peer in peers
+    )
     print(header)
     for n in sizes:
         for dtype in (torch.float32, torch.float64):
@@ -151,18 +172,21 @@ def main(argv: list[str] | None = None) -> dict:
             }
             key = f"n={n} {str(dtype).removeprefix('torch.')}"
             row = {f"{name}_ms": 1e3 * seconds for name, seconds in times.items()}
-            # speed-up of manifoldnn over each peer: above 1, manifoldnn is faster
+            # speed-ups over each peer (peer time / ours): above 1, manifoldnn is faster
             row |= {f"speedup_vs_{peer}": times[peer] / times["manifoldnn"] for peer in peers}
+            row |= {f"fused_speedup_vs_{peer}": times[peer] / times["fused"] for peer in peers}
             results[key] = row
-            line = f"{n:>5}{key.split()[1]:>9}{row['manifoldnn_ms']:>15.2f}"
-            line += "".join(f"{row[peer + '_ms']:>14.2f}" for peer in peers)
-            line += "".join(f"{row['speedup_vs_' + peer]:>16.2f}" for peer in peers)
+            line = f"{n:>5}{key.split()[1]:>9}"
+            line += "".join(f"{row[name + '_ms']:>15.2f}" for name in ours + peers)
+            line += "".join(
+                f"{times[peer] / times[name]:>22.2f}" for name in ours for peer in peers
+            )
             print(line)
 
     agreement: dict[str, dict[str, float]] = {}
     repeated = {}
     print(
-        "float64 gradients, largest |manifoldnn - peer| / largest |gradient|; "
+        "float64 gradients, largest |manifoldnn - other| / largest |gradient|; "
         "NaN/inf gradient entries at repeated eigenvalues"
     )
     for n in sizes:
@@ -175,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
                 float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
                 for a, b in zip(grads["manifoldnn"], grads[peer])
             )
-            for peer in peers
+            for peer in ["fused"] + peers
         }
         # a Stiefel W of the identity's first columns keeps the repeated eigenvalue 1
         eye_weight = torch.eye(n, n // 2, dtype=torch.float64)

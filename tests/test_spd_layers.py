@@ -130,6 +130,12 @@ def _daleckii_krein(f, fprime, x, g):
         ("log", LogEig(), np.log, lambda v: 1 / v),
         ("exp", ExpEig(), np.exp, np.exp),
         ("reeig", ReEig(1.0), lambda v: np.maximum(v, 1.0), lambda v: (v > 1.0).astype(float)),
+        (
+            "floored-log",
+            LogEig(1.0),
+            lambda v: np.log(np.maximum(v, 1.0)),
+            lambda v: (v > 1.0) / np.maximum(v, 1.0),
+        ),
     ],
 )
 def test_gradient_at_repeated_eigenvalues_is_the_daleckii_krein_formula(
@@ -155,10 +161,29 @@ def test_gradient_at_repeated_eigenvalues_is_the_daleckii_krein_formula(
 
 
 @pytest.mark.parametrize("eigenvalues", [None, REPEATED], ids=["distinct", "repeated"])
-@pytest.mark.parametrize("layer", [LogEig(), ExpEig(), ReEig(1.0)], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("layer", [LogEig(), ExpEig(), ReEig(1.0), LogEig(1.0)], ids=repr)
 def test_gradcheck_in_float64(layer, eigenvalues):
     x = _spd((2,), 5, 5, eigenvalues=eigenvalues).requires_grad_()
     assert torch.autograd.gradcheck(lambda a: layer(_sym(a)), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_floored_log_eig_is_log_eig_after_re_eig(dtype, device):
+    # eigenvalues on both sides of the floor, three of them clamped to it (repeated after ReEig)
+    x = _spd((3,), 6, 21, device=device, eigenvalues=[0.05, 0.1, 0.2, 0.7, 1.5, 4.0])
+    x = x.to(dtype).requires_grad_()
+    g = torch.randn(3, 6, 6, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    g = g.to(dtype=dtype, device=device)
+    fused, two_layers = LogEig(0.5), torch.nn.Sequential(ReEig(0.5), LogEig())
+    outs = [layer(x) for layer in (fused, two_layers)]
+    grads = [torch.autograd.grad((out * g).sum(), x)[0] for out in outs]
+    torch.testing.assert_close(outs[0], outs[1], atol=_bound(dtype, 6, 2), rtol=0)
+    # divided differences at most 1 / eps = 2
+    torch.testing.assert_close(grads[0], grads[1], atol=_bound(dtype, 6, 2 * g.abs().max()), rtol=0)
+    LogEig(0.5)(_sym(x.detach() - torch.eye(6, dtype=dtype, device=device)))  # indefinite: floored
+    with pytest.raises(ValueError, match="eps"):
+        LogEig(0.0)
+    assert repr(LogEig(0.5)) == "LogEig(eps=0.5)"
 
 
 def test_eigh_backward_is_not_finite_where_the_layers_are():

@@ -252,19 +252,38 @@ class _EigenvalueMap(nn.Module):
         return symmetric_functions(x, self._function)[0]
 
 
+def _floored_log(lam: torch.Tensor, eps: float) -> torch.Tensor:
+    return lam.clamp_min(eps).log()
+
+
+def _floored_log_derivative(lam: torch.Tensor, eps: float) -> torch.Tensor:
+    return (lam > eps).to(lam.dtype) / lam.clamp_min(eps)
+
+
 class LogEig(_EigenvalueMap):
     r"""Matrix logarithm :math:`X \mapsto U \log(\Lambda) U^\top` (SPDNet, Huang & Van Gool 2017,
     LogEig layer, eq. 8): maps SPD matrices to the flat space of symmetric matrices (the
     log-Euclidean chart, Arsigny et al. 2007), where Euclidean layers follow.
 
+    With ``eps`` the eigenvalues are first floored at :math:`\epsilon`, so that
+    ``LogEig(eps)`` is ``LogEig()`` after ``ReEig(eps)`` from one eigendecomposition instead of two
+    (the rectified matrix has the input's eigenvectors); its backward is the Daleckii-Krein formula
+    of :math:`\log \max(\epsilon, \cdot)`, equal to the chain rule through both layers.
+
+    .. math::
+
+        f(X) = U \log \max(\epsilon I, \Lambda) U^\top, \qquad X = U \Lambda U^\top
+
     Args:
-        validate: check the input's values (finite, symmetric, positive definite) in eager
-            forwards; ``False`` keeps the shape checks only and removes the host
+        eps: the eigenvalue floor :math:`\epsilon > 0` of a preceding ReEig, or ``None`` for the
+            plain logarithm of an SPD input. Default: ``None``.
+        validate: check the input's values (finite, symmetric, and positive definite without
+            ``eps``) in eager forwards; ``False`` keeps the shape checks only and removes the host
             synchronisation, e.g. inside a network whose input is checked once.
             Default: ``True``.
 
     Shape:
-        - Input: ``(..., n, n)`` SPD.
+        - Input: ``(..., n, n)`` SPD (symmetric with ``eps``).
         - Output: ``(..., n, n)`` symmetric.
 
     Examples::
@@ -273,9 +292,24 @@ class LogEig(_EigenvalueMap):
         >>> from manifoldnn.layers import LogEig
         >>> LogEig()(torch.eye(3) * torch.e).diagonal()
         tensor([1.0000, 1.0000, 1.0000])
+        >>> LogEig(1.0)(torch.diag(torch.tensor([0.5, torch.e]))).diagonal()
+        tensor([0.0000, 1.0000])
     """
 
     _function, _definite = LOG, True
+
+    def __init__(self, eps: float | None = None, *, validate: bool = True) -> None:
+        super().__init__(validate=validate)
+        self.eps = None if eps is None else check_positive_float(eps, "eps")
+        if self.eps is not None:
+            self._function = (
+                partial(_floored_log, eps=self.eps),
+                partial(_floored_log_derivative, eps=self.eps),
+            )
+            self._definite = False
+
+    def extra_repr(self) -> str:
+        return "" if self.eps is None else f"eps={self.eps}"
 
 
 class ExpEig(_EigenvalueMap):

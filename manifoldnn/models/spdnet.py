@@ -10,6 +10,8 @@ Architecture::
       --BiMap(n_{L-1}, n_L)--> [SPDBatchNorm(n_L)] --> ReEig(eps) --> (B, n_L, n_L)
       --LogEig--> symmetric (B, n_L, n_L) --vectorise--> (B, n_L (n_L + 1) / 2) --Linear--> logits
 
+The last ReEig and the LogEig run as one layer, ``LogEig(eps)`` (one eigendecomposition).
+
 Every BiMap weight is a :class:`geoopt.ManifoldParameter` (and so is an affine-invariant batch
 norm's bias); train with :class:`geoopt.optim.RiemannianAdam` or ``RiemannianSGD``.
 """
@@ -33,7 +35,8 @@ class SPDNet(nn.Module):
     batch normalisation after each BiMap (Brooks et al. 2019).
 
     Each consecutive pair of ``layer_sizes`` is a block BiMap -> [SPDBatchNorm] -> ReEig; LogEig
-    then maps to symmetric matrices, whose isometric upper-triangle vectorisation
+    then maps to symmetric matrices (the last ReEig and LogEig fused as ``LogEig(eps)``, the
+    same function from one eigendecomposition), whose isometric upper-triangle vectorisation
     (:func:`manifoldnn.linalg.symmetric_vectorize`) feeds a linear layer.
 
     .. math::
@@ -105,8 +108,10 @@ class SPDNet(nn.Module):
                 blocks.append(
                     SPDBatchNorm(out_size, metric=batch_norm_metric, validate=False, **factory)
                 )
-            blocks.append(ReEig(eps, validate=False))
-        blocks.append(LogEig(validate=False))
+            if index < len(sizes) - 2:
+                blocks.append(ReEig(eps, validate=False))
+        # the last ReEig and LogEig from one eigendecomposition: the same function
+        blocks.append(LogEig(eps, validate=False))
         self.features = nn.Sequential(*blocks)
         last = sizes[-1]
         self.classifier = nn.Linear(last * (last + 1) // 2, num_classes, **factory)
