@@ -6,6 +6,8 @@ backward is the gap-safe Daleckii-Krein formula of :func:`manifoldnn.linalg.symm
 ``fused``: the same function as ``BiMap`` -> ``LogEig(eps)``, ReEig and LogEig from one
 eigendecomposition (the rectified matrix keeps the input's eigenvectors), the way
 :class:`manifoldnn.models.SPDNet` runs its last block.
+Neither checks its input (as the peers); ``checked`` is ``fused`` with the input's values checked
+once, at BiMap (finite, symmetric, a Cholesky factorisation), SPDNet's default, timed apart.
 
 Peers, on the same inputs and the same W, in the same process:
 
@@ -47,20 +49,21 @@ EPS = 1e-4
 HAS_SPD_LEARN = importlib.util.find_spec("spd_learn") is not None
 
 
-def manifoldnn_block(weight: torch.Tensor):
-    """``x -> (LogEig(ReEig(BiMap(x))), W)`` with BiMap's weight set to ``weight``; the input is
-    validated once, at BiMap (as in :class:`manifoldnn.models.SPDNet`)."""
-    bimap = BiMap(*weight.shape, dtype=weight.dtype)
+def manifoldnn_block(weight: torch.Tensor, validate: bool = False):
+    """``x -> (LogEig(ReEig(BiMap(x))), W)`` with BiMap's weight set to ``weight``; with
+    ``validate`` the input's values are checked once, at BiMap (as
+    :class:`manifoldnn.models.SPDNet` does by default), else nothing is checked (as the peers)."""
+    bimap = BiMap(*weight.shape, validate=validate, dtype=weight.dtype)
     with torch.no_grad():
         bimap.weight.copy_(weight)
     block = torch.nn.Sequential(bimap, ReEig(EPS, validate=False), LogEig(validate=False))
     return lambda x: (block(x), bimap.weight)
 
 
-def fused_block(weight: torch.Tensor):
+def fused_block(weight: torch.Tensor, validate: bool = False):
     """``x -> (LogEig(EPS)(BiMap(x)), W)``: the same function with ReEig and LogEig from one
     eigendecomposition, as :class:`manifoldnn.models.SPDNet` runs its last block."""
-    bimap = BiMap(*weight.shape, dtype=weight.dtype)
+    bimap = BiMap(*weight.shape, validate=validate, dtype=weight.dtype)
     with torch.no_grad():
         bimap.weight.copy_(weight)
     block = torch.nn.Sequential(bimap, LogEig(EPS, validate=False))
@@ -99,7 +102,12 @@ def spd_learn_block(weight: torch.Tensor):
 
 def blocks_for(weight: torch.Tensor) -> dict:
     """Each implementation of the block with W set to ``weight``, manifoldnn first."""
-    blocks = {"manifoldnn": manifoldnn_block(weight), "fused": fused_block(weight)}
+    blocks = {
+        "manifoldnn": manifoldnn_block(weight),
+        "fused": fused_block(weight),
+        # SPDNet's default: the fused block with the input's values checked once, at BiMap
+        "checked": fused_block(weight, validate=True),
+    }
     if HAS_SPD_LEARN:
         blocks["spd_learn"] = spd_learn_block(weight)
     blocks["eigh"] = eigh_block(weight)
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ours = ["manifoldnn", "fused"]
     header = f"{'n':>5}{'dtype':>9}"
-    header += "".join(f"{name + ' ms':>15}" for name in ours + peers)
+    header += "".join(f"{name + ' ms':>15}" for name in ours + ["checked"] + peers)
     # speed-up columns: peer time / manifoldnn time (layer by layer, then fused)
     header += "".join(
         f"{('fused ' if name == 'fused' else '') + 'x vs ' + peer:>22}"
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             row |= {f"fused_speedup_vs_{peer}": times[peer] / times["fused"] for peer in peers}
             results[key] = row
             line = f"{n:>5}{key.split()[1]:>9}"
-            line += "".join(f"{row[name + '_ms']:>15.2f}" for name in ours + peers)
+            line += "".join(f"{row[name + '_ms']:>15.2f}" for name in ours + ["checked"] + peers)
             line += "".join(
                 f"{times[peer] / times[name]:>22.2f}" for name in ours for peer in peers
             )
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
                 float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
                 for a, b in zip(grads["manifoldnn"], grads[peer])
             )
-            for peer in ["fused"] + peers
+            for peer in ["fused", "checked"] + peers
         }
         # a Stiefel W of the identity's first columns keeps the repeated eigenvalue 1
         eye_weight = torch.eye(n, n // 2, dtype=torch.float64)
