@@ -327,6 +327,26 @@ def test_batch_norm_variance_running_statistics_in_eval(metric, device):
     assert math.isclose(float(layer.running_var), variance, rel_tol=1e-10)
 
 
+def test_batch_norm_variance_matches_spd_learns_mean_var_batch_norm():
+    """The peer's SPDBatchNormMeanVar (Kobler et al. 2022) with its Karcher flow run to
+    convergence: the same normalisation, in training and with the running statistics."""
+    peer_modules = pytest.importorskip("spd_learn.modules")
+    x = _spd((12,), 4, 17)
+    ours = SPDBatchNorm(
+        4, variance=True, eps=1e-5, karcher_kwargs={"tol": 1e-12}, dtype=torch.float64
+    )
+    peer = peer_modules.SPDBatchNormMeanVar(4, n_iter=100, eps=1e-5, dtype=torch.float64)
+    out = ours(x)
+    # two Karcher means, fixed points of different iterations: each exact to the rounding of a
+    # step, amplified by the condition number of the matrices (eigenvalues in [e^-2, e^2])
+    scale = out.abs().max() * math.exp(4)
+    torch.testing.assert_close(out, peer(x), atol=_bound(torch.float64, 4, scale), rtol=0)
+    assert math.isclose(float(ours.running_var), float(peer.running_var), rel_tol=1e-12)
+    ours.eval()
+    peer.eval()
+    torch.testing.assert_close(ours(x), peer(x), atol=_bound(torch.float64, 4, scale), rtol=0)
+
+
 def test_batch_norm_variance_trains_the_dispersion():
     layer = SPDBatchNorm(3, variance=True, dtype=torch.float64)
     x = _spd((6,), 3, 20).requires_grad_()
