@@ -339,7 +339,7 @@ def test_batch_norm_variance_matches_spd_learns_mean_var_batch_norm():
     out = ours(x)
     # two Karcher means, fixed points of different iterations: each exact to the rounding of a
     # step, amplified by the condition number of the matrices (eigenvalues in [e^-2, e^2])
-    scale = out.abs().max() * math.exp(4)
+    scale = out.detach().abs().max() * math.exp(4)
     torch.testing.assert_close(out, peer(x), atol=_bound(torch.float64, 4, scale), rtol=0)
     assert math.isclose(float(ours.running_var), float(peer.running_var), rel_tol=1e-12)
     ours.eval()
