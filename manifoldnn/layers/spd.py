@@ -176,7 +176,9 @@ class BiMap(ConstrainedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_spd_input(x, "input", "BiMap", size=self.in_size, values=self.validate)
         w = self.weight
-        return sym(w.transpose(-1, -2) @ x @ w)
+        # (X W)^T W = W^T X W for symmetric X; both products fold the batch into one matrix
+        # product with W on the right, where W^T (X W) broadcasts W^T over the batch
+        return sym((x @ w).transpose(-1, -2) @ w)
 
     def extra_repr(self) -> str:
         return f"in_size={self.in_size}, out_size={self.out_size}"
