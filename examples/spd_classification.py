@@ -20,6 +20,8 @@ channel means carry much of what separates JapaneseVowels' speakers). Then, on t
   with :class:`geoopt.optim.RiemannianAdam`;
 * ``spdnet_bn``: the same with :class:`manifoldnn.layers.SPDBatchNorm` after every BiMap (Brooks
   et al. 2019);
+* ``spdnet_bn_var``: the same batch norm normalising the batch's Fréchet variance too, to a
+  learned dispersion (``SPDBatchNorm(variance=True)``, Kobler et al. 2022);
 * ``spd_attention``: SPD attention in the spirit of GyroAtt: tokens are the covariances of the
   whole recording and of its ``--windows`` consecutive parts, attended by
   :class:`manifoldnn.layers.GeodesicAttention` on the log-Euclidean metric (scores
@@ -59,7 +61,7 @@ from manifoldnn.models import SPDNet
 from manifoldnn.utils.optional import require
 
 DATASETS = ("japanese_vowels", "basic_motions")
-METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention", "spd_learn")
+METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spdnet_bn_var", "spd_attention", "spd_learn")
 # the peer runs by default where it is installed; asked for explicitly it says which extra it needs
 DEFAULT_METHODS = tuple(
     m for m in METHODS if m != "spd_learn" or importlib.util.find_spec("spd_learn") is not None
@@ -253,7 +255,11 @@ def main(argv: list[str] | None = None) -> dict:
                 inputs = (c_train, c_test)
             else:
                 model = SPDNet(
-                    layer_sizes, num_classes, batch_norm=method == "spdnet_bn", dtype=torch.float64
+                    layer_sizes,
+                    num_classes,
+                    batch_norm=method in ("spdnet_bn", "spdnet_bn_var"),
+                    batch_norm_variance=method == "spdnet_bn_var",
+                    dtype=torch.float64,
                 )
                 inputs = (c_train, c_test)
             predictions, curves[method] = fit_network(

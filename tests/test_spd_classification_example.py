@@ -19,7 +19,7 @@ def test_spd_classification_example_runs(tmp_path):
     report = main(argv + ["--json", str(tmp_path / "r.json")])
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     assert results == report["results"]
-    expected = {"mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention"}
+    expected = {"mdm", "ts_lr", "spdnet", "spdnet_bn", "spdnet_bn_var", "spd_attention"}
     # the spd_learn peer runs by default where it is installed
     if importlib.util.find_spec("spd_learn") is not None:
         expected.add("spd_learn")

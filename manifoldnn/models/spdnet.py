@@ -52,6 +52,9 @@ class SPDNet(nn.Module):
             Default: ``False``.
         batch_norm_metric: the batch norm's metric, ``"affine_invariant"`` or ``"log_euclidean"``.
             Default: ``"affine_invariant"``.
+        batch_norm_variance: the batch norm also normalises the batch's Fréchet variance to a
+            learned dispersion (``SPDBatchNorm(variance=True)``, Kobler et al. 2022).
+            Default: ``False``.
         eps: ReEig's eigenvalue floor. Default: ``1e-4``.
         validate: check the input's values (finite, symmetric, positive definite) in eager
             forwards, once, at the first BiMap; the layers after it check shapes only.
@@ -81,6 +84,7 @@ class SPDNet(nn.Module):
         *,
         batch_norm: bool = False,
         batch_norm_metric: str = "affine_invariant",
+        batch_norm_variance: bool = False,
         eps: float = 1e-4,
         validate: bool = True,
         device: torch.device | str | None = None,
@@ -97,6 +101,7 @@ class SPDNet(nn.Module):
         self.layer_sizes = tuple(sizes)
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.batch_norm = check_bool(batch_norm, "batch_norm")
+        batch_norm_variance = check_bool(batch_norm_variance, "batch_norm_variance")
         eps = check_positive_float(eps, "eps")
         validate = check_bool(validate, "validate")
         factory = {"device": device, "dtype": dtype}
@@ -106,7 +111,13 @@ class SPDNet(nn.Module):
             blocks.append(BiMap(in_size, out_size, validate=validate and index == 0, **factory))
             if batch_norm:
                 blocks.append(
-                    SPDBatchNorm(out_size, metric=batch_norm_metric, validate=False, **factory)
+                    SPDBatchNorm(
+                        out_size,
+                        metric=batch_norm_metric,
+                        variance=batch_norm_variance,
+                        validate=False,
+                        **factory,
+                    )
                 )
             if index < len(sizes) - 2:
                 blocks.append(ReEig(eps, validate=False))
