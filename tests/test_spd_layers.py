@@ -224,15 +224,22 @@ def test_batch_norm_output_has_the_identity_as_karcher_mean(metric, device):
     assert float(manifold.dist(mean, eye)) <= 1e-6
 
 
-@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
-def test_batch_norm_output_mean_is_the_bias_and_eval_uses_the_running_mean(metric, device):
-    layer = SPDBatchNorm(4, metric=metric, momentum=1.0, device=device, dtype=torch.float64)
-    bias = _spd((), 4, 9, device=device)
+def _set_bias(layer, metric, bias):
+    """Set the batch norm's bias G: the SPD parameter, or log G under the log-Euclidean metric
+    (SciPy's matrix logarithm as the independent reference)."""
     with torch.no_grad():
         if metric == "affine_invariant":
             layer.bias.copy_(bias)
         else:
-            layer.log_bias.copy_(torch.tensor(scipy.linalg.logm(bias.cpu().numpy()).real))
+            log_bias = scipy.linalg.logm(bias.cpu().numpy()).real
+            layer.log_bias.copy_(torch.as_tensor(log_bias, device=bias.device))
+
+
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
+def test_batch_norm_output_mean_is_the_bias_and_eval_uses_the_running_mean(metric, device):
+    layer = SPDBatchNorm(4, metric=metric, momentum=1.0, device=device, dtype=torch.float64)
+    bias = _spd((), 4, 9, device=device)
+    _set_bias(layer, metric, bias)
     x = _spd((10,), 4, 10, device=device)
     manifold = spd_manifold(metric)
     out = layer(x)
@@ -284,12 +291,9 @@ def test_batch_norm_variance_is_the_learned_dispersion(metric, eps, device):
     )  # fmt: skip
     bias = _spd((), 4, 16, device=device)
     dispersion = 0.7
+    _set_bias(layer, metric, bias)
     with torch.no_grad():
         layer.log_dispersion.fill_(math.log(dispersion))
-        if metric == "affine_invariant":
-            layer.bias.copy_(bias)
-        else:
-            layer.log_bias.copy_(torch.tensor(scipy.linalg.logm(bias.cpu().numpy()).real))
     x = _spd((12,), 4, 17, device=device)
     manifold = spd_manifold(metric)
     out = layer(x).detach()
