@@ -9,20 +9,35 @@
 * :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities;
 * :mod:`.hyperbolic`: the Poincaré fully connected layer, hyperbolic multinomial logistic
-  regression and the Lorentz linear layer.
+  regression and the Lorentz linear layer;
+* :mod:`.causal_attention` and :mod:`.positions`: causal self-attention for language models
+  (MHA, GQA, MQA, DeepSeek-V2's latent attention) with a key/value cache, and the token positions
+  (RoPE with its context-extension scalings, ALiBi, none).
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
 in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 :mod:`manifoldnn.parametrizations`.
 """
 
-from . import attention, favor, fusion, grassmann, hyperbolic, manifold_linear, spd
+from . import (
+    attention,
+    causal_attention,
+    favor,
+    fusion,
+    grassmann,
+    hyperbolic,
+    manifold_linear,
+    positions,
+    spd,
+)
 from .attention import *  # noqa: F403
+from .causal_attention import *  # noqa: F403
 from .favor import *  # noqa: F403
 from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
 from .hyperbolic import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
+from .positions import *  # noqa: F403
 from .spd import *  # noqa: F403
 
 __all__ = [
@@ -33,4 +48,6 @@ __all__ = [
     *fusion.__all__,
     *spd.__all__,
     *hyperbolic.__all__,
+    *causal_attention.__all__,
+    *positions.__all__,
 ]
