@@ -186,7 +186,7 @@ class RotaryPosition(Position):
         >>> rope.rotate(torch.randn(2, 10, 8), start=0).shape
         torch.Size([2, 10, 8])
         >>> round(rope.logit_scale, 4)  # (0.1 ln 4 + 1)^2
-        1.2963
+        1.2965
     """
 
     def __init__(
@@ -314,7 +314,7 @@ class ALiBi(Position):
         rows = torch.arange(start, start + query_length, device=device, dtype=dtype)
         cols = torch.arange(key_length, device=device, dtype=dtype)
         slopes = torch.tensor(self.slopes, device=device, dtype=dtype)
-        return -slopes[:, None, None] * (rows[:, None] - cols[None, :])
+        return slopes[:, None, None] * (cols[None, :] - rows[:, None])  # -m (i - j)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}"
