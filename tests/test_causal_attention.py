@@ -385,6 +385,10 @@ def test_gpt_config_errors_and_step_position():
         GPTConfig(attention="delta", position="alibi")
     with pytest.raises(ValueError, match="train_length"):
         GPTConfig(rope_scaling="yarn", rope_factor=2.0)
+    with pytest.raises(ValueError, match="rope_factor"):
+        GPTConfig(rope_scaling="linear", rope_factor=0.5)
+    with pytest.raises(ValueError, match="rope_theta"):
+        GPTConfig(rope_theta=1.0)
     model = GPT(GPTConfig(num_layers=1, dim=16, num_heads=2))
     logits, cache = model.prefill(torch.zeros(1, 3, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="position=5"):

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..layers.causal_attention import AttentionCache, CausalSelfAttention, MultiHeadLatentAttention
 from ..layers.positions import POSITIONS, ROPE_SCALINGS, RotaryPosition, position_for
-from ..validation import check_choice
+from ..validation import check_choice, check_positive_float
 from .linear_attention import MODES, delta_rule
 from .sequence import (
     AutoregressiveSampling,
@@ -105,6 +105,10 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         check_choice(self.position, "position", POSITIONS)
+        if not check_positive_float(self.rope_theta, "rope_theta") > 1.0:
+            raise ValueError(f"rope_theta must be > 1, got {self.rope_theta!r}")
+        if not check_positive_float(self.rope_factor, "rope_factor") >= 1.0:
+            raise ValueError(f"rope_factor must be >= 1 (L'/L), got {self.rope_factor!r}")
         check_choice(self.rope_scaling, "rope_scaling", [None, *ROPE_SCALINGS])
         if self.rope_scaling is not None and self.position != "rope":
             raise ValueError(f"rope_scaling needs position='rope', got {self.position!r}")
