@@ -107,8 +107,14 @@ class AttentionCache:
 def _causal_attention(q, k, v, *, start, bias, dropout_p=0.0, scale=None):
     """SDPA of queries ``(B, H, T_q, E)`` at positions ``start + i`` over keys ``(B, G, T_k, E)``
     at positions ``j``, key ``j`` visible from query ``i`` when ``j <= start + i``; ``bias``
-    ``(H, T_q, T_k)`` or ``None`` is added to the logits."""
-    query_length, key_length = q.shape[-2], k.shape[-2]
+    ``(H, T_q, T_k)`` or ``None`` is added to the logits. Values ``(B, G, T_k, E_v)``; ``scale``
+    ``None`` is SDPA's ``1 / sqrt(E)``."""
+    batch, heads, query_length, width = q.shape
+    groups, key_length, value_width = k.shape[-3], k.shape[-2], v.shape[-1]
+    if value_width < width:
+        # PyTorch's fused CPU kernels need one head width for queries, keys and values (the math
+        # fallback is an order of magnitude slower): zero-pad the values, drop the padding after
+        v = F.pad(v, (0, width - value_width))
     mask, is_causal = None, False
     if bias is None and (query_length == 1 or start == 0):
         # one new token sees every key; from position 0, SDPA's own causal mask is exact
@@ -117,10 +123,20 @@ def _causal_attention(q, k, v, *, start, bias, dropout_p=0.0, scale=None):
         rows = torch.arange(start, start + query_length, device=q.device)
         visible = torch.arange(key_length, device=q.device) <= rows[:, None]
         mask = visible if bias is None else bias.masked_fill(~visible, -math.inf)
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
-        enable_gqa=k.shape[-3] != q.shape[-3],
-    )  # fmt: skip
+    if query_length == 1 and groups < heads:
+        # one decoding step: the query heads of a group become the query rows of its key/value
+        # head, so the shared keys are read once instead of repeated per head (enable_gqa)
+        q = q.reshape(batch, groups, heads // groups, width)
+        mask = None if mask is None else mask.reshape(groups, heads // groups, key_length)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale
+        ).reshape(batch, heads, 1, -1)
+    else:
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+            enable_gqa=groups != heads,
+        )  # fmt: skip
+    return y[..., :value_width]
 
 
 class _CausalAttentionBase(nn.Module):
@@ -445,10 +461,12 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
             bias = self.position.logit_bias(
                 length, entries.shape[-2], start, device=x.device, dtype=q.dtype
             )
+            # the values are the latents: attend with the whole entries (one head width for the
+            # fused kernels) and keep the first kv_rank outputs
             mixed = _causal_attention(
-                q, entries, entries[..., :c], start=start, bias=bias, dropout_p=dropout,
+                q, entries, entries, start=start, bias=bias, dropout_p=dropout,
                 scale=(d + r) ** -0.5,
-            )  # fmt: skip
+            )[..., :c]  # fmt: skip
             y = torch.einsum("bhtc,hdc->bhtd", mixed, self.value_up.weight.view(h, d, c))
             if self.value_up.bias is not None:  # the weights sum to one
                 y = y + self.value_up.bias.view(h, 1, d)
