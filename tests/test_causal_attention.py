@@ -393,3 +393,14 @@ def test_gpt_config_errors_and_step_position():
     logits, cache = model.prefill(torch.zeros(1, 3, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="position=5"):
         model.step(torch.zeros(1, 1, dtype=torch.long), cache, 5)
+
+
+def test_long_alibi_sequences_read_in_query_blocks():
+    """ALiBi's bias (H x T x T) is materialised in blocks of queries past 2^24 entries: the first
+    2000 outputs of 2100 tokens (read in blocks) equal the outputs of those 2000 tokens alone."""
+    attention = CausalSelfAttention(16, 4, position="alibi", dtype=torch.float64).eval()
+    x = torch.randn(1, 2100, 16, dtype=torch.float64)
+    with torch.no_grad():
+        long, short = attention(x)[0], attention(x[:, :2000])[0]
+    tol = bound(2100)
+    torch.testing.assert_close(long[:, :2000], short, rtol=tol, atol=tol)

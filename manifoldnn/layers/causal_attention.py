@@ -104,17 +104,40 @@ class AttentionCache:
         )
 
 
-def _causal_attention(q, k, v, *, start, bias, dropout_p=0.0, scale=None):
+# the largest additive bias (H x T_q x T_k entries) materialised at once
+_MAX_BIAS_ENTRIES = 2**24
+
+
+def _causal_attention(q, k, v, *, start, position, dropout_p=0.0, scale=None):
     """SDPA of queries ``(B, H, T_q, E)`` at positions ``start + i`` over keys ``(B, G, T_k, E)``
-    at positions ``j``, key ``j`` visible from query ``i`` when ``j <= start + i``; ``bias``
-    ``(H, T_q, T_k)`` or ``None`` is added to the logits. Values ``(B, G, T_k, E_v)``; ``scale``
-    ``None`` is SDPA's ``1 / sqrt(E)``."""
-    batch, heads, query_length, width = q.shape
-    groups, key_length, value_width = k.shape[-3], k.shape[-2], v.shape[-1]
+    at positions ``j``, key ``j`` visible from query ``i`` when ``j <= start + i``, the
+    ``position``'s logit bias added. Values ``(B, G, T_k, E_v)``; ``scale`` ``None`` is SDPA's
+    ``1 / sqrt(E)``."""
+    heads, query_length, width = q.shape[-3:]
+    key_length, value_width = k.shape[-2], v.shape[-1]
     if value_width < width:
         # PyTorch's fused CPU kernels need one head width for queries, keys and values (the math
         # fallback is an order of magnitude slower): zero-pad the values, drop the padding after
         v = F.pad(v, (0, width - value_width))
+    block = query_length
+    if position.has_logit_bias and heads * query_length * key_length > _MAX_BIAS_ENTRIES:
+        # an additive bias is materialised per head: read long sequences in blocks of queries
+        block = max(1, _MAX_BIAS_ENTRIES // (heads * key_length))
+    outputs = []
+    for i in range(0, max(query_length, 1), block):
+        bias = position.logit_bias(
+            min(block, query_length - i), key_length, start + i, device=q.device, dtype=q.dtype
+        )
+        outputs.append(
+            _attend_block(q[..., i : i + block, :], k, v, start + i, bias, dropout_p, scale)
+        )
+    y = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-2)
+    return y[..., :value_width]
+
+
+def _attend_block(q, k, v, start, bias, dropout_p, scale):
+    batch, heads, query_length, width = q.shape
+    groups, key_length = k.shape[-3], k.shape[-2]
     mask, is_causal = None, False
     if bias is None and (query_length == 1 or start == 0):
         # one new token sees every key; from position 0, SDPA's own causal mask is exact
@@ -130,13 +153,12 @@ def _causal_attention(q, k, v, *, start, bias, dropout_p=0.0, scale=None):
         mask = None if mask is None else mask.reshape(groups, heads // groups, key_length)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale
-        ).reshape(batch, heads, 1, -1)
-    else:
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
-            enable_gqa=groups != heads,
-        )  # fmt: skip
-    return y[..., :value_width]
+        )
+        return y.reshape(batch, heads, 1, -1)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+        enable_gqa=groups != heads,
+    )  # fmt: skip
 
 
 class _CausalAttentionBase(nn.Module):
@@ -309,10 +331,10 @@ class CausalSelfAttention(_CausalAttentionBase):
             q = q * scale
         if cache is not None:
             k, v = cache.append(k, v)
-        bias = self.position.logit_bias(length, k.shape[-2], start, device=x.device, dtype=q.dtype)
         y = _causal_attention(
-            q, k, v, start=start, bias=bias, dropout_p=self.dropout if self.training else 0.0
-        )
+            q, k, v, start=start, position=self.position,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # fmt: skip
         return self.proj(y.transpose(1, 2).reshape(batch, length, h * self.head_size))
 
     def extra_repr(self) -> str:
@@ -451,20 +473,16 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
             v = self.value_up(latent).view(batch, 1, length, h, d).squeeze(1).transpose(1, 2)
             q = torch.cat((q_content, q_rope), -1) * scale
             k = torch.cat((k_content, k_rope.expand(batch, h, length, r)), -1)
-            bias = self.position.logit_bias(length, length, start, device=x.device, dtype=q.dtype)
-            y = _causal_attention(q, k, v, start=start, bias=bias, dropout_p=dropout)
+            y = _causal_attention(q, k, v, start=start, position=self.position, dropout_p=dropout)
         else:  # absorbed form: attend to the cached [c; k^R] directly
             (entries,) = cache.append(torch.cat((latent, k_rope), -1))
             up_key = self.key_up.weight.view(h, d, c)
             # the key bias adds q^C . b_i, the same for every key j: it cancels in the softmax
             q = torch.cat((torch.einsum("bhtd,hdc->bhtc", q_content, up_key), q_rope), -1) * scale
-            bias = self.position.logit_bias(
-                length, entries.shape[-2], start, device=x.device, dtype=q.dtype
-            )
             # the values are the latents: attend with the whole entries (one head width for the
             # fused kernels) and keep the first kv_rank outputs
             mixed = _causal_attention(
-                q, entries, entries, start=start, bias=bias, dropout_p=dropout,
+                q, entries, entries, start=start, position=self.position, dropout_p=dropout,
                 scale=(d + r) ** -0.5,
             )[..., :c]  # fmt: skip
             y = torch.einsum("bhtc,hdc->bhtd", mixed, self.value_up.weight.view(h, d, c))

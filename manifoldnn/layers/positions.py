@@ -88,6 +88,8 @@ class Position(nn.Module):
 
     #: the multiplier :math:`\lambda` of every logit.
     logit_scale: float = 1.0
+    #: whether :meth:`logit_bias` returns a bias (``False``: it returns ``None``).
+    has_logit_bias: bool = False
 
     @classmethod
     def for_attention(cls, head_size: int, num_heads: int) -> Position:
@@ -296,6 +298,8 @@ class ALiBi(Position):
                 [-0.2500,  0.0000,  0.2500],
                 [-0.5000, -0.2500,  0.0000]])
     """
+
+    has_logit_bias = True
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
