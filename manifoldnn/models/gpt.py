@@ -119,7 +119,7 @@ class GPTConfig:
         if self.attention != "latent" and (self.kv_rank, self.rope_dim, self.q_rank) != (None,) * 3:
             raise ValueError("kv_rank, rope_dim and q_rank belong to attention='latent'")
         # the layers check the remaining sizes and options with the same argument names
-        make_attention(self, device="meta")
+        _make_attention(self, device="meta")
 
 
 def _rope(config: GPTConfig, width: int) -> RotaryPosition:
@@ -129,7 +129,7 @@ def _rope(config: GPTConfig, width: int) -> RotaryPosition:
     )  # fmt: skip
 
 
-def make_attention(config: GPTConfig, device=None, dtype=None) -> nn.Module:
+def _make_attention(config: GPTConfig, device=None, dtype=None) -> nn.Module:
     """The attention layer of a block of ``config`` (``"softmax"`` or ``"latent"``; for
     ``"delta"`` its rotary position)."""
     head_size = config.dim // config.num_heads
@@ -176,12 +176,12 @@ class _Block(nn.Module):
         self.config = config
         self.norm1 = nn.LayerNorm(d, **factory)
         if config.attention == "delta":
-            self.position = make_attention(config, **factory)
+            self.position = _make_attention(config, **factory)
             self.qkv = nn.Linear(d, 3 * d, bias=False, **factory)
             self.beta = nn.Linear(d, config.num_heads, bias=False, **factory)
             self.proj = nn.Linear(d, d, bias=False, **factory)
         else:
-            self.attention = make_attention(config, **factory)
+            self.attention = _make_attention(config, **factory)
             if isinstance(self.attention, CausalSelfAttention):
                 self.register_load_state_dict_pre_hook(_upgrade_state_dict)
         self.norm2 = nn.LayerNorm(d, **factory)
