@@ -12,7 +12,10 @@
 * :mod:`.spd`: SPD matrix network layers (BiMap, ReEig, LogEig, ExpEig, CovPool, SPDBatchNorm);
 * :mod:`.fusion`: the orthogonal direct-sum fusion of two modalities;
 * :mod:`.hyperbolic`: the Poincaré fully connected layer, hyperbolic multinomial logistic
-  regression and the Lorentz linear layer.
+  regression and the Lorentz linear layer;
+* :mod:`.causal_attention` and :mod:`.positions`: causal self-attention for language models
+  (MHA, GQA, MQA, DeepSeek-V2's latent attention) with a key/value cache, and the token positions
+  (RoPE with its context-extension scalings, ALiBi, none).
 
 Whole networks (GrNet, MultiViewGrassmannNet) are in :mod:`manifoldnn.models`, the fairness metric
 in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
@@ -21,6 +24,7 @@ in :mod:`manifoldnn.fairness`, orthonormal-frame parametrisations in
 
 from . import (
     attention,
+    causal_attention,
     favor,
     fusion,
     grassmann,
@@ -29,9 +33,11 @@ from . import (
     random_feature_attention,
     relu_squared,
     spd,
+    positions,
     transformer_vq,
 )
 from .attention import *  # noqa: F403
+from .causal_attention import *  # noqa: F403
 from .favor import *  # noqa: F403
 from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
@@ -39,6 +45,7 @@ from .hyperbolic import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
 from .random_feature_attention import *  # noqa: F403
 from .relu_squared import *  # noqa: F403
+from .positions import *  # noqa: F403
 from .spd import *  # noqa: F403
 from .transformer_vq import *  # noqa: F403
 
@@ -53,4 +60,6 @@ __all__ = [
     *transformer_vq.__all__,
     *random_feature_attention.__all__,
     *relu_squared.__all__,
+    *causal_attention.__all__,
+    *positions.__all__,
 ]

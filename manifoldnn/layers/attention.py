@@ -52,10 +52,34 @@ __all__ = [
     "additive_attention_mask",
     "SCORES",
     "AGGREGATIONS",
+    "entropy_invariant_scale",
 ]
 
 SCORES = ("neg_sq", "gdlnet")
 AGGREGATIONS = ("extrinsic", "tangent", "karcher")
+
+
+def entropy_invariant_scale(length, train_length: int):
+    r"""The entropy-invariant multiplier of attention logits over ``length`` keys.
+
+    .. math::
+
+        \lambda(n) = \frac{\log n}{\log L_{train}},
+
+    which keeps the entropy of the attention weights at ``n`` keys near its value at the training
+    length (Chiang & Cholak 2022, "Overcoming a theoretical limitation of self-attention",
+    Sec. 5); lengths below 2 count as 2.
+
+    Args:
+        length: :math:`n`, an ``int`` or a tensor of key counts (e.g. one per causal query row).
+        train_length: :math:`L_{train} \geq 2`.
+
+    Returns:
+        A ``float`` for an ``int`` length, else a tensor of the length's shape and dtype.
+    """
+    if isinstance(length, torch.Tensor):
+        return torch.log(length.clamp_min(2)) / math.log(train_length)
+    return math.log(max(length, 2)) / math.log(train_length)
 
 
 def _score(d2: torch.Tensor, score: str, tau: torch.Tensor, scale: float) -> torch.Tensor:
@@ -558,7 +582,7 @@ class ManifoldAttentionHeads(GeometryModule):
         q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
         scale = 1.0
         if self.train_length is not None:
-            scale = math.log(max(k.shape[-nd - 1], 2)) / math.log(self.train_length)
+            scale = entropy_invariant_scale(k.shape[-nd - 1], self.train_length)
         mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
         return q, k, v, scale, mask, attn_mask
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.positions import rotary
 from .linear_attention import MODES, causal_linear_attention, delta_rule
-from .rope import rotary
 from .sequence import (
     AutoregressiveSampling,
     check_generation,

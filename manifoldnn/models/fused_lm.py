@@ -24,6 +24,10 @@ The fusions, all at width c (``FUSIONS``):
 * ``"concat_linear"``: :math:`x_t = W [E a_t;\ E_1 b_{t-1,1}; \dots; E_K b_{t-1,K}] + w_0`, a
   learnt linear map from ``n + K V`` to c.
 
+The two streams share one time axis: frame t is one token of the Transformer, so the text token
+:math:`a_t` and the codec tokens :math:`b_{t-1}` it fuses are both at rotary position t (the
+time-aligned position of multimodal RoPE without a position id per stream).
+
 Sizes: batch ``B``, frames ``T``, text vocabulary ``num_text_tokens``, ``K`` codebooks of
 ``num_codes`` tokens, text width ``n``, codebook width ``V``, model width ``c``.
 """
