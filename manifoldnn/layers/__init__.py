@@ -30,10 +30,10 @@ from . import (
     grassmann,
     hyperbolic,
     manifold_linear,
+    positions,
     random_feature_attention,
     relu_squared,
     spd,
-    positions,
     transformer_vq,
 )
 from .attention import *  # noqa: F403
@@ -43,9 +43,9 @@ from .fusion import *  # noqa: F403
 from .grassmann import *  # noqa: F403
 from .hyperbolic import *  # noqa: F403
 from .manifold_linear import *  # noqa: F403
+from .positions import *  # noqa: F403
 from .random_feature_attention import *  # noqa: F403
 from .relu_squared import *  # noqa: F403
-from .positions import *  # noqa: F403
 from .spd import *  # noqa: F403
 from .transformer_vq import *  # noqa: F403
 
