@@ -27,7 +27,7 @@ import argparse
 import time
 
 import torch
-from byte_lm import bits_per_byte, load_corpus, split_corpus, train
+from byte_lm import bits_per_byte, load_corpus, split_corpus, train, training_options, windows
 from example_common import add_options, add_output_arguments, save_figure, write_json
 
 from manifoldnn.models import GPT, GPTConfig
@@ -71,11 +71,6 @@ def decode_speed(model: GPT, prompt: torch.Tensor, new_tokens: int, recompute_to
     }
 
 
-def windows(tokens: torch.Tensor, length: int, max_bytes: int) -> torch.Tensor:
-    count = max(1, min(max_bytes, len(tokens)) // (length + 1))
-    return tokens[: count * (length + 1)].view(count, length + 1)
-
-
 def evaluate_lengths(model: GPT, val_tokens, args) -> dict[str, float]:
     return {
         str(length): bits_per_byte(model, windows(val_tokens, length, args.eval_bytes), 1)
@@ -105,13 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
     add_options(
         parser,
         {
-            "threads": 1,
-            "budget": (60.0, "training CPU seconds per model"),
-            "context": (256, "training length L"),
-            "batch": 8,
-            "lr": 2e-3,
-            "evals": (3, "validation points during training"),
-            "eval_bytes": (32768, "validation bytes per evaluation length"),
+            **training_options(
+                budget=60.0,
+                context=(256, "training length L"),
+                evals=3,
+                eval_bytes=(32768, "validation bytes per evaluation length"),
+            ),
             "layers": 4,
             "dim": 128,
             "heads": 8,

@@ -53,6 +53,42 @@ def split_corpus(data: bytes, validation: float = 0.1) -> tuple[torch.Tensor, to
     return tokens[:cut], tokens[cut:]
 
 
+def windows(tokens: torch.Tensor, length: int, max_bytes: int) -> torch.Tensor:
+    """Consecutive non-overlapping windows of ``length + 1`` tokens from the first ``max_bytes``
+    of ``tokens`` (at least one window): ``length`` next-token predictions each."""
+    count = max(1, min(max_bytes, len(tokens)) // (length + 1))
+    return tokens[: count * (length + 1)].view(count, length + 1)
+
+
+#: The options :func:`train` and the validation windows read (``--budget``, ``--context``,
+#: ``--batch``, ``--lr``, ``--evals``, ``--eval-bytes``), and ``--threads``, as a table for
+#: ``example_common.add_options``; examples that train with :func:`train` take them from
+#: :func:`training_options`.
+TRAINING_OPTIONS: dict[str, object] = {
+    "threads": 1,
+    "budget": (120.0, "training CPU seconds per model"),
+    "context": (256, "training length in bytes"),
+    "batch": 8,
+    "lr": 2e-3,
+    "evals": (6, "validation points during training"),
+    "eval_bytes": (32768, "validation bytes"),
+}
+
+
+def training_options(**defaults) -> dict[str, object]:
+    """:data:`TRAINING_OPTIONS` with other defaults: a value replaces an option's default and keeps
+    its help text, a pair ``(default, help)`` replaces both."""
+    table = dict(TRAINING_OPTIONS)
+    for name, value in defaults.items():
+        if name not in table:
+            raise TypeError(f"training_options: unknown option {name!r}")
+        if not isinstance(value, tuple):
+            spec = table[name]
+            value = (value, spec[1]) if isinstance(spec, tuple) else value
+        table[name] = value
+    return table
+
+
 def build_models(args) -> dict[str, torch.nn.Module]:
     bdh = BDH(
         BDHConfig(
@@ -248,14 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
     add_options(
         parser,
         {
-            "threads": 1,
-            "budget": (120.0, "training seconds per model"),
-            "context": 256,
-            "batch": 8,
-            "lr": 2e-3,
+            **training_options(),
             "chunk_size": 64,
-            "evals": (6, "validation points on the curves"),
-            "eval_bytes": 32768,
             "bdh_layers": 4,
             "bdh_embd": 128,
             "bdh_neurons": (768, "neurons per head (4 heads)"),
@@ -273,9 +303,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
 
     train_tokens, val_tokens = split_corpus(load_corpus())
-    window = args.context + 1
-    count = min(args.eval_bytes, len(val_tokens)) // window
-    eval_windows = val_tokens[: count * window].view(count, window)
+    eval_windows = windows(val_tokens, args.context, args.eval_bytes)
+    count = len(eval_windows)
     print(f"corpus: {len(train_tokens)} training and {len(val_tokens)} validation bytes; "
           f"validation on {count} windows of {args.context} predictions")  # fmt: skip
 
