@@ -40,16 +40,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmark_common import (  # noqa: E402
+from benchmark_common import (
     add_benchmark_arguments,
     add_options,
     best_time,
@@ -57,8 +51,8 @@ from benchmark_common import (  # noqa: E402
     write_json,
 )
 
-from manifoldnn.layers import geodesic_attention  # noqa: E402
-from manifoldnn.manifolds import Grassmann  # noqa: E402
+from manifoldnn.layers import geodesic_attention
+from manifoldnn.manifolds import Grassmann
 
 
 def _rss_kib() -> int:

@@ -5,7 +5,8 @@
 
 Benchmarks run as ``python benchmarks/x.py`` (``sys.path[0]`` is ``benchmarks/``); the tests put
 ``benchmarks/`` and ``examples/`` on ``sys.path`` too (``tests/conftest.py``), so every benchmark
-imports this module as ``from benchmark_common import best_time, write_json``.
+imports this module as ``from benchmark_common import best_time, write_json``. ``write_report``
+writes the usual report (results, options, seconds taken).
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ for folder in (ROOT, ROOT / "examples"):
 
 from example_common import add_options, write_json  # noqa: E402
 
-__all__ = ["add_benchmark_arguments", "add_options", "best_time", "synchronize", "write_json"]
+__all__ = [
+    "add_benchmark_arguments",
+    "add_options",
+    "best_time",
+    "synchronize",
+    "write_json",
+    "write_report",
+]
 
 
 def add_benchmark_arguments(
@@ -50,6 +58,15 @@ def add_benchmark_arguments(
             "--json", type=Path, default=None, help='write {"results": {...}} and the settings here'
         )
     return parser
+
+
+def write_report(args: argparse.Namespace, results: dict, start: float) -> dict:
+    """The report ``{"results": results, "config": vars(args), "seconds": ...}`` (the seconds since
+    ``start``, a ``time.perf_counter()`` reading), written to ``args.json`` (nothing when it is
+    ``None``) and returned."""
+    report = {"results": results, "config": vars(args), "seconds": time.perf_counter() - start}
+    write_json(args.json, report)
+    return report
 
 
 def synchronize() -> None:

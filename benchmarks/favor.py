@@ -27,25 +27,19 @@ Run: ``OMP_NUM_THREADS=2 python benchmarks/favor.py --json out/favor.json``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
+from benchmark_common import add_options, best_time, write_report
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmark_common import add_options, best_time, write_json  # noqa: E402
-
-from manifoldnn.layers import (  # noqa: E402
+from manifoldnn.layers import (
     favor_attention,
     geodesic_attention,
     orthogonal_random_features,
 )
-from manifoldnn.manifolds import Grassmann, Sphere, geometry_for  # noqa: E402
+from manifoldnn.manifolds import Grassmann, Sphere, geometry_for
 
 
 def unit_tokens(length: int, dim: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
@@ -187,13 +181,7 @@ def main(argv=None) -> dict:
         cells = [row["exact"], row["favor"], row["ratio"], row["exact_causal"]]
         cells += [row["favor_causal"], row["ratio_causal"]]
         print(f"{length:>14}" + "".join(f"{c:>14.4f}" for c in cells))
-    report = {
-        "results": {"error": errors, "time": times},
-        "config": vars(args),
-        "seconds": time.perf_counter() - start,
-    }
-    write_json(args.json, report)
-    return report
+    return write_report(args, {"error": errors, "time": times}, start)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from benchmark_common import add_benchmark_arguments, add_options, write_json
 
-from manifoldnn.layers import favor_attention
+from manifoldnn.layers import favor_attention, rotary
 from manifoldnn.layers.favor import orthogonal_random_features
 from manifoldnn.manifolds import Euclidean, EuclideanGeometry
-from manifoldnn.models import causal_linear_attention, delta_rule, rotary
+from manifoldnn.models import causal_linear_attention, delta_rule
 
 EUCLIDEAN = EuclideanGeometry(Euclidean(ndim=1))
 

@@ -1,19 +1,34 @@
 """Benchmark of the SPDNet block BiMap -> ReEig -> LogEig: forward + backward time, gradients
-against a peer, and gradients at repeated eigenvalues.
+against the peers, and gradients at repeated eigenvalues.
 
 Block (manifoldnn): ``BiMap`` (W on the Stiefel manifold) -> ``ReEig`` -> ``LogEig``, whose spectral
 backward is the gap-safe Daleckii-Krein formula of :func:`manifoldnn.linalg.symmetric_functions`.
+``fused``: the same function as ``BiMap`` -> ``LogEig(eps)``, ReEig and LogEig from one
+eigendecomposition (the rectified matrix keeps the input's eigenvectors), the way
+:class:`manifoldnn.models.SPDNet` runs its last block.
+Neither checks its input (as the peers); ``checked`` is ``fused`` with the input's values checked
+once, at BiMap (finite, symmetric, a Cholesky factorisation), SPDNet's default, timed apart.
 
-Peer (same function, no manifoldnn): ``W^T X W`` with the same W, then ``torch.linalg.eigh`` with
-its own backward for ReEig and LogEig, the way an SPD layer written directly in PyTorch computes
-them. (spd_learn, the peer issue 29 names, is not a dependency and is not compared here.)
+Peers, on the same inputs and the same W, in the same process:
+
+* ``spd_learn`` (0.2.1, the peer issue 29 names; ``pip install "manifoldnn[benchmarks]"``, its
+  column is left out where it is not installed): its ``BiMap`` (``parametrized=False``: W used as
+  given, as ours, rather than recomputed by a Cayley parametrisation at every call), ``ReEig`` with
+  the same floor and ``LogEig`` returning the matrix, each with its own eigendecomposition-based
+  backward;
+* ``eigh``: ``W^T X W``, then ``torch.linalg.eigh`` with its own backward for ReEig and LogEig, the
+  way an SPD layer written directly in PyTorch computes them.
 
 Three checks, one table each:
 
-1. forward + backward wall time on a batch of ``--batch`` SPD matrices of each size in
-   ``--sizes`` (output ``size // 2``), float32 and float64, ratio manifoldnn / peer;
-2. float64 gradients of both with respect to the input and to W, largest difference relative to
-   the gradient's size, where both are defined (random matrices: distinct eigenvalues);
+1. forward + backward wall time (best of ``--repeats`` rounds, interleaved across the blocks, of
+   ``--inner`` calls each) on a batch of ``--batch`` SPD matrices of each size in
+   ``--sizes`` (output ``size // 2``), float32 and float64, and the speed-ups of manifoldnn (layer
+   by layer, and fused) over each peer (peer time / manifoldnn time: above 1 means manifoldnn is
+   faster);
+2. float64 gradients of the fused block and each peer against manifoldnn's, with respect to the
+   input and to W, largest difference relative to the gradient's size, where all are defined
+   (random matrices: distinct eigenvalues);
 3. inputs with repeated eigenvalues (``X = I`` plus a rank-2 term, a ReEig floor hit by several
    eigenvalues): how many gradient entries are NaN or infinite for each.
 
@@ -23,22 +38,37 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/spd_layers.py --json out/spd_layers.j
 from __future__ import annotations
 
 import argparse
+import importlib.util
+from functools import partial
 
 import torch
 from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json
 
 from manifoldnn.layers import BiMap, LogEig, ReEig
+from manifoldnn.utils.optional import require
 
 EPS = 1e-4
+HAS_SPD_LEARN = importlib.util.find_spec("spd_learn") is not None
 
 
-def manifoldnn_block(weight: torch.Tensor):
-    """``x -> (LogEig(ReEig(BiMap(x))), W)`` with BiMap's weight set to ``weight``; the input is
-    validated once, at BiMap (as in :class:`manifoldnn.models.SPDNet`)."""
-    bimap = BiMap(*weight.shape, dtype=weight.dtype)
+def manifoldnn_block(weight: torch.Tensor, validate: bool = False):
+    """``x -> (LogEig(ReEig(BiMap(x))), W)`` with BiMap's weight set to ``weight``; with
+    ``validate`` the input's values are checked once, at BiMap (as
+    :class:`manifoldnn.models.SPDNet` does by default), else nothing is checked (as the peers)."""
+    bimap = BiMap(*weight.shape, validate=validate, dtype=weight.dtype)
     with torch.no_grad():
         bimap.weight.copy_(weight)
     block = torch.nn.Sequential(bimap, ReEig(EPS, validate=False), LogEig(validate=False))
+    return lambda x: (block(x), bimap.weight)
+
+
+def fused_block(weight: torch.Tensor, validate: bool = False):
+    """``x -> (LogEig(EPS)(BiMap(x)), W)``: the same function with ReEig and LogEig from one
+    eigendecomposition, as :class:`manifoldnn.models.SPDNet` runs its last block."""
+    bimap = BiMap(*weight.shape, validate=validate, dtype=weight.dtype)
+    with torch.no_grad():
+        bimap.weight.copy_(weight)
+    block = torch.nn.Sequential(bimap, LogEig(EPS, validate=False))
     return lambda x: (block(x), bimap.weight)
 
 
@@ -55,6 +85,35 @@ def eigh_block(weight: torch.Tensor):
         return (q * lam.log().unsqueeze(-2)) @ q.transpose(-1, -2), w
 
     return block
+
+
+def spd_learn_block(weight: torch.Tensor):
+    """The same function through spd_learn's layers (W of shape ``(1, n, p)``, its depthwise
+    layout)."""
+    peer = require("spd_learn.modules", "benchmarks", "the spd_learn comparison")
+    bimap = peer.BiMap(*weight.shape, parametrized=False, dtype=weight.dtype)
+    with torch.no_grad():
+        bimap.weight.copy_(weight.unsqueeze(0))
+    block = torch.nn.Sequential(
+        bimap,
+        peer.ReEig(EPS, dtype=weight.dtype),
+        peer.LogEig(upper=False, flatten=False, dtype=weight.dtype),
+    )
+    return lambda x: (block(x), bimap.weight)
+
+
+def blocks_for(weight: torch.Tensor) -> dict:
+    """Each implementation of the block with W set to ``weight``, manifoldnn first."""
+    blocks = {
+        "manifoldnn": manifoldnn_block(weight),
+        "fused": fused_block(weight),
+        # SPDNet's default: the fused block with the input's values checked once, at BiMap
+        "checked": fused_block(weight, validate=True),
+    }
+    if HAS_SPD_LEARN:
+        blocks["spd_learn"] = spd_learn_block(weight)
+    blocks["eigh"] = eigh_block(weight)
+    return blocks
 
 
 def spd_inputs(batch: int, n: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
@@ -91,64 +150,84 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [int(size) for size in args.sizes.split(",")]
 
     results: dict[str, dict[str, float]] = {}
+    peers = ["spd_learn", "eigh"] if HAS_SPD_LEARN else ["eigh"]
     print(
-        f"BiMap(n, n/2) -> ReEig -> LogEig, batch {args.batch}, forward + backward, "
+        f"BiMap(n, n/2) -> ReEig -> LogEig (fused: BiMap -> LogEig(eps), one eigendecomposition), "
+        f"batch {args.batch}, forward + backward, "
         f"{torch.get_num_threads()} thread(s)"
+        + ("" if HAS_SPD_LEARN else "; spd_learn not installed, its columns left out")
     )
-    print(f"{'n':>5}{'dtype':>9}{'manifoldnn ms':>15}{'eigh peer ms':>14}{'ratio':>8}")
+    ours = ["manifoldnn", "fused"]
+    header = f"{'n':>5}{'dtype':>9}"
+    header += "".join(f"{name + ' ms':>15}" for name in ours + ["checked"] + peers)
+    # speed-up columns: peer time / manifoldnn time (layer by layer, then fused)
+    header += "".join(
+        f"{('fused ' if name == 'fused' else '') + 'x vs ' + peer:>22}"
+        for name in ours
+        for peer in peers
+    )
+    print(header)
     for n in sizes:
         for dtype in (torch.float32, torch.float64):
             x = spd_inputs(args.batch, n, args.seed, dtype)
             weight = stiefel(n, n // 2, args.seed + 1, dtype)
             cotangent = torch.randn(args.batch, n // 2, n // 2, dtype=dtype)
-            blocks = {"manifoldnn": manifoldnn_block(weight), "eigh": eigh_block(weight)}
-            times = {
-                name: best_time(
-                    lambda block=block, x=x, g=cotangent: gradients(block, x, g),
-                    args.repeats,
-                    args.inner,
-                )
-                for name, block in blocks.items()
-            }
+            blocks = blocks_for(weight)
+            times = dict.fromkeys(blocks, float("inf"))
+            # rounds interleaved across the blocks, so that a change of the machine's load
+            # between rounds reaches every block alike; the best round of each
+            for _ in range(args.repeats):
+                for name, block in blocks.items():
+                    run = partial(gradients, block, x, cotangent)
+                    times[name] = min(times[name], best_time(run, 1, args.inner))
             key = f"n={n} {str(dtype).removeprefix('torch.')}"
-            ratio = times["manifoldnn"] / times["eigh"]
-            results[key] = {
-                "manifoldnn_ms": 1e3 * times["manifoldnn"],
-                "eigh_ms": 1e3 * times["eigh"],
-                "ratio": ratio,
-            }
-            print(
-                f"{n:>5}{key.split()[1]:>9}{1e3 * times['manifoldnn']:>15.2f}"
-                f"{1e3 * times['eigh']:>14.2f}{ratio:>8.2f}"
+            row = {f"{name}_ms": 1e3 * seconds for name, seconds in times.items()}
+            # speed-ups over each peer (peer time / ours): above 1, manifoldnn is faster
+            row |= {f"speedup_vs_{peer}": times[peer] / times["manifoldnn"] for peer in peers}
+            row |= {f"fused_speedup_vs_{peer}": times[peer] / times["fused"] for peer in peers}
+            results[key] = row
+            line = f"{n:>5}{key.split()[1]:>9}"
+            line += "".join(f"{row[name + '_ms']:>15.2f}" for name in ours + ["checked"] + peers)
+            line += "".join(
+                f"{times[peer] / times[name]:>22.2f}" for name in ours for peer in peers
             )
+            print(line)
 
-    agreement = {}
+    agreement: dict[str, dict[str, float]] = {}
     repeated = {}
-    print("float64 gradients, largest |manifoldnn - eigh| / largest |gradient|; NaN/inf entries")
+    print(
+        "float64 gradients, largest |manifoldnn - other| / largest |gradient|; "
+        "NaN/inf gradient entries at repeated eigenvalues"
+    )
     for n in sizes:
         weight = stiefel(n, n // 2, args.seed + 1, torch.float64)
         cotangent = torch.randn(args.batch, n // 2, n // 2, dtype=torch.float64)
         x = spd_inputs(args.batch, n, args.seed, torch.float64)
-        ours = gradients(manifoldnn_block(weight), x, cotangent)
-        peer = gradients(eigh_block(weight), x, cotangent)
-        relative = max(
-            float((a - b).abs().max() / b.abs().max().clamp_min(1e-300)) for a, b in zip(ours, peer)
-        )
-        agreement[f"n={n}"] = relative
+        grads = {name: gradients(block, x, cotangent) for name, block in blocks_for(weight).items()}
+        agreement[f"n={n}"] = {
+            peer: max(
+                float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+                for a, b in zip(grads["manifoldnn"], grads[peer])
+            )
+            for peer in ["fused", "checked"] + peers
+        }
         # a Stiefel W of the identity's first columns keeps the repeated eigenvalue 1
         eye_weight = torch.eye(n, n // 2, dtype=torch.float64)
         x_rep = repeated_inputs(args.batch, n, args.seed)
-        ours = gradients(manifoldnn_block(eye_weight), x_rep, cotangent)
-        peer = gradients(eigh_block(eye_weight), x_rep, cotangent)
-        bad = {
-            "manifoldnn": sum(int((~torch.isfinite(g)).sum()) for g in ours),
-            "eigh": sum(int((~torch.isfinite(g)).sum()) for g in peer),
-            "entries": sum(g.numel() for g in ours),
+        grads = {
+            name: gradients(block, x_rep, cotangent)
+            for name, block in blocks_for(eye_weight).items()
         }
+        bad = {
+            name: sum(int((~torch.isfinite(g)).sum()) for g in grad) for name, grad in grads.items()
+        }
+        bad["entries"] = sum(g.numel() for g in grads["manifoldnn"])
         repeated[f"n={n}"] = bad
+        distinct = ", ".join(f"{peer} {value:.1e}" for peer, value in agreement[f"n={n}"].items())
+        nonfinite = ", ".join(f"{name} {bad[name]}" for name in grads)
         print(
-            f"  n={n}: distinct eigenvalues {relative:.1e}; repeated eigenvalues: non-finite "
-            f"entries manifoldnn {bad['manifoldnn']}, eigh {bad['eigh']} of {bad['entries']}"
+            f"  n={n}: distinct eigenvalues: {distinct}; repeated eigenvalues, non-finite "
+            f"entries: {nonfinite} of {bad['entries']}"
         )
     payload = {
         "results": results,

@@ -53,6 +53,42 @@ def split_corpus(data: bytes, validation: float = 0.1) -> tuple[torch.Tensor, to
     return tokens[:cut], tokens[cut:]
 
 
+def windows(tokens: torch.Tensor, length: int, max_bytes: int) -> torch.Tensor:
+    """Consecutive non-overlapping windows of ``length + 1`` tokens from the first ``max_bytes``
+    of ``tokens`` (at least one window): ``length`` next-token predictions each."""
+    count = max(1, min(max_bytes, len(tokens)) // (length + 1))
+    return tokens[: count * (length + 1)].view(count, length + 1)
+
+
+#: The options :func:`train` and the validation windows read (``--budget``, ``--context``,
+#: ``--batch``, ``--lr``, ``--evals``, ``--eval-bytes``), and ``--threads``, as a table for
+#: ``example_common.add_options``; examples that train with :func:`train` take them from
+#: :func:`training_options`.
+TRAINING_OPTIONS: dict[str, object] = {
+    "threads": 1,
+    "budget": (120.0, "training CPU seconds per model"),
+    "context": (256, "training length in bytes"),
+    "batch": 8,
+    "lr": 2e-3,
+    "evals": (6, "validation points during training"),
+    "eval_bytes": (32768, "validation bytes"),
+}
+
+
+def training_options(**defaults) -> dict[str, object]:
+    """:data:`TRAINING_OPTIONS` with other defaults: a value replaces an option's default and keeps
+    its help text, a pair ``(default, help)`` replaces both."""
+    table = dict(TRAINING_OPTIONS)
+    for name, value in defaults.items():
+        if name not in table:
+            raise TypeError(f"training_options: unknown option {name!r}")
+        if not isinstance(value, tuple):
+            spec = table[name]
+            value = (value, spec[1]) if isinstance(spec, tuple) else value
+        table[name] = value
+    return table
+
+
 def build_models(args) -> dict[str, torch.nn.Module]:
     bdh = BDH(
         BDHConfig(
@@ -90,6 +126,33 @@ def bits_per_byte(model, windows: torch.Tensor, batch: int) -> float:
     return total / count / math.log(2.0)
 
 
+def sample_batch(
+    tokens: torch.Tensor, context: int, batch: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``batch`` windows ``(batch, context + 1)`` of consecutive tokens at random starts drawn with
+    ``generator`` (the same generator state gives the same batches to every model)."""
+    starts = torch.randint(0, len(tokens) - context - 1, (batch,), generator=generator)
+    return torch.stack([tokens[s : s + context + 1] for s in starts.tolist()])
+
+
+def cosine_decay(progress: float) -> float:
+    """The learning-rate factor after the warm-up: from 1 at ``progress = 0`` down a half cosine
+    to 0.1 at ``progress = 1``."""
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_step(model, optimizer, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the next-token cross-entropy of ``batch`` ``(B, T + 1)``, gradients
+    clipped to norm 1; returns the loss (nats, detached) and the gradient norm before clipping."""
+    logits = model(batch[:, :-1])
+    loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.detach(), norm
+
+
 def train(model, train_tokens, eval_windows, args, seed: int, label: str) -> dict:
     """Train for ``args.budget`` seconds (evaluation excluded); return the curves.
 
@@ -107,28 +170,16 @@ def train(model, train_tokens, eval_windows, args, seed: int, label: str) -> dic
     while trained < args.budget:
         # linear warm-up over the first 5% of the budget, then cosine decay to 10% of the rate
         fraction = trained / args.budget
-        scale = (
-            min(1.0, fraction / 0.05)
-            if fraction < 0.05
-            else 0.1 + 0.45 * (1.0 + math.cos(math.pi * (fraction - 0.05) / 0.95))
-        )
+        scale = fraction / 0.05 if fraction < 0.05 else cosine_decay((fraction - 0.05) / 0.95)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * max(scale, 0.02)
-        starts = torch.randint(
-            0, len(train_tokens) - args.context - 1, (args.batch,), generator=generator
-        )
-        batch = torch.stack([train_tokens[s : s + args.context + 1] for s in starts.tolist()])
+        batch = sample_batch(train_tokens, args.context, args.batch, generator)
         t0 = time.process_time()
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss, _ = train_step(model, optimizer, batch)
         trained += time.process_time() - t0
         tokens += args.batch * args.context
         step += 1
-        curve.append((trained, float(loss.detach()) / math.log(2.0)))
+        curve.append((trained, float(loss) / math.log(2.0)))
         bar.update(min(round(trained), bar.total) - bar.n)
         if trained >= next_eval or trained >= args.budget:
             val_curve.append(
@@ -248,14 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     add_options(
         parser,
         {
-            "threads": 1,
-            "budget": (120.0, "training seconds per model"),
-            "context": 256,
-            "batch": 8,
-            "lr": 2e-3,
+            **training_options(),
             "chunk_size": 64,
-            "evals": (6, "validation points on the curves"),
-            "eval_bytes": 32768,
             "bdh_layers": 4,
             "bdh_embd": 128,
             "bdh_neurons": (768, "neurons per head (4 heads)"),
@@ -273,9 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
 
     train_tokens, val_tokens = split_corpus(load_corpus())
-    window = args.context + 1
-    count = min(args.eval_bytes, len(val_tokens)) // window
-    eval_windows = val_tokens[: count * window].view(count, window)
+    eval_windows = windows(val_tokens, args.context, args.eval_bytes)
+    count = len(eval_windows)
     print(f"corpus: {len(train_tokens)} training and {len(val_tokens)} validation bytes; "
           f"validation on {count} windows of {args.context} predictions")  # fmt: skip
 

@@ -43,6 +43,7 @@ from example_common import add_options, add_output_arguments, write_json
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from manifoldnn.datasets import window_subspaces
 from manifoldnn.models import GrNet
 
 # a rank that waits longer than this for the others fails instead of hanging (gloo's default is
@@ -167,9 +168,9 @@ def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[
 
 def _torchrun_main(args: argparse.Namespace) -> None:
     try:  # the data pipeline of the classification example, imported as the tests import it
-        from examples.grassmann_classification import accuracy, load_data, standardise, subspaces
+        from examples.grassmann_classification import accuracy, load_data, standardise
     except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-        from grassmann_classification import accuracy, load_data, standardise, subspaces
+        from grassmann_classification import accuracy, load_data, standardise
     from tqdm import tqdm
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -179,7 +180,8 @@ def _torchrun_main(args: argparse.Namespace) -> None:
         x_train, y_train, x_test, y_test = load_data()
         x_train, x_test = standardise(x_train, x_test)
         dtype = getattr(torch, args.dtype)
-        bases, bases_test = subspaces(x_train, 3, 3).to(dtype), subspaces(x_test, 3, 3).to(dtype)
+        bases = window_subspaces(x_train, 3, delays=3).to(dtype)  # computed in float64
+        bases_test = window_subspaces(x_test, 3, delays=3).to(dtype)
         labels, labels_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
         torch.manual_seed(
             args.seed

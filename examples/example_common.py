@@ -10,7 +10,9 @@ imports this module as ``from example_common import add_output_arguments, write_
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -49,6 +51,22 @@ def add_options(
             "--" + name.replace("_", "-"), type=type(default), default=default, help=help_text
         )
     return parser
+
+
+def keyword_options(args: argparse.Namespace, estimator: Callable) -> dict[str, object]:
+    """The parsed options named like a keyword-only parameter of ``estimator`` (a class or a
+    function), to be passed as ``Estimator(size, ..., **keyword_options(args, Estimator))``.
+
+    An example names its options after the estimator's parameters (``--burn-in`` for ``burn_in``),
+    so each option is written once, in the table; options that differ in name or meaning (``--seed``
+    for ``random_state``) are passed by hand.
+    """
+    parameters = inspect.signature(estimator).parameters.values()
+    return {
+        p.name: getattr(args, p.name)
+        for p in parameters
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and hasattr(args, p.name)
+    }
 
 
 def save_figure(fig, path: str | Path, title: str | None = None) -> None:

@@ -8,7 +8,7 @@ Data: JapaneseVowels (Kudo, Toyama & Shimbo 1999), read offline from aeon's bund
 install aeon``): 12 LPC coefficients per frame, 7-29 frames, 9 speakers, 270 train / 370 test.
 Each utterance becomes six points of Gr(25, 2), one per time window (the whole utterance and five
 windows of 30 % of its length): the dominant 2-dimensional subspace of the delay-embedded, lifted
-frames ``[x_t; x_{t+1}; 1]`` (:class:`~manifoldnn.layers.SubspaceEmbedding`; a Hankel subspace,
+frames ``[x_t; x_{t+1}; 1]`` (:func:`~manifoldnn.datasets.window_subspaces`; a Hankel subspace,
 Turaga et al., TPAMI 2011). GrNet (one FRMap 25 -> 20 per window, ReOrth, ProjMap, a linear head)
 trains for 200 epochs on the plain subspaces and on 10 perturbed copies of each training utterance
 (frame drop, noise, window jitter), and the model evaluated is the mean of the weights of the last
@@ -42,8 +42,9 @@ from example_common import add_options, add_output_arguments, save_figure, write
 from torch import nn
 from tqdm import tqdm
 
-from manifoldnn.layers import SubspaceEmbedding
+from manifoldnn.datasets import augmented_window_subspaces, window_subspaces
 from manifoldnn.models import GrNet
+from manifoldnn.optim import ProjectedAveragedModel
 
 MAX_LENGTH = 29
 # The whole utterance and five windows of 30 % of its length every 20 %: one subspace each.
@@ -65,93 +66,11 @@ def standardise(train: list[np.ndarray], test: list[np.ndarray]):
     return [(x - mean) / std for x in train], [(x - mean) / std for x in test]
 
 
-def window(x: np.ndarray, start: float, stop: float, minimum: int) -> np.ndarray:
-    """Frames ``floor(start T) .. ceil(stop T) - 1`` of a (12, T) series, widened (to the right, then
-    to the left) to at least ``minimum`` frames."""
-    length = x.shape[1]
-    first = int(np.floor(start * length))
-    last = max(int(np.ceil(stop * length)), first + minimum)
-    last = min(last, length)
-    first = max(0, min(first, last - minimum))
-    return x[:, first:last]
-
-
-def subspaces(
-    series: list[np.ndarray],
-    p: int,
-    delays: int = 0,
-    windows: list[tuple[float, float]] | None = None,
-) -> torch.Tensor:
-    """Bases of the dominant subspaces of the lifted frames [x_t; x_{t+1}; ...; x_{t+delays}; 1].
-
-    ``windows=None`` (or a single window): one subspace of the whole series (of the window),
-    (N, 12 (delays + 1) + 1, p).  Otherwise one subspace per time window ``(start, stop)`` (fractions
-    of the length; a window shorter than ``delays + p`` frames is widened to that), (N, K,
-    12 (delays + 1) + 1, p) with K = len(windows)."""
-    embedding = SubspaceEmbedding(p)
-    spans = [(0.0, 1.0)] if windows is None else windows
-    return torch.stack([_utterance_subspaces(x, p, delays, spans, embedding) for x in series])
-
-
-def _utterance_subspaces(
-    x: np.ndarray,
-    p: int,
-    delays: int,
-    spans: list[tuple[float, float]],
-    embedding: SubspaceEmbedding,
-) -> torch.Tensor:
-    """Bases of one (12, T) series: (n, p) for a single span, (K, n, p) for K spans."""
-    channels = []
-    for start, stop in spans:
-        segment = window(x, start, stop, delays + p)
-        length = segment.shape[1] - delays
-        stacked = [segment[:, shift : shift + length] for shift in range(delays + 1)]
-        lifted = np.vstack(stacked + [np.ones((1, length))])
-        channels.append(embedding(torch.from_numpy(lifted)))
-    return channels[0] if len(spans) == 1 else torch.stack(channels)
-
-
-def augmented_subspaces(
-    series: list[np.ndarray],
-    p: int,
-    delays: int,
-    windows: list[tuple[float, float]] | None,
-    copies: int,
-    rng: np.random.Generator,
-    jitter: float = 0.05,
-    drop: float = 0.1,
-    noise: float = 0.05,
-) -> torch.Tensor:
-    """``copies`` randomly perturbed versions of :func:`subspaces` (training-time augmentation):
-    (copies, N, [K,] n, p).
-
-    Each copy of a (standardised) series independently drops every frame with probability
-    ``drop`` (keeping at least ``delays + p + 1`` frames, so the delay embedding then also sees
-    small tempo changes), adds Gaussian noise of standard deviation ``noise`` to every
-    coordinate, and moves both ends of every window by a uniform offset in ``[-jitter, jitter]``
-    (fractions of the length; ends clipped to [0, 1], a window never shorter than 0.05)."""
-    if copies < 1:
-        raise ValueError(f"augmented_subspaces needs copies >= 1, got {copies}")
-    embedding = SubspaceEmbedding(p)
-    spans = [(0.0, 1.0)] if windows is None else windows
-    minimum = delays + p + 1
-    views = []
-    for _ in range(copies):
-        bases = []
-        for x in series:
-            length = x.shape[1]
-            keep = rng.random(length) >= drop
-            if keep.sum() < min(minimum, length):
-                keep[rng.choice(length, min(minimum, length), replace=False)] = True
-            y = x[:, keep] + noise * rng.standard_normal((x.shape[0], int(keep.sum())))
-            moved = []
-            for start, stop in spans:
-                a, b = np.clip(np.array([start, stop]) + rng.uniform(-jitter, jitter, 2), 0, 1)
-                a = min(a, 0.95)
-                moved.append((a, max(b, a + 0.05)))
-            bases.append(_utterance_subspaces(y, p, delays, moved, embedding))
-        views.append(torch.stack(bases))
-    return torch.stack(views)
+def subspaces(series: list[np.ndarray], args: argparse.Namespace) -> torch.Tensor:
+    """GrNet's input, in float64: the window subspaces of the series (N, K, n, p); (N, n, p) for a
+    single window (:func:`~manifoldnn.datasets.window_subspaces`)."""
+    bases = window_subspaces(series, args.p, delays=args.delays, windows=args.windows)
+    return bases[:, 0] if len(args.windows) == 1 else bases
 
 
 def log_euclidean_features(series: list[np.ndarray], ridge: float = 1e-3) -> np.ndarray:
@@ -219,14 +138,13 @@ def train(
     ``augmented`` (A, N, ...): alternatives of the N inputs ``x``; in every epoch each sample is
     drawn uniformly from its A + 1 versions (``x`` itself or one of the A alternatives).
     ``average_last`` = E > 0: after training, every parameter is replaced by its mean over the
-    ends of the last E epochs (stochastic weight averaging, Izmailov et al. 2018), a
-    :class:`geoopt.ManifoldParameter` then projected back onto its manifold (``projx``: the
-    nearest orthonormal matrix on the Stiefel manifold); buffers (batch-norm statistics) stay those
-    of the last iterate; the recorded curve is of the iterates."""
+    ends of the last E epochs, a :class:`geoopt.ManifoldParameter` then projected back onto its
+    manifold (:class:`~manifoldnn.optim.ProjectedAveragedModel`); buffers (batch-norm statistics)
+    stay those of the last iterate; the recorded curve is of the iterates."""
     if not 0 <= average_last <= epochs:
         raise ValueError(f"average_last must be in [0, epochs={epochs}], got {average_last}")
     history: dict[str, list[float]] = {"loss": [], "test_accuracy": []}
-    sums = [torch.zeros_like(q) for q in model.parameters()] if average_last else []
+    averaged = ProjectedAveragedModel(model) if average_last else None
     progress = tqdm(range(epochs), desc=desc, leave=False)
     if augmented is not None and augmented.shape[1:] != x.shape:
         raise ValueError(
@@ -261,15 +179,12 @@ def train(
         history["loss"].append(total / len(x))
         history["test_accuracy"].append(accuracy(model, x_test, y_test))
         progress.set_postfix(loss=f"{history['loss'][-1]:.4f}")
-        if epoch >= epochs - average_last:
-            for total_q, q in zip(sums, model.parameters()):
-                total_q += q.detach()
-    if average_last:
+        if averaged is not None and epoch >= epochs - average_last:
+            averaged.update_parameters(model)
+    if averaged is not None:
         with torch.no_grad():
-            for total_q, q in zip(sums, model.parameters()):
-                mean = total_q / average_last
-                manifold = getattr(q, "manifold", None)
-                q.copy_(mean if manifold is None else manifold.projx(mean))
+            for q, mean in zip(model.parameters(), averaged.module.parameters()):
+                q.copy_(mean)
     return history
 
 
@@ -287,20 +202,6 @@ class Ensemble(nn.Module):
         if self.training:
             return logits
         return torch.logsumexp(logits.log_softmax(-1), dim=0) - math.log(len(self.members))
-
-
-def parse_windows(specs: list[str] | None) -> list[tuple[float, float]] | None:
-    """``["0:1", "0:0.5"]`` -> ``[(0.0, 1.0), (0.0, 0.5)]``; None stays None (one whole-series
-    subspace, no channel axis)."""
-    if specs is None:
-        return None
-    windows = []
-    for spec in specs:
-        start, stop = (float(value) for value in spec.split(":"))
-        if not 0.0 <= start < stop <= 1.0:
-            raise ValueError(f"a window is start:stop with 0 <= start < stop <= 1, got {spec!r}")
-        windows.append((start, stop))
-    return windows
 
 
 def build_grnet(args: argparse.Namespace, bases: torch.Tensor, num_classes: int) -> GrNet:
@@ -336,16 +237,20 @@ def fit_grnet(
     RiemannianAdam (Stiefel weights at ``args.lr``, the linear heads at ``args.head_lr`` with weight
     decay); ``eval_*`` only feed the recorded curve.  With ``args.augment > 0``, ``series`` (the
     standardised training series behind ``bases``) gives ``args.augment`` augmented copies of
-    every training sample (:func:`augmented_subspaces`, seeded from ``generator``)."""
+    every training sample (:func:`~manifoldnn.datasets.augmented_window_subspaces`, seeded from
+    ``generator``)."""
     augmented = None
     if args.augment > 0:
         if series is None:
             raise ValueError("fit_grnet needs the training series for --augment")
-        rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
-        augmented = augmented_subspaces(
-            series, args.p, args.delays, parse_windows(args.windows), args.augment, rng,
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        augmented = augmented_window_subspaces(
+            series, args.p, args.augment, delays=args.delays, windows=args.windows,
             jitter=args.aug_jitter, drop=args.aug_drop, noise=args.aug_noise,
+            generator=torch.Generator().manual_seed(seed),
         ).to(bases.dtype)  # fmt: skip
+        if len(args.windows) == 1:  # no window axis, as in subspaces()
+            augmented = augmented[:, :, 0]
     members = [build_grnet(args, bases, num_classes) for _ in range(args.ensemble)]
     grnet = members[0] if args.ensemble == 1 else Ensemble(members)
     head = [q for member in members for q in member.head.parameters()]
@@ -500,9 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, dict[str, float]] = {}
 
     # GrNet on Gr(12 (delays + 1) + 1, p).
-    windows = parse_windows(args.windows)
-    bases = subspaces(x_train, args.p, args.delays, windows).float()
-    bases_test = subspaces(x_test, args.p, args.delays, windows).float()
+    bases = subspaces(x_train, args).float()
+    bases_test = subspaces(x_test, args).float()
     grnet, history = fit_grnet(
         args, bases, labels, generator, bases_test, labels_test, series=x_train
     )

@@ -42,7 +42,6 @@ from examples.grassmann_classification import (  # noqa: E402
     logistic_regression_accuracy,
     padded,
     parameter_count,
-    parse_windows,
     projector_features,
     standardise,
     subspaces,
@@ -62,7 +61,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.train_limit is not None:  # evenly spaced subset (smoke runs)
         step = max(1, len(series) // args.train_limit)
         series, y = series[::step], y[::step]
-    windows = parse_windows(args.windows)
     splitter = RepeatedStratifiedKFold(
         n_splits=args.folds, n_repeats=args.repeats, random_state=args.seed
     )
@@ -72,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
         generator = torch.Generator().manual_seed(args.seed + fold)
         x_fit, x_val = standardise([series[i] for i in fit_index], [series[i] for i in val_index])
         y_fit, y_val = torch.from_numpy(y[fit_index]), torch.from_numpy(y[val_index])
-        bases = subspaces(x_fit, args.p, args.delays, windows).float()
-        bases_val = subspaces(x_val, args.p, args.delays, windows).float()
+        bases = subspaces(x_fit, args).float()
+        bases_val = subspaces(x_val, args).float()
         grnet, _ = fit_grnet(
             args, bases, y_fit, generator, bases_val, y_val, desc=f"fold {fold}", series=x_fit
         )

@@ -34,7 +34,7 @@ import time
 import geoopt
 import numpy as np
 import torch
-from example_common import add_output_arguments, save_figure, write_json
+from example_common import add_output_arguments, keyword_options, save_figure, write_json
 
 from manifoldnn.datasets import balanced_tree, load_wordnet_nouns, transitive_closure
 from manifoldnn.embedding import HierarchyEmbedding, reconstruction_scores
@@ -152,16 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     results, trained = {}, {}
     for dim in dims:
         for manifold in manifolds:
-            model = HierarchyEmbedding(
-                dim,
-                manifold,
-                negatives=args.negatives,
-                epochs=args.epochs,
-                burn_in=args.burn_in,
-                lr=args.lr,
-                batch_size=args.batch_size,
-                random_state=args.seed,
-            ).fit(pairs)
+            options = keyword_options(args, HierarchyEmbedding)  # epochs, lr, negatives, ...
+            model = HierarchyEmbedding(dim, manifold, random_state=args.seed, **options).fit(pairs)
             scores = reconstruction_scores(
                 model.embedding_, pairs, manifold=manifold, nodes=model.nodes_
             )

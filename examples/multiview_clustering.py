@@ -36,7 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from example_common import add_options, add_output_arguments, save_figure, write_json
+from example_common import (
+    add_options,
+    add_output_arguments,
+    keyword_options,
+    save_figure,
+    write_json,
+)
 from sklearn.cluster import KMeans
 
 from manifoldnn.clustering import (
@@ -115,6 +121,24 @@ def main(argv: list[str] | None = None) -> dict:
             "temperature": 0.5,
             "cluster_temperature": 1.0,
             "cluster_weight": 1.0,
+            "warmup": (20, "epochs before the view pairs are reweighted"),
+            "confidence": (
+                0.9,
+                "share of the k nearest neighbours that must carry a sample's cluster label for "
+                "it to count as confident (self-labelling)",
+            ),
+            "self_label_epochs": (
+                20,
+                "epochs of self-labelling (cross-entropy on the confident consensus labels); 0: "
+                "the clusters are those of the spectral step",
+            ),
+            "self_label_rounds": (
+                3,
+                "rounds of self-labelling; each later round trains on the previous round's "
+                "clusters, confident samples recomputed on the fine-tuned subspaces",
+            ),
+            "view_temperature": (0.02, "view weighting"),
+            "neighbors": (10, "kNN for positives and spectral"),
         },
     )
     parser.add_argument(
@@ -123,36 +147,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=True,
         help="after --warmup epochs, weight view pairs in the contrastive loss by view agreement",
     )
-    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument(
         "--restarts",
         type=int,
         default=None,
         help="trainings whose projection kernels are averaged (default: min(5, max(1, 6000 // N)))",
     )
-    parser.add_argument(
-        "--confidence",
-        type=float,
-        default=0.9,
-        help="share of the k nearest neighbours that must carry a sample's cluster label for it "
-        "to count as confident (self-labelling)",
-    )
-    parser.add_argument(
-        "--self-label-epochs",
-        type=int,
-        default=20,
-        help="epochs of self-labelling (cross-entropy on the confident consensus labels); 0: the "
-        "clusters are those of the spectral step",
-    )
-    parser.add_argument(
-        "--self-label-rounds",
-        type=int,
-        default=3,
-        help="rounds of self-labelling; each later round trains on the previous round's clusters, "
-        "confident samples recomputed on the fine-tuned subspaces",
-    )
-    parser.add_argument("--view-temperature", type=float, default=0.02, help="view weighting")
-    parser.add_argument("--neighbors", type=int, default=10, help="kNN for positives and spectral")
     parser.add_argument("--no-neighbor-positives", action="store_true")
     parser.add_argument(
         "--select",
@@ -181,31 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     predictions = baselines(preprocess_views(data.views), n_clusters, args.seed, args.neighbors)
 
+    # every option named like an estimator parameter (epochs, ..., select, device) goes to it
     estimator = MultiViewSubspaceClustering(
         n_clusters,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        hidden=args.hidden,
-        ambient_size=args.ambient_size,
-        rank=args.rank,
-        projected_size=args.projected_size,
-        temperature=args.temperature,
-        cluster_temperature=args.cluster_temperature,
-        cluster_weight=args.cluster_weight,
-        reweight_views=args.reweight_views,
-        warmup=args.warmup,
-        restarts=args.restarts,
-        confidence=args.confidence,
-        self_label_epochs=args.self_label_epochs,
-        self_label_rounds=args.self_label_rounds,
-        view_temperature=args.view_temperature,
-        neighbors=args.neighbors,
         neighbor_positives=not args.no_neighbor_positives,
-        select=args.select,
         random_state=args.seed,
-        device=args.device,
         verbose=not args.quiet,
+        **keyword_options(args, MultiViewSubspaceClustering),
     )
     try:
         estimator.fit(data.views)

@@ -10,7 +10,9 @@ Data (read offline from aeon's bundled copies, ``pip install aeon``):
 
 Each recording, its channels standardised with the training set's statistics, becomes a shrunk
 covariance (:class:`manifoldnn.layers.CovPool`, shrinkage towards the scaled identity: utterances
-shorter than 12 frames have singular sample covariances). Then, on the same matrices:
+shorter than 12 frames have singular sample covariances); with ``--with-mean``, covariance and
+mean together as one SPD matrix of size C + 1 (the Gaussian embedding of Calvo & Oller 1990: the
+channel means carry much of what separates JapaneseVowels' speakers). Then, on the same matrices:
 
 * ``mdm``: pyRiemann's minimum distance to the (affine-invariant) class means;
 * ``ts_lr``: pyRiemann's tangent space at the training mean + scikit-learn's logistic regression;
@@ -18,15 +20,24 @@ shorter than 12 frames have singular sample covariances). Then, on the same matr
   with :class:`geoopt.optim.RiemannianAdam`;
 * ``spdnet_bn``: the same with :class:`manifoldnn.layers.SPDBatchNorm` after every BiMap (Brooks
   et al. 2019);
+* ``spdnet_bn_var``: the same batch norm normalising the batch's Fréchet variance too, to a
+  learned dispersion (``SPDBatchNorm(variance=True)``, Kobler et al. 2022);
 * ``spd_attention``: SPD attention in the spirit of GyroAtt: tokens are the covariances of the
   whole recording and of its ``--windows`` consecutive parts, attended by
   :class:`manifoldnn.layers.GeodesicAttention` on the log-Euclidean metric (scores
   :math:`-d^2/\tau`, values aggregated by their weighted Fréchet mean, exact on this flat metric),
-  then LogEig, a mean over tokens and a linear layer.
+  then LogEig, a mean over tokens and a linear layer;
+* ``spd_learn``: the peer library's SPDNet (spd_learn 0.2.1, ``pip install "manifoldnn[benchmarks]"``)
+  with the same layer sizes, trained by the same loop: its ``BiMap`` (W kept orthonormal by
+  PyTorch's Cayley parametrisation, a plain parameter for the optimiser), ``ReEig`` with the same
+  floor, ``LogEig`` (norm-preserving upper triangle) and a linear layer. spd_learn's
+  ``models.SPDNet`` is the one-block case of this stack, so the blocks are composed from its
+  modules to match SPDNet's ``layer_sizes``. It runs by default when spd_learn is installed.
 
 Run::
 
     python examples/spd_classification.py --data japanese_vowels --json out/spd.json
+    python examples/spd_classification.py --data japanese_vowels --with-mean --json out/spd_m.json
 
 Prints one accuracy per method, writes ``accuracy.png`` (and the JSON with ``--json``).
 """
@@ -34,6 +45,7 @@ Prints one accuracy per method, writes ``accuracy.png`` (and the JSON with ``--j
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import geoopt
@@ -46,9 +58,14 @@ from manifoldnn.layers import CovPool, GeodesicAttention, LogEig
 from manifoldnn.linalg import symmetric_vectorize
 from manifoldnn.manifolds import spd_manifold
 from manifoldnn.models import SPDNet
+from manifoldnn.utils.optional import require
 
 DATASETS = ("japanese_vowels", "basic_motions")
-METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spd_attention")
+METHODS = ("mdm", "ts_lr", "spdnet", "spdnet_bn", "spdnet_bn_var", "spd_attention", "spd_learn")
+# the peer runs by default where it is installed; asked for explicitly it says which extra it needs
+DEFAULT_METHODS = tuple(
+    m for m in METHODS if m != "spd_learn" or importlib.util.find_spec("spd_learn") is not None
+)
 
 
 def load_data(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], np.ndarray]:
@@ -65,24 +82,39 @@ def load_data(name: str) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]
 
 
 def covariances(
-    train: list[np.ndarray], test: list[np.ndarray], shrinkage: float, windows: int = 0
+    train: list[np.ndarray],
+    test: list[np.ndarray],
+    shrinkage: float,
+    windows: int = 0,
+    with_mean: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shrunk covariances in float64, channels standardised with the training frames' mean and
+    r"""Shrunk covariances in float64, channels standardised with the training frames' mean and
     standard deviation: ``(N, C, C)``, or with ``windows > 0`` tokens ``(N, 1 + windows, C, C)``
-    (the whole recording, then its ``windows`` consecutive parts of at least 2 frames)."""
+    (the whole recording, then its ``windows`` consecutive parts of at least 2 frames). With
+    ``with_mean`` each covariance :math:`\Sigma` and mean :math:`\mu` become the SPD matrix
+    ``[[Sigma + mu mu^T, mu], [mu^T, 1]]`` of size ``C + 1`` (the embedding of a Gaussian, Calvo &
+    Oller 1990; positive definite since its Schur complement is :math:`\Sigma`)."""
     frames = np.concatenate(train, axis=1)
     mean, std = frames.mean(1, keepdims=True), frames.std(1, keepdims=True)
     pool = CovPool(shrinkage)
 
+    def describe(x):
+        cov = pool(x)
+        if not with_mean:
+            return cov
+        mu = x.mean(1, keepdim=True)
+        top = torch.cat([cov + mu @ mu.T, mu], 1)
+        return torch.cat([top, torch.cat([mu.T, torch.ones(1, 1, dtype=x.dtype)], 1)], 0)
+
     def tokens(x):
         x = torch.from_numpy((x - mean) / std).to(torch.float64)
         if windows == 0:
-            return pool(x)
+            return describe(x)
         edges = np.linspace(0, x.shape[1], windows + 1).round().astype(int)
         parts = [
             x[:, max(min(a, x.shape[1] - 2), 0) : max(b, a + 2)] for a, b in zip(edges, edges[1:])
         ]
-        return torch.stack([pool(x)] + [pool(part) for part in parts])
+        return torch.stack([describe(x)] + [describe(part) for part in parts])
 
     return torch.stack([tokens(x) for x in train]), torch.stack([tokens(x) for x in test])
 
@@ -106,6 +138,27 @@ class SPDAttentionClassifier(torch.nn.Module):
         return self.classifier(symmetric_vectorize(out).flatten(1))
 
 
+def spd_learn_network(
+    layer_sizes: list[int], num_classes: int, eps: float = 1e-4
+) -> torch.nn.Module:
+    """The peer: spd_learn's BiMap -> ReEig blocks of the same sizes, its LogEig (upper triangle,
+    off-diagonal entries scaled by sqrt(2), as :func:`manifoldnn.linalg.symmetric_vectorize`), a
+    linear layer; float64 as the other networks."""
+    peer = require("spd_learn.modules", "benchmarks", "the spd_learn peer")
+    blocks: list[torch.nn.Module] = []
+    for in_size, out_size in zip(layer_sizes, layer_sizes[1:]):
+        blocks += [
+            peer.BiMap(in_size, out_size, dtype=torch.float64),
+            peer.ReEig(eps, dtype=torch.float64),
+        ]
+    last = layer_sizes[-1]
+    blocks += [
+        peer.LogEig(upper=True, dtype=torch.float64),
+        torch.nn.Linear(last * (last + 1) // 2, num_classes, dtype=torch.float64),
+    ]
+    return torch.nn.Sequential(*blocks)
+
+
 def fit_network(
     model: torch.nn.Module,
     x_train: torch.Tensor,
@@ -117,8 +170,8 @@ def fit_network(
     batch_size: int,
     desc: str,
 ) -> tuple[np.ndarray, list[float]]:
-    """Train ``model`` with RiemannianAdam on cross-entropy; return test predictions and the mean
-    training loss of each epoch."""
+    """Train ``model`` with RiemannianAdam on cross-entropy (Adam on plain parameters, such as the
+    peer's); return test predictions and the mean training loss of each epoch."""
     labels = torch.from_numpy(y_train).long()
     optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
     losses = []
@@ -157,7 +210,7 @@ def fit_pyriemann(method: str, x_train, y_train, x_test) -> np.ndarray:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", choices=DATASETS, default="japanese_vowels")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     add_options(
         parser,
         {
@@ -168,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
             "windows": (3, "spd_attention: consecutive parts of a recording, one token each"),
         },
     )
+    parser.add_argument(
+        "--with-mean",
+        action="store_true",
+        help="embed each recording's mean with its covariance, [[S + m m^T, m], [m^T, 1]]",
+    )
     add_output_arguments(parser, "spd_classification")
     return parser
 
@@ -176,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run every method on one dataset; return ``{"results": {method: {accuracy, seconds}}}``."""
     args = build_parser().parse_args(argv)
     x_train, y_train, x_test, y_test = load_data(args.data)
-    c_train, c_test = covariances(x_train, x_test, args.shrinkage)
+    c_train, c_test = covariances(x_train, x_test, args.shrinkage, with_mean=args.with_mean)
     n, num_classes = c_train.shape[-1], int(y_train.max()) + 1
     layer_sizes = [n, max(n - 2, 2), max(n - 4, 2)]
     results: dict[str, dict[str, float]] = {}
@@ -189,10 +247,19 @@ def main(argv: list[str] | None = None) -> dict:
             torch.manual_seed(args.seed)
             if method == "spd_attention":
                 model = SPDAttentionClassifier(n, layer_sizes[-1], 2, num_classes)
-                inputs = covariances(x_train, x_test, args.shrinkage, args.windows)
+                inputs = covariances(
+                    x_train, x_test, args.shrinkage, args.windows, with_mean=args.with_mean
+                )
+            elif method == "spd_learn":
+                model = spd_learn_network(layer_sizes, num_classes)
+                inputs = (c_train, c_test)
             else:
                 model = SPDNet(
-                    layer_sizes, num_classes, batch_norm=method == "spdnet_bn", dtype=torch.float64
+                    layer_sizes,
+                    num_classes,
+                    batch_norm=method in ("spdnet_bn", "spdnet_bn_var"),
+                    batch_norm_variance=method == "spdnet_bn_var",
+                    dtype=torch.float64,
                 )
                 inputs = (c_train, c_test)
             predictions, curves[method] = fit_network(

@@ -22,6 +22,10 @@ resume bit-identical to never stopping.
 it already resumes exactly and is re-exported unchanged, so that both optimisers can be imported
 from here.
 
+:class:`ProjectedAveragedModel` is :class:`torch.optim.swa_utils.AveragedModel` (stochastic weight
+averaging) for modules with manifold parameters: the running mean is kept in the ambient space and
+its projection onto each parameter's manifold is what the averaged module holds.
+
 Examples::
 
     >>> import geoopt, torch
@@ -44,8 +48,9 @@ from typing import Any
 
 import geoopt
 import torch
+from torch.optim.swa_utils import AveragedModel
 
-__all__ = ["RiemannianAdam", "RiemannianSGD"]
+__all__ = ["RiemannianAdam", "RiemannianSGD", "ProjectedAveragedModel"]
 
 # Already exact on resume (see the module docstring); re-exported unchanged.
 RiemannianSGD = geoopt.optim.RiemannianSGD
@@ -88,6 +93,8 @@ class RiemannianAdam(geoopt.optim.RiemannianAdam):
         amsgrad: use the AMSGrad maximum of the second moments. Default: ``False``.
         stabilize: project the parameters back onto their manifolds every ``stabilize`` steps
             (``None``: never). Default: ``None``.
+        **kwargs: the other keyword arguments of :class:`torch.optim.Adam` (``foreach``,
+            ``maximize``, ...).
 
     Examples::
 
@@ -101,6 +108,102 @@ class RiemannianAdam(geoopt.optim.RiemannianAdam):
         >>> model_copy, optimizer_copy = copy.deepcopy((model, optimizer))
     """
 
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        stabilize: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # geoopt's constructor takes ``*args, **kwargs``: the signature is written out here so that
+        # the documentation and the editor show the arguments
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            stabilize=stabilize, **kwargs,
+        )  # fmt: skip
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         _integer_steps(self)
+
+
+class ProjectedAveragedModel(AveragedModel):
+    r"""Stochastic weight averaging that keeps every manifold parameter on its manifold.
+
+    :class:`torch.optim.swa_utils.AveragedModel` (same constructor, ``update_parameters``,
+    ``n_averaged`` and buffer handling) whose running mean of each
+    :class:`geoopt.ManifoldParameter` is kept in the ambient space, and whose averaged module holds
+    that mean projected onto the parameter's manifold (``manifold.projx``; on the Stiefel manifold
+    the polar factor, the nearest matrix with orthonormal columns):
+
+    .. math::
+
+        \bar W = \pi_{\mathcal M}\Big(\frac{1}{E} \sum_{e=1}^{E} W_e\Big),
+
+    over the E calls of :meth:`update_parameters` (with the default averaging function). Euclidean
+    parameters are the plain running mean, as in ``AveragedModel``. The projection is applied to
+    the mean of the iterates, not folded into the running mean, so the result does not depend on
+    when it is read. Stochastic weight averaging: Izmailov et al., *Averaging weights leads to wider
+    optima and better generalization*, UAI 2018.
+
+    Args:
+        model: the module whose parameters are averaged (deep-copied).
+        device: where the averaged copy lives. Default: ``None`` (the model's device).
+        avg_fn: the averaging function of ``AveragedModel``. Default: ``None`` (the running mean).
+        multi_avg_fn: its in-place multi-tensor form. Default: ``None``.
+        use_buffers: average the buffers too. Default: ``False`` (the buffers follow the model).
+
+    Examples::
+
+        >>> import geoopt
+        >>> stiefel = geoopt.Stiefel()
+        >>> model = torch.nn.Module()
+        >>> model.weight = geoopt.ManifoldParameter(stiefel.random(10, 4), manifold=stiefel)
+        >>> averaged = ProjectedAveragedModel(model)
+        >>> optimizer = RiemannianAdam(model.parameters(), lr=1e-1)
+        >>> for _ in range(3):
+        ...     optimizer.zero_grad()
+        ...     (model.weight**3).sum().backward()
+        ...     optimizer.step()
+        ...     averaged.update_parameters(model)
+        >>> weight = averaged.module.weight
+        >>> bool(torch.allclose(weight.T @ weight, torch.eye(4), atol=1e-5))
+        True
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device | str | None = None,
+        avg_fn=None,
+        multi_avg_fn=None,
+        use_buffers: bool = False,
+    ) -> None:
+        super().__init__(model, device, avg_fn, multi_avg_fn, use_buffers)
+        self._on_manifold = [
+            parameter
+            for parameter in self.module.parameters()
+            if isinstance(parameter, geoopt.ManifoldTensor)
+        ]
+        # the ambient running means, in the state dict and moved with the module
+        for index, parameter in enumerate(self._on_manifold):
+            self.register_buffer(f"ambient_mean_{index}", parameter.detach().clone())
+
+    def _ambient_means(self) -> list[torch.Tensor]:
+        return [getattr(self, f"ambient_mean_{i}") for i in range(len(self._on_manifold))]
+
+    @torch.no_grad()
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        """Fold ``model``'s parameters into the running mean and re-project the manifold ones."""
+        means = self._ambient_means()
+        for parameter, mean in zip(self._on_manifold, means):
+            parameter.copy_(mean)
+        super().update_parameters(model)
+        for parameter, mean in zip(self._on_manifold, means):
+            mean.copy_(parameter)
+            parameter.copy_(parameter.manifold.projx(parameter))

@@ -1,5 +1,6 @@
 """Shared test plumbing: the ``device`` fixture over the devices present (CUDA skipped with its
-reason when absent), a ``dtype`` fixture (float32, float64), the ``--device`` option, and the
+reason when absent), a ``dtype`` fixture (float32, float64), a ``train_classifier`` fixture (full-batch
+Riemannian Adam on a cross-entropy), the ``--device`` option, and the
 repository root, ``examples/`` and ``benchmarks/`` on ``sys.path`` for the smoke tests of ``examples/`` and ``benchmarks/``.
 
 ``pytest --device cuda`` (or ``cpu``) runs only the tests that take the ``device`` fixture, on that
@@ -10,6 +11,7 @@ written without the fixture); ``scripts/gpu_check.sh`` runs the suite's CUDA tes
 import sys
 from pathlib import Path
 
+import geoopt
 import pytest
 import torch
 
@@ -76,3 +78,23 @@ def device(request) -> torch.device:
 def dtype(request) -> torch.dtype:
     """float32 and float64 (a test's own ``@pytest.mark.parametrize("dtype", ...)`` overrides it)."""
     return request.param
+
+
+@pytest.fixture
+def train_classifier():
+    """``train(model, x, labels, steps=, lr=)``: ``steps`` full-batch
+    :class:`geoopt.optim.RiemannianAdam` steps on the cross-entropy of ``model(x)`` (manifold
+    parameters stay on their manifolds); returns the per-step losses as a tensor."""
+
+    def train(model, x, labels, *, steps: int, lr: float) -> torch.Tensor:
+        optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
+        losses = []
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), labels)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    return train

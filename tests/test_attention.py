@@ -159,17 +159,24 @@ def test_karcher_aggregation_is_weighted_karcher_mean(manifold):
         assert grad.abs().max() < 1e-6
 
 
-@pytest.mark.parametrize(
-    "manifold,distance,aggregation",
-    [
-        (S, "geodesic", "extrinsic"),
-        (S, "geodesic", "tangent"),
-        (G, "geodesic", "extrinsic"),
-        (G, "projection", "tangent"),
-        (P, "affine", "tangent"),
-        (B, "geodesic", "tangent"),
-    ],
-)
+# (manifold, distance, aggregation): each geometry's distances with the aggregations they take;
+# the chunked softmax and the gradient checks run over all of them
+PATHS = [
+    pytest.param(E, "euclidean", "extrinsic", id="euclidean"),
+    pytest.param(S, "geodesic", "extrinsic", id="sphere-geodesic-extrinsic"),
+    pytest.param(S, "geodesic", "tangent", id="sphere-geodesic-tangent"),
+    pytest.param(S, "chordal", "extrinsic", id="sphere-chordal-extrinsic"),
+    pytest.param(G, "geodesic", "extrinsic", id="grassmann-geodesic-extrinsic"),
+    pytest.param(G, "geodesic", "tangent", id="grassmann-geodesic-tangent", marks=pytest.mark.slow),
+    pytest.param(G, "projection", "extrinsic", id="grassmann-projection-extrinsic"),
+    pytest.param(G, "projection", "tangent", id="grassmann-projection-tangent"),
+    pytest.param(P, "affine", "tangent", id="spd-affine-tangent"),
+    pytest.param(B, "geodesic", "extrinsic", id="ball-geodesic-extrinsic"),
+    pytest.param(B, "geodesic", "tangent", id="ball-geodesic-tangent"),
+]
+
+
+@pytest.mark.parametrize("manifold,distance,aggregation", PATHS)
 def test_chunked_online_softmax_equals_full_weights(manifold, distance, aggregation):
     torch.manual_seed(7)
     q, k, v = tokens(manifold, (2,), 4), tokens(manifold, (2,), 7), tokens(manifold, (2,), 7)
@@ -227,18 +234,7 @@ def test_bad_arguments_raise():
         GeodesicAttention(torch.nn.Identity(), 4)
 
 
-@pytest.mark.parametrize(
-    "manifold,distance,aggregation",
-    [
-        (E, "euclidean", "extrinsic"),
-        (S, "geodesic", "tangent"),
-        (S, "chordal", "extrinsic"),
-        (G, "projection", "extrinsic"),
-        (G, "geodesic", "tangent"),
-        (P, "affine", "tangent"),
-        (B, "geodesic", "extrinsic"),
-    ],
-)
+@pytest.mark.parametrize("manifold,distance,aggregation", PATHS)
 def test_gradcheck(manifold, distance, aggregation):
     torch.manual_seed(9)
     q, k, v = tokens(manifold, (), 3), tokens(manifold, (), 4), tokens(manifold, (), 4)

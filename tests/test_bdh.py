@@ -18,14 +18,20 @@ VARIANTS = {
 }
 
 
-def _tiny(dtype, seed=0, **overrides):
+def _tiny(dtype, seed=0, device="cpu", **overrides):
+    """Initialised on the CPU (the same weights on every device), then moved to ``device``."""
     torch.manual_seed(seed)
     config = BDHConfig(num_layers=3, dim=16, num_heads=2, num_neurons=32, chunk_size=4, **overrides)
     model = BDH(config, dtype=dtype).eval()
     if config.decay:  # strong, distinct decays so that a wrong power of lambda shows
         with torch.no_grad():
             model.layers[0].log_decay_logit.copy_(torch.tensor([0.3, -1.0]))
-    return model
+    return model.to(device)
+
+
+def _ids(shape, seed, high=256, device="cpu"):
+    """Token ids drawn on the CPU (the same on every device), then moved to ``device``."""
+    return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 def test_reference_configuration_has_the_papers_size():
@@ -37,9 +43,9 @@ def test_reference_configuration_has_the_papers_size():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_modes_agree(dtype, variant):
-    model = _tiny(dtype, **VARIANTS[variant])
-    idx = torch.randint(0, 256, (2, 23), generator=torch.Generator().manual_seed(1))  # odd T
+def test_modes_agree(dtype, variant, device):
+    model = _tiny(dtype, device=device, **VARIANTS[variant])
+    idx = _ids((2, 23), 1, device=device)  # odd T
     outputs = {mode: model(idx, mode=mode) for mode in MODES}
     assert outputs["parallel"].shape == (2, 23, 256)
     for mode in ("chunked", "recurrent"):
@@ -47,9 +53,9 @@ def test_modes_agree(dtype, variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_causal(variant):
-    model = _tiny(torch.float64, **VARIANTS[variant])
-    idx = torch.randint(0, 256, (1, 19), generator=torch.Generator().manual_seed(2))
+def test_causal(variant, device):
+    model = _tiny(torch.float64, device=device, **VARIANTS[variant])
+    idx = _ids((1, 19), 2, device=device)
     changed = idx.clone()
     t = 11
     changed[0, t] = (idx[0, t] + 1) % 256
@@ -67,8 +73,9 @@ def _reference_forward(model, idx):
     d, n = config.dim, config.num_neurons
     length = idx.shape[1]
     ln = lambda t: torch.nn.functional.layer_norm(t, (d,))  # noqa: E731
-    j = torch.arange(n // 2, dtype=torch.float64)
-    angle = torch.arange(length, dtype=torch.float64)[:, None] * config.rope_theta ** (-2 * j / n)
+    j = torch.arange(n // 2, dtype=torch.float64, device=idx.device)
+    positions = torch.arange(length, dtype=torch.float64, device=idx.device)
+    angle = positions[:, None] * config.rope_theta ** (-2 * j / n)
     cos, sin = torch.cos(angle), torch.sin(angle)
 
     def rope(t):
@@ -90,30 +97,30 @@ def _reference_forward(model, idx):
     return x @ model.lm_head
 
 
-def test_parallel_matches_a_dense_reference():
-    model = _tiny(torch.float64)
-    idx = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(6))
+def test_parallel_matches_a_dense_reference(device):
+    model = _tiny(torch.float64, device=device)
+    idx = _ids((2, 17), 6, device=device)
     with torch.no_grad():
         reference = _reference_forward(model, idx)
         for mode in MODES:
             torch.testing.assert_close(model(idx, mode=mode), reference, rtol=0, atol=1e-10)
 
 
-def test_unbatched_input_and_active_fraction():
-    model = _tiny(torch.float64)
-    idx = torch.randint(0, 256, (15,))
+def test_unbatched_input_and_active_fraction(device):
+    model = _tiny(torch.float64, device=device)
+    idx = torch.randint(0, 256, (15,), device=device)
     logits, fraction = model(idx, return_active_fraction=True)
     assert logits.shape == (15, 256)
     torch.testing.assert_close(logits, model(idx[None])[0])
     assert 0.0 < float(fraction) < 1.0  # ReLU of random projections: about half non-zero
 
 
-def test_gradcheck_chunked_tiny():
+def test_gradcheck_chunked_tiny(device):
     """Gradients of the chunked model with respect to each weight, in float64."""
     config = BDHConfig(num_layers=2, dim=4, num_heads=2, num_neurons=4, chunk_size=4, vocab_size=8)
     torch.manual_seed(0)
-    small = BDH(config, dtype=torch.float64).eval()
-    idx = torch.randint(0, 8, (1, 6), generator=torch.Generator().manual_seed(3))
+    small = BDH(config, dtype=torch.float64).eval().to(device)
+    idx = _ids((1, 6), 3, high=8, device=device)
     base = dict(small.named_parameters())
     for name in ("layers.0.encoder", "layers.0.encoder_v", "layers.0.decoder"):
 
@@ -133,29 +140,29 @@ def _greedy_by_forward(model, prompt, steps):
     return sequence
 
 
-def test_generate_greedy_matches_forward():
+def test_generate_greedy_matches_forward(device):
     """top_k = 1 generation (chunked prefill, then recurrent steps) equals repeated argmax."""
-    model = _tiny(torch.float64)
-    prompt = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(4))
+    model = _tiny(torch.float64, device=device)
+    prompt = _ids((2, 9), 4, device=device)
     out = model.generate(prompt, 6, top_k=1, prefill_segment=4)
     assert torch.equal(out, _greedy_by_forward(model, prompt, 6))
 
 
 @pytest.mark.parametrize("attention", ["softmax", "delta"])
-def test_gpt_generate_greedy_matches_forward(attention):
+def test_gpt_generate_greedy_matches_forward(attention, device):
     torch.manual_seed(0)
     model = GPT(GPTConfig(num_layers=2, dim=16, num_heads=2, attention=attention, chunk_size=3))
-    model = model.double().eval()
-    prompt = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(5))
+    model = model.double().eval().to(device)
+    prompt = _ids((2, 7), 5, device=device)
     out = model.generate(prompt, 5, top_k=1, prefill_segment=3)
     assert torch.equal(out, _greedy_by_forward(model, prompt, 5))
 
 
-def test_gpt_delta_modes_agree():
+def test_gpt_delta_modes_agree(device):
     torch.manual_seed(0)
     model = GPT(GPTConfig(num_layers=2, dim=16, num_heads=2, attention="delta", chunk_size=4))
-    model = model.double().eval()
-    idx = torch.randint(0, 256, (2, 13))
+    model = model.double().eval().to(device)
+    idx = torch.randint(0, 256, (2, 13), device=device)
     reference = model(idx, mode="recurrent")
     for mode in ("parallel", "chunked"):
         torch.testing.assert_close(model(idx, mode=mode), reference, rtol=0, atol=1e-10)
@@ -200,12 +207,12 @@ def test_bad_arguments():
         GPTConfig(dim=30, num_heads=4)
 
 
-def test_long_context_beyond_any_table():
+def test_long_context_beyond_any_table(device):
     """RoPE angles are computed per position (no table), so positions past 2^16 work: the model
     sees relative positions only, so steps from position 100,000 give the logits of positions 0..4
     (angle rounding about position * eps = 2e-11 rad in float64)."""
-    model = _tiny(torch.float64)
-    idx = torch.randint(0, 256, (1, 5))
+    model = _tiny(torch.float64, device=device)
+    idx = torch.randint(0, 256, (1, 5), device=device)
     state, far = None, []
     for t in range(idx.shape[1]):
         logits, state = model.step(idx[:, t : t + 1], state, 100_000 + t)
@@ -225,16 +232,17 @@ def test_cuda_modes_agree():
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_empty_sequence(mode):
-    model = _tiny(torch.float32)
-    assert model(torch.zeros(2, 0, dtype=torch.long), mode=mode).shape == (2, 0, 256)
+def test_empty_sequence(mode, device):
+    model = _tiny(torch.float32, device=device)
+    idx = torch.zeros(2, 0, dtype=torch.long, device=device)
+    assert model(idx, mode=mode).shape == (2, 0, 256)
 
 
 @pytest.mark.parametrize("variant", ["shared", "delta"])
-def test_compiles_without_graph_breaks(variant):
+def test_compiles_without_graph_breaks(variant, device):
     """fullgraph=True fails on any graph break (the token check is skipped while compiling)."""
-    model = _tiny(torch.float32, **VARIANTS[variant])
-    idx = torch.randint(0, 256, (2, 10))
+    model = _tiny(torch.float32, device=device, **VARIANTS[variant])
+    idx = torch.randint(0, 256, (2, 10), device=device)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(idx, mode="chunked"), model(idx, mode="chunked"))
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from benchmarks import sequence
 from examples import byte_lm
@@ -59,3 +60,23 @@ def test_benchmark_runs_and_linear_memory_is_linear(tmp_path):
         # memory affine in T, so doubling T from 128 to 256 adds twice what 64 to 128 added
         saved = [rows[t]["saved_mb"] for t in ("64", "128", "256")]
         assert saved[2] - saved[1] == pytest.approx(2 * (saved[1] - saved[0]), rel=1e-12)
+
+
+def test_batches_and_validation_windows_are_consecutive_bytes():
+    tokens = torch.arange(1000)
+    generator = torch.Generator().manual_seed(0)
+    batch = byte_lm.sample_batch(tokens, 16, 4, generator)
+    assert batch.shape == (4, 17)
+    assert torch.equal(batch - batch[:, :1], torch.arange(17).expand(4, 17))
+    again = byte_lm.sample_batch(tokens, 16, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(batch, again)  # the same generator state, the same batches
+    windows = byte_lm.windows(tokens, 9, 95)  # 95 // 10 = 9 windows of 10 tokens
+    assert torch.equal(windows, tokens[:90].view(9, 10))
+
+
+def test_training_options_keep_help_unless_replaced():
+    table = byte_lm.training_options(budget=5.0, context=(32, "length"))
+    assert table["budget"] == (5.0, byte_lm.TRAINING_OPTIONS["budget"][1])
+    assert table["context"] == (32, "length") and table["batch"] == 8
+    with pytest.raises(TypeError, match="unknown option"):
+        byte_lm.training_options(steps=3)

@@ -73,14 +73,14 @@ def test_kmeans_float32_and_deterministic(device):
     assert adjusted_rand_score(labels, first.labels_) == 1.0
 
 
-def test_kmeans_lines_agree_with_sklearn_up_to_sign():
+def test_kmeans_lines_agree_with_sklearn_up_to_sign(device):
     # p = 1: lines through the origin; sign-aligned unit vectors clustered by scikit-learn's KMeans
     rng = np.random.default_rng(0)
     directions = np.linalg.qr(rng.standard_normal((5, 5)))[0][:, :4].T  # orthogonal centre lines
     vectors = np.repeat(directions, 25, axis=0) + 0.1 * rng.standard_normal((100, 5))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     signs = rng.choice([-1.0, 1.0], size=(100, 1))
-    lines = torch.as_tensor(vectors * signs)[..., None]
+    lines = torch.as_tensor(vectors * signs)[..., None].to(device)
     ours = GrassmannKMeans(4, n_init=5, random_state=0).fit_predict(lines)
     reference = KMeans(4, n_init=10, random_state=0).fit_predict(vectors)
     assert adjusted_rand_score(reference, ours) == 1.0
@@ -93,11 +93,13 @@ def test_kmeans_lines_agree_with_sklearn_up_to_sign():
     )
 
 
-def test_extrinsic_mean_is_top_eigenspace():
+def test_extrinsic_mean_is_top_eigenspace(device):
     points, _, _ = _planted(clusters=1, per_cluster=20, seed=2)
     projector = (points @ points.transpose(-1, -2)).mean(0).numpy()
     expected = np.linalg.eigh(projector)[1][:, -3:]
-    mean = extrinsic_mean(points).numpy()
+    mean = extrinsic_mean(points.to(device))
+    assert mean.device.type == device.type
+    mean = mean.cpu().numpy()
     assert np.allclose(mean @ mean.T, expected @ expected.T, atol=1e-10)
 
 
@@ -115,21 +117,23 @@ def test_kmeans_errors():
 
 def test_spectral_on_projection_affinity_recovers_clusters(device):
     points, labels, _ = _planted(clusters=3, per_cluster=20, spread=0.2, seed=3)
+    points = points.to(device)
     for kernel in ("projection", "heat"):
         model = GrassmannSpectralClustering(3, n_neighbors=8, kernel=kernel, random_state=0)
-        assert adjusted_rand_score(labels, model.fit_predict(points.to(device))) == 1.0
+        assert adjusted_rand_score(labels, model.fit_predict(points)) == 1.0
     affinity = projection_affinity(points, n_neighbors=None)
     p = points.shape[-1]
     expected = (points.transpose(-1, -2)[:, None] @ points[None]).pow(2).sum((-2, -1)) / p
     expected.fill_diagonal_(0.0)
-    assert np.allclose(affinity, expected.numpy(), atol=1e-12)
+    assert np.allclose(affinity, expected.cpu().numpy(), atol=1e-12)
     sparse = projection_affinity(points, n_neighbors=5)
     assert np.allclose(sparse, sparse.T) and ((sparse > 0).sum(1) >= 5).all()
 
 
-def test_projection_affinity_of_an_ensemble_is_the_mean_kernel():
+def test_projection_affinity_of_an_ensemble_is_the_mean_kernel(device):
     first, labels, _ = _planted(clusters=3, per_cluster=10, spread=0.2, seed=4)
     second = _planted(clusters=3, per_cluster=10, spread=0.6, seed=5)[0]
+    first, second = first.to(device), second.to(device)
     ensemble = torch.stack([first, second])  # two embeddings of the same 30 samples
     mean = (
         projection_affinity(first, n_neighbors=None) + projection_affinity(second, n_neighbors=None)
@@ -149,7 +153,7 @@ def test_projection_affinity_of_an_ensemble_is_the_mean_kernel():
     model = GrassmannSpectralClustering(3, n_neighbors=6, random_state=0)
     assert np.array_equal(model.fit_predict(copies), model.fit_predict(first))
     with pytest.raises(ValueError, match=r"\(R, N, n, p\)"):
-        projection_affinity(torch.zeros(1, 2, 3, 4, 2, dtype=torch.float64))
+        projection_affinity(torch.zeros(1, 2, 3, 4, 2, dtype=torch.float64, device=device))
 
 
 def test_metrics_agree_with_sklearn_on_random_labelings():

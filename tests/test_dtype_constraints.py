@@ -29,6 +29,7 @@ from manifoldnn.layers import (
     SPDBatchNorm,
 )
 from manifoldnn.models import FusedStreamLM, GrNet, MultiViewGrassmannNet, SPDNet
+from manifoldnn.optim import ProjectedAveragedModel
 from manifoldnn.parametrizations import PARAMETRIZATIONS, OrthonormalFrame
 
 # one small instance per class (and per parametrisation where the class has several)
@@ -53,6 +54,8 @@ CASES = {
     "HyperbolicMLR": lambda: HyperbolicMLR(6, 4),
     "SPDBatchNorm": lambda: SPDBatchNorm(5),
     "SPDNet": lambda: SPDNet([9, 6, 4], 3, batch_norm=True),
+    # the averaged copy of a constrained module keeps the module's re-projection
+    "ProjectedAveragedModel": lambda: ProjectedAveragedModel(FRMap(9, 5, channels=3)),
     "FusedStreamLM": lambda: FusedStreamLM(
         5, 2, 4, 20, text_size=4, code_size=3, num_layers=1, num_heads=2
     ),

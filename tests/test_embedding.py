@@ -115,17 +115,9 @@ def test_distances_are_the_textbook_ones(manifold, dtype):
 @pytest.mark.parametrize("manifold", MANIFOLDS)
 def test_points_stay_on_their_manifold_after_training(manifold, dtype, device):
     pairs = transitive_closure(balanced_tree(3, 2))
-    model = HierarchyEmbedding(
-        3,
-        manifold,
-        epochs=15,
-        burn_in=5,
-        lr=1.0,
-        negatives=4,
-        device=device,
-        dtype=dtype,
-        random_state=0,
-    ).fit(pairs)
+    factory_kwargs = {"device": device, "dtype": dtype}
+    options = {"epochs": 15, "burn_in": 5, "lr": 1.0, "negatives": 4, "random_state": 0}
+    model = HierarchyEmbedding(3, manifold, **options, **factory_kwargs).fit(pairs)
     assert model.fit(pairs) is model
     points = model.embedding_
     assert isinstance(points, geoopt.ManifoldParameter)

@@ -51,23 +51,25 @@ def geodesic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- identity, seed
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("params", [{"alpha": 0.0}, {"rounds": 0}])
-def test_zero_strength_returns_the_input_unchanged(dtype, params):
+def test_zero_strength_returns_the_input_unchanged(dtype, params, device):
     X, z, _ = planted_xor(120, 0)
-    x = torch.as_tensor(X, dtype=dtype)
+    x = torch.as_tensor(X, dtype=dtype, device=device)
+    host = x.cpu().numpy()
     model = FairMetricDebias(n_features=32, **params).fit(x, z)
     # one return type: a NumPy array in the input's float dtype, for tensor and array input
-    for rows in (x, x.numpy()):
+    for rows in (x, host):
         out = model.transform(rows)
-        assert isinstance(out, np.ndarray) and out.dtype == x.numpy().dtype
-        assert np.array_equal(out, x.numpy())
+        assert isinstance(out, np.ndarray) and out.dtype == host.dtype
+        assert np.array_equal(out, host)
 
 
-def test_deterministic_given_the_seed():
+def test_deterministic_given_the_seed(device):
     X, z, _ = planted_xor(200, 0)
     Xt, _, _ = planted_xor(50, 1)
-    first = FairMetricDebias(rounds=3, n_features=64, random_state=7).fit(X, z).transform(Xt)
-    again = FairMetricDebias(rounds=3, n_features=64, random_state=7).fit(X, z).transform(Xt)
-    other = FairMetricDebias(rounds=3, n_features=64, random_state=8).fit(X, z).transform(Xt)
+    kw = {"rounds": 3, "n_features": 64, "device": device}
+    first = FairMetricDebias(random_state=7, **kw).fit(X, z).transform(Xt)
+    again = FairMetricDebias(random_state=7, **kw).fit(X, z).transform(Xt)
+    other = FairMetricDebias(random_state=8, **kw).fit(X, z).transform(Xt)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
@@ -142,7 +144,7 @@ def test_points_in_the_sensitive_region_do_move():
 
 # ------------------------------------------------------------------- planted nonlinear bias
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_planted_xor_bias_is_removed_on_unseen_rows_where_leace_leaves_it(dtype):
+def test_planted_xor_bias_is_removed_on_unseen_rows_where_leace_leaves_it(dtype, device):
     """Bias as an XOR (no linear direction reads it): LEACE leaves it to the RBF probe; the
     transform, fitted on other rows, brings the RBF probe on unseen rows to chance, moves those
     rows, and keeps the meaning clusters readable."""
@@ -153,7 +155,9 @@ def test_planted_xor_bias_is_removed_on_unseen_rows_where_leace_leaves_it(dtype)
     before = probe_accuracy(Xt[biased], zt[biased], "rbf", (0,)).mean
     leace = LEACE().fit(X, z).transform(Xt)
     leace_rbf = probe_accuracy(leace[biased], zt[biased], "rbf", (0,)).mean
-    model = FairMetricDebias(alpha=30.0, rounds=8, n_features=256, random_state=0, dtype=dtype)
+    model = FairMetricDebias(
+        alpha=30.0, rounds=8, n_features=256, random_state=0, device=device, dtype=dtype
+    )
     out = model.fit(X, z).transform(Xt.astype(np.float32) if dtype == torch.float32 else Xt)
     assert out.dtype == (np.float32 if dtype == torch.float32 else np.float64)
     ours_rbf = probe_accuracy(out[biased], zt[biased], "rbf", (0,)).mean
@@ -184,7 +188,8 @@ class _TanhMLPBias(torch.nn.Module):
 
 
 def _fit_mlp(x, target, weight, generator):
-    model = _TanhMLPBias(x.shape[-1], 16, generator, x.dtype)
+    # initialised by the (CPU) generator the transform passes, then moved to the rows' device
+    model = _TanhMLPBias(x.shape[-1], 16, generator, x.dtype).to(x.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=0.05)
     with torch.enable_grad():
         for _ in range(150):
@@ -195,7 +200,7 @@ def _fit_mlp(x, target, weight, generator):
     return model.requires_grad_(False)
 
 
-def test_a_user_supplied_mlp_bias_function_is_refitted_and_removes_the_planted_bias():
+def test_a_user_supplied_mlp_bias_function_is_refitted_and_removes_the_planted_bias(device):
     calls = []
 
     def fitter(x, target, weight, generator):
@@ -205,7 +210,9 @@ def test_a_user_supplied_mlp_bias_function_is_refitted_and_removes_the_planted_b
     X, z, _ = planted_xor(600, 0)
     Xt, zt, _ = planted_xor(400, 1)
     biased = zt != 0
-    model = FairMetricDebias(alpha=30.0, rounds=6, bias_fitter=fitter, random_state=0)
+    model = FairMetricDebias(
+        alpha=30.0, rounds=6, bias_fitter=fitter, random_state=0, device=device
+    )
     out = model.fit(X, z).transform(Xt)
     assert len(calls) == 6 and not torch.equal(calls[0], calls[-1])  # refitted on moved rows
     assert probe_accuracy(out[biased], zt[biased], "rbf", (0,)).mean < chance_bound(
@@ -216,34 +223,34 @@ def test_a_user_supplied_mlp_bias_function_is_refitted_and_removes_the_planted_b
 
 
 # ---------------------------------------------------------------------- oracle: the ridge
-def test_random_feature_bias_matches_scikit_learn_weighted_ridge():
+def test_random_feature_bias_matches_scikit_learn_weighted_ridge(device):
     from sklearn.linear_model import Ridge
 
     rng = np.random.default_rng(0)
-    x = torch.as_tensor(rng.standard_normal((80, 5)), dtype=torch.float64)
-    target = torch.as_tensor(rng.standard_normal(80))
-    weight = torch.as_tensor(rng.uniform(0.5, 2.0, 80))
+    x = torch.as_tensor(rng.standard_normal((80, 5)), dtype=torch.float64, device=device)
+    target = torch.as_tensor(rng.standard_normal(80), device=device)
+    weight = torch.as_tensor(rng.uniform(0.5, 2.0, 80), device=device)
     bias = RandomFeatureBias.fit(
         x, target, weight, n_features=40, gamma=0.7, ridge=0.1, generator=torch.Generator()
     )
-    phi = RandomFeatureBias.features(x, bias.frequencies, bias.phases).numpy()
-    s = (weight / weight.sum()).numpy()
+    phi = RandomFeatureBias.features(x, bias.frequencies, bias.phases).cpu().numpy()
+    s = (weight / weight.sum()).cpu().numpy()
     centred = phi - s @ phi
     lam = 0.1 * np.mean(np.diag(centred.T @ (s[:, None] * centred)))
-    ref = Ridge(alpha=lam).fit(phi, target.numpy(), sample_weight=s)
+    ref = Ridge(alpha=lam).fit(phi, target.cpu().numpy(), sample_weight=s)
     tol = 1e3 * np.finfo(np.float64).eps  # solve of a 40 x 40 system, condition <= 1 / ridge
-    np.testing.assert_allclose(bias.weights.numpy(), ref.coef_, rtol=0, atol=tol * 10)
+    np.testing.assert_allclose(bias.weights.cpu().numpy(), ref.coef_, rtol=0, atol=tol * 10)
     np.testing.assert_allclose(float(bias.intercept), ref.intercept_, rtol=0, atol=tol * 10)
-    np.testing.assert_allclose(bias(x).detach().numpy(), ref.predict(phi), atol=tol * 10)
+    np.testing.assert_allclose(bias(x).detach().cpu().numpy(), ref.predict(phi), atol=tol * 10)
 
 
-def test_random_feature_bias_gradcheck_and_sup_bound():
+def test_random_feature_bias_gradcheck_and_sup_bound(device):
     rng = np.random.default_rng(1)
-    x = torch.as_tensor(rng.standard_normal((30, 4)), dtype=torch.float64)
+    x = torch.as_tensor(rng.standard_normal((30, 4)), dtype=torch.float64, device=device)
     bias = RandomFeatureBias.fit(
         x,
-        torch.as_tensor(rng.standard_normal(30)),
-        torch.ones(30, dtype=torch.float64),
+        torch.as_tensor(rng.standard_normal(30), device=device),
+        torch.ones(30, dtype=torch.float64, device=device),
         n_features=16,
         gamma=1.0,
         ridge=1e-2,
@@ -251,28 +258,29 @@ def test_random_feature_bias_gradcheck_and_sup_bound():
     )
     probe = x[:5].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(bias, (probe,))
-    far = torch.as_tensor(rng.standard_normal((2000, 4)) * 5)
+    far = torch.as_tensor(rng.standard_normal((2000, 4)) * 5, device=device)
     assert bool((bias(far).abs() <= bias.sup_bound()).all())
 
 
-def test_one_round_is_the_closed_form_step():
+def test_one_round_is_the_closed_form_step(device):
     """Round one equals ``Exp_x(-alpha W b g / (1 + alpha W |g|^2))`` computed by hand."""
     X, z, _ = planted_xor(200, 0)
-    model = FairMetricDebias(alpha=5.0, rounds=1, n_features=32, max_step=10.0).fit(X, z)
+    model = FairMetricDebias(alpha=5.0, rounds=1, n_features=32, max_step=10.0, device=device)
+    model = model.fit(X, z)
     (bias,) = model.metrics_[0].bias_losses
-    x = torch.as_tensor(X[:20]).requires_grad_(True)
+    x = torch.as_tensor(X[:20], device=device).requires_grad_(True)
     b = bias(x)
     (egrad,) = torch.autograd.grad(b.sum(), x)
     x = x.detach()
     g = egrad - (egrad * x).sum(-1, keepdim=True) * x
     centres = model.centres_
-    dist = torch.as_tensor(geodesic(X[:20, None, :], centres.numpy()[None]))
+    dist = torch.as_tensor(geodesic(X[:20, None, :], centres.cpu().numpy()[None]), device=device)
     weight = torch.exp(-(dist**2) / (2 * model.bandwidth_**2)).mean(-1)
     c = model.alpha * weight
     u = -(c * b.detach() / (1 + c * (g * g).sum(-1))).unsqueeze(-1) * g
     norm = u.norm(dim=-1, keepdim=True)
     expected = torch.cos(norm) * x + torch.sin(norm) / norm * u
-    out = torch.as_tensor(model.transform(X[:20]))
+    out = torch.as_tensor(model.transform(X[:20]), device=device)
     torch.testing.assert_close(out, expected / expected.norm(dim=-1, keepdim=True))
 
 
@@ -329,9 +337,9 @@ def test_bad_transform_input_raises():
         model.transform(bad)
 
 
-def test_batched_leading_dimensions_equal_the_flat_transform():
+def test_batched_leading_dimensions_equal_the_flat_transform(device):
     X, z, _ = planted_xor(100, 0)
-    model = FairMetricDebias(rounds=2, n_features=16, batch_size=7).fit(X, z)
+    model = FairMetricDebias(rounds=2, n_features=16, batch_size=7, device=device).fit(X, z)
     flat = model.transform(X[:24])
     np.testing.assert_array_equal(
         model.transform(X[:24].reshape(2, 3, 4, -1)).reshape(24, -1), flat
@@ -352,7 +360,7 @@ def test_device_generic(device):
     np.testing.assert_allclose(out, ref, atol=1e6 * np.finfo(np.float64).eps)
 
 
-def test_two_equal_bias_functions_act_as_one_with_twice_alpha():
+def test_two_equal_bias_functions_act_as_one_with_twice_alpha(device):
     """The M x M solve of the step: M copies of one bias function give
     ``1/2 |u|^2 + (M alpha W / 2) (b + <g, u>)^2``, one function at ``M alpha``."""
 
@@ -366,7 +374,7 @@ def test_two_equal_bias_functions_act_as_one_with_twice_alpha():
         return fit
 
     X, z, _ = planted_xor(200, 0)
-    two = FairMetricDebias(alpha=3.0, rounds=2, bias_fitter=fitter(2)).fit(X, z)
-    one = FairMetricDebias(alpha=6.0, rounds=2, bias_fitter=fitter(1)).fit(X, z)
+    two = FairMetricDebias(alpha=3.0, rounds=2, bias_fitter=fitter(2), device=device).fit(X, z)
+    one = FairMetricDebias(alpha=6.0, rounds=2, bias_fitter=fitter(1), device=device).fit(X, z)
     assert len(two.metrics_[0].bias_losses) == 2
     np.testing.assert_allclose(two.transform(X), one.transform(X), atol=1e3 * np.finfo(float).eps)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from manifoldnn.fairness import AssociationBias, FairnessMetric, LinearBias
@@ -33,33 +33,49 @@ def tangent_frame(q, a):
     return g, along, other / other.norm()
 
 
-def test_alpha_zero_reproduces_base_attention_exactly():
+def test_alpha_zero_reproduces_base_attention_exactly(device):
     torch.manual_seed(0)
-    q, k = unit(torch.randn(2, 5, 6, dtype=torch.float64)), unit(torch.randn(2, 9, 6))
+    q, k = (
+        unit(torch.randn(2, 5, 6, dtype=torch.float64, device=device)),
+        unit(torch.randn(2, 9, 6, device=device)),
+    )
     k = k.double()
-    metric = FairnessMetric(S, [LinearBias(torch.randn(6, dtype=torch.float64))], alpha=0.0)
+    metric = FairnessMetric(
+        S, [LinearBias(torch.randn(6, dtype=torch.float64, device=device))], alpha=0.0
+    )
     for aggregation in ("extrinsic", "tangent"):
         base, _ = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation)
         fair, _ = geodesic_attention(S, q, k, k, tau=0.4, aggregation=aggregation, metric=metric)
         assert torch.equal(base, fair)
-    x, y = torch.randn(3, 7, 5, dtype=torch.float64), torch.randn(3, 8, 5, dtype=torch.float64)
-    metric = FairnessMetric(E, [LinearBias(torch.randn(5, dtype=torch.float64))], alpha=0.0)
+    x, y = (
+        torch.randn(3, 7, 5, dtype=torch.float64, device=device),
+        torch.randn(3, 8, 5, dtype=torch.float64, device=device),
+    )
+    metric = FairnessMetric(
+        E, [LinearBias(torch.randn(5, dtype=torch.float64, device=device))], alpha=0.0
+    )
     base, _ = geodesic_attention(E, x, y, y, tau=0.7)
     assert torch.allclose(
         base, geodesic_attention(E, x, y, y, tau=0.7, metric=metric)[0], atol=1e-14
     )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+# the device fixture is the same for every example
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     seed=st.integers(0, 10_000),
     alpha=st.floats(0.05, 5.0),
     t=st.floats(0.05, 1.5),
 )
-def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
+def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t, device):
     gen = torch.Generator().manual_seed(seed)
-    q = unit(torch.randn(5, generator=gen, dtype=torch.float64))
-    a = torch.randn(5, generator=gen, dtype=torch.float64)
+    q = unit(torch.randn(5, generator=gen, dtype=torch.float64)).to(device)
+    a = torch.randn(5, generator=gen, dtype=torch.float64).to(device)
     g, along, other = tangent_frame(q, a)
     keys = torch.stack([sphere_exp(q, t * along), sphere_exp(q, t * other)])
     metric = FairnessMetric(S, [LinearBias(a)], alpha=alpha)
@@ -78,12 +94,12 @@ def test_stretch_only_along_bias_gradient_on_sphere(seed, alpha, t):
     assert torch.allclose(log_ratio_change, expected, rtol=1e-8, atol=1e-10)
 
 
-def test_euclidean_sdpa_fair_path_matches_explicit_formula():
+def test_euclidean_sdpa_fair_path_matches_explicit_formula(device):
     torch.manual_seed(1)
-    dirs = torch.randn(2, 4, dtype=torch.float64)
+    dirs = torch.randn(2, 4, dtype=torch.float64, device=device)
     metric = FairnessMetric(E, [LinearBias(dirs[0]), LinearBias(dirs[1])], alpha=0.7)
-    q, k, v = (torch.randn(2, n, 4, dtype=torch.float64) for n in (5, 6, 6))
-    pad = torch.tensor([[False] * 5 + [True], [False] * 6])
+    q, k, v = (torch.randn(2, n, 4, dtype=torch.float64, device=device) for n in (5, 6, 6))
+    pad = torch.tensor([[False] * 5 + [True], [False] * 6], device=device)
     out, _ = geodesic_attention(E, q, k, v, tau=0.5, metric=metric, key_padding_mask=pad)  # SDPA
     diff = k.unsqueeze(-3) - q.unsqueeze(-2)
     d2 = diff.pow(2).sum(-1) + 0.7 * (diff @ dirs.T).pow(2).sum(-1)
@@ -97,7 +113,7 @@ def test_euclidean_sdpa_fair_path_matches_explicit_formula():
 
 
 @pytest.mark.slow
-def test_first_order_distance_against_minimal_path_length_on_sphere():
+def test_first_order_distance_against_minimal_path_length_on_sphere(device):
     r"""d_fair from the formula vs the length of the shortest path under G_fair on S^2.
 
     For the linear bias :math:`b(x) = \langle a, x\rangle`, :math:`G_{fair}(x)(u, u) = |u|^2 +
@@ -124,12 +140,12 @@ def test_first_order_distance_against_minimal_path_length_on_sphere():
     """
     torch.manual_seed(2)
     eps = torch.finfo(torch.float64).eps
-    a = torch.tensor([0.3, 1.0, -0.4], dtype=torch.float64)
-    q = unit(torch.tensor([1.0, 0.2, 0.1], dtype=torch.float64))
+    a = torch.tensor([0.3, 1.0, -0.4], dtype=torch.float64, device=device)
+    q = unit(torch.tensor([1.0, 0.2, 0.1], dtype=torch.float64, device=device))
     g, along, other = tangent_frame(q, a)
     direction = unit(0.8 * along + 0.6 * other)
     c0, aq = float(a @ direction), float(a @ q)
-    nodes, weights = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(32))
+    nodes, weights = (torch.from_numpy(v).to(device) for v in np.polynomial.legendre.leggauss(32))
     for alpha, dist in ((0.2, 0.2), (0.1, 0.2), (0.2, 0.1)):
         metric = FairnessMetric(S, [LinearBias(a)], alpha=alpha)
         k = sphere_exp(q, dist * direction)
@@ -149,7 +165,7 @@ def test_first_order_distance_against_minimal_path_length_on_sphere():
         assert chord_length > dist  # the metric really stretched this pair
 
         steps = 48
-        t = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[1:-1, None]
+        t = torch.linspace(0, 1, steps + 1, dtype=torch.float64, device=device)[1:-1, None]
         start = unit((1 - t) * q + t * k)  # the base geodesic (same curve, other speed)
         inner = start.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([inner], max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16)
@@ -177,24 +193,27 @@ def test_first_order_distance_against_minimal_path_length_on_sphere():
         assert abs(formula - shortest) <= bound + (base_length - chord_length) + rounding
 
 
-def test_locality_kernel_weights_the_stretch():
+def test_locality_kernel_weights_the_stretch(device):
     torch.manual_seed(3)
-    a = torch.randn(4, dtype=torch.float64)
-    centre = unit(torch.randn(1, 4, dtype=torch.float64))
+    a = torch.randn(4, dtype=torch.float64, device=device)
+    centre = unit(torch.randn(1, 4, dtype=torch.float64, device=device))
     metric = FairnessMetric(S, [LinearBias(a)], alpha=2.0, centres=centre, bandwidth=0.3)
-    q = unit(torch.randn(6, 4, dtype=torch.float64))
-    k = unit(torch.randn(5, 4, dtype=torch.float64))
+    q = unit(torch.randn(6, 4, dtype=torch.float64, device=device))
+    k = unit(torch.randn(5, 4, dtype=torch.float64, device=device))
     theta2 = geometry_for(S).pairwise_sq_dist(q, centre, "geodesic")
     w = torch.exp(-theta2 / (2 * 0.3**2))
     unlocal = FairnessMetric(S, [LinearBias(a)], alpha=2.0)
     assert torch.allclose(metric.extra_sq(q, k), w * unlocal.extra_sq(q, k), atol=1e-13)
 
 
-def test_association_bias_gradient_closed_form():
+def test_association_bias_gradient_closed_form(device):
     torch.manual_seed(4)
-    A, B = torch.randn(3, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    A, B = (
+        torch.randn(3, 5, dtype=torch.float64, device=device),
+        torch.randn(4, 5, dtype=torch.float64, device=device),
+    )
     bias = AssociationBias(A, B)
-    x = torch.randn(5, dtype=torch.float64)
+    x = torch.randn(5, dtype=torch.float64, device=device)
     ref = (unit(A) @ unit(x)).mean() - (unit(B) @ unit(x)).mean()
     assert torch.allclose(bias(x), ref, atol=1e-14)
     metric = FairnessMetric(S, [bias], alpha=1.0)
@@ -204,9 +223,9 @@ def test_association_bias_gradient_closed_form():
     assert torch.allclose(metric.euclidean_gradients(x)[0], closed, atol=1e-13)
 
 
-def test_negative_alpha_must_keep_metric_positive_definite():
-    a = unit(torch.randn(4, dtype=torch.float64)) * 2.0
-    q = unit(torch.randn(3, 4, dtype=torch.float64))
+def test_negative_alpha_must_keep_metric_positive_definite(device):
+    a = unit(torch.randn(4, dtype=torch.float64, device=device)) * 2.0
+    q = unit(torch.randn(3, 4, dtype=torch.float64, device=device))
     metric = FairnessMetric(S, [LinearBias(a)], alpha=-0.9)
     with pytest.raises(ValueError, match="indefinite"):
         metric.extra_sq(q, q)
@@ -214,13 +233,13 @@ def test_negative_alpha_must_keep_metric_positive_definite():
     assert torch.all(ok.sq_dist(q, q).diagonal() < 1e-20)
 
 
-def test_gradcheck_fair_attention_on_sphere():
+def test_gradcheck_fair_attention_on_sphere(device):
     torch.manual_seed(5)
-    a = torch.randn(4, dtype=torch.float64)
+    a = torch.randn(4, dtype=torch.float64, device=device)
     metric = FairnessMetric(S, [LinearBias(a)], alpha=1.5)
     q, k = (
-        unit(torch.randn(3, 4, dtype=torch.float64)),
-        unit(torch.randn(5, 4, dtype=torch.float64)),
+        unit(torch.randn(3, 4, dtype=torch.float64, device=device)),
+        unit(torch.randn(5, 4, dtype=torch.float64, device=device)),
     )
 
     def f(q, k):
@@ -231,10 +250,10 @@ def test_gradcheck_fair_attention_on_sphere():
     assert torch.autograd.gradcheck(f, (q.requires_grad_(), k.requires_grad_()), atol=1e-7)
 
 
-def test_fair_metric_on_grassmann_module():
+def test_fair_metric_on_grassmann_module(device):
     torch.manual_seed(6)
     G = Grassmann()
-    c = torch.randn(6, 6, dtype=torch.float64)
+    c = torch.randn(6, 6, dtype=torch.float64, device=device)
     c = c + c.T
 
     def bias(y):  # b(Y) = tr(Y^T C Y), a smooth function of the subspace
@@ -242,8 +261,8 @@ def test_fair_metric_on_grassmann_module():
 
     metric = FairnessMetric(G, [bias], alpha=0.5)
     layer = GeodesicAttention(G, 6, 6, num_heads=2, metric=metric, aggregation="tangent")
-    x = G.random(2, 4, 6, 2, dtype=torch.float64)
-    out, _ = layer.double()(x)
+    x = G.random(2, 4, 6, 2, dtype=torch.float64, device=device)
+    out, _ = layer.to(device, torch.float64)(x)
     ok, reason = G.check_point_on_manifold(out, explain=True, atol=1e-8, rtol=1e-8)
     assert ok, reason
     # the fair squared distance adds alpha (db[Log_q k])^2, with db[U] = 2 tr(U^T C Y)

@@ -10,19 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from manifoldnn.fairness import (
-    attention_stereotype_gap,
-    gender_bias,
-    gender_bias_split,
-    kmeans_bias_accuracy,
-    neighbour_bias_correlation,
-    neighbour_overlap,
-    probe_accuracy,
-    similarity_spearman,
-    weat_effect_size,
-    weat_summary,
-    weat_test,
-)
+from manifoldnn.fairness import evaluation
 
 EPS = np.finfo(np.float64).eps
 
@@ -52,11 +40,13 @@ def test_weat_matches_a_word_by_word_computation():
     mean = sum(pooled) / len(pooled)
     sd = math.sqrt(sum((v - mean) ** 2 for v in pooled) / (len(pooled) - 1))
     expected = (sum(sx) / len(sx) - sum(sy) / len(sy)) / sd
-    assert abs(weat_effect_size(vectors, x, y, a, b) - expected) <= 256 * EPS * abs(expected)
-    result = weat_test(vectors, "t", x + ["absent"], y, a, b, min_words=5)
+    assert abs(evaluation.weat_effect_size(vectors, x, y, a, b) - expected) <= 256 * EPS * abs(
+        expected
+    )
+    result = evaluation.weat_test(vectors, "t", x + ["absent"], y, a, b, min_words=5)
     assert result.found == (5, 4, 6, 5) and result.sizes == (6, 4, 6, 5)
     assert result.degenerate  # y has 4 < 5 words found
-    assert not weat_test(vectors, "t", x, y, a, b, min_words=4).degenerate
+    assert not evaluation.weat_test(vectors, "t", x, y, a, b, min_words=4).degenerate
 
 
 def test_weat_summary_averages_only_non_degenerate_tests():
@@ -68,9 +58,9 @@ def test_weat_summary_averages_only_non_degenerate_tests():
     full = SimpleNamespace(name="full", x=n[0:8], y=n[8:16], a=n[16:24], b=n[24:32])
     small = SimpleNamespace(name="small", x=n[0:2], y=n[8:16], a=n[16:24], b=n[24:32])
     empty = SimpleNamespace(name="empty", x=["nope"], y=n[8:16], a=n[16:24], b=n[24:32])
-    summary = weat_summary(vectors, [full, small, empty], min_words=8)
+    summary = evaluation.weat_summary(vectors, [full, small, empty], min_words=8)
     assert summary["averaged"] == ["full"] and summary["degenerate"] == ["small", "empty"]
-    assert summary["mean_abs"] == abs(weat_effect_size(vectors, *n_sets(full)))
+    assert summary["mean_abs"] == abs(evaluation.weat_effect_size(vectors, *n_sets(full)))
     assert math.isnan(summary["tests"]["empty"].effect_size)
     assert summary["tests"]["empty"].found == (0, 8, 8, 8)
 
@@ -87,8 +77,8 @@ def test_planted_nonlinear_bias_is_missed_by_the_linear_probe_and_found_by_the_r
     n = 600
     X = rng.standard_normal((n, 5))
     labels = np.where(np.abs(X[:, 0]) > 0.6745, 1, -1)
-    linear = probe_accuracy(X, labels, "linear", seeds=(0, 1))
-    rbf = probe_accuracy(X, labels, "rbf", seeds=(0, 1))
+    linear = evaluation.probe_accuracy(X, labels, "linear", seeds=(0, 1))
+    rbf = evaluation.probe_accuracy(X, labels, "rbf", seeds=(0, 1))
     assert linear.scores.shape == (2, 5)
     assert linear.mean <= chance_bound(n)
     assert rbf.mean >= 0.5 + 10 * math.sqrt(0.25 / n)  # ten standard errors above chance
@@ -98,9 +88,9 @@ def test_planted_nonlinear_bias_is_missed_by_the_linear_probe_and_found_by_the_r
 def test_probe_rejects_bad_kind_and_too_few_labels():
     X = np.random.default_rng(3).standard_normal((20, 3))
     with pytest.raises(ValueError, match="kind"):
-        probe_accuracy(X, np.arange(20) % 2, "tree")
+        evaluation.probe_accuracy(X, np.arange(20) % 2, "tree")
     with pytest.raises(ValueError, match="n_splits"):
-        probe_accuracy(X, np.r_[np.ones(18), np.zeros(2)], "linear")
+        evaluation.probe_accuracy(X, np.r_[np.ones(18), np.zeros(2)], "linear")
 
 
 # ----------------------------------------------------------------- Gonen & Goldberg's tests
@@ -114,10 +104,10 @@ def two_clusters(n_per_side: int, dim: int = 10, spread: float = 0.05, seed: int
 
 def test_kmeans_accuracy_on_planted_clusters():
     X, labels = two_clusters(60)
-    assert kmeans_bias_accuracy(X, labels) == 1.0
-    assert kmeans_bias_accuracy(X, -labels) == 1.0  # the better of the two matchings
+    assert evaluation.kmeans_bias_accuracy(X, labels) == 1.0
+    assert evaluation.kmeans_bias_accuracy(X, -labels) == 1.0  # the better of the two matchings
     unrelated = np.where(np.random.default_rng(5).random(120) < 0.5, 1, -1)
-    assert kmeans_bias_accuracy(X, unrelated) <= chance_bound(120)
+    assert evaluation.kmeans_bias_accuracy(X, unrelated) <= chance_bound(120)
 
 
 def test_neighbour_bias_correlation_on_planted_clusters():
@@ -127,11 +117,11 @@ def test_neighbour_bias_correlation_on_planted_clusters():
     rng = np.random.default_rng(6)
     bias = labels * rng.uniform(0.1, 1.0, 300)
     expected = np.corrcoef(bias, (labels > 0).astype(float))[0, 1]
-    value = neighbour_bias_correlation(X, bias, k=100)
+    value = evaluation.neighbour_bias_correlation(X, bias, k=100)
     assert abs(value - expected) <= 64 * EPS
     # Vectors unrelated to the bias: the shares carry no bias signal.
     noise = rng.standard_normal((300, 10))
-    assert abs(neighbour_bias_correlation(noise, bias, k=100)) <= 4 / math.sqrt(300)
+    assert abs(evaluation.neighbour_bias_correlation(noise, bias, k=100)) <= 4 / math.sqrt(300)
 
 
 def test_gender_bias_split_is_the_ranked_selection_and_disjoint():
@@ -142,11 +132,13 @@ def test_gender_bias_split_is_the_ranked_selection_and_disjoint():
     words = ["".join(chr(97 + (i // 26**k) % 26) for k in range(3)) for i in range(n)]
     words[:6] = ["he", "she", "Upper", "with_underscore", "queen", "abc1"]
     vectors[0], vectors[1] = he, she
-    split = gender_bias_split(words, vectors, {"he", "she", "QUEEN"}, n_eval=20, n_fit=50)
+    split = evaluation.gender_bias_split(
+        words, vectors, {"he", "she", "QUEEN"}, n_eval=20, n_fit=50
+    )
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     bias = unit[:, 0] - unit[:, 1]
     assert np.abs(split.bias - bias).max() <= 8 * EPS
-    assert np.abs(gender_bias(vectors, words) - bias).max() <= 8 * EPS
+    assert np.abs(evaluation.gender_bias(vectors, words) - bias).max() <= 8 * EPS
     eligible = np.arange(6, n)  # the six special words are excluded
     order = eligible[np.argsort(-bias[eligible])]
     assert split.eval_index.tolist() == order[:20].tolist() + order[::-1][:20].tolist()
@@ -170,13 +162,15 @@ def test_similarity_and_neighbour_overlap():
         return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
 
     pairs = [(f"w{i}", f"w{i + 1}", math.exp(cos(f"w{i}", f"w{i + 1}"))) for i in range(9)]
-    assert similarity_spearman(vectors, pairs + [("w0", "x", 1.0)]) == pytest.approx((1.0, 9))
+    assert evaluation.similarity_spearman(vectors, pairs + [("w0", "x", 1.0)]) == pytest.approx(
+        (1.0, 9)
+    )
     with pytest.raises(ValueError, match="pairs"):
-        similarity_spearman(vectors, [("x", "y", 1.0)])
+        evaluation.similarity_spearman(vectors, [("x", "y", 1.0)])
     X = rng.standard_normal((50, 6))
     rotation = np.linalg.qr(rng.standard_normal((6, 6)))[0]
-    assert neighbour_overlap(X, 2.0 * X @ rotation, k=5) == 1.0  # cosines unchanged
-    assert neighbour_overlap(X, X, k=5, jaccard=True) == 1.0
+    assert evaluation.neighbour_overlap(X, 2.0 * X @ rotation, k=5) == 1.0  # cosines unchanged
+    assert evaluation.neighbour_overlap(X, X, k=5, jaccard=True) == 1.0
     # Brute force: the overlap of the 3-NN sets of word 0 under an independent second space.
     Y = rng.standard_normal((50, 6))
 
@@ -186,23 +180,23 @@ def test_similarity_and_neighbour_overlap():
         return set([j for j in np.argsort(-sims) if j != i][:k])
 
     shared = len(knn(X, 0, 3) & knn(Y, 0, 3))
-    assert neighbour_overlap(X, Y, k=3, query=[0]) == pytest.approx(shared / 3)
-    assert neighbour_overlap(X, Y, k=3, query=[0], jaccard=True) == pytest.approx(
+    assert evaluation.neighbour_overlap(X, Y, k=3, query=[0]) == pytest.approx(shared / 3)
+    assert evaluation.neighbour_overlap(X, Y, k=3, query=[0], jaccard=True) == pytest.approx(
         shared / (6 - shared)
     )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_attention_stereotype_gap_closed_form(dtype):
+def test_attention_stereotype_gap_closed_form(dtype, device):
     # Query 0 puts mass 0.6 on the male key, 0.2 on the female one; query 1 the reverse.
-    weights = torch.tensor([[0.6, 0.2, 0.2], [0.1, 0.3, 0.6]], dtype=dtype)
-    gap, corr = attention_stereotype_gap(weights, [0], [1], [0.5, -0.2])
+    weights = torch.tensor([[0.6, 0.2, 0.2], [0.1, 0.3, 0.6]], dtype=dtype, device=device)
+    gap, corr = evaluation.attention_stereotype_gap(weights, [0], [1], [0.5, -0.2])
     r0, r1 = math.log(0.6 / 0.2), math.log(0.1 / 0.3)
     tol = 8 * torch.finfo(dtype).eps
     assert abs(gap - (r0 - r1) / 2) <= tol * 4
     assert abs(corr - 1.0) <= 1e-12  # two points: a perfect correlation
     with pytest.raises(ValueError, match="NaN"):
-        attention_stereotype_gap(weights * float("nan"), [0], [1], [0.5, -0.2])
+        evaluation.attention_stereotype_gap(weights * float("nan"), [0], [1], [0.5, -0.2])
 
 
 # -------------------------------------------------------------------------------- bad input
@@ -210,43 +204,51 @@ def test_bad_input_errors_name_the_problem():
     words = ["he", "she", "doctor"]
     vectors = np.eye(3)
     with pytest.raises(ValueError, match="words has 2 entries"):
-        gender_bias(vectors, words[:2])
+        evaluation.gender_bias(vectors, words[:2])
     with pytest.raises(ValueError, match="NaN"):
-        gender_bias(np.where(np.eye(3) == 1, np.nan, 0.0), words)
+        evaluation.gender_bias(np.where(np.eye(3) == 1, np.nan, 0.0), words)
     with pytest.raises(ValueError, match="anchor word 'he'"):
-        gender_bias(vectors, ["a", "she", "b"])
+        evaluation.gender_bias(vectors, ["a", "she", "b"])
     vocab = {"a": np.ones(2), "b": np.array([1.0, -1.0])}
     with pytest.raises(ValueError, match="no word of set x"):
-        weat_effect_size(vocab, ["missing"], ["a"], ["a"], ["b"])
+        evaluation.weat_effect_size(vocab, ["missing"], ["a"], ["a"], ["b"])
     with pytest.raises(ValueError, match="NaN"):
-        weat_effect_size({"a": np.array([np.nan, 1.0]), "b": np.ones(2)}, "a", "b", "a", "b")
+        evaluation.weat_effect_size(
+            {"a": np.array([np.nan, 1.0]), "b": np.ones(2)}, "a", "b", "a", "b"
+        )
     with pytest.raises(ValueError, match="NaN"):
-        kmeans_bias_accuracy(np.full((4, 2), np.nan), [1, 1, -1, -1])
+        evaluation.kmeans_bias_accuracy(np.full((4, 2), np.nan), [1, 1, -1, -1])
     with pytest.raises(ValueError, match="labels must have shape"):
-        kmeans_bias_accuracy(np.eye(4), [1, -1])
+        evaluation.kmeans_bias_accuracy(np.eye(4), [1, -1])
     with pytest.raises(ValueError, match="k=5"):
-        neighbour_bias_correlation(np.eye(4), np.ones(4), k=5)
+        evaluation.neighbour_bias_correlation(np.eye(4), np.ones(4), k=5)
     with pytest.raises(ValueError, match="rows"):
-        neighbour_overlap(np.eye(4), np.eye(3), k=1)
+        evaluation.neighbour_overlap(np.eye(4), np.eye(3), k=1)
     with pytest.raises(ValueError, match="candidate words"):
-        gender_bias_split(words, vectors, set(), n_eval=1, n_fit=1)
+        evaluation.gender_bias_split(words, vectors, set(), n_eval=1, n_fit=1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, torch.float32])
-def test_inputs_of_any_float_type_give_the_float64_figures(dtype):
+def test_inputs_of_any_float_type_give_the_float64_figures(dtype, device):
     # Inputs are promoted to float64 once; the only error left is rounding the input to dtype.
     X, labels = two_clusters(30, seed=9)
     bias = labels * np.linspace(0.1, 1.0, 60)
-    cast = torch.as_tensor(X, dtype=dtype) if isinstance(dtype, torch.dtype) else X.astype(dtype)
-    rounded = np.asarray(cast, dtype=np.float64)
+    if isinstance(dtype, torch.dtype):
+        cast = torch.as_tensor(X, dtype=dtype, device=device)
+        rounded = cast.cpu().double().numpy()
+    else:
+        cast = X.astype(dtype)
+        rounded = np.asarray(cast, dtype=np.float64)
     vectors = {f"w{i}": row for i, row in enumerate(cast)}
     reference = {f"w{i}": row for i, row in enumerate(rounded)}
     sets = ([f"w{i}" for i in range(0, 5)], [f"w{i}" for i in range(30, 35)])
     attributes = ([f"w{i}" for i in range(5, 10)], [f"w{i}" for i in range(35, 40)])
-    assert weat_effect_size(vectors, *sets, *attributes) == pytest.approx(
-        weat_effect_size(reference, *sets, *attributes), abs=64 * EPS
+    assert evaluation.weat_effect_size(vectors, *sets, *attributes) == pytest.approx(
+        evaluation.weat_effect_size(reference, *sets, *attributes), abs=64 * EPS
     )
-    assert neighbour_bias_correlation(cast, bias, k=10) == pytest.approx(
-        neighbour_bias_correlation(rounded, bias, k=10), abs=64 * EPS
+    assert evaluation.neighbour_bias_correlation(cast, bias, k=10) == pytest.approx(
+        evaluation.neighbour_bias_correlation(rounded, bias, k=10), abs=64 * EPS
     )
-    assert kmeans_bias_accuracy(cast, labels) == kmeans_bias_accuracy(rounded, labels)
+    assert evaluation.kmeans_bias_accuracy(cast, labels) == evaluation.kmeans_bias_accuracy(
+        rounded, labels
+    )

@@ -39,20 +39,24 @@ def unit(x):
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def tokens(manifold, batch, length, dtype=torch.float64, generator=None):
+def tokens(manifold, batch, length, dtype=torch.float64, generator=None, device="cpu"):
+    """Points drawn on the CPU (the same on every device), then moved to ``device``."""
     if manifold is G:
         a = torch.randn(*batch, length, 5, 2, dtype=dtype, generator=generator)
-        return torch.linalg.qr(a).Q
+        return torch.linalg.qr(a).Q.to(device)
     if manifold is P:
         a = 0.3 * torch.randn(*batch, length, 3, 3, dtype=dtype, generator=generator)
-        return torch.linalg.matrix_exp(a + a.transpose(-1, -2))
+        return torch.linalg.matrix_exp(a + a.transpose(-1, -2)).to(device)
     x = torch.randn(*batch, length, 4, dtype=dtype, generator=generator)
-    return unit(x) if manifold is S else 0.5 * x
+    return (unit(x) if manifold is S else 0.5 * x).to(device)
 
 
-def draws(count, m, dim, dtype, seed=0):
+def draws(count, m, dim, dtype, seed=0, device="cpu"):
+    """Drawn by a CPU generator (the same on every device), returned on ``device``."""
     gen = torch.Generator().manual_seed(seed)
-    return orthogonal_random_features(m, dim, batch_shape=(count,), generator=gen, dtype=dtype)
+    return orthogonal_random_features(
+        m, dim, batch_shape=(count,), generator=gen, device=device, dtype=dtype
+    )
 
 
 def comparable(manifold, x):
@@ -74,9 +78,9 @@ def rounding_bound(dtype, *sizes):
 
 # ------------------------------------------------------------------ random features
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_orthogonal_random_features_blocks_are_orthogonal(dtype):
-    w = draws(3, 10, 4, dtype)  # blocks of 4, 4 and 2 rows
-    assert w.shape == (3, 10, 4) and w.dtype == dtype
+def test_orthogonal_random_features_blocks_are_orthogonal(dtype, device):
+    w = draws(3, 10, 4, dtype, device=device)  # blocks of 4, 4 and 2 rows
+    assert w.shape == (3, 10, 4) and w.dtype == dtype and w.device.type == device.type
     eps = torch.finfo(dtype).eps
     for start, stop in ((0, 4), (4, 8), (8, 10)):
         block = w[:, start:stop]
@@ -86,10 +90,10 @@ def test_orthogonal_random_features_blocks_are_orthogonal(dtype):
         assert off.abs().max() <= 16 * 4 * eps * norms.max() ** 2
 
 
-def test_orthogonal_random_features_rows_are_standard_gaussian():
+def test_orthogonal_random_features_rows_are_standard_gaussian(device):
     # every row must be N(0, I): E|w|^2 = F with variance 2F, E w = 0 with variance 1 per entry
     count, m, f = 400, 16, 8
-    w = draws(count, m, f, torch.float64).reshape(-1, f)
+    w = draws(count, m, f, torch.float64, device=device).reshape(-1, f)
     n = w.shape[0]
     sq = w.pow(2).sum(-1)
     assert abs(sq.mean().item() - f) < 5 * math.sqrt(2 * f / n)
@@ -97,12 +101,12 @@ def test_orthogonal_random_features_rows_are_standard_gaussian():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_positive_features_estimate_the_exponential_kernel_without_bias(dtype):
+def test_positive_features_estimate_the_exponential_kernel_without_bias(dtype, device):
     # E[prf(x) . prf(y)] = exp(x . y) (Lemma 1), checked within 6 standard errors over draws
     gen = torch.Generator().manual_seed(1)
     x, y = 0.5 * torch.randn(5, 3, generator=gen), 0.5 * torch.randn(7, 3, generator=gen)
-    x, y = x.to(dtype), y.to(dtype)
-    w = draws(4000, 6, 3, dtype)
+    x, y = x.to(device, dtype), y.to(device, dtype)
+    w = draws(4000, 6, 3, dtype, device=device)
     est = positive_random_features(x, w) @ positive_random_features(y, w).transpose(-1, -2)
     exact = torch.exp(x @ y.T)
     stderr = est.std(0) / math.sqrt(est.shape[0])
@@ -112,15 +116,17 @@ def test_positive_features_estimate_the_exponential_kernel_without_bias(dtype):
 # ------------------------------------------------------------------ kernel sums
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_kernel_sums_are_unbiased(dtype, causal):
+def test_kernel_sums_are_unbiased(dtype, causal, device):
     # small norms keep the estimator light-tailed (relative variance (exp|x + y|^2 - 1) / m of
     # order one), so the sample standard error over draws is a reliable yardstick
     gen = torch.Generator().manual_seed(2)
-    x = (0.3 * torch.randn(9, 4, generator=gen)).to(dtype)
-    y = (0.3 * torch.randn(9, 4, generator=gen)).to(dtype)
-    v = torch.randn(9, 3, generator=gen).to(dtype)
-    mask = torch.tensor([False, False, True, False, False, False, True, False, False])
-    w = draws(3000, 8, 4, dtype, seed=3)
+    x = (0.3 * torch.randn(9, 4, generator=gen)).to(device, dtype)
+    y = (0.3 * torch.randn(9, 4, generator=gen)).to(device, dtype)
+    v = torch.randn(9, 3, generator=gen).to(device, dtype)
+    mask = torch.tensor(
+        [False, False, True, False, False, False, True, False, False], device=device
+    )
+    w = draws(3000, 8, 4, dtype, seed=3, device=device)
     num, den, log_scale = favor_kernel_sums(
         x, y, v, w, causal=causal, key_padding_mask=mask, chunk_size=4
     )
@@ -134,12 +140,12 @@ def test_kernel_sums_are_unbiased(dtype, causal):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_stabilised_sums_equal_unstabilised_features(dtype):
+def test_stabilised_sums_equal_unstabilised_features(dtype, device):
     gen = torch.Generator().manual_seed(4)
     x, y = torch.randn(2, 11, 5, generator=gen), torch.randn(2, 11, 5, generator=gen)
     v = torch.randn(2, 11, 3, generator=gen)
-    x, y, v = x.to(dtype), y.to(dtype), v.to(dtype)
-    w = draws(1, 32, 5, dtype)[0]
+    x, y, v = x.to(device, dtype), y.to(device, dtype), v.to(device, dtype)
+    w = draws(1, 32, 5, dtype, device=device)[0]
     phi_q, phi_k = positive_random_features(x, w), positive_random_features(y, w)
     kernel = phi_q @ phi_k.transpose(-1, -2)
     tol = rounding_bound(dtype, 32, 11, 5 * 10)
@@ -154,19 +160,19 @@ def test_stabilised_sums_equal_unstabilised_features(dtype):
 # ------------------------------------------------------------------ every geometry
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
+def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype, device):
     manifold, distance, tau = CASES[case]
     gen = torch.Generator().manual_seed(5)
-    q = tokens(manifold, (2,), 7, dtype, gen)
-    k = tokens(manifold, (2,), 9, dtype, gen)
-    v = tokens(manifold, (2,), 9, dtype, gen)
+    q = tokens(manifold, (2,), 7, dtype, gen, device)
+    k = tokens(manifold, (2,), 9, dtype, gen, device)
+    v = tokens(manifold, (2,), 9, dtype, gen, device)
     exact = geodesic_attention(manifold, q, k, v, tau=tau, distance=distance)[0]
     # oracle 1: the unstabilised Lemma-1 features on the geometry's own features
     from manifoldnn.manifolds import geometry_for
 
     geometry = geometry_for(manifold)
     phi, psi = geometry.sdpa_features(q, k, distance)
-    w = draws(1, 64, phi.shape[-1], dtype)[0]
+    w = draws(1, 64, phi.shape[-1], dtype, device=device)[0]
     out = favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=w)[0]
     x, y = phi / math.sqrt(tau), psi / math.sqrt(tau)
     kernel = positive_random_features(x, w) @ positive_random_features(y, w).transpose(-1, -2)
@@ -180,7 +186,7 @@ def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
     if dtype is torch.float64:
         errors = []
         for m in (256, 65536):
-            ws = draws(8, m, phi.shape[-1], dtype, seed=m)
+            ws = draws(8, m, phi.shape[-1], dtype, seed=m, device=device)
             e = [
                 relative_error(
                     comparable(
@@ -197,13 +203,13 @@ def test_each_geometry_matches_its_kernel_and_converges_to_exact(case, dtype):
         assert errors[1] < errors[0] / 4
 
 
-def test_error_decreases_with_the_number_of_features():
+def test_error_decreases_with_the_number_of_features(device):
     gen = torch.Generator().manual_seed(6)
-    x = unit(torch.randn(64, 8, dtype=torch.float64, generator=gen))
+    x = unit(torch.randn(64, 8, dtype=torch.float64, generator=gen)).to(device)
     exact = geodesic_attention(S, x, x, x, tau=4.0, distance="chordal")[0]
     means = []
     for m in (16, 64, 256, 1024):
-        ws = draws(8, m, 8, torch.float64, seed=m)
+        ws = draws(8, m, 8, torch.float64, seed=m, device=device)
         errs = [
             relative_error(
                 favor_attention(S, x, x, x, tau=4.0, distance="chordal", features=w)[0], exact
@@ -217,10 +223,10 @@ def test_error_decreases_with_the_number_of_features():
 
 # ------------------------------------------------------------------ causality
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_causal_is_strictly_causal(dtype):
+def test_causal_is_strictly_causal(dtype, device):
     gen = torch.Generator().manual_seed(7)
-    q, k, v = (torch.randn(2, 23, 4, generator=gen).to(dtype) for _ in range(3))
-    w = draws(1, 16, 5, dtype)[0]
+    q, k, v = (torch.randn(2, 23, 4, generator=gen).to(device, dtype) for _ in range(3))
+    w = draws(1, 16, 5, dtype, device=device)[0]
     base = favor_attention(E, q, k, v, tau=4.0, features=w, is_causal=True, chunk_size=5)[0]
     for t in (0, 6, 12, 21):
         later = slice(t + 1, None)
@@ -235,10 +241,10 @@ def test_causal_is_strictly_causal(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_causal_equals_attention_on_each_prefix(dtype):
+def test_causal_equals_attention_on_each_prefix(dtype, device):
     gen = torch.Generator().manual_seed(8)
-    x = unit(torch.randn(1, 17, 6, generator=gen)).to(dtype)
-    w = draws(1, 32, 6, dtype)[0]
+    x = unit(torch.randn(1, 17, 6, generator=gen)).to(device, dtype)
+    w = draws(1, 32, 6, dtype, device=device)[0]
     causal = favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w, is_causal=True)[0]
     tol = rounding_bound(dtype, 32, 17, 6 * 10)
     for t in range(17):
@@ -255,11 +261,11 @@ def test_causal_equals_attention_on_each_prefix(dtype):
 # ------------------------------------------------------------------ padding
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("causal", [False, True])
-def test_padding_mask_equals_removing_the_keys(dtype, causal):
+def test_padding_mask_equals_removing_the_keys(dtype, causal, device):
     gen = torch.Generator().manual_seed(9)
-    x = tokens(G, (), 12, dtype, gen)
-    w = draws(1, 48, 15, dtype)[0]
-    mask = torch.zeros(12, dtype=torch.bool)
+    x = tokens(G, (), 12, dtype, gen, device)
+    w = draws(1, 48, 15, dtype, device=device)[0]
+    mask = torch.zeros(12, dtype=torch.bool, device=device)
     mask[[3, 7, 8]] = True
     keep = ~mask
     out = favor_attention(G, x, x, x, tau=2.0, features=w, key_padding_mask=mask, is_causal=causal)[
@@ -278,9 +284,9 @@ def test_padding_mask_equals_removing_the_keys(dtype, causal):
             assert relative_error(proj[t], ref @ ref.T) < tol
 
 
-def test_causal_fully_padded_prefix_is_finite():
-    x = tokens(S, (), 6)
-    mask = torch.tensor([True, True, False, False, False, False])
+def test_causal_fully_padded_prefix_is_finite(device):
+    x = tokens(S, (), 6, device=device)
+    mask = torch.tensor([True, True, False, False, False, False], device=device)
     out = favor_attention(S, x, x, x, tau=2.0, distance="chordal", num_features=8,
                           key_padding_mask=mask, is_causal=True)[0]  # fmt: skip
     assert torch.isfinite(out).all()
@@ -289,12 +295,14 @@ def test_causal_fully_padded_prefix_is_finite():
 # ------------------------------------------------------------------ gradients, compile
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("case", ["sphere", "euclidean"])
-def test_gradcheck(case, causal):
+def test_gradcheck(case, causal, device):
     manifold, distance, _ = CASES[case]
     gen = torch.Generator().manual_seed(10)
-    q, k, v = (tokens(manifold, (), 5, torch.float64, gen).requires_grad_() for _ in range(3))
-    tau = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
-    w = draws(1, 8, q.shape[-1] + (manifold is E), torch.float64)[0]
+    q, k, v = (
+        tokens(manifold, (), 5, torch.float64, gen, device).requires_grad_() for _ in range(3)
+    )
+    tau = torch.tensor(2.0, dtype=torch.float64, device=device, requires_grad=True)
+    w = draws(1, 8, q.shape[-1] + (manifold is E), torch.float64, device=device)[0]
 
     def fn(q, k, v, tau):
         return favor_attention(manifold, q, k, v, tau=tau, distance=distance, features=w,
@@ -304,10 +312,10 @@ def test_gradcheck(case, causal):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_no_graph_breaks(causal):
+def test_no_graph_breaks(causal, device):
     torch._dynamo.reset()
-    x = tokens(S, (2,), 10, torch.float32)
-    w = draws(1, 16, 4, torch.float32)[0]
+    x = tokens(S, (2,), 10, torch.float32, device=device)
+    w = draws(1, 16, 4, torch.float32, device=device)[0]
 
     def fn(x):
         return favor_attention(S, x, x, x, tau=2.0, distance="chordal", features=w,
@@ -315,20 +323,22 @@ def test_no_graph_breaks(causal):
 
     explanation = torch._dynamo.explain(fn)(x)
     assert explanation.graph_break_count == 0
-    layer = FavorAttention(G, 5, 4, num_heads=2, num_features=16, validate=False).eval()
-    y = tokens(G, (2,), 10, torch.float32)
+    layer = FavorAttention(G, 5, 4, num_heads=2, num_features=16, validate=False, device=device)
+    layer = layer.eval()
+    y = tokens(G, (2,), 10, torch.float32, device=device)
     explanation = torch._dynamo.explain(lambda y: layer(y, is_causal=causal)[0])(y)
     assert explanation.graph_break_count == 0
 
 
 # ------------------------------------------------------------------ the module
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_module_shapes_heads_and_functional_equality(dtype):
+def test_module_shapes_heads_and_functional_equality(dtype, device):
     layer = FavorAttention(S, 6, 4, num_heads=3, num_features=32, distance="chordal", tau=2.0,
-                           dtype=dtype)  # fmt: skip
+                           device=device, dtype=dtype)  # fmt: skip
     assert layer.features.shape == (3, 32, 4) and layer.features.dtype == dtype
+    assert layer.features.device.type == device.type
     assert "features" in layer.state_dict()
-    x = tokens(S, (2,), 9, dtype)[..., :3]
+    x = tokens(S, (2,), 9, dtype, device=device)[..., :3]
     x = unit(torch.cat([x, x], -1))
     out = layer(x)[0]
     assert out.shape == (2, 9, 3, 4)
@@ -341,15 +351,17 @@ def test_module_shapes_heads_and_functional_equality(dtype):
     assert layer.log_tau.grad is not None and torch.isfinite(layer.log_tau.grad)
 
 
-def test_module_approaches_geodesic_attention_with_the_same_weights():
+def test_module_approaches_geodesic_attention_with_the_same_weights(device):
     torch.manual_seed(11)
-    exact_layer = GeodesicAttention(G, 6, 5, num_heads=2, tau=3.0, dtype=torch.float64)
+    exact_layer = GeodesicAttention(G, 6, 5, num_heads=2, tau=3.0, dtype=torch.float64).to(device)
     x = tokens(G, (1,), 20)
     x = torch.linalg.qr(torch.cat([x, torch.randn(1, 20, 1, 2, dtype=torch.float64)], -2)).Q
+    x = x.to(device)
     exact = exact_layer(x)[0]
     errors = []
     for m in (16, 1024):
-        layer = FavorAttention(G, 6, 5, num_heads=2, num_features=m, tau=3.0, dtype=torch.float64)
+        layer = FavorAttention(G, 6, 5, num_heads=2, num_features=m, tau=3.0, device=device,
+                               dtype=torch.float64)  # fmt: skip
         layer.load_state_dict(exact_layer.state_dict(), strict=False)
         e = []
         for _ in range(6):
@@ -360,9 +372,9 @@ def test_module_approaches_geodesic_attention_with_the_same_weights():
     assert errors[1] < errors[0] / 4
 
 
-def test_module_redraws_every_interval_in_training_only():
-    layer = FavorAttention(E, 4, num_features=8, redraw_interval=2)
-    x = tokens(E, (1,), 5, torch.float32)
+def test_module_redraws_every_interval_in_training_only(device):
+    layer = FavorAttention(E, 4, num_features=8, redraw_interval=2, device=device)
+    x = tokens(E, (1,), 5, torch.float32, device=device)
     seen = [layer.features.clone()]
     for _ in range(4):
         layer(x)
@@ -378,9 +390,10 @@ def test_module_redraws_every_interval_in_training_only():
     assert not torch.equal(layer.features, seen[4])
 
 
-def test_entropy_invariant_scale_is_passed():
-    layer = FavorAttention(S, 4, num_features=16, distance="chordal", train_length=8, tau=2.0)
-    x = tokens(S, (1,), 32, torch.float32)
+def test_entropy_invariant_scale_is_passed(device):
+    layer = FavorAttention(S, 4, num_features=16, distance="chordal", train_length=8, tau=2.0,
+                           device=device)  # fmt: skip
+    x = tokens(S, (1,), 32, torch.float32, device=device)
     q, k, v = (getattr(layer, f"{n}_map")(x)[:, :, 0] for n in ("query", "key", "value"))
     ref = favor_attention(S, q, k, v, tau=layer.tau, distance="chordal", features=layer.features[0],
                           scale=math.log(32) / math.log(8))[0]  # fmt: skip

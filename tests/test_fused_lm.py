@@ -14,19 +14,23 @@ P, K, N, n, V = 11, 3, 9, 4, 4  # phonemes, codebooks, codes per codebook, text 
 C_EXACT = n + K * V
 
 
-def make(fusion: str, c: int = C_EXACT, dtype=torch.float64, **kwargs) -> FusedStreamLM:
+def make(
+    fusion: str, c: int = C_EXACT, dtype=torch.float64, device="cpu", **kwargs
+) -> FusedStreamLM:
+    """Initialised on the CPU (the same weights on every device), then moved to ``device``."""
     torch.manual_seed(0)
     return FusedStreamLM(
         P, K, N, c, fusion=fusion, text_size=n, code_size=V, num_layers=2, num_heads=2, dtype=dtype,
         **kwargs,
-    )  # fmt: skip
+    ).to(device)  # fmt: skip
 
 
-def batch(b: int = 3, t: int = 10, seed: int = 0):
+def batch(b: int = 3, t: int = 10, seed: int = 0, device="cpu"):
+    """Drawn on the CPU (the same ids on every device), then moved to ``device``."""
     generator = torch.Generator().manual_seed(seed)
     text = torch.randint(0, P, (b, t), generator=generator)
     codes = torch.randint(0, N, (b, t, K), generator=generator)
-    return text, codes
+    return text.to(device), codes.to(device)
 
 
 CONFIGS = [
@@ -39,11 +43,12 @@ CONFIGS = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("fusion", "c", "kwargs"), CONFIGS)
-def test_shapes_and_dtype(fusion, c, kwargs, dtype) -> None:
-    model = make(fusion, c, dtype, **kwargs)
-    text, codes = batch()
+def test_shapes_and_dtype(fusion, c, kwargs, dtype, device) -> None:
+    model = make(fusion, c, dtype, device, **kwargs)
+    text, codes = batch(device=device)
     logits, hidden = model(text, codes, return_hidden=True)
     assert logits.shape == (3, 10, K, N) and logits.dtype == dtype
+    assert logits.device.type == device.type
     assert hidden.shape == (3, 10, c)
     assert model.fuse(text, codes).shape == (3, 10, c)
     loss = model.loss(text, codes)
@@ -51,10 +56,10 @@ def test_shapes_and_dtype(fusion, c, kwargs, dtype) -> None:
 
 
 @pytest.mark.parametrize(("fusion", "c", "kwargs"), CONFIGS)
-def test_causal_next_frame_prediction(fusion, c, kwargs) -> None:
+def test_causal_next_frame_prediction(fusion, c, kwargs, device) -> None:
     """Logits at frame t see text up to t and codes up to t - 1 only."""
-    model = make(fusion, c, **kwargs)
-    text, codes = batch()
+    model = make(fusion, c, device=device, **kwargs)
+    text, codes = batch(device=device)
     t = 5
     logits = model(text, codes)
     text2, codes2 = text.clone(), codes.clone()
@@ -67,10 +72,10 @@ def test_causal_next_frame_prediction(fusion, c, kwargs) -> None:
 
 
 @pytest.mark.parametrize(("fusion", "c", "kwargs"), CONFIGS)
-def test_masked_loss_equals_loss_of_the_prefix(fusion, c, kwargs) -> None:
-    model = make(fusion, c, **kwargs)
-    text, codes = batch(b=1, t=12)
-    mask = torch.zeros(1, 12, dtype=torch.bool)
+def test_masked_loss_equals_loss_of_the_prefix(fusion, c, kwargs, device) -> None:
+    model = make(fusion, c, device=device, **kwargs)
+    text, codes = batch(b=1, t=12, device=device)
+    mask = torch.zeros(1, 12, dtype=torch.bool, device=device)
     mask[:, :7] = True
     eps = torch.finfo(torch.float64).eps
     torch.testing.assert_close(
@@ -78,15 +83,15 @@ def test_masked_loss_equals_loss_of_the_prefix(fusion, c, kwargs) -> None:
     )
 
 
-def test_summed_and_concat_inputs_are_what_they_say() -> None:
-    text, codes = batch()
-    summed = make("summed")
+def test_summed_and_concat_inputs_are_what_they_say(device) -> None:
+    text, codes = batch(device=device)
+    summed = make("summed", device=device)
     prev = summed.previous_codes(codes)
     expected = summed.text_embedding(text)
     for k in range(K):
         expected = expected + summed.code_embeddings[k][prev[..., k]]
     torch.testing.assert_close(summed.fuse(text, codes), expected)
-    concat = make("concat_linear")
+    concat = make("concat_linear", device=device)
     prev = concat.previous_codes(codes)
     parts = [concat.text_embedding(text)] + [
         concat.code_embeddings[k][prev[..., k]] for k in range(K)
@@ -94,18 +99,18 @@ def test_summed_and_concat_inputs_are_what_they_say() -> None:
     torch.testing.assert_close(concat.fuse(text, codes), concat.concat_map(torch.cat(parts, -1)))
 
 
-def test_previous_codes_start_with_the_start_code() -> None:
-    model = make("summed")
-    _, codes = batch()
+def test_previous_codes_start_with_the_start_code(device) -> None:
+    model = make("summed", device=device)
+    _, codes = batch(device=device)
     prev = model.previous_codes(codes)
     assert torch.all(prev[:, 0] == N)
     torch.testing.assert_close(prev[:, 1:], codes[:, :-1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_exact_direct_sum_input_decomposes_exactly(dtype) -> None:
-    model = make("direct_sum", dtype=dtype)
-    text, codes = batch(b=4, t=30, seed=1)
+def test_exact_direct_sum_input_decomposes_exactly(dtype, device) -> None:
+    model = make("direct_sum", dtype=dtype, device=device)
+    text, codes = batch(b=4, t=30, seed=1, device=device)
     x = model.fuse(text, codes)
     parts = model.decompose_input(x)
     assert torch.equal(parts["text"], text)
@@ -118,23 +123,23 @@ def test_exact_direct_sum_input_decomposes_exactly(dtype) -> None:
     torch.testing.assert_close(parts["b_hat"], b, atol=tol, rtol=0)
 
 
-def test_lossy_direct_sum_cca_and_pca_start() -> None:
-    text, codes = batch(b=20, t=30, seed=2)
+def test_lossy_direct_sum_cca_and_pca_start(device) -> None:
+    text, codes = batch(b=20, t=30, seed=2, device=device)
     for method in ("pca", "cca"):
-        model = make("direct_sum", 12, rank_a=4, rank_b=6)
+        model = make("direct_sum", 12, device=device, rank_a=4, rank_b=6)
         model.initialize_fusion(text, codes, method)
         q_a, q_b, _, _ = model.direct_sum.frames()
         eps = torch.finfo(torch.float64).eps
         assert float((q_a.T @ q_b).detach().abs().max()) <= 100 * eps
         assert torch.isfinite(model.loss(text, codes)).all()
     with pytest.raises(ValueError, match="direct_sum"):
-        make("summed").initialize_fusion(text, codes)
+        make("summed", device=device).initialize_fusion(text, codes)
 
 
 @pytest.mark.parametrize(("fusion", "c", "kwargs"), CONFIGS)
-def test_gradcheck(fusion, c, kwargs) -> None:
-    model = make(fusion, c, **kwargs)
-    text, codes = batch(b=2, t=4)
+def test_gradcheck(fusion, c, kwargs, device) -> None:
+    model = make(fusion, c, device=device, **kwargs)
+    text, codes = batch(b=2, t=4, device=device)
     weight = model.text_embedding.weight.detach().clone().requires_grad_(True)
 
     def f(w):
@@ -170,19 +175,23 @@ def test_value_errors() -> None:
 
 
 # ---------------------------------------------------------------- residual vector quantiser
-def test_rvq_recovers_planted_codebook_exactly() -> None:
+def test_rvq_recovers_planted_codebook_exactly(device) -> None:
+    """fit is NumPy (scikit-learn k-means); encode / decode run on ``device``."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((6, 3)) * 10
     x = centres[rng.integers(0, 6, 300)]
     rvq = ResidualVectorQuantizer(1, 6, random_state=0).fit(x)
-    np.testing.assert_allclose(rvq.decode(rvq.encode(x)).numpy(), x, atol=1e-9)
+    decoded = rvq.decode(rvq.encode(torch.from_numpy(x).to(device)))
+    assert decoded.device.type == device.type
+    np.testing.assert_allclose(decoded.cpu().numpy(), x, atol=1e-9)
 
 
-def test_rvq_encode_is_the_greedy_nearest_code_and_errors_decrease() -> None:
+def test_rvq_encode_is_the_greedy_nearest_code_and_errors_decrease(device) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((400, 5))
     rvq = ResidualVectorQuantizer(3, 8, random_state=0).fit(x)
-    ids = rvq.encode(torch.from_numpy(x)).numpy()
+    frames = torch.from_numpy(x).to(device)
+    ids = rvq.encode(frames).cpu().numpy()
     residual = x.copy()
     errors = [float((x**2).sum())]
     for k, book in enumerate(rvq.codebooks_.numpy()):  # brute-force greedy reference
@@ -191,8 +200,9 @@ def test_rvq_encode_is_the_greedy_nearest_code_and_errors_decrease() -> None:
         residual = residual - book[nearest]
         errors.append(float((residual**2).sum()))
     assert all(later <= earlier for earlier, later in zip(errors, errors[1:]))
-    np.testing.assert_allclose(rvq.decode(torch.from_numpy(ids)).numpy(), x - residual, atol=1e-12)
-    assert rvq.encode(torch.from_numpy(x).view(20, 20, 5)).shape == (20, 20, 3)
+    decoded = rvq.decode(torch.from_numpy(ids).to(device)).cpu().numpy()
+    np.testing.assert_allclose(decoded, x - residual, atol=1e-12)
+    assert rvq.encode(frames.view(20, 20, 5)).shape == (20, 20, 3)
 
 
 def test_rvq_value_errors() -> None:
@@ -205,10 +215,10 @@ def test_rvq_value_errors() -> None:
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_compiles_without_graph_breaks(fusion) -> None:
+def test_compiles_without_graph_breaks(fusion, device) -> None:
     """fullgraph=True fails on any graph break (no host reads of tensor values in forward)."""
-    model = make(fusion)
-    text, codes = batch()
+    model = make(fusion, device=device)
+    text, codes = batch(device=device)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(text, codes), model(text, codes))
 

@@ -31,8 +31,10 @@ from manifoldnn.layers import geodesic_attention
 from manifoldnn.linalg import tolerance
 from manifoldnn.manifolds import (
     Euclidean,
+    GeometryModule,
     ManifoldGeometry,
     Sphere,
+    geometry,
     geometry_for,
     karcher_mean,
     registered_geometries,
@@ -187,16 +189,23 @@ def _sdpa_cases():
 
 
 def test_the_registry_holds_the_library_geometries_and_the_new_one():
-    names = {cls.__name__ for cls in GEOMETRIES}
-    assert {
-        "EuclideanGeometry",
-        "SphereGeometry",
-        "GrassmannGeometry",
-        "SPDGeometry",
-        "PoincareBallGeometry",
-        "LorentzGeometry",
-        "ProductGeometry",
-    } <= names
+    """Every geometry class the library exports is registered (a new one cannot be forgotten),
+    and so is the one this file adds."""
+    exported = {
+        name
+        for name in geometry.__all__
+        if name.endswith("Geometry") and name != "ManifoldGeometry"
+    }
+    assert len(exported) >= 6
+    assert exported | {"ProductGeometry"} <= {cls.__name__ for cls in GEOMETRIES}
+
+
+@pytest.mark.parametrize("cls", GEOMETRIES, ids=_id)
+def test_a_geometry_module_takes_a_manifold_or_its_geometry(cls):
+    manifold = cls.example_manifold()
+    for argument in (manifold, geometry_for(manifold)):
+        module = GeometryModule(argument)
+        assert type(module.geometry) is cls and module.manifold is manifold
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -15,11 +15,11 @@ N, P = 12, 3
 
 
 class Subspace(torch.nn.Module):
-    def __init__(self, n: int, p: int):
+    def __init__(self, n: int, p: int, device=None):
         super().__init__()
         manifold = Grassmann()
         self.basis = geoopt.ManifoldParameter(
-            manifold.random(n, p, dtype=torch.float64), manifold=manifold
+            manifold.random(n, p, dtype=torch.float64, device=device), manifold=manifold
         )
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
@@ -38,31 +38,31 @@ def _symmetric_with_gap(seed: int) -> np.ndarray:
     "optimizer_cls, lr, steps",
     [(geoopt.optim.RiemannianAdam, 0.05, 600), (geoopt.optim.RiemannianSGD, 0.05, 600)],
 )
-def test_optimisers_find_dominant_eigenspace(optimizer_cls, lr, steps):
+def test_optimisers_find_dominant_eigenspace(optimizer_cls, lr, steps, device):
     torch.manual_seed(0)
     a_np = _symmetric_with_gap(1)
-    a = torch.from_numpy(a_np)
-    model = Subspace(N, P)
+    a = torch.from_numpy(a_np).to(device)
+    model = Subspace(N, P, device)
     optimizer = optimizer_cls(model.parameters(), lr=lr)
     for _ in range(steps):
         optimizer.zero_grad()
         model(a).backward()
         optimizer.step()
     _, vectors = scipy.linalg.eigh(a_np)
-    reference = torch.from_numpy(vectors[:, -P:])
+    reference = torch.from_numpy(vectors[:, -P:]).to(device)
     manifold = model.basis.manifold
     assert manifold.projection_distance(model.basis.detach(), reference) < 1e-4
     ok, reason = manifold.check_point_on_manifold(model.basis.detach(), explain=True, atol=1e-10)
     assert ok, reason
 
 
-def test_state_dict_and_deepcopy_round_trip():
+def test_state_dict_and_deepcopy_round_trip(device):
     torch.manual_seed(1)
-    model = Subspace(N, P)
+    model = Subspace(N, P, device)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
-    other = Subspace(N, P)
+    other = Subspace(N, P, device)
     assert not torch.equal(other.basis, model.basis)
     other.load_state_dict(torch.load(buffer))
     assert torch.equal(other.basis, model.basis)
@@ -75,16 +75,16 @@ def test_state_dict_and_deepcopy_round_trip():
     assert clone.basis.data_ptr() != model.basis.data_ptr()
     # the copy trains independently and stays on the manifold
     optimizer = geoopt.optim.RiemannianAdam(clone.parameters(), lr=0.1)
-    clone(torch.from_numpy(_symmetric_with_gap(2))).backward()
+    clone(torch.from_numpy(_symmetric_with_gap(2)).to(device)).backward()
     optimizer.step()
     assert not torch.equal(clone.basis, model.basis)
     assert clone.basis.manifold.check_point_on_manifold(clone.basis.detach(), atol=1e-10)
 
 
-def test_manifold_parameter_checks_points():
+def test_manifold_parameter_checks_points(device):
     manifold = Grassmann()
-    off = geoopt.ManifoldParameter(torch.randn(5, 2), manifold=manifold)
+    off = geoopt.ManifoldParameter(torch.randn(5, 2, device=device), manifold=manifold)
     with pytest.raises(ValueError, match="X\\^T X"):
         manifold.assert_check_point_on_manifold(off)
-    param = geoopt.ManifoldParameter(manifold.random(5, 2), manifold=manifold)
+    param = geoopt.ManifoldParameter(manifold.random(5, 2, device=device), manifold=manifold)
     assert param.manifold.check_point_on_manifold(param.detach())

@@ -225,6 +225,19 @@ def test_gpt_residual_schemes_train_and_generate(residual):
     torch.testing.assert_close(last, logits[:, -1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "attention", [{"attention": "latent"}, {"num_kv_heads": 1}, {"attention": "delta"}], ids=str
+)
+@pytest.mark.parametrize("residual", ["deepnorm", "hyper"])
+def test_gpt_residual_schemes_with_every_attention(residual, attention):
+    torch.manual_seed(8)
+    model = GPT(GPTConfig(num_layers=2, dim=16, num_heads=2, residual=residual, **attention))
+    idx = torch.randint(0, 256, (2, 10))
+    logits = model(idx)
+    last, _ = model.prefill(idx, 2)
+    torch.testing.assert_close(last, logits[:, -1], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("residual", ["prenorm", "deepnorm", "hyper"])
 def test_bdh_residual_schemes_agree_across_modes(residual):
     torch.manual_seed(9)

@@ -99,18 +99,13 @@ def test_mlr_tends_to_logistic_regression_as_the_curvature_vanishes(device):
     torch.testing.assert_close(mlr(x).detach(), expected, atol=bound, rtol=0)
 
 
-def test_mlr_trains_with_riemannian_adam(device):
+def test_mlr_trains_with_riemannian_adam(device, train_classifier):
     """Two classes on either side of a geodesic through the origin: a few steps separate them."""
     generator = torch.Generator().manual_seed(5)
     x = geoopt.PoincareBall().expmap0(0.5 * torch.randn(64, 2, generator=generator)).to(device)
     labels = (x[:, 0] > 0).long()
     mlr = HyperbolicMLR(2, 2, device=device)
-    optimizer = geoopt.optim.RiemannianAdam(mlr.parameters(), lr=0.05)
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(mlr(x), labels)
-        loss.backward()
-        optimizer.step()
+    train_classifier(mlr, x, labels, steps=60, lr=0.05)
     assert float((mlr(x).argmax(-1) == labels).float().mean()) >= 0.95
     assert geoopt.PoincareBall().check_point_on_manifold(mlr.offset.detach().cpu())
 

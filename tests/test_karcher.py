@@ -166,16 +166,18 @@ CASES = _cases()
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_matches_float64_fixed_point_reference(name):
+def test_matches_float64_fixed_point_reference(name, device):
     manifold, points, weights, (log, exp, norm) = CASES[name]
-    mean, grad_norm, _ = karcher_mean(manifold, points, weights, return_info=True)
+    mean, grad_norm, _ = karcher_mean(
+        manifold, points.to(device), weights.to(device), return_info=True
+    )
     assert mean.shape == points.shape[:1] + points.shape[2:]
     assert torch.all(grad_norm <= TOL64)
     pts, w = points.numpy(), weights.numpy()
     for s in range(SETS):
         ref, ref_grad = _reference_mean(pts[s], w[s], log, exp, norm, init=pts[s, 0])
         assert ref_grad < 1e-12  # the reference's own stopping criterion (1e-13)
-        ours = mean[s].numpy()
+        ours = mean[s].cpu().numpy()
         if name == "grassmann":
             gap = np.linalg.norm(ours @ ours.T - ref @ ref.T)
         else:
@@ -187,10 +189,10 @@ def test_matches_float64_fixed_point_reference(name):
         assert norm(ours, grad) < TOL64 + _rounding(torch.float64, POINTS)
 
 
-def test_euclidean_mean_is_weighted_average():
+def test_euclidean_mean_is_weighted_average(device):
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(4, 6, 3, generator=gen, dtype=torch.float64)
-    w = torch.rand(4, 6, generator=gen, dtype=torch.float64)
+    x = torch.randn(4, 6, 3, generator=gen, dtype=torch.float64).to(device)
+    w = torch.rand(4, 6, generator=gen, dtype=torch.float64).to(device)
     mean = karcher_mean(Euclidean(ndim=1), x, w)
     torch.testing.assert_close(
         mean,
@@ -200,18 +202,19 @@ def test_euclidean_mean_is_weighted_average():
     )
 
 
-def test_manifolds_without_a_pairwise_geometry_use_the_generic_pieces():
+def test_manifolds_without_a_pairwise_geometry_use_the_generic_pieces(device):
     # Euclidean(ndim=2) has no pairwise geometry (EuclideanGeometry pairs vectors): the Karcher mean
     # still runs on the manifold's own maps
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 5, 2, 2, generator=gen, dtype=torch.float64)
+    x = torch.randn(3, 5, 2, 2, generator=gen, dtype=torch.float64).to(device)
     mean = karcher_mean(Euclidean(ndim=2), x)
     torch.testing.assert_close(mean, x.mean(1), atol=_rounding(x.dtype, x.abs().max()), rtol=0)
 
 
-def test_batch_equals_loop_and_leading_dims():
+def test_batch_equals_loop_and_leading_dims(device):
     manifold, points, weights, _ = CASES["spd"]
-    pts, w = points[:6].reshape(2, 3, POINTS, 4, 4), weights[:6].reshape(2, 3, POINTS)
+    pts = points[:6].reshape(2, 3, POINTS, 4, 4).to(device)
+    w = weights[:6].reshape(2, 3, POINTS).to(device)
     batched = karcher_mean(manifold, pts, w)
     assert batched.shape == (2, 3, 4, 4)
     for i in range(2):
@@ -226,11 +229,13 @@ def test_batch_equals_loop_and_leading_dims():
     )
 
 
-def test_grassmann_mean_ignores_bases_and_converged_sets_stay():
+def test_grassmann_mean_ignores_bases_and_converged_sets_stay(device):
     g = Grassmann()
     _, points, weights, _ = CASES["grassmann"]
+    points, weights = points.to(device), weights.to(device)
     gen = torch.Generator().manual_seed(2)
     r = torch.linalg.qr(torch.randn(SETS, POINTS, 3, 3, generator=gen, dtype=torch.float64))[0]
+    r = r.to(device)
     a = karcher_mean(g, points, weights)
     b = karcher_mean(g, points @ r, weights)
     assert g.projection_distance(a, b).max() < 2 * TOL64 / MU
@@ -243,19 +248,22 @@ def test_grassmann_mean_ignores_bases_and_converged_sets_stay():
     )
 
 
-def test_per_set_stopping():
+def test_per_set_stopping(device):
     g = Grassmann()
     _, points, _, _ = CASES["grassmann"]
+    points = points.to(device)
     tight = points[:1]
     loose = points[1:2, :1].expand(1, POINTS, 7, 3)  # already converged at the warm start
     _, _, iterations = karcher_mean(g, torch.cat([tight, loose]), return_info=True)
     assert iterations[0] > 0 and iterations[1] == 0
 
 
-def test_widely_spread_float32_sets_converge_and_stay_on_the_manifold():
+def test_widely_spread_float32_sets_converge_and_stay_on_the_manifold(device):
     g = Grassmann()
     gen = torch.Generator().manual_seed(6)
-    points = g.projx(torch.randn(16, 30, 10, 3, generator=gen))  # uniform: no concentration at all
+    points = g.projx(torch.randn(16, 30, 10, 3, generator=gen)).to(
+        device
+    )  # uniform: no concentration
     mean, grad_norm, _ = karcher_mean(g, points, return_info=True, max_iter=200)
     assert torch.all(grad_norm <= TOL32)
     # a Householder QR factor is orthonormal to a small multiple of n eps (Higham 2002, Thm. 19.4)
@@ -265,9 +273,10 @@ def test_widely_spread_float32_sets_converge_and_stay_on_the_manifold():
     assert ok, reason
 
 
-def test_float32():
+def test_float32(device):
     for name in ("grassmann", "sphere", "spd", "poincare"):
         manifold, points, weights, _ = CASES[name]
+        points, weights = points.to(device), weights.to(device)
         mean32 = karcher_mean(manifold, points[:8].float(), weights[:8].float())
         mean64 = karcher_mean(manifold, points[:8], weights[:8])
         assert mean32.dtype == torch.float32
@@ -298,39 +307,36 @@ def _gradcheck(manifold, to_manifold, raw, weights):
     return torch.autograd.gradcheck(fn, (raw, weights), atol=1e-6, rtol=1e-5)
 
 
-def test_gradcheck_all_manifolds():
+def test_gradcheck_all_manifolds(device):
     gen = torch.Generator().manual_seed(3)
-    w = torch.rand(2, 4, generator=gen, dtype=torch.float64) + 0.5
-    raw = 0.3 * torch.randn(2, 4, 5, 2, generator=gen, dtype=torch.float64) + torch.eye(
-        5, 2, dtype=torch.float64
-    )
+    w = torch.rand(2, 4, generator=gen, dtype=torch.float64).to(device) + 0.5
+    raw = 0.3 * torch.randn(2, 4, 5, 2, generator=gen, dtype=torch.float64).to(device)
+    raw = raw + torch.eye(5, 2, dtype=torch.float64, device=device)
     assert _gradcheck(Grassmann(), qr_positive, raw, w)
-    raw = 0.3 * torch.randn(2, 4, 4, generator=gen, dtype=torch.float64) + torch.tensor(
-        [1.0, 0, 0, 0], dtype=torch.float64
-    )
+    raw = 0.3 * torch.randn(2, 4, 4, generator=gen, dtype=torch.float64).to(device)
+    raw = raw + torch.tensor([1.0, 0, 0, 0], dtype=torch.float64, device=device)
     assert _gradcheck(Sphere(), lambda a: a / a.norm(dim=-1, keepdim=True), raw, w)
-    raw = 0.15 * torch.randn(2, 4, 3, 3, generator=gen, dtype=torch.float64) + torch.eye(
-        3, dtype=torch.float64
-    )
+    raw = 0.15 * torch.randn(2, 4, 3, 3, generator=gen, dtype=torch.float64).to(device)
+    raw = raw + torch.eye(3, dtype=torch.float64, device=device)
     assert _gradcheck(SymmetricPositiveDefinite(), lambda a: a @ a.transpose(-1, -2), raw, w)
-    raw = 0.2 * torch.randn(2, 4, 3, generator=gen, dtype=torch.float64)
+    raw = 0.2 * torch.randn(2, 4, 3, generator=gen, dtype=torch.float64).to(device)
     assert _gradcheck(PoincareBall(), lambda a: a, raw, w)
 
 
-def test_gradient_of_a_mean_agrees_with_finite_differences_of_the_reference():
+def test_gradient_of_a_mean_agrees_with_finite_differences_of_the_reference(device):
     """d/dt of a scalar of the Grassmann mean along a path, implicit backward vs the NumPy reference."""
     g = Grassmann()
     _, points, weights, (log, exp, norm) = CASES["grassmann"]
-    x, w = points[0], weights[0]
+    x, w = points[0].to(device), weights[0].to(device)
     gen = torch.Generator().manual_seed(4)
-    direction = g.proju(x, torch.randn(x.shape, generator=gen, dtype=torch.float64))
-    c = torch.linspace(-1, 1, 7 * 7, dtype=torch.float64).reshape(7, 7)
+    direction = g.proju(x, torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device))
+    c = torch.linspace(-1, 1, 7 * 7, dtype=torch.float64, device=device).reshape(7, 7)
     c = c + c.T
 
     def scalar_ref(t):
-        moved = [exp(xi, t * di) for xi, di in zip(x.numpy(), direction.numpy())]
-        m, _ = _reference_mean(moved, w.numpy(), log, exp, norm, init=moved[0])
-        return float(np.sum(c.numpy() * (m @ m.T)))
+        moved = [exp(xi, t * di) for xi, di in zip(x.cpu().numpy(), direction.cpu().numpy())]
+        m, _ = _reference_mean(moved, w.cpu().numpy(), log, exp, norm, init=moved[0])
+        return float(np.sum(c.cpu().numpy() * (m @ m.T)))
 
     t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     moved = g.expmap(x, t * direction)
@@ -345,11 +351,12 @@ def test_gradient_of_a_mean_agrees_with_finite_differences_of_the_reference():
 
 
 # ----------------------------------------------------------------------------- errors
-def test_bad_inputs_raise_value_errors():
+def test_bad_inputs_raise_value_errors(device):
     g = Grassmann()
     _, points, weights, _ = CASES["grassmann"]
+    points, weights = points.to(device), weights.to(device)
     with pytest.raises(ValueError, match="sum to zero"):
-        karcher_mean(g, points[:2], torch.zeros(2, POINTS, dtype=torch.float64))
+        karcher_mean(g, points[:2], torch.zeros(2, POINTS, dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match="non-negative"):
         karcher_mean(g, points[:2], -weights[:2])
     with pytest.raises(ValueError, match="weights must have shape"):
@@ -359,18 +366,19 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="not on the manifold"):
         karcher_mean(g, points[:2] * 1.1)
     with pytest.raises(ValueError, match="point shape"):
-        karcher_mean(g, torch.zeros(3, 2, 5))
+        karcher_mean(g, torch.zeros(3, 2, 5, device=device))
     with pytest.raises(ValueError, match=r"\(\.\.\., N, \*point_shape\)"):
-        karcher_mean(g, torch.zeros(5, 2))
+        karcher_mean(g, torch.zeros(5, 2, device=device))
     with pytest.raises(ValueError, match="has no logmap"):
-        karcher_mean(geoopt.Stiefel(), geoopt.Stiefel().random(2, 3, 5, 2))
+        karcher_mean(geoopt.Stiefel(), geoopt.Stiefel().random(2, 3, 5, 2, device=device))
     # with checks off, off-manifold points are the caller's responsibility
     karcher_mean(g, points[:2], check=False)
 
 
-def test_non_convergence_warns_with_gradient_norm():
+def test_non_convergence_warns_with_gradient_norm(device):
     g = Grassmann()
     _, points, _, _ = CASES["grassmann"]
+    points = points.to(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         karcher_mean(g, points[:3], max_iter=1, tol=1e-15)
@@ -378,24 +386,24 @@ def test_non_convergence_warns_with_gradient_norm():
     assert messages and "gradient norm" in messages[0]
 
 
-def test_works_with_geoopt_sphere_exact_and_manifold_tensors():
+def test_works_with_geoopt_sphere_exact_and_manifold_tensors(device):
     manifold, points, weights, _ = CASES["sphere"]
+    points, weights = points.to(device), weights.to(device)
     exact = geoopt.SphereExact()
     a = karcher_mean(exact, geoopt.ManifoldTensor(points[:4], manifold=exact), weights[:4])
     b = karcher_mean(manifold, points[:4], weights[:4])
     torch.testing.assert_close(a.as_subclass(torch.Tensor), b, atol=1e-12, rtol=0)
 
 
-def test_grassmann_closed_form_backward_equals_dense_jacobian_backward(monkeypatch):
+def test_grassmann_closed_form_backward_equals_dense_jacobian_backward(monkeypatch, device):
     # the Grassmann geometry's CG solve on the closed-form Hessian against the generic dense
     # Jacobian of the base class
     g = Grassmann()
     _, points, weights, _ = CASES["grassmann"]
-    x = points[:5].clone().requires_grad_(True)
-    w = weights[:5].clone().requires_grad_(True)
-    cotangent = torch.randn(
-        5, 7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(5)
-    )
+    x = points[:5].to(device).requires_grad_(True)
+    w = weights[:5].to(device).requires_grad_(True)
+    generator = torch.Generator().manual_seed(5)
+    cotangent = torch.randn(5, 7, 7, dtype=torch.float64, generator=generator).to(device)
 
     def gradients():
         mean = karcher_mean(g, x, w)
@@ -410,10 +418,10 @@ def test_grassmann_closed_form_backward_equals_dense_jacobian_backward(monkeypat
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)
 
 
-def test_float32_grassmann_output_is_orthonormal_to_rounding():
+def test_float32_grassmann_output_is_orthonormal_to_rounding(device):
     g = Grassmann()
     gen = torch.Generator().manual_seed(7)
-    points = g.projx(torch.randn(32, 8, 32, 3, generator=gen))
+    points = g.projx(torch.randn(32, 8, 32, 3, generator=gen)).to(device)
     same = points[:, :1].expand(
         32, 8, 32, 3
     )  # converged at the warm start: returned without a step
@@ -421,28 +429,34 @@ def test_float32_grassmann_output_is_orthonormal_to_rounding():
         mean = karcher_mean(g, pts)
         gram = mean.transpose(-1, -2) @ mean
         # QR and one Newton-Schulz step: orthonormal to a small multiple of p eps
-        assert (gram - torch.eye(3)).abs().max() <= 4 * 3 * torch.finfo(torch.float32).eps
+        assert (gram - torch.eye(3, device=device)).abs().max() <= 4 * 3 * torch.finfo(
+            torch.float32
+        ).eps
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("delta", [1e-2, 1e-3, 1e-4, 1e-5])
-def test_grassmann_weighted_mean_of_two_points_near_the_cut_locus(dtype, delta):
+def test_grassmann_weighted_mean_of_two_points_near_the_cut_locus(dtype, delta, device):
     # Two subspaces with principal angles (0.3, 0.9, pi/2 - delta): the mean with weights
     # (0.3, 0.7) is the geodesic point at 0.7 of the way, angles 0.7 theta from the first.
     # (With the previous, solve-based logarithm this fails at delta = 1e-4 in float64, and in
     # float32 with another rotation it raised "became NaN".)
     gen = torch.Generator().manual_seed(0)
     n, p = 9, 3
-    theta = torch.tensor([0.3, 0.9, math.pi / 2 - delta], dtype=torch.float64)
+    theta = torch.tensor([0.3, 0.9, math.pi / 2 - delta], dtype=torch.float64, device=device)
 
     def at(angles):
         return torch.cat(
-            [torch.diag(angles.cos()), torch.diag(angles.sin()), torch.zeros(n - 2 * p, p)]
+            [
+                torch.diag(angles.cos()),
+                torch.diag(angles.sin()),
+                angles.new_zeros(n - 2 * p, p),
+            ]
         )
 
-    q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0].to(device)
     points = torch.stack([q @ at(0 * theta), q @ at(theta)]).to(dtype)
-    mean = karcher_mean(Grassmann(), points, torch.tensor([0.3, 0.7], dtype=dtype))
+    mean = karcher_mean(Grassmann(), points, torch.tensor([0.3, 0.7], dtype=dtype, device=device))
     expected = q @ at(0.7 * theta)
     error = (Grassmann.projector(mean.double()) - Grassmann.projector(expected)).abs().max().item()
     # the mean lies at angles 0.7 theta and 0.3 theta from the points, inside the convexity radius:

@@ -10,20 +10,21 @@ from manifoldnn.models.linear_attention import MODES
 DTYPES = [torch.float32, torch.float64]
 
 
-def _inputs(dtype, length=37, n=6, d=5, seed=0):
+def _inputs(dtype, length=37, n=6, d=5, seed=0, device="cpu"):
+    """Drawn on the CPU (the same numbers on every device), then moved to ``device``."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(2, 3, length, n, generator=g, dtype=dtype)
     k = torch.randn(2, 3, length, n, generator=g, dtype=dtype)
     v = torch.randn(2, 1, length, d, generator=g, dtype=dtype)  # one value sequence for all heads
-    return q, k, v
+    return q.to(device), k.to(device), v.to(device)
 
 
 def _brute_hebbian(q, k, v, log_decay, strict):
     """The definition, term by term in float64: o_t = sum_s lambda^(t-s) (q_t . k_s) v_s."""
     q, k, v = q.double(), k.double(), v.double()
     length = q.shape[-2]
-    out = torch.zeros(*torch.broadcast_shapes(q.shape[:-2], v.shape[:-2]), length, v.shape[-1])
-    out = out.double()
+    lead = torch.broadcast_shapes(q.shape[:-2], v.shape[:-2])
+    out = torch.zeros(*lead, length, v.shape[-1], dtype=torch.float64, device=q.device)
     decay = None if log_decay is None else torch.exp(log_decay.double())[:, None]
     for t in range(length):
         for s in range(t if strict else t + 1):
@@ -47,9 +48,9 @@ def _rounding_bound(q, k, v, dtype):
 @pytest.mark.parametrize("strict", [True, False])
 @pytest.mark.parametrize("decay", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_hebbian_matches_definition(dtype, strict, decay, mode):
-    q, k, v = _inputs(dtype)
-    log_decay = -torch.linspace(0.05, 0.6, 3, dtype=dtype) if decay else None
+def test_hebbian_matches_definition(dtype, strict, decay, mode, device):
+    q, k, v = _inputs(dtype, device=device)
+    log_decay = -torch.linspace(0.05, 0.6, 3, dtype=dtype, device=device) if decay else None
     out = causal_linear_attention(
         q, k, v, log_decay=log_decay, strict=strict, mode=mode, chunk_size=8
     )
@@ -60,10 +61,10 @@ def test_hebbian_matches_definition(dtype, strict, decay, mode):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chunk_size", [1, 5, 8, 37, 64])
-def test_hebbian_state_carries_between_segments(dtype, chunk_size):
+def test_hebbian_state_carries_between_segments(dtype, chunk_size, device):
     """Two calls joined by the returned state equal one call; the final states agree across modes."""
-    q, k, v = _inputs(dtype)
-    log_decay = -torch.tensor([0.1, 0.2, 0.3], dtype=dtype)
+    q, k, v = _inputs(dtype, device=device)
+    log_decay = -torch.tensor([0.1, 0.2, 0.3], dtype=dtype, device=device)
     kwargs = {"log_decay": log_decay, "strict": True, "chunk_size": chunk_size}
     whole, state = causal_linear_attention(q, k, v, return_state=True, **kwargs)
     cut = 13
@@ -87,8 +88,8 @@ def _brute_delta(q, k, v, beta, strict):
     """The delta rule as matrices in float64: Z <- (I - b k k^T) Z + b k v^T, one token at a time."""
     q, k, v, beta = q.double(), k.double(), v.double(), beta.double()
     lead = torch.broadcast_shapes(q.shape[:-2], v.shape[:-2])
-    z = torch.zeros(*lead, k.shape[-1], v.shape[-1], dtype=torch.float64)
-    eye = torch.eye(k.shape[-1], dtype=torch.float64)
+    z = torch.zeros(*lead, k.shape[-1], v.shape[-1], dtype=torch.float64, device=q.device)
+    eye = torch.eye(k.shape[-1], dtype=torch.float64, device=q.device)
     outs = []
     for t in range(q.shape[-2]):
         kt, vt, b = k[..., t, :, None], v[..., t, :, None], beta[..., t, None, None]
@@ -102,11 +103,11 @@ def _brute_delta(q, k, v, beta, strict):
 @pytest.mark.parametrize("strict", [True, False])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("chunk_size", [4, 7, 64])
-def test_delta_rule_matches_recurrence(dtype, strict, mode, chunk_size):
+def test_delta_rule_matches_recurrence(dtype, strict, mode, chunk_size, device):
     """Chunked (WY), parallel and recurrent forms equal the matrix recurrence; odd T = 37."""
-    q, k, v = _inputs(dtype)
+    q, k, v = _inputs(dtype, device=device)
     k = F.normalize(k, dim=-1)
-    beta = torch.rand(2, 3, 37, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    beta = torch.rand(2, 3, 37, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
     out, state = delta_rule(q, k, v, beta, strict=strict, mode=mode, chunk_size=chunk_size,
                             return_state=True)  # fmt: skip
     reference, reference_state = _brute_delta(q, k, v, beta, strict)
@@ -118,25 +119,25 @@ def test_delta_rule_matches_recurrence(dtype, strict, mode, chunk_size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_delta_rule_with_beta_one_stores_the_latest_value(dtype):
+def test_delta_rule_with_beta_one_stores_the_latest_value(dtype, device):
     """With beta = 1 and orthonormal keys the state maps each key exactly to its value."""
     n, d = 8, 3
-    keys = torch.linalg.qr(torch.randn(n, n, dtype=dtype))[0].T  # rows orthonormal
-    values = torch.randn(n, d, dtype=dtype)
-    _, state = delta_rule(keys, keys, values, torch.ones(n, dtype=dtype), chunk_size=3,
-                          return_state=True)  # fmt: skip
+    keys = torch.linalg.qr(torch.randn(n, n, dtype=dtype, device=device))[0].T  # rows orthonormal
+    values = torch.randn(n, d, dtype=dtype, device=device)
+    ones = torch.ones(n, dtype=dtype, device=device)
+    _, state = delta_rule(keys, keys, values, ones, chunk_size=3, return_state=True)
     torch.testing.assert_close(keys @ state, values, rtol=0, atol=50 * torch.finfo(dtype).eps)
 
 
-def test_chunked_forms_gradcheck():
+def test_chunked_forms_gradcheck(device):
     g = torch.Generator().manual_seed(3)
     q, k = (
-        torch.randn(1, 2, 7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        torch.randn(1, 2, 7, 3, generator=g, dtype=torch.float64).to(device).requires_grad_()
         for _ in range(2)
     )
-    v = torch.randn(1, 1, 7, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    log_decay = (-torch.rand(2, generator=g, dtype=torch.float64)).requires_grad_()
-    beta = torch.rand(1, 2, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 1, 7, 2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    log_decay = (-torch.rand(2, generator=g, dtype=torch.float64)).to(device).requires_grad_()
+    beta = torch.rand(1, 2, 7, generator=g, dtype=torch.float64).to(device).requires_grad_()
 
     def hebbian(q, k, v, log_decay):
         return causal_linear_attention(q, k, v, log_decay=log_decay, strict=True, chunk_size=3)
@@ -148,10 +149,10 @@ def test_chunked_forms_gradcheck():
     assert torch.autograd.gradcheck(delta, (q, k, v, beta))
 
 
-def test_causality_of_chunked_forms():
+def test_causality_of_chunked_forms(device):
     """Changing the inputs at t changes no output before t."""
-    q, k, v = _inputs(torch.float64)
-    beta = torch.rand(2, 3, 37, dtype=torch.float64)
+    q, k, v = _inputs(torch.float64, device=device)
+    beta = torch.rand(2, 3, 37, dtype=torch.float64, device=device)
     t = 20
     q2, k2, v2, beta2 = q.clone(), k.clone(), v.clone(), beta.clone()
     q2[..., t:, :] += 1.0
@@ -190,8 +191,8 @@ def test_bad_shapes_and_mode():
         causal_linear_attention(q, k, v, state=torch.zeros(2, 3, 5, 5))
 
 
-def test_empty_sequence():
-    q, k, v = _inputs(torch.float64, length=0)
+def test_empty_sequence(device):
+    q, k, v = _inputs(torch.float64, length=0, device=device)
     for mode in MODES:
         assert causal_linear_attention(q, k, v, mode=mode).shape == (2, 3, 0, 5)
 
@@ -205,8 +206,9 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.cpu(), cpu)
 
 
-def test_empty_sequence_delta_rule():
-    q = torch.randn(2, 3, 0, 4, dtype=torch.float64)
+def test_empty_sequence_delta_rule(device):
+    q = torch.randn(2, 3, 0, 4, dtype=torch.float64, device=device)
+    v = torch.randn(2, 3, 0, 5, dtype=torch.float64, device=device)
     for mode in MODES:
-        out = delta_rule(q, q, torch.randn(2, 3, 0, 5, dtype=torch.float64), q[..., 0], mode=mode)
+        out = delta_rule(q, q, v, q[..., 0], mode=mode)
         assert out.shape == (2, 3, 0, 5)

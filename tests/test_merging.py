@@ -32,26 +32,23 @@ def _trunk(name):
     return not name.startswith("4.")
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 def _tolerance(dtype, matrix, factor=100):
     """Rounding bound of an SVD-based reconstruction: ``factor * eps * ||W||_2``."""
     return factor * torch.finfo(dtype).eps * float(torch.linalg.matrix_norm(matrix, ord=2).max())
 
 
-def _mlp(dtype, seed, hidden=12):
+def _mlp(dtype, seed, hidden=12, device=None):
+    """A small MLP initialised on the CPU from ``seed`` (the same weights on every device)."""
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Linear(10, hidden), nn.Tanh(), nn.Linear(hidden, 7), nn.Tanh(), nn.Linear(7, 3)
-    ).to(dtype)
+    ).to(device, dtype)
 
 
 def _finetuned(base, seed, scale=0.1):
     torch.manual_seed(seed)
-    model = _mlp(next(base.parameters()).dtype, 0)
+    reference = next(base.parameters())
+    model = _mlp(reference.dtype, 0, device=reference.device)
     model.load_state_dict(base.state_dict())
     with torch.no_grad():
         for p in model.parameters():
@@ -59,15 +56,16 @@ def _finetuned(base, seed, scale=0.1):
     return model
 
 
-def _conv(dtype, seed):
+def _conv(dtype, seed, device=None):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 3)).to(dtype)
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 3))
+    return conv.to(device, dtype)
 
 
 # ----------------------------------------------------------------------------- invariances
 @pytest.mark.parametrize("count", [1, 2, 3])
-def test_merge_of_copies_is_the_model(dtype, count):
-    model = _mlp(dtype, 0)
+def test_merge_of_copies_is_the_model(dtype, count, device):
+    model = _mlp(dtype, 0, device=device)
     merged = subspace_merge([model] * count, rank=3)
     for name, value in model.state_dict().items():
         assert torch.allclose(
@@ -80,10 +78,10 @@ def test_merge_of_copies_is_the_model(dtype, count):
         )
 
 
-def test_equal_task_vectors_reduce_to_the_model(dtype):
-    base = _mlp(dtype, 0)
+def test_equal_task_vectors_reduce_to_the_model(dtype, device):
+    base = _mlp(dtype, 0, device=device)
     model = _finetuned(base, 1)
-    x = torch.randn(50, 10, dtype=dtype)
+    x = torch.randn(50, 10, dtype=dtype, device=device)
     for merged in (
         subspace_merge([model, model], rank=4, base=base, include=_trunk),
         subspace_merge([model, model], rank=4, data=[x, x], include=_trunk),
@@ -105,8 +103,8 @@ def test_equal_task_vectors_reduce_to_the_model(dtype):
 
 
 @pytest.mark.parametrize("mode", ["plain", "base", "self"])
-def test_symmetric_in_the_order_of_models(dtype, mode):
-    base = _mlp(dtype, 0)
+def test_symmetric_in_the_order_of_models(dtype, mode, device):
+    base = _mlp(dtype, 0, device=device)
     models = [_finetuned(base, seed) for seed in (1, 2, 3)]
     kwargs = {"plain": {}, "base": {"base": base}, "self": {"data": "self"}}[mode]
     first = subspace_merge(models, rank=4, include=_trunk, **kwargs)
@@ -118,21 +116,25 @@ def test_symmetric_in_the_order_of_models(dtype, mode):
             assert torch.allclose(first[name], other[name], rtol=0, atol=bound), name
 
 
-def test_invariant_to_signs_and_rotations_of_singular_vectors(dtype):
+def test_invariant_to_signs_and_rotations_of_singular_vectors(dtype, device):
     generator = torch.Generator().manual_seed(0)
     n_models, m, n, r = 3, 9, 7, 3
-    base = torch.randn(m, n, generator=generator, dtype=dtype)
-    weights = base + 0.3 * torch.randn(n_models, m, n, generator=generator, dtype=dtype)
+    base = torch.randn(m, n, generator=generator, dtype=dtype).to(device)
+    weights = base + 0.3 * torch.randn(n_models, m, n, generator=generator, dtype=dtype).to(device)
     u, s, vh = torch.linalg.svd(weights, full_matrices=False)
     u, s, v = u[..., :r], s[..., :r], vh[..., :r, :].mT
     residual = weights - (u * s.unsqueeze(-2)) @ v.mT
-    grams = torch.randn(n_models, 40, n, generator=generator, dtype=dtype)
+    grams = torch.randn(n_models, 40, n, generator=generator, dtype=dtype).to(device)
     grams = grams.mT @ grams
     reference = merge_factored(u, s, v, residual)
     reference_data = merge_factored(u, s, v, residual, grams=grams)
     # any sign pattern on the pairs (u_i, v_i), and a rotation of the whole frames with the core
-    signs = torch.tensor([[1.0, -1.0, 1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]], dtype=dtype)
-    rotation = torch.linalg.qr(torch.randn(n_models, r, r, generator=generator, dtype=dtype))[0]
+    signs = torch.tensor(
+        [[1.0, -1.0, 1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]], dtype=dtype, device=device
+    )
+    rotation = torch.linalg.qr(
+        torch.randn(n_models, r, r, generator=generator, dtype=dtype).to(device)
+    )[0]
     flipped = merge_factored(u * signs[:, None], s, v * signs[:, None], residual)
     core = rotation.mT @ torch.diag_embed(s) @ rotation
     rotated = merge_factored(u @ rotation, core, v @ rotation, residual, grams=grams)
@@ -166,26 +168,29 @@ def test_two_models_against_pymanopt_midpoint_and_scipy_procrustes():
     np.testing.assert_allclose(ours, merged, rtol=0, atol=1e-9)
 
 
-def test_regmean_is_the_least_squares_merge(dtype):
+def test_regmean_is_the_least_squares_merge(dtype, device):
     generator = torch.Generator().manual_seed(1)
-    weights = torch.randn(3, 5, 4, generator=generator, dtype=dtype)
-    inputs = [torch.randn(30, 4, generator=generator, dtype=dtype) for _ in range(3)]
+    weights = torch.randn(3, 5, 4, generator=generator, dtype=dtype).to(device)
+    inputs = [torch.randn(30, 4, generator=generator, dtype=dtype).to(device) for _ in range(3)]
     grams = [{"weight": x.mT @ x / x.shape[0]} for x in inputs]
     states = [{"weight": w} for w in weights]
     ours = regmean_merge(states, grams, alpha=1.0)["weight"]
     # min_W sum_k ||X_k W^T - X_k W_k^T||^2 / T_k as one stacked least-squares problem (NumPy)
-    design = np.concatenate([x.double().numpy() / np.sqrt(30) for x in inputs])
+    design = np.concatenate([x.double().cpu().numpy() / np.sqrt(30) for x in inputs])
     targets = np.concatenate(
-        [x.double().numpy() @ w.double().numpy().T / np.sqrt(30) for x, w in zip(inputs, weights)]
+        [
+            x.double().cpu().numpy() @ w.double().cpu().numpy().T / np.sqrt(30)
+            for x, w in zip(inputs, weights)
+        ]
     )
     solution = np.linalg.lstsq(design, targets, rcond=None)[0].T
     tol = 1e-4 if dtype == torch.float32 else 1e-11
-    np.testing.assert_allclose(ours.double().numpy(), solution, rtol=0, atol=tol)
+    np.testing.assert_allclose(ours.double().cpu().numpy(), solution, rtol=0, atol=tol)
 
 
-def test_input_grams_against_explicit_patches(dtype):
-    model = _conv(dtype, 0)
-    x = torch.randn(4, 3, 6, 6, dtype=dtype)
+def test_input_grams_against_explicit_patches(dtype, device):
+    model = _conv(dtype, 0, device=device)
+    x = torch.randn(4, 3, 6, 6, dtype=dtype, device=device)
     grams = input_grams(model, x, batch_size=3)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
     patches = torch.stack(
@@ -196,14 +201,14 @@ def test_input_grams_against_explicit_patches(dtype):
         grams["0.weight"], patches.mT @ patches / patches.shape[0], rtol=0, atol=tol
     )
     assert grams["2.weight"].shape == (72, 72)
-    linear = _mlp(dtype, 0)
-    z = torch.randn(9, 10, dtype=dtype)
+    linear = _mlp(dtype, 0, device=device)
+    z = torch.randn(9, 10, dtype=dtype, device=device)
     assert torch.allclose(input_grams(linear, z)["0.weight"], z.mT @ z / 9, rtol=0, atol=tol)
 
 
-def test_conv_and_rectangular_weights_keep_their_shapes(dtype):
-    models = [_conv(dtype, seed) for seed in (0, 1, 2)]
-    x = torch.randn(5, 3, 6, 6, dtype=dtype)
+def test_conv_and_rectangular_weights_keep_their_shapes(dtype, device):
+    models = [_conv(dtype, seed, device=device) for seed in (0, 1, 2)]
+    x = torch.randn(5, 3, 6, 6, dtype=dtype, device=device)
     merged = subspace_merge(models, rank=4, data=[x, x, x])
     for name, value in models[0].state_dict().items():
         assert merged[name].shape == value.shape
@@ -213,9 +218,9 @@ def test_conv_and_rectangular_weights_keep_their_shapes(dtype):
     assert torch.allclose(copies["2.weight"], w, rtol=0, atol=_tolerance(dtype, w.reshape(5, -1)))
 
 
-def test_batched_matrices_equal_looped(dtype):
+def test_batched_matrices_equal_looped(dtype, device):
     generator = torch.Generator().manual_seed(2)
-    weights = torch.randn(2, 4, 6, 5, generator=generator, dtype=dtype)
+    weights = torch.randn(2, 4, 6, 5, generator=generator, dtype=dtype).to(device)
     batched = subspace_merge_matrices(weights, 2)
     looped = torch.stack([subspace_merge_matrices(weights[:, i], 2) for i in range(4)])
     assert torch.allclose(batched, looped, rtol=0, atol=_tolerance(dtype, weights, 1000))
@@ -261,8 +266,8 @@ def test_tsv_and_iso_c_closed_forms():
     np.testing.assert_allclose(iso, 0.5 * s.mean() * u @ vh, rtol=0, atol=1e-12)
 
 
-def test_dare_without_drop_is_task_arithmetic(dtype):
-    base = _mlp(dtype, 0)
+def test_dare_without_drop_is_task_arithmetic(dtype, device):
+    base = _mlp(dtype, 0, device=device)
     models = [_finetuned(base, s) for s in (1, 2)]
     dare = dare_merge(models, base, drop=0.0, scaling=0.3)
     arithmetic = task_arithmetic(models, base, scaling=0.3)
@@ -270,16 +275,19 @@ def test_dare_without_drop_is_task_arithmetic(dtype):
         assert torch.equal(dare[name], arithmetic[name])
 
 
-def test_fisher_of_softmax_regression_and_fisher_merge():
+def test_fisher_of_softmax_regression_and_fisher_merge(device):
     torch.manual_seed(5)
-    model = nn.Linear(4, 3, bias=False).double()
-    x, y = torch.randn(20, 4, dtype=torch.float64), torch.randint(0, 3, (20,))
+    model = nn.Linear(4, 3, bias=False).to(device, torch.float64)
+    x, y = (
+        torch.randn(20, 4, dtype=torch.float64, device=device),
+        torch.randint(0, 3, (20,), device=device),
+    )
     fisher = diagonal_fisher(model, x, labels=y, batch_size=7)["weight"]
     # grad_W log softmax(W x)_y = (e_y - p) x^T
     p = torch.softmax(x @ model.weight.detach().T, -1)
     g = (torch.nn.functional.one_hot(y, 3).double() - p)[:, :, None] * x[:, None, :]
     assert torch.allclose(fisher, g.square().mean(0), rtol=0, atol=1e-14)
-    other = nn.Linear(4, 3, bias=False).double()
+    other = nn.Linear(4, 3, bias=False).to(device, torch.float64)
     merged = fisher_merge([model, other], [{"weight": fisher}, {"weight": 3 * fisher}])["weight"]
     assert torch.allclose(merged, 0.25 * model.weight + 0.75 * other.weight, atol=1e-14)
     averaged = fisher_merge([model, other], [{"weight": 0 * fisher}] * 2)["weight"]
@@ -306,9 +314,10 @@ def test_permutation_align_recovers_a_permuted_copy():
     assert all(torch.equal(p, torch.arange(p.numel())) for p in perms)
 
 
-def test_gradcheck_float64():
+def test_gradcheck_float64(device):
     generator = torch.Generator().manual_seed(6)
-    weights = torch.randn(2, 4, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 4, 3, generator=generator, dtype=torch.float64).to(device)
+    weights.requires_grad_()
     assert torch.autograd.gradcheck(lambda w: subspace_merge_matrices(w, 2), (weights,))
 
 
@@ -378,20 +387,20 @@ def test_task_heads_of_other_shapes_stay_out():
     assert torch.equal(aligned["2.weight"], b[2].weight.detach())
 
 
-def test_self_weighting_closed_forms(dtype):
+def test_self_weighting_closed_forms(dtype, device):
     generator = torch.Generator().manual_seed(8)
     # full rank on square weights: the transport is the identity and the merge is RegMean with
     # each weight's own Gram W_k^T W_k
-    weights = torch.randn(2, 5, 5, generator=generator, dtype=dtype)
+    weights = torch.randn(2, 5, 5, generator=generator, dtype=dtype).to(device)
     states = [{"w": w} for w in weights]
     own = [{"w": w.mT @ w} for w in weights]
     full = subspace_merge(states, rank=5, data="self", alpha=1.0)["w"]
     reference = regmean_merge(states, own, alpha=1.0)["w"]
     assert torch.allclose(full, reference, rtol=0, atol=_tolerance(dtype, weights, 1000))
     # complementary row spaces: the self-weighted least squares keeps both models whole
-    q = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=dtype))[0]
-    a = torch.randn(4, 3, generator=generator, dtype=dtype) @ q[:, :3].mT
-    b = torch.randn(4, 3, generator=generator, dtype=dtype) @ q[:, 3:].mT
+    q = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=dtype).to(device))[0]
+    a = torch.randn(4, 3, generator=generator, dtype=dtype).to(device) @ q[:, :3].mT
+    b = torch.randn(4, 3, generator=generator, dtype=dtype).to(device) @ q[:, 3:].mT
     union = regmean_merge([{"w": a}, {"w": b}], [{"w": a.mT @ a}, {"w": b.mT @ b}], alpha=1.0)
     bound = 1e4 * torch.finfo(dtype).eps * float(torch.linalg.cond(a.mT @ a + b.mT @ b))
     assert torch.allclose(union["w"], a + b, rtol=0, atol=bound)

@@ -12,11 +12,6 @@ from manifoldnn.merging import rgsp_tefm, rgsp_tefm_matrix
 ot = pytest.importorskip("ot", reason="RGSP-TEFM needs POT (the merging extra)")
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 def _reference(w_a, w_b, r, epsilon=0.1, beta=1.0, eps=1e-8):
     """The notes' steps in NumPy with the readings of ``rgsp_tefm_matrix``'s docstring."""
 
@@ -56,31 +51,33 @@ def _pair(seed, shape=(3, 3)):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_d3_r2_matches_the_numpy_recomputation(dtype, seed):
+def test_d3_r2_matches_the_numpy_recomputation(dtype, seed, device):
     w_a, w_b = _pair(seed)
     expected, lam, d = _reference(w_a, w_b, 2)
-    ours, info = rgsp_tefm_matrix(torch.tensor(w_a, dtype=dtype), torch.tensor(w_b, dtype=dtype), 2)
+    a, b = (torch.tensor(w, dtype=dtype, device=device) for w in (w_a, w_b))
+    ours, info = rgsp_tefm_matrix(a, b, 2)
+    assert ours.device.type == device.type
     # float32: the SVD and softmax inputs are rounded (eps32 ~ 1.2e-7), amplified by GW's solver
     tol = 1e-11 if dtype == torch.float64 else 1e-4
-    np.testing.assert_allclose(ours.double().numpy(), expected, rtol=0, atol=tol)
+    np.testing.assert_allclose(ours.double().cpu().numpy(), expected, rtol=0, atol=tol)
     np.testing.assert_allclose(float(info["lambda"]), lam, rtol=0, atol=tol)
     np.testing.assert_allclose(float(info["d"]), d, rtol=0, atol=tol)
 
 
-def test_issue_facts(dtype):
+def test_issue_facts(dtype, device):
     w_a, w_b = _pair(3, (6, 4))
-    a, b = torch.tensor(w_a, dtype=dtype), torch.tensor(w_b, dtype=dtype)
+    a, b = (torch.tensor(w, dtype=dtype, device=device) for w in (w_a, w_b))
     r = 3
     merged, info = rgsp_tefm_matrix(a, b, r)
     eps = torch.finfo(dtype).eps
     # orthonormal columns: every off-diagonal ||u_i - u_j||^2 is 2
-    off = ~torch.eye(r, dtype=torch.bool)
+    off = ~torch.eye(r, dtype=torch.bool, device=device)
     assert torch.allclose(
-        info["C_A"][off], torch.full((r * (r - 1),), 2.0, dtype=dtype), atol=20 * eps
+        info["C_A"][off], torch.full((r * (r - 1),), 2.0, dtype=dtype, device=device), atol=20 * eps
     )
     # logits u_i^T u_j / sqrt(r) lie in [-1/sqrt(r), 1/sqrt(r)], so M is close to uniform
     m = info["M"]
-    assert torch.allclose(m.sum(1), torch.ones(r, dtype=dtype), atol=10 * eps)
+    assert torch.allclose(m.sum(1), torch.ones(r, dtype=dtype, device=device), atol=10 * eps)
     spread = np.exp(2 / np.sqrt(r))
     assert float(m.max()) <= (1 + 10 * eps) / (1 + (r - 1) / spread)
     assert float(m.min()) >= (1 - 10 * eps) / (1 + (r - 1) * spread)
@@ -89,9 +86,9 @@ def test_issue_facts(dtype):
     assert torch.allclose(merged, rewritten, rtol=0, atol=50 * eps * float(b.abs().max()))
 
 
-def test_same_model_and_asymmetry():
+def test_same_model_and_asymmetry(device):
     w_a, w_b = _pair(4, (5, 5))
-    a, b = torch.tensor(w_a), torch.tensor(w_b)
+    a, b = torch.tensor(w_a, device=device), torch.tensor(w_b, device=device)
     same, _ = rgsp_tefm_matrix(a, a, 2)
     assert torch.allclose(same, a, rtol=0, atol=1e-14)
     forward, _ = rgsp_tefm_matrix(a, b, 2)
@@ -105,23 +102,24 @@ def test_same_model_and_asymmetry():
     assert torch.allclose(rest, rest.mT, rtol=0, atol=1e-14)
 
 
-def test_models_conv_and_errors():
+def test_models_conv_and_errors(device):
     torch.manual_seed(0)
-    a = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4, 3)).double()
-    b = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4, 3)).double()
+    a = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4, 3)).double().to(device)
+    b = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4, 3)).double().to(device)
     merged, infos = rgsp_tefm(a, b, 2, return_info=True)
     assert merged["0.weight"].shape == (4, 2, 3, 3) and set(infos) == {"0.weight", "2.weight"}
     assert torch.allclose(merged["0.bias"], (a[0].bias + b[0].bias) / 2)
     with pytest.raises(ValueError, match="'2.weight' allows"):
         rgsp_tefm(a, b, 4)
     with pytest.raises(ValueError, match="square"):
-        rgsp_tefm_matrix(torch.randn(4, 3), torch.randn(4, 3), 2, right_basis="u")
+        tall = torch.randn(4, 3, device=device)
+        rgsp_tefm_matrix(tall, tall, 2, right_basis="u")
 
 
-def test_no_nan_when_a_weight_of_p_underflows():
+def test_no_nan_when_a_weight_of_p_underflows(device):
     # singular-value gaps of hundreds make softmax(|S_B - S_A|) underflow to exact zeros
-    a = torch.diag(torch.tensor([400.0, 1.0, 0.5]))
-    b = torch.diag(torch.tensor([1.0, 0.9, 0.4]))
+    a = torch.diag(torch.tensor([400.0, 1.0, 0.5], device=device))
+    b = torch.diag(torch.tensor([1.0, 0.9, 0.4], device=device))
     merged, info = rgsp_tefm_matrix(a, b, 2)
     assert float(info["p"].min()) == 0.0
     assert bool(torch.isfinite(merged).all()) and bool(torch.isfinite(info["h_bar"]))

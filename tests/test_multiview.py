@@ -82,15 +82,16 @@ def test_digits_views():
     assert data.n_clusters == 10
 
 
-def test_model_shapes_manifold_and_training_step():
+def test_model_shapes_manifold_and_training_step(device):
     torch.manual_seed(0)
     model = MultiViewGrassmannNet([7, 5, 3], 4, hidden=(16,), in_size=8, rank=2, out_size=5)
-    views = [torch.randn(12, d) for d in (7, 5, 3)]
+    model = model.to(device)
+    views = [torch.randn(12, d, device=device) for d in (7, 5, 3)]
     out = model(views)
     assert out.subspaces.shape == (3, 12, 5, 2) and out.probabilities.shape == (3, 12, 4)
     gram = out.subspaces.transpose(-1, -2) @ out.subspaces
-    assert torch.allclose(gram, torch.eye(2).expand_as(gram), atol=1e-5)
-    assert torch.allclose(out.probabilities.sum(-1), torch.ones(3, 12))
+    assert torch.allclose(gram, torch.eye(2, device=device).expand_as(gram), atol=1e-5)
+    assert torch.allclose(out.probabilities.sum(-1), torch.ones(3, 12, device=device))
     optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=1e-2)
     instance, cluster = ProjectionMetricContrastiveLoss(0.5), ClusterContrastiveLoss()
     for _ in range(5):
@@ -100,25 +101,24 @@ def test_model_shapes_manifold_and_training_step():
         loss.backward()
         optimiser.step()
     weight = model.frmap.matrix[0]
-    assert torch.allclose(weight @ weight.T, torch.eye(5), atol=1e-5)
+    assert torch.allclose(weight @ weight.T, torch.eye(5, device=device), atol=1e-5)
     fused = fuse_subspaces(model(views).subspaces)
     assert fused.shape == (12, 5, 2)
     with pytest.raises(ValueError, match="different sample counts"):
-        model([torch.randn(12, 7), torch.randn(11, 5), torch.randn(12, 3)])
+        model([torch.randn(n, d, device=device) for n, d in ((12, 7), (11, 5), (12, 3))])
     with pytest.raises(ValueError, match="rank"):
         MultiViewGrassmannNet([3], 2, in_size=4, rank=5, out_size=4)
 
 
-def test_fuse_subspaces_is_mean_projector_eigenspace():
+def test_fuse_subspaces_is_mean_projector_eigenspace(device):
     generator = torch.Generator().manual_seed(0)
-    subspaces = torch.linalg.qr(torch.randn(3, 4, 6, 2, generator=generator, dtype=torch.float64))[
-        0
-    ]
-    fused = fuse_subspaces(subspaces)
-    mean = (subspaces @ subspaces.transpose(-1, -2)).mean(0).numpy()
+    gaussian = torch.randn(3, 4, 6, 2, generator=generator, dtype=torch.float64)
+    subspaces = torch.linalg.qr(gaussian)[0].to(device)
+    fused = fuse_subspaces(subspaces).cpu().numpy()
+    mean = (subspaces @ subspaces.transpose(-1, -2)).mean(0).cpu().numpy()
     for i in range(4):
         top = np.linalg.eigh(mean[i])[1][:, -2:]
-        assert np.allclose(fused[i].numpy() @ fused[i].numpy().T, top @ top.T, atol=1e-10)
+        assert np.allclose(fused[i] @ fused[i].T, top @ top.T, atol=1e-10)
 
 
 def planted_views(seed: int, scale: float = 3.0) -> tuple[np.ndarray, list[torch.Tensor]]:
@@ -189,12 +189,13 @@ def test_mutual_neighbor_graph_against_brute_force():
         mutual_neighbor_graph(features, 0)
 
 
-def test_confident_samples_against_brute_force():
+def test_confident_samples_against_brute_force(device):
     generator = torch.Generator().manual_seed(2)
     points = torch.linalg.qr(torch.randn(30, 6, 2, generator=generator, dtype=torch.float64))[0]
+    points = points.to(device)
     labels = np.arange(30) % 3
     k, threshold = 5, 0.6
-    kernel = (points.transpose(-1, -2) @ points.unsqueeze(1)).pow(2).sum((-2, -1)).numpy() / 2
+    kernel = (points.transpose(-1, -2) @ points.unsqueeze(1)).pow(2).sum((-2, -1)).cpu().numpy() / 2
     expected = np.zeros(30, dtype=bool)
     for i in range(30):
         others = [j for j in np.argsort(-kernel[i]) if j != i][:k]
@@ -214,7 +215,7 @@ def test_auto_restarts_rule():
 # --- the training steps --------------------------------------------------------------------------
 
 
-def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
+def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel(device):
     """Self-labelling trains the heads on the given labels of the confident samples only: with
     labels that cut across the planted clusters for the unconfident half, the head follows the
     confident half's labels and assigns the other half by what it learned there."""
@@ -225,18 +226,20 @@ def test_self_label_fits_the_confident_labels_and_keeps_frmap_on_stiefel():
     wrong = labels.copy()
     wrong[~confident] = (labels[~confident] + 1) % 3  # labels the head must not see
     model = MultiViewGrassmannNet([8, 6], 3, hidden=[16], in_size=6, rank=2, out_size=4)
+    model, views = model.to(device), [view.to(device) for view in views]
     generator = torch.Generator().manual_seed(0)
     self_label(
         model, views, wrong, confident, epochs=40, batch_size=60, lr=1e-2, generator=generator
     )
     with torch.no_grad():
-        predicted = model(views).probabilities.mean(0).argmax(-1).numpy()
+        predicted = model(views).probabilities.mean(0).argmax(-1).cpu().numpy()
     assert not model.training
     assert (predicted[confident] == labels[confident]).mean() == 1.0
     assert (predicted[~confident] == labels[~confident]).mean() >= 0.95  # not the wrong labels
     weight = model.frmap.matrix  # (channels, out_dim, in_dim), orthonormal rows
     gram = weight @ weight.transpose(-1, -2)
-    assert torch.allclose(gram, torch.eye(weight.shape[-2]).expand_as(gram), atol=1e-5)
+    eye = torch.eye(weight.shape[-2], device=device)
+    assert torch.allclose(gram, eye.expand_as(gram), atol=1e-5)
 
 
 def test_self_label_rounds_relabel_from_the_previous_round():
@@ -269,15 +272,17 @@ def test_self_label_rounds_relabel_from_the_previous_round():
     assert (unchanged == given).all()
 
 
-def test_view_agreement_weights_favour_the_agreeing_views():
+def test_view_agreement_weights_favour_the_agreeing_views(device):
     """Two views that share the subspaces and a third with unrelated ones: the softmax of the
     agreement puts (almost) all weight on the two, and the weights sum to one."""
     generator = torch.Generator().manual_seed(3)
     shared = torch.linalg.qr(torch.randn(50, 6, 2, generator=generator, dtype=torch.float64))[0]
     other = torch.linalg.qr(torch.randn(50, 6, 2, generator=generator, dtype=torch.float64))[0]
-    weights = view_agreement_weights(torch.stack([shared, shared, other]), temperature=0.02)
+    stacked = torch.stack([shared, shared, other]).to(device)
+    weights = view_agreement_weights(stacked, temperature=0.02)
     assert weights.shape == (3,) and weights.dtype == torch.float64
-    assert torch.isclose(weights.sum(), torch.ones((), dtype=torch.float64))
+    assert weights.device.type == device.type
+    assert torch.isclose(weights.sum(), torch.ones((), dtype=torch.float64, device=device))
     assert weights[0] == weights[1] and weights[2] < 1e-3 * weights[0]
 
 
@@ -412,8 +417,8 @@ def test_example_smoke_run_on_npz(tmp_path):
     np.savez(tmp_path / "toy.npz", y=planted, X1=views[0].numpy(), X2=views[1].numpy())
     argv = [
         "--data", str(tmp_path / "toy.npz"), "--epochs", "8", "--warmup", "3",
-        "--batch-size", "60", "--hidden", "16", "--ambient-dim", "8", "--rank", "2",
-        "--projected-dim", "5", "--neighbors", "5", "--restarts", "2",
+        "--batch-size", "60", "--hidden", "16", "--ambient-size", "8", "--rank", "2",
+        "--projected-size", "5", "--neighbors", "5", "--restarts", "2",
         "--self-label-epochs", "3", "--self-label-rounds", "1", "--quiet",
     ]  # fmt: skip
     report = main(argv + ["--out", str(tmp_path / "out"), "--json", str(tmp_path / "r.json")])

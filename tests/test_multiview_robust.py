@@ -20,20 +20,21 @@ from manifoldnn.clustering import (
 )
 
 
-def clustered_subspaces(sizes, dtype, seed=0, spread=0.05):
-    """Orthonormal bases ``(N, 6, 2)``: cluster c's are a random centre plus ``spread`` noise."""
+def clustered_subspaces(sizes, dtype, seed=0, spread=0.05, device=None):
+    """Orthonormal bases ``(N, 6, 2)``: cluster c's are a random centre plus ``spread`` noise
+    (drawn on the CPU, the same on every device)."""
     generator = torch.Generator().manual_seed(seed)
     labels = np.repeat(np.arange(len(sizes)), sizes)
     centres = torch.randn(len(sizes), 6, 2, generator=generator, dtype=torch.float64)
     noise = spread * torch.randn(len(labels), 6, 2, generator=generator, dtype=torch.float64)
     bases = torch.linalg.qr(centres[torch.as_tensor(labels)] + noise)[0]
-    return bases.to(dtype), labels
+    return bases.to(device, dtype), labels
 
 
 def brute_agreement(points, labels, k):
     """Share of the min(k, n_c - 1) nearest others (projection kernel) that carry the label."""
     points = points.double()
-    kernel = (points.transpose(-1, -2) @ points.unsqueeze(1)).pow(2).sum((-2, -1)).numpy()
+    kernel = (points.transpose(-1, -2) @ points.unsqueeze(1)).pow(2).sum((-2, -1)).cpu().numpy()
     sizes = np.bincount(labels)
     agreement = np.zeros(len(labels))
     for i in range(len(labels)):
@@ -44,11 +45,11 @@ def brute_agreement(points, labels, k):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_clusters_smaller_than_the_neighbour_count_can_be_confident(dtype):
+def test_clusters_smaller_than_the_neighbour_count_can_be_confident(dtype, device):
     """Twelve tight clusters of six: with k = 10 a sample has only five neighbours that can share
     its label, so the uncapped filter (at most 5/10 agree) finds no confident sample at all; the
     capped one finds every sample of these clean clusters confident, as the brute force does."""
-    points, labels = clustered_subspaces([6] * 12, dtype)
+    points, labels = clustered_subspaces([6] * 12, dtype, device=device)
     agreement = brute_agreement(points, labels, k=10)
     expected = agreement >= 0.9
     assert expected.all()  # clean clusters: every sample's five cluster-mates are its nearest
@@ -56,7 +57,7 @@ def test_clusters_smaller_than_the_neighbour_count_can_be_confident(dtype):
     assert np.array_equal(confident, expected)
 
 
-def test_balanced_confident_set_covers_every_cluster():
+def test_balanced_confident_set_covers_every_cluster(device):
     """An imbalanced pair: 30 tight samples and 8 scattered around the same centre, whose
     neighbours are mostly the big cluster's. The threshold alone leaves the small cluster without
     a confident sample (and so without self-labelling targets); the balanced set adds its
@@ -66,7 +67,7 @@ def test_balanced_confident_set_covers_every_cluster():
     centre = torch.randn(6, 2, generator=generator, dtype=torch.float64)
     spread = torch.tensor([0.05] * 30 + [0.6] * 8, dtype=torch.float64)[:, None, None]
     noise = torch.randn(38, 6, 2, generator=generator, dtype=torch.float64)
-    points = torch.linalg.qr(centre + spread * noise)[0]  # the 8 are nearer the 30 than each other
+    points = torch.linalg.qr(centre + spread * noise)[0].to(device)  # the 8 are nearer the 30
     labels = np.repeat([0, 1], [30, 8])
     agreement = brute_agreement(points, labels, k=5)
     plain = confident_samples(points, labels, 5, 0.9)
@@ -221,11 +222,12 @@ def test_estimator_is_not_below_its_baselines_on_planted_data(planted, neighbors
     assert set(model.selection_scores_) == set(model.candidate_labels_)
 
 
-def test_estimator_without_selection_reports_the_self_labelled_clusters():
+def test_estimator_without_selection_reports_the_self_labelled_clusters(device):
     labels, views = imbalanced_count_views(0)
     model = MultiViewSubspaceClustering(
         4, epochs=5, batch_size=60, hidden=(16,), ambient_size=6, rank=2, projected_size=4,
         warmup=2, neighbors=5, restarts=1, self_label_epochs=2, self_label_rounds=1, select=False,
+        device=device,
     ).fit(views)  # fmt: skip
     assert model.chosen_ == "self_labelled" and model.selection_scores_ == {}
     assert set(model.candidate_labels_) == {"self_labelled", "consensus"}

@@ -200,3 +200,98 @@ def test_resume_on_cuda(tmp_path):
     restored = manifoldnn.optim.RiemannianAdam([basis], lr=LR)
     restored.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     assert type(restored.state[basis]["step"]) is int
+
+
+# ProjectedAveragedModel: stochastic weight averaging that stays on the manifolds.
+
+
+class Averaged(torch.nn.Module):
+    """A Stiefel weight, a Grassmann basis, a Euclidean bias and a buffer."""
+
+    def __init__(self, device, dtype):
+        super().__init__()
+        stiefel, grassmann = geoopt.Stiefel(), Grassmann()
+        self.weight = geoopt.ManifoldParameter(
+            stiefel.random(7, 3, dtype=dtype, device=device), manifold=stiefel
+        )
+        self.basis = geoopt.ManifoldParameter(
+            grassmann.random(6, 2, dtype=dtype, device=device), manifold=grassmann
+        )
+        self.bias = torch.nn.Parameter(torch.zeros(3, dtype=dtype, device=device))
+        self.register_buffer("count", torch.zeros((), dtype=dtype, device=device))
+
+
+def _iterates(model, count, generator):
+    """``count`` random on-manifold iterates of ``model``'s parameters (set in turn by the caller)."""
+    iterates = []
+    for _ in range(count):
+        values = {}
+        for name, parameter in model.named_parameters():
+            step = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+            value = parameter.detach().double().cpu() + 0.3 * step
+            if isinstance(parameter, geoopt.ManifoldParameter):
+                value = torch.linalg.qr(value)[0]
+            values[name] = value
+        iterates.append(values)
+    return iterates
+
+
+def _polar(a: torch.Tensor) -> torch.Tensor:
+    """The nearest matrix with orthonormal columns (float64 oracle)."""
+    u, _, vh = torch.linalg.svd(a, full_matrices=False)
+    return u @ vh
+
+
+def test_projected_average_is_the_projection_of_the_mean(device, dtype):
+    model = Averaged(device, dtype)
+    averaged = manifoldnn.optim.ProjectedAveragedModel(model)
+    iterates = _iterates(model, 3, torch.Generator().manual_seed(0))
+    for index, values in enumerate(iterates):
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                parameter.copy_(values[name])
+            model.count.fill_(index + 1)
+        averaged.update_parameters(model)
+    eps = torch.finfo(dtype).eps
+    for name, parameter in averaged.module.named_parameters():
+        assert parameter.device.type == device.type and parameter.dtype == dtype
+        mean = sum(values[name] for values in iterates) / len(iterates)
+        got = parameter.detach().double().cpu()
+        if isinstance(parameter, geoopt.ManifoldParameter):
+            # the projection of the mean of all iterates, not of a re-projected running mean; a
+            # polar factor from an SVD of a well-conditioned matrix: O(n eps)
+            expected = _polar(mean)
+            if name == "basis":  # a Grassmann point: compare subspaces
+                got, expected = got @ got.mT, expected @ expected.mT
+            assert (got - expected).abs().max() <= 32 * 7 * eps
+        else:
+            assert (got - mean).abs().max() <= 8 * eps
+    assert averaged.n_averaged.item() == 3
+    assert averaged.module.count.item() == 3  # buffers follow the model (use_buffers=False)
+
+
+def test_projected_average_of_one_iterate_is_the_iterate_and_resumes(device):
+    model = Averaged(device, torch.float64)
+    averaged = manifoldnn.optim.ProjectedAveragedModel(model)
+    averaged.update_parameters(model)
+    eps = torch.finfo(torch.float64).eps
+    for (name, ours), theirs in zip(averaged.module.named_parameters(), model.parameters()):
+        if name == "basis":  # a Grassmann point: compare subspaces
+            ours, theirs = ours @ ours.mT, theirs @ theirs.mT
+        # a point already on the manifold is its own projection, to rounding
+        assert (ours - theirs).abs().max() <= 32 * 7 * eps
+    # the ambient running mean is in the state dict: a reloaded average continues identically
+    iterates = _iterates(model, 2, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(iterates[0][name])
+    averaged.update_parameters(model)
+    restored = manifoldnn.optim.ProjectedAveragedModel(Averaged(device, torch.float64))
+    restored.load_state_dict(averaged.state_dict())
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(iterates[1][name])
+    averaged.update_parameters(model)
+    restored.update_parameters(model)
+    for ours, theirs in zip(averaged.module.parameters(), restored.module.parameters()):
+        assert torch.equal(ours, theirs)

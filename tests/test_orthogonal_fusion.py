@@ -11,7 +11,7 @@ import geoopt
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
@@ -27,23 +27,27 @@ def spectral(x: torch.Tensor) -> float:
 
 
 def gram_error(q: torch.Tensor) -> float:
-    return spectral(q.transpose(-1, -2) @ q - torch.eye(q.shape[-1], dtype=q.dtype))
+    return spectral(
+        q.transpose(-1, -2) @ q - torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+    )
 
 
 # ---------------------------------------------------------------- orthogonality under training
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
 @pytest.mark.parametrize("lossy", [False, True], ids=["exact", "lossy"])
-def test_orthogonal_after_1000_riemannian_adam_steps(parametrization: str, lossy: bool) -> None:
+def test_orthogonal_after_1000_riemannian_adam_steps(
+    parametrization: str, lossy: bool, device
+) -> None:
     torch.manual_seed(0)
     ranks = {"rank_a": 4, "rank_b": 5} if lossy else {}
     c = 10 if lossy else 12
     # high_precision: the float64 evaluation rounded once is what keeps the error at the float32
     # storage floor however far the frames move (without it the error grows with ||X||)
     module = OrthogonalDirectSum(5 if not lossy else 6, 2, 3, c, parametrization=parametrization,
-                                 readout_size=3, high_precision=True, **ranks)  # fmt: skip
+                                 readout_size=3, high_precision=True, **ranks).to(device)  # fmt: skip
     n = module.text_size
-    a = torch.randn(48, n)
-    b = torch.randn(48, 2, 3)
+    a = torch.randn(48, n, device=device)
+    b = torch.randn(48, 2, 3, device=device)
     start = module.frame().detach().clone()
     optimizer = geoopt.optim.RiemannianAdam(module.parameters(), lr=0.05)
     first = module.alignment_loss(a, b).item()
@@ -74,11 +78,15 @@ def test_orthogonal_after_1000_riemannian_adam_steps(parametrization: str, lossy
 # ---------------------------------------------------------------- exact reconstruction
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_exact_reconstruction_random(parametrization: str, dtype: torch.dtype, tol: float) -> None:
+def test_exact_reconstruction_random(
+    parametrization: str, dtype: torch.dtype, tol: float, device
+) -> None:
     torch.manual_seed(1)
-    module = OrthogonalDirectSum(7, 3, 4, 25, parametrization=parametrization, dtype=dtype)
-    a = torch.randn(4, 9, 7, dtype=dtype)
-    b = torch.randn(4, 9, 3, 4, dtype=dtype)
+    module = OrthogonalDirectSum(7, 3, 4, 25, parametrization=parametrization, dtype=dtype).to(
+        device
+    )
+    a = torch.randn(4, 9, 7, dtype=dtype, device=device)
+    b = torch.randn(4, 9, 3, 4, dtype=dtype, device=device)
     c = module(a, b)
     assert c.shape == (4, 9, 25) and c.dtype == dtype
     a_hat, b_hat = module.decompose(c)
@@ -90,7 +98,10 @@ def test_exact_reconstruction_random(parametrization: str, dtype: torch.dtype, t
     assert inner.abs().max() <= tol * c.norm(dim=-1).max() ** 2
 
 
-@settings(max_examples=25, deadline=None)
+# the device fixture is the same for every example
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     n=st.integers(1, 6),
     K=st.integers(1, 3),
@@ -100,14 +111,16 @@ def test_exact_reconstruction_random(parametrization: str, dtype: torch.dtype, t
     parametrization=st.sampled_from(PARAMETRIZATIONS),
     seed=st.integers(0, 2**16),
 )
-def test_property_exact_roundtrip_any_sizes(n, K, V, extra, lead, parametrization, seed) -> None:
+def test_property_exact_roundtrip_any_sizes(
+    n, K, V, extra, lead, parametrization, seed, device
+) -> None:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     module = OrthogonalDirectSum(
         n, K, V, n + K * V + extra, parametrization=parametrization, dtype=torch.float64
-    )
-    a = torch.randn(*lead, n, generator=gen, dtype=torch.float64)
-    b = torch.randn(*lead, K, V, generator=gen, dtype=torch.float64)
+    ).to(device)
+    a = torch.randn(*lead, n, generator=gen, dtype=torch.float64).to(device)
+    b = torch.randn(*lead, K, V, generator=gen, dtype=torch.float64).to(device)
     c = module(a, b)
     assert c.shape == (*lead, n + K * V + extra)
     a_hat, b_hat = module.decompose(c)
@@ -136,15 +149,18 @@ def test_exact_reconstruction_word2vec(method: str) -> None:
 
 
 @pytest.mark.parametrize("num_tokens", [6, 40], ids=["orthogonal-codebooks", "dense-codebooks"])
-def test_token_ids_recovered_exactly(num_tokens: int) -> None:
+def test_token_ids_recovered_exactly(num_tokens: int, device) -> None:
     torch.manual_seed(2)
-    module = OrthogonalDirectSum(5, 3, 8, 30, parametrization="matrix_exp", num_tokens=num_tokens)
+    module = OrthogonalDirectSum(
+        5, 3, 8, 30, parametrization="matrix_exp", num_tokens=num_tokens
+    ).to(device)
     if num_tokens <= 8:  # codebook vectors of each table are orthonormal
         table = module.codebooks.detach()
-        eye = torch.eye(num_tokens).expand(3, -1, -1)
+        eye = torch.eye(num_tokens, device=device).expand(3, -1, -1)
         torch.testing.assert_close(table @ table.transpose(-1, -2), eye, atol=1e-6, rtol=0)
-    ids = torch.randint(num_tokens, (2, 50, 3))
-    a = torch.randn(2, 1, 5)  # one text vector per sequence, broadcast over the 50 steps
+    ids = torch.randint(num_tokens, (2, 50, 3), device=device)
+    # one text vector per sequence, broadcast over the 50 steps
+    a = torch.randn(2, 1, 5, device=device)
     c = module(a, ids)
     assert c.shape == (2, 50, 30)
     assert torch.equal(module.decode_tokens(c), ids)
@@ -153,14 +169,16 @@ def test_token_ids_recovered_exactly(num_tokens: int) -> None:
 
 
 @pytest.mark.parametrize("parametrization", ["cayley", "matrix_exp"])
-def test_cached_frames_computed_once_and_identical(parametrization: str) -> None:
+def test_cached_frames_computed_once_and_identical(parametrization: str, device) -> None:
     torch.manual_seed(9)
-    module = OrthogonalDirectSum(4, 2, 3, 12, parametrization=parametrization, num_tokens=3)
+    module = OrthogonalDirectSum(4, 2, 3, 12, parametrization=parametrization, num_tokens=3).to(
+        device
+    )
     with torch.no_grad():
         module.frame.skew_weight.normal_()
     calls = []
     module.frame.register_forward_hook(lambda *_: calls.append(1))
-    a, ids = torch.randn(5, 4), torch.randint(3, (5, 2))
+    a, ids = torch.randn(5, 4, device=device), torch.randint(3, (5, 2), device=device)
     c = module(a, ids)
     a_hat, b_hat = module.decompose(c)
     assert len(calls) == 2  # forward evaluates the frame once, decompose once more
@@ -180,11 +198,15 @@ def test_cached_frames_computed_once_and_identical(parametrization: str) -> None
 
 # ---------------------------------------------------------------- sequences, gradients
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
-def test_sequence_equals_loop_over_time(parametrization: str) -> None:
+def test_sequence_equals_loop_over_time(parametrization: str, device) -> None:
     torch.manual_seed(3)
-    module = OrthogonalDirectSum(6, 2, 3, 9, parametrization=parametrization, rank_a=4, rank_b=4)
-    module.initialize(torch.randn(40, 6), torch.randn(40, 2, 3), method="pca")
-    a, b = torch.randn(3, 11, 6), torch.randn(3, 11, 2, 3)
+    module = OrthogonalDirectSum(
+        6, 2, 3, 9, parametrization=parametrization, rank_a=4, rank_b=4
+    ).to(device)
+    module.initialize(
+        torch.randn(40, 6, device=device), torch.randn(40, 2, 3, device=device), method="pca"
+    )
+    a, b = torch.randn(3, 11, 6, device=device), torch.randn(3, 11, 2, 3, device=device)
     c = module(a, b)
     a_hat, b_hat = module.decompose(c)
     for t in range(11):
@@ -196,21 +218,25 @@ def test_sequence_equals_loop_over_time(parametrization: str) -> None:
 
 
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
-def test_gradcheck_forward_and_decompose(parametrization: str) -> None:
+def test_gradcheck_forward_and_decompose(parametrization: str, device) -> None:
     torch.manual_seed(4)
     module = OrthogonalDirectSum(
         4, 2, 2, 7, parametrization=parametrization, rank_a=3, rank_b=3, dtype=torch.float64
+    ).to(device)
+    module.initialize(
+        torch.randn(30, 4, device=device).double(),
+        torch.randn(30, 2, 2, device=device).double(),
+        method="cca",
     )
-    module.initialize(torch.randn(30, 4).double(), torch.randn(30, 2, 2).double(), method="cca")
     with torch.no_grad():  # move off the zero skew point so the test covers a generic X
         for name, param in module.named_parameters():
             if name.endswith("skew_weight"):
                 param.add_(0.3 * torch.randn_like(param))
     names = [name for name, _ in module.named_parameters()]
     params = [p.detach().clone().requires_grad_() for _, p in module.named_parameters()]
-    a = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
-    c = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    a = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True, device=device)
+    b = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True, device=device)
+    c = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True, device=device)
 
     def fused(a, b, *p):
         return functional_call(module, dict(zip(names, p)), (a, b))
@@ -236,25 +262,28 @@ class DecomposeAsForward(torch.nn.Module):
         return torch.cat([a_hat, b_hat.flatten(-2)], dim=-1)
 
 
-def test_matrix_exp_backward_matches_torch_for_large_gradients() -> None:
+def test_matrix_exp_backward_matches_torch_for_large_gradients(device) -> None:
     # a square frame from the identity base is exp(X) itself, X the skew generator
-    frame = OrthonormalFrame(9, 9, "matrix_exp", dtype=torch.float64)
+    frame = OrthonormalFrame(9, 9, "matrix_exp", dtype=torch.float64).to(device)
     gen = torch.Generator().manual_seed(11)
     with torch.no_grad():
-        frame.skew_weight.copy_(torch.randn(9, 9, generator=gen, dtype=torch.float64))
+        frame.skew_weight.copy_(torch.randn(9, 9, generator=gen, dtype=torch.float64).to(device))
     weight = frame.skew_weight
     for scale in (1.0, 1e4):
-        grad = scale * torch.randn(9, 9, generator=gen, dtype=torch.float64)
+        grad = scale * torch.randn(9, 9, generator=gen, dtype=torch.float64).to(device)
         (ours,) = torch.autograd.grad(frame(), weight, grad)
         (reference,) = torch.autograd.grad(torch.linalg.matrix_exp(frame.skew()), weight, grad)
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10 * scale)
-    (zero,) = torch.autograd.grad(frame(), weight, torch.zeros(9, 9, dtype=torch.float64))
+    (zero,) = torch.autograd.grad(
+        frame(), weight, torch.zeros(9, 9, dtype=torch.float64, device=device)
+    )
     assert torch.equal(zero, torch.zeros_like(zero))
 
 
 # ---------------------------------------------------------------- lossy mode and initialisation
-def planted_pair(n_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (N, 6) and B (N, 2, 4) sharing two latent factors, with unequal variances."""
+def planted_pair(n_samples: int, seed: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (N, 6) and B (N, 2, 4) sharing two latent factors, with unequal variances (drawn on the
+    CPU, then moved to ``device``)."""
     gen = torch.Generator().manual_seed(seed)
     latent = torch.randn(n_samples, 2, generator=gen, dtype=torch.float64)
     scales_a = torch.tensor([3.0, 2.0, 1.5, 1.0, 0.5, 0.3], dtype=torch.float64)
@@ -263,20 +292,20 @@ def planted_pair(n_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     b = torch.randn(n_samples, 8, generator=gen, dtype=torch.float64) * scales_b
     a[:, 4:] += latent  # the shared signal sits in low-variance directions
     b[:, 6:] += latent @ torch.tensor([[1.0, 0.5], [-0.5, 1.0]], dtype=torch.float64)
-    return a + 1.0, (b - 2.0).reshape(n_samples, 2, 4)
+    return (a + 1.0).to(device), (b - 2.0).reshape(n_samples, 2, 4).to(device)
 
 
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
-def test_lossy_pca_reaches_eckart_young_error(parametrization: str) -> None:
-    a, b = planted_pair(400, 5)
+def test_lossy_pca_reaches_eckart_young_error(parametrization: str, device) -> None:
+    a, b = planted_pair(400, 5, device)
     module = OrthogonalDirectSum(
         6, 2, 4, 7, parametrization=parametrization, rank_a=3, rank_b=4, dtype=torch.float64
-    )
+    ).to(device)
     module.initialize(a, b, method="pca")
     a_hat, b_hat = module.decompose(module(a, b))
     # Reference: the discarded eigenvalues of the sample covariances (numpy eigh).
     for x, x_hat, rank in ((a, a_hat, 3), (b.reshape(400, -1), b_hat.reshape(400, -1), 4)):
-        centred = (x - x.mean(0)).numpy()
+        centred = (x - x.mean(0)).cpu().numpy()
         eigvals = np.sort(np.linalg.eigvalsh(centred.T @ centred / 399))[::-1]
         mse = ((x - x_hat) ** 2).sum(-1).mean().item()
         assert mse == pytest.approx(eigvals[rank:].sum() * 399 / 400, rel=1e-9)
@@ -284,7 +313,7 @@ def test_lossy_pca_reaches_eckart_young_error(parametrization: str) -> None:
     u_a = module.retained_a().detach()
     expected = (a - a.mean(0)) @ u_a @ u_a.T + a.mean(0)
     torch.testing.assert_close(a_hat, expected, rtol=0, atol=1e-12)
-    random = OrthogonalDirectSum(6, 2, 4, 7, rank_a=3, rank_b=4, dtype=torch.float64)
+    random = OrthogonalDirectSum(6, 2, 4, 7, rank_a=3, rank_b=4, dtype=torch.float64).to(device)
     random.initialize(a, b, method="random")
     assert random.reconstruction_loss(a, b) > module.reconstruction_loss(a, b)
 
@@ -311,10 +340,10 @@ def test_cca_readout_matches_sklearn_top_canonical_correlation() -> None:
 
 
 @pytest.mark.parametrize("parametrization", ["cayley", "matrix_exp", "stiefel"])
-def test_frame_load_is_exact(parametrization: str) -> None:
+def test_frame_load_is_exact(parametrization: str, device) -> None:
     gen = torch.Generator().manual_seed(7)
-    target = torch.linalg.qr(torch.randn(9, 4, generator=gen, dtype=torch.float64))[0]
-    frame = OrthonormalFrame(9, 4, parametrization, dtype=torch.float64).load_(target)
+    target = torch.linalg.qr(torch.randn(9, 4, generator=gen, dtype=torch.float64).to(device))[0]
+    frame = OrthonormalFrame(9, 4, parametrization, dtype=torch.float64).to(device).load_(target)
     sign_fixed = target * torch.sign(torch.diagonal(torch.linalg.qr(target)[1]))
     torch.testing.assert_close(frame().detach(), sign_fixed, rtol=0, atol=1e-12)
 

@@ -34,6 +34,7 @@ def test_block_extraction_finds_python_blocks_only():
 BLOCKS = readme_blocks()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not BLOCKS, reason="README.md has no ```python block")
 @pytest.mark.parametrize("line, code", BLOCKS, ids=[f"line{line}" for line, _ in BLOCKS])
 def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:

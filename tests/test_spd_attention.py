@@ -34,9 +34,9 @@ def test_geodesic_attention_runs_on_every_spd_metric(metric, dtype, device):
 
 
 @pytest.mark.parametrize("metric", list(SPD_METRICS))
-def test_karcher_aggregation_is_the_weighted_frechet_mean_of_the_values(metric):
+def test_karcher_aggregation_is_the_weighted_frechet_mean_of_the_values(metric, device):
     manifold = spd_manifold(metric)
-    x = _tokens(1, 5, 3, seed=2)
+    x = _tokens(1, 5, 3, seed=2, device=device)
     out, weights = geodesic_attention(
         manifold, x[:, :2], x, x, tau=2.0, aggregation="karcher", need_weights=True
     )
@@ -47,9 +47,9 @@ def test_karcher_aggregation_is_the_weighted_frechet_mean_of_the_values(metric):
 
 
 @pytest.mark.parametrize("metric", ["log_euclidean", "log_cholesky"])
-def test_flat_metrics_extrinsic_aggregation_is_the_frechet_mean(metric):
+def test_flat_metrics_extrinsic_aggregation_is_the_frechet_mean(metric, device):
     manifold = spd_manifold(metric)
-    x = _tokens(1, 5, 3, seed=3)
+    x = _tokens(1, 5, 3, seed=3, device=device)
     extrinsic, _ = geodesic_attention(manifold, x[:, :2], x, x, tau=2.0)
     karcher, _ = geodesic_attention(manifold, x[:, :2], x, x, tau=2.0, aggregation="karcher")
     bound = tolerance("karcher_tol", torch.float64) + ROUNDING * 9 * torch.finfo(torch.float64).eps

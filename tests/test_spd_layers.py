@@ -130,6 +130,12 @@ def _daleckii_krein(f, fprime, x, g):
         ("log", LogEig(), np.log, lambda v: 1 / v),
         ("exp", ExpEig(), np.exp, np.exp),
         ("reeig", ReEig(1.0), lambda v: np.maximum(v, 1.0), lambda v: (v > 1.0).astype(float)),
+        (
+            "floored-log",
+            LogEig(1.0),
+            lambda v: np.log(np.maximum(v, 1.0)),
+            lambda v: (v > 1.0) / np.maximum(v, 1.0),
+        ),
     ],
 )
 def test_gradient_at_repeated_eigenvalues_is_the_daleckii_krein_formula(
@@ -155,10 +161,29 @@ def test_gradient_at_repeated_eigenvalues_is_the_daleckii_krein_formula(
 
 
 @pytest.mark.parametrize("eigenvalues", [None, REPEATED], ids=["distinct", "repeated"])
-@pytest.mark.parametrize("layer", [LogEig(), ExpEig(), ReEig(1.0)], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("layer", [LogEig(), ExpEig(), ReEig(1.0), LogEig(1.0)], ids=repr)
 def test_gradcheck_in_float64(layer, eigenvalues):
     x = _spd((2,), 5, 5, eigenvalues=eigenvalues).requires_grad_()
     assert torch.autograd.gradcheck(lambda a: layer(_sym(a)), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_floored_log_eig_is_log_eig_after_re_eig(dtype, device):
+    # eigenvalues on both sides of the floor, three of them clamped to it (repeated after ReEig)
+    x = _spd((3,), 6, 21, device=device, eigenvalues=[0.05, 0.1, 0.2, 0.7, 1.5, 4.0])
+    x = x.to(dtype).requires_grad_()
+    g = torch.randn(3, 6, 6, generator=torch.Generator().manual_seed(22), dtype=torch.float64)
+    g = g.to(dtype=dtype, device=device)
+    fused, two_layers = LogEig(0.5), torch.nn.Sequential(ReEig(0.5), LogEig())
+    outs = [layer(x) for layer in (fused, two_layers)]
+    grads = [torch.autograd.grad((out * g).sum(), x)[0] for out in outs]
+    torch.testing.assert_close(outs[0], outs[1], atol=_bound(dtype, 6, 2), rtol=0)
+    # divided differences at most 1 / eps = 2
+    torch.testing.assert_close(grads[0], grads[1], atol=_bound(dtype, 6, 2 * g.abs().max()), rtol=0)
+    LogEig(0.5)(_sym(x.detach() - torch.eye(6, dtype=dtype, device=device)))  # indefinite: floored
+    with pytest.raises(ValueError, match="eps"):
+        LogEig(0.0)
+    assert repr(LogEig(0.5)) == "LogEig(eps=0.5)"
 
 
 def test_eigh_backward_is_not_finite_where_the_layers_are():
@@ -199,15 +224,22 @@ def test_batch_norm_output_has_the_identity_as_karcher_mean(metric, device):
     assert float(manifold.dist(mean, eye)) <= 1e-6
 
 
-@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
-def test_batch_norm_output_mean_is_the_bias_and_eval_uses_the_running_mean(metric, device):
-    layer = SPDBatchNorm(4, metric=metric, momentum=1.0, device=device, dtype=torch.float64)
-    bias = _spd((), 4, 9, device=device)
+def _set_bias(layer, metric, bias):
+    """Set the batch norm's bias G: the SPD parameter, or log G under the log-Euclidean metric
+    (SciPy's matrix logarithm as the independent reference)."""
     with torch.no_grad():
         if metric == "affine_invariant":
             layer.bias.copy_(bias)
         else:
-            layer.log_bias.copy_(torch.tensor(scipy.linalg.logm(bias.cpu().numpy()).real))
+            log_bias = scipy.linalg.logm(bias.cpu().numpy()).real
+            layer.log_bias.copy_(torch.as_tensor(log_bias, device=bias.device))
+
+
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
+def test_batch_norm_output_mean_is_the_bias_and_eval_uses_the_running_mean(metric, device):
+    layer = SPDBatchNorm(4, metric=metric, momentum=1.0, device=device, dtype=torch.float64)
+    bias = _spd((), 4, 9, device=device)
+    _set_bias(layer, metric, bias)
     x = _spd((10,), 4, 10, device=device)
     manifold = spd_manifold(metric)
     out = layer(x)
@@ -242,6 +274,95 @@ def test_batch_norm_running_mean_moves_along_the_geodesic():
     assert math.isclose(
         float(manifold.dist(layer.running_mean, mean)), 0.75 * d_total, abs_tol=1e-6
     )
+
+
+def _frechet_variance(manifold, points, centre):
+    return float(manifold.dist(points, centre.expand_as(points)).square().mean())
+
+
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_batch_norm_variance_is_the_learned_dispersion(metric, eps, device):
+    # Kobler et al. 2022: the output's Frechet variance about the bias is nu^2 s2 / (s2 + eps),
+    # s2 the input's variance about its Karcher mean, and the bias stays the output's mean
+    layer = SPDBatchNorm(
+        4, metric=metric, variance=True, eps=eps, karcher_kwargs={"tol": 1e-12},
+        device=device, dtype=torch.float64,
+    )  # fmt: skip
+    bias = _spd((), 4, 16, device=device)
+    dispersion = 0.7
+    _set_bias(layer, metric, bias)
+    with torch.no_grad():
+        layer.log_dispersion.fill_(math.log(dispersion))
+    x = _spd((12,), 4, 17, device=device)
+    manifold = spd_manifold(metric)
+    out = layer(x).detach()
+    variance = _frechet_variance(manifold, x, karcher_mean(manifold, x, tol=1e-12))
+    expected = dispersion**2 * variance / (variance + eps)
+    # squared distances up to n * 16 (relative log-eigenvalues within [-4, 4]): the rounding of a
+    # few eigensolves, relative to that scale
+    assert math.isclose(
+        _frechet_variance(manifold, out, bias), expected, rel_tol=_bound(torch.float64, 4, 16)
+    )
+    assert float(manifold.dist(karcher_mean(manifold, out, tol=1e-12), bias)) <= 1e-6
+
+
+@pytest.mark.parametrize("metric", ["affine_invariant", "log_euclidean"])
+def test_batch_norm_variance_running_statistics_in_eval(metric, device):
+    x = _spd((10,), 3, 18, device=device)
+    manifold = spd_manifold(metric)
+    variance = _frechet_variance(manifold, x, karcher_mean(manifold, x, tol=1e-12))
+    layer = SPDBatchNorm(
+        3, metric=metric, momentum=0.25, variance=True, device=device, dtype=torch.float64
+    )
+    layer(x)
+    assert math.isclose(float(layer.running_var), 0.75 + 0.25 * variance, rel_tol=1e-10)
+    # momentum 1: running mean and variance are the batch's, so evaluation repeats training
+    layer = SPDBatchNorm(
+        3, metric=metric, momentum=1.0, variance=True, karcher_kwargs={"tol": 1e-12},
+        device=device, dtype=torch.float64,
+    )  # fmt: skip
+    out = layer(x).detach()
+    assert math.isclose(float(layer.running_var), variance, rel_tol=1e-10)
+    layer.eval()
+    torch.testing.assert_close(layer(x), out, atol=1e-6, rtol=0)
+    # in evaluation the statistics stay put
+    layer(_spd((10,), 3, 19, device=device))
+    assert math.isclose(float(layer.running_var), variance, rel_tol=1e-10)
+
+
+def test_batch_norm_variance_matches_spd_learns_mean_var_batch_norm():
+    """The peer's SPDBatchNormMeanVar (Kobler et al. 2022) with its Karcher flow run to
+    convergence: the same normalisation, in training and with the running statistics."""
+    peer_modules = pytest.importorskip("spd_learn.modules")
+    x = _spd((12,), 4, 17)
+    ours = SPDBatchNorm(
+        4, variance=True, eps=1e-5, karcher_kwargs={"tol": 1e-12}, dtype=torch.float64
+    )
+    peer = peer_modules.SPDBatchNormMeanVar(4, n_iter=100, eps=1e-5, dtype=torch.float64)
+    out = ours(x)
+    # two Karcher means, fixed points of different iterations: each exact to the rounding of a
+    # step, amplified by the condition number of the matrices (eigenvalues in [e^-2, e^2])
+    scale = out.detach().abs().max() * math.exp(4)
+    torch.testing.assert_close(out, peer(x), atol=_bound(torch.float64, 4, scale), rtol=0)
+    assert math.isclose(float(ours.running_var), float(peer.running_var), rel_tol=1e-12)
+    ours.eval()
+    peer.eval()
+    torch.testing.assert_close(ours(x), peer(x), atol=_bound(torch.float64, 4, scale), rtol=0)
+
+
+def test_batch_norm_variance_trains_the_dispersion():
+    layer = SPDBatchNorm(3, variance=True, dtype=torch.float64)
+    x = _spd((6,), 3, 20).requires_grad_()
+    layer(x).diagonal(dim1=-2, dim2=-1).log().square().sum().backward()
+    for grad in (x.grad, layer.bias.grad, layer.log_dispersion.grad):
+        assert bool(torch.isfinite(grad).all())
+    assert float(layer.log_dispersion.grad.abs()) > 0
+    assert "variance=True" in repr(layer)
+    with pytest.raises(ValueError, match="variance"):
+        SPDBatchNorm(3, variance=1)
+    with pytest.raises(ValueError, match="eps"):
+        SPDBatchNorm(3, variance=True, eps=-1.0)
 
 
 # ---------------------------------------------------------------------------------- bad input
@@ -303,7 +424,16 @@ def _graph_breaks(fn, *args):
 
 
 @pytest.mark.parametrize(
-    "name", ["bimap-reeig-logeig", "expeig", "covpool", "batchnorm-eval", "batchnorm-le-train"]
+    "name",
+    [
+        "bimap-reeig-logeig",
+        "expeig",
+        "covpool",
+        "batchnorm-eval",
+        "batchnorm-le-train",
+        "batchnorm-var-eval",
+        "batchnorm-le-var-train",
+    ],
 )
 def test_layers_compile_without_graph_breaks_and_match_eager(name):
     torch.manual_seed(0)
@@ -316,15 +446,19 @@ def test_layers_compile_without_graph_breaks_and_match_eager(name):
         module, x = CovPool(0.1), torch.randn(4, 6, 30)
     elif name == "batchnorm-eval":
         module = SPDBatchNorm(6).eval()
+    elif name == "batchnorm-var-eval":
+        module = SPDBatchNorm(6, variance=True).eval()
+    elif name == "batchnorm-le-var-train":
+        module = SPDBatchNorm(6, metric="log_euclidean", variance=True)
     else:
         module = SPDBatchNorm(6, metric="log_euclidean")
     assert _graph_breaks(module, x) == 0
     torch._dynamo.reset()
     if hasattr(module, "running_mean"):
-        module.running_mean.copy_(torch.eye(6))
+        module.reset_parameters()
     expected = module(x)
     if hasattr(module, "running_mean"):
-        module.running_mean.copy_(torch.eye(6))
+        module.reset_parameters()
     got = torch.compile(module, backend="aot_eager", fullgraph=True)(x)
     tol = _bound(torch.float32, 6, expected.detach().abs().max())
     torch.testing.assert_close(got, expected, atol=tol, rtol=0)

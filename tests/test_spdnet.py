@@ -1,6 +1,5 @@
 """SPDNet: shapes, argument checks, and training on a planted two-class problem."""
 
-import geoopt
 import pytest
 import torch
 
@@ -22,18 +21,20 @@ def _planted(num_per_class, n, seed, dtype=torch.float64, device="cpu"):
     return torch.cat(xs).to(dtype=dtype, device=device), torch.cat(ys).to(device)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch_norm"])
-def test_spdnet_learns_a_planted_two_class_problem(batch_norm, device):
+@pytest.mark.parametrize(
+    "batch_norm, variance",
+    [(False, False), (True, False), (True, True)],
+    ids=["plain", "batch_norm", "batch_norm_variance"],
+)
+def test_spdnet_learns_a_planted_two_class_problem(batch_norm, variance, device, train_classifier):
     torch.manual_seed(0)
     x_train, y_train = _planted(32, 6, seed=1, device=device)
     x_test, y_test = _planted(32, 6, seed=2, device=device)
-    model = SPDNet([6, 4, 3], 2, batch_norm=batch_norm, device=device, dtype=torch.float64)
-    optimizer = geoopt.optim.RiemannianAdam(model.parameters(), lr=0.02)
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x_train), y_train)
-        loss.backward()
-        optimizer.step()
+    model = SPDNet(
+        [6, 4, 3], 2, batch_norm=batch_norm, batch_norm_variance=variance,
+        device=device, dtype=torch.float64,
+    )  # fmt: skip
+    train_classifier(model, x_train, y_train, steps=30, lr=0.02)
     model.eval()
     with torch.no_grad():
         accuracy = (model(x_test).argmax(-1) == y_test).double().mean()
@@ -62,6 +63,8 @@ def test_spdnet_arguments_are_checked_by_name():
         SPDNet([6, 4], 0)
     with pytest.raises(ValueError, match="batch_norm"):
         SPDNet([6, 4], 2, batch_norm=1)
+    with pytest.raises(ValueError, match="batch_norm_variance"):
+        SPDNet([6, 4], 2, batch_norm=True, batch_norm_variance=1)
     with pytest.raises(ValueError, match="input must be \\(\\.\\.\\., 6, 6\\)"):
         SPDNet([6, 4], 2)(torch.eye(5).expand(3, 5, 5))
 

@@ -228,8 +228,10 @@ def speak_words(
 
     Args:
         words: the words.
-        n_mels, hop_length: of :func:`log_mel`. Default: 32, 256.
-        espeak, voice: the espeak-ng program and voice. Default: ``"espeak-ng"``, ``"en"``.
+        n_mels: mel bands, as in :func:`log_mel`. Default: ``32``.
+        hop_length: samples between frames, as in :func:`log_mel`. Default: ``256``.
+        espeak: the espeak-ng program. Default: ``"espeak-ng"``.
+        voice: the espeak-ng voice. Default: ``"en"``.
         cache_dir: if given, the frames are stored in (and read back from) a ``.npz`` file there,
             keyed by the words and settings. Default: ``None``.
         progress: show a tqdm bar over the synthesis. Default: False.

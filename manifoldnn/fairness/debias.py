@@ -84,7 +84,8 @@ def gender_direction(
     Args:
         vectors: word -> vector.
         pairs: definitional pairs (either order).
-        male, female: the words fixing the sign. Default: ``"he"``, ``"she"``.
+        male: the male word fixing the sign. Default: ``"he"``.
+        female: the female word fixing the sign. Default: ``"she"``.
 
     Returns:
         ``(d,)`` unit vector.
@@ -170,7 +171,9 @@ class HardDebias(TransformerMixin, BaseEstimator):
 
     Attributes:
         direction_: ``(d,)`` unit gender direction.
-        definitional_pairs_, equalize_pairs_, specific_words_: the word lists used.
+        definitional_pairs_: the definitional pairs used.
+        equalize_pairs_: the equalisation pairs used.
+        specific_words_: the gender-specific words used.
         n_features_in_: d.
     """
 

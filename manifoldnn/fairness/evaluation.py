@@ -88,10 +88,11 @@ class GenderBiasSplit:
         bias: ``(N,)`` original bias ``cos(w, he) - cos(w, she)`` of every word.
         candidates: indices of the words eligible for selection (lower-case alphabetic, not
             gender-specific), sorted by decreasing bias.
-        eval_index, eval_labels: the ``2 * n_eval`` most biased candidates, ``+1`` male-biased,
-            ``-1`` female-biased.
-        fit_index, fit_labels: the next ``n_fit`` per side (``+1`` / ``-1``) and ``n_neutral``
-            candidates of smallest ``|bias|`` (``0``).
+        eval_index: the ``2 * n_eval`` most biased candidates.
+        eval_labels: their labels, ``+1`` male-biased, ``-1`` female-biased.
+        fit_index: the next ``n_fit`` candidates per side and the ``n_neutral`` candidates of
+            smallest ``|bias|``.
+        fit_labels: their labels, ``+1`` / ``-1`` by side and ``0`` for the neutral ones.
     """
 
     bias: np.ndarray
@@ -109,7 +110,8 @@ def gender_bias(vectors: object, words: Sequence[str], male: str = "he", female:
     Args:
         vectors: ``(N, d)`` word vectors (any norm).
         words: the ``N`` words.
-        male, female: the two anchor words. Default: ``"he"``, ``"she"``.
+        male: the male anchor word. Default: ``"he"``.
+        female: the female anchor word. Default: ``"she"``.
 
     Returns:
         ``(N,)`` float64 bias, positive = male-biased.
@@ -152,7 +154,8 @@ def gender_bias_split(
         n_eval: evaluation words per side. Default: 500.
         n_fit: fitting words per side. Default: 2500 (ranks 501-3000).
         n_neutral: neutral fitting words. Default: ``n_fit``.
-        male, female: the anchor words. Default: ``"he"``, ``"she"``.
+        male: the male anchor word. Default: ``"he"``.
+        female: the female anchor word. Default: ``"she"``.
 
     Returns:
         :class:`GenderBiasSplit`.
@@ -230,7 +233,10 @@ def weat_effect_size(
 
     Args:
         vectors: word -> vector.
-        x, y: target word sets; a, b: attribute word sets.
+        x: the first target word set.
+        y: the second target word set.
+        a: the first attribute word set.
+        b: the second attribute word set.
     """
     return weat_test(vectors, "weat", x, y, a, b, min_words=1).effect_size
 
@@ -493,7 +499,8 @@ def neighbour_overlap(
     :math:`|N \cap N'| / |N \cup N'|` with ``jaccard=True``.
 
     Args:
-        original, transformed: ``(n, d)`` and ``(n, d')``, the same words in the same order.
+        original: ``(n, d)`` vectors of the original space.
+        transformed: ``(n, d')`` vectors of the same words, in the same order, after the map.
         k: neighbours. Default: 10.
         query: indices of the words averaged over. Default: all.
         jaccard: Jaccard index instead of the overlap share. Default: False.
@@ -536,7 +543,8 @@ def attention_stereotype_gap(
 
     Args:
         weights: ``(q, n_keys)`` attention weights (rows sum to 1).
-        male_keys, female_keys: key columns of the male and female words.
+        male_keys: key columns of the male words.
+        female_keys: key columns of the female words.
         lean: ``(q,)`` the queries' lean.
 
     Returns:

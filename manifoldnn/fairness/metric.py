@@ -33,7 +33,7 @@ import geoopt
 import torch
 from torch import nn
 
-from ..manifolds import ManifoldGeometry, geometry_for
+from ..manifolds import GeometryModule, ManifoldGeometry, geometry_for
 
 __all__ = ["FairnessMetric", "AssociationBias", "LinearBias"]
 
@@ -90,7 +90,7 @@ class AssociationBias(nn.Module):
         return (x @ self.direction.to(x)) / x.norm(dim=-1)
 
 
-class FairnessMetric(nn.Module):
+class FairnessMetric(GeometryModule):
     r"""Stretched metric :math:`G + \alpha \sum_m w_m g_m g_m^\top` used as a squared distance.
 
     Args:
@@ -138,9 +138,7 @@ class FairnessMetric(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        self.geometry = geometry_for(manifold)
-        self.manifold = self.geometry.manifold
+        super().__init__(manifold)
         self.distance = self.geometry.check_distance(distance)
         if len(bias_losses) == 0:
             raise ValueError("FairnessMetric needs at least one bias loss")

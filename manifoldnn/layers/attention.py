@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import geoopt
 import torch
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..manifolds import ManifoldGeometry, geometry_for, karcher_mean
+from ..manifolds import GeometryModule, ManifoldGeometry, geometry_for, karcher_mean
 from ..validation import (
     check_choice,
     check_positive_float,
@@ -42,7 +43,7 @@ from ..validation import (
     check_positive_ints,
     renamed_arguments,
 )
-from .manifold_linear import ManifoldLinear
+from .manifold_linear import ManifoldLinear, _check_map_sizes
 
 __all__ = [
     "GeodesicAttention",
@@ -51,10 +52,34 @@ __all__ = [
     "additive_attention_mask",
     "SCORES",
     "AGGREGATIONS",
+    "entropy_invariant_scale",
 ]
 
 SCORES = ("neg_sq", "gdlnet")
 AGGREGATIONS = ("extrinsic", "tangent", "karcher")
+
+
+def entropy_invariant_scale(length, train_length: int):
+    r"""The entropy-invariant multiplier of attention logits over ``length`` keys.
+
+    .. math::
+
+        \lambda(n) = \frac{\log n}{\log L_{train}},
+
+    which keeps the entropy of the attention weights at ``n`` keys near its value at the training
+    length (Chiang & Cholak 2022, "Overcoming a theoretical limitation of self-attention",
+    Sec. 5); lengths below 2 count as 2.
+
+    Args:
+        length: :math:`n`, an ``int`` or a tensor of key counts (e.g. one per causal query row).
+        train_length: :math:`L_{train} \geq 2`.
+
+    Returns:
+        A ``float`` for an ``int`` length, else a tensor of the length's shape and dtype.
+    """
+    if isinstance(length, torch.Tensor):
+        return torch.log(length.clamp_min(2)) / math.log(train_length)
+    return math.log(max(length, 2)) / math.log(train_length)
 
 
 def _score(d2: torch.Tensor, score: str, tau: torch.Tensor, scale: float) -> torch.Tensor:
@@ -425,7 +450,7 @@ def _sdpa_path(
     return geometry.aggregate(mean, point_shape)
 
 
-class ManifoldAttentionHeads(nn.Module):
+class ManifoldAttentionHeads(GeometryModule):
     r"""What multi-head attention on a manifold shares, whatever computes the attention.
 
     The geometry, per-head query/key/value maps (:class:`~manifoldnn.layers.ManifoldLinear`), a
@@ -473,10 +498,8 @@ class ManifoldAttentionHeads(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(manifold)
         factory_kwargs = {"device": device, "dtype": dtype}
-        self.geometry = geometry_for(manifold)
-        self.manifold = self.geometry.manifold
         check_positive_ints(in_size=in_size, num_heads=num_heads)
         head_size = in_size if head_size is None else check_positive_int(head_size, "head_size")
         check_positive_float(tau, "tau")
@@ -484,11 +507,8 @@ class ManifoldAttentionHeads(nn.Module):
             raise ValueError("project=False needs num_heads == 1 and head_size == in_size")
         if train_length is not None and (check_positive_int(train_length, "train_length") < 2):
             raise ValueError(f"train_length must be >= 2, got {train_length}")
-        if project and self.geometry.rank_preserving_map and head_size > in_size:
-            raise ValueError(
-                f"head_size={head_size} must be <= in_size={in_size} on {self.geometry.name} (the "
-                "query, key and value maps need full row rank)"
-            )
+        if project:
+            _check_map_sizes(self.geometry, in_size, head_size, "head_size")
         self.in_size, self.head_size, self.num_heads = in_size, head_size, num_heads
         self.project, self.train_length = project, train_length
         log_tau = torch.tensor(math.log(tau), **factory_kwargs)
@@ -562,7 +582,7 @@ class ManifoldAttentionHeads(nn.Module):
         q, k, v = self._heads(query, "query"), self._heads(key, "key"), self._heads(value, "value")
         scale = 1.0
         if self.train_length is not None:
-            scale = math.log(max(k.shape[-nd - 1], 2)) / math.log(self.train_length)
+            scale = entropy_invariant_scale(k.shape[-nd - 1], self.train_length)
         mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(-2)
         return q, k, v, scale, mask, attn_mask
 
@@ -609,6 +629,12 @@ class ManifoldAttentionHeads(nn.Module):
         merged = self.geometry.aggregate((weights.unsqueeze(-1) * features).sum(-2), head_point)
         return self.out_map(merged).squeeze(-nd - 1)
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
+            f"num_heads={self.num_heads}, project={self.project}, out_size={self.out_size}"
+        )
+
     @staticmethod
     def merge_weights(weights: torch.Tensor | None, average: bool) -> torch.Tensor | None:
         """Per-head weights ``(..., H, L_q, L_k)``, averaged over heads when ``average``."""
@@ -638,24 +664,18 @@ class GeodesicAttention(ManifoldAttentionHeads):
         head_size: per-head output size (``<= in_size`` on Grassmann and SPD).
             Default: ``None`` (``in_size``).
         num_heads: H. Default: ``1``.
-        tau: initial temperature. Default: ``1.0``.
-        learn_tau: make ``log tau`` a parameter. Default: ``True``.
-        project: if False, no maps (requires ``num_heads == 1`` and ``head_size == in_size``).
-            Default: ``True``.
         distance: as in :func:`geodesic_attention`. Default: ``None``.
         score: as in :func:`geodesic_attention`. Default: ``"neg_sq"``.
         aggregation: as in :func:`geodesic_attention`. Default: ``"extrinsic"``.
         metric: as in :func:`geodesic_attention`. Default: ``None``.
-        train_length: enables entropy-invariant scaling with this training length.
-            Default: ``None``.
         chunk_size: as in :func:`geodesic_attention`. Default: ``1024``.
         validate: check token values on the host in eager forwards (see
             :func:`geodesic_attention`); ``False`` removes every host synchronisation from the
             forward. Default: ``True``.
-        out_size: the output map's size (see :class:`ManifoldAttentionHeads`); ``None`` returns
-            the heads apart. Default: ``None``.
-        device: of the parameters. Default: PyTorch's default.
-        dtype: of the parameters. Default: PyTorch's default.
+        **options: the options every head layer takes (:class:`ManifoldAttentionHeads`): ``tau``
+            (initial temperature), ``learn_tau``, ``project`` (``False``: no maps),
+            ``train_length`` (entropy-invariant scaling), ``out_size`` (the output map; ``None``
+            returns the heads apart), ``device``, ``dtype``.
 
     Shape:
         - ``query``: ``(..., L_q, *point)``; ``key``, ``value``: ``(..., L_k, *point)`` (default:
@@ -684,24 +704,15 @@ class GeodesicAttention(ManifoldAttentionHeads):
         head_size: int | None = None,
         num_heads: int = 1,
         *,
-        tau: float = 1.0,
-        learn_tau: bool = True,
-        project: bool = True,
         distance: str | None = None,
         score: str = "neg_sq",
         aggregation: str = "extrinsic",
         metric: nn.Module | None = None,
-        train_length: int | None = None,
         chunk_size: int = 1024,
         validate: bool = True,
-        out_size: int | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            manifold, in_size, head_size, num_heads, tau=tau, learn_tau=learn_tau, project=project,
-            train_length=train_length, out_size=out_size, device=device, dtype=dtype,
-        )  # fmt: skip
+        super().__init__(manifold, in_size, head_size, num_heads, **options)
         self.distance = self.geometry.check_distance(distance)
         self.score = check_choice(score, "score", SCORES)
         self.aggregation = check_choice(aggregation, "aggregation", AGGREGATIONS)
@@ -721,7 +732,6 @@ class GeodesicAttention(ManifoldAttentionHeads):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.geometry.name}, in_size={self.in_size}, head_size={self.head_size}, "
-            f"num_heads={self.num_heads}, distance={self.distance}, score={self.score}, "
-            f"aggregation={self.aggregation}, project={self.project}, out_size={self.out_size}"
+            f"{super().extra_repr()}, distance={self.distance}, score={self.score}, "
+            f"aggregation={self.aggregation}"
         )

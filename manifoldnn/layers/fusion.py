@@ -92,7 +92,8 @@ def whitened_cca(
     orthonormalises.
 
     Args:
-        a, b: paired samples, N >= 2.
+        a: ``(N, n)`` samples of the first modality, N >= 2.
+        b: ``(N, m)`` samples of the second modality, paired with ``a`` row by row.
         rank: r <= min(n, m) canonical pairs kept.
         regularization: relative ridge. Default: 1e-3.
 

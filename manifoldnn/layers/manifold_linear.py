@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..linalg import qr_positive
-from ..manifolds import ManifoldGeometry, geometry_for
+from ..manifolds import GeometryModule, ManifoldGeometry
 from ..validation import (
     check_positive_ints,
     renamed_arguments,
@@ -17,7 +17,18 @@ from ..validation import (
 __all__ = ["ManifoldLinear"]
 
 
-class ManifoldLinear(nn.Module):
+def _check_map_sizes(geometry: ManifoldGeometry, in_size: int, out_size: int, name: str) -> None:
+    """A map to ``out_size`` keeps points of a rank-preserving geometry (Grassmann, SPD) on it only
+    when W has full row rank, i.e. ``out_size <= in_size``; ``name`` is the argument that set
+    ``out_size``."""
+    if geometry.rank_preserving_map and out_size > in_size:
+        raise ValueError(
+            f"{name}={out_size} must be <= in_size={in_size} on {geometry.name} (W needs full row "
+            "rank to keep points on the manifold)"
+        )
+
+
+class ManifoldLinear(GeometryModule):
     r"""Per-head manifold-preserving linear map (the query/key/value maps of geodesic attention).
 
     The map is the geometry's ``map_points`` (:mod:`manifoldnn.manifolds.geometry`):
@@ -67,16 +78,10 @@ class ManifoldLinear(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(manifold)
         factory_kwargs = {"device": device, "dtype": dtype}
-        self.geometry = geometry_for(manifold)
-        self.manifold = self.geometry.manifold
         check_positive_ints(in_size=in_size, out_size=out_size, num_heads=num_heads)
-        if self.geometry.rank_preserving_map and out_size > in_size:
-            raise ValueError(
-                f"ManifoldLinear on {self.geometry.name}: out_size={out_size} must be <= "
-                f"in_size={in_size} (W needs full row rank to keep points on the manifold)"
-            )
+        _check_map_sizes(self.geometry, in_size, out_size, "out_size")
         self.in_size, self.out_size, self.num_heads = in_size, out_size, num_heads
         self.weight = nn.Parameter(torch.empty(num_heads, out_size, in_size, **factory_kwargs))
         self.bias = (

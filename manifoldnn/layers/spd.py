@@ -1,6 +1,8 @@
 r"""Layers of SPD matrix networks (SPDNet, Huang & Van Gool, AAAI 2017, "A Riemannian network for
 SPD matrix learning", Sec. 3; Riemannian batch normalisation, Brooks et al., NeurIPS 2019,
-"Riemannian batch normalization for SPD neural networks").
+"Riemannian batch normalization for SPD neural networks"; its variance normalisation, Kobler et
+al., NeurIPS 2022, "SPD domain-specific batch normalization to crack interpretable unsupervised
+domain adaptation in EEG").
 
 A batch of symmetric positive-definite (SPD) matrices has shape ``(..., n, n)``; every layer acts
 on the last two dimensions and keeps the leading ones.
@@ -34,6 +36,7 @@ from ..validation import (
     check_bool,
     check_choice,
     check_in_range,
+    check_nonnegative_float,
     check_positive_float,
     check_positive_int,
 )
@@ -173,7 +176,9 @@ class BiMap(ConstrainedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_spd_input(x, "input", "BiMap", size=self.in_size, values=self.validate)
         w = self.weight
-        return sym(w.transpose(-1, -2) @ x @ w)
+        # (X W)^T W = W^T X W for symmetric X; both products fold the batch into one matrix
+        # product with W on the right, where W^T (X W) broadcasts W^T over the batch
+        return sym((x @ w).transpose(-1, -2) @ w)
 
     def extra_repr(self) -> str:
         return f"in_size={self.in_size}, out_size={self.out_size}"
@@ -249,19 +254,38 @@ class _EigenvalueMap(nn.Module):
         return symmetric_functions(x, self._function)[0]
 
 
+def _floored_log(lam: torch.Tensor, eps: float) -> torch.Tensor:
+    return lam.clamp_min(eps).log()
+
+
+def _floored_log_derivative(lam: torch.Tensor, eps: float) -> torch.Tensor:
+    return (lam > eps).to(lam.dtype) / lam.clamp_min(eps)
+
+
 class LogEig(_EigenvalueMap):
     r"""Matrix logarithm :math:`X \mapsto U \log(\Lambda) U^\top` (SPDNet, Huang & Van Gool 2017,
     LogEig layer, eq. 8): maps SPD matrices to the flat space of symmetric matrices (the
     log-Euclidean chart, Arsigny et al. 2007), where Euclidean layers follow.
 
+    With ``eps`` the eigenvalues are first floored at :math:`\epsilon`, so that
+    ``LogEig(eps)`` is ``LogEig()`` after ``ReEig(eps)`` from one eigendecomposition instead of two
+    (the rectified matrix has the input's eigenvectors); its backward is the Daleckii-Krein formula
+    of :math:`\log \max(\epsilon, \cdot)`, equal to the chain rule through both layers.
+
+    .. math::
+
+        f(X) = U \log \max(\epsilon I, \Lambda) U^\top, \qquad X = U \Lambda U^\top
+
     Args:
-        validate: check the input's values (finite, symmetric, positive definite) in eager
-            forwards; ``False`` keeps the shape checks only and removes the host
+        eps: the eigenvalue floor :math:`\epsilon > 0` of a preceding ReEig, or ``None`` for the
+            plain logarithm of an SPD input. Default: ``None``.
+        validate: check the input's values (finite, symmetric, and positive definite without
+            ``eps``) in eager forwards; ``False`` keeps the shape checks only and removes the host
             synchronisation, e.g. inside a network whose input is checked once.
             Default: ``True``.
 
     Shape:
-        - Input: ``(..., n, n)`` SPD.
+        - Input: ``(..., n, n)`` SPD (symmetric with ``eps``).
         - Output: ``(..., n, n)`` symmetric.
 
     Examples::
@@ -270,9 +294,24 @@ class LogEig(_EigenvalueMap):
         >>> from manifoldnn.layers import LogEig
         >>> LogEig()(torch.eye(3) * torch.e).diagonal()
         tensor([1.0000, 1.0000, 1.0000])
+        >>> LogEig(1.0)(torch.diag(torch.tensor([0.5, torch.e]))).diagonal()
+        tensor([0.0000, 1.0000])
     """
 
     _function, _definite = LOG, True
+
+    def __init__(self, eps: float | None = None, *, validate: bool = True) -> None:
+        super().__init__(validate=validate)
+        self.eps = None if eps is None else check_positive_float(eps, "eps")
+        if self.eps is not None:
+            self._function = (
+                partial(_floored_log, eps=self.eps),
+                partial(_floored_log_derivative, eps=self.eps),
+            )
+            self._definite = False
+
+    def extra_repr(self) -> str:
+        return "" if self.eps is None else f"eps={self.eps}"
 
 
 class ExpEig(_EigenvalueMap):
@@ -357,7 +396,8 @@ BATCH_NORM_METRICS = ("affine_invariant", "log_euclidean")
 
 
 class SPDBatchNorm(ConstrainedModule):
-    r"""Riemannian batch normalisation of SPD matrices (Brooks et al. 2019, Algorithm 1).
+    r"""Riemannian batch normalisation of SPD matrices (Brooks et al. 2019, Algorithm 1), optionally
+    with the variance normalisation of Kobler et al. 2022 (SPDBN, their eq. 10).
 
     Training: the batch's Karcher mean :math:`G` (:func:`manifoldnn.manifolds.karcher_mean`), each
     matrix transported from :math:`G` to the identity and from there to a learned SPD bias
@@ -382,10 +422,35 @@ class SPDBatchNorm(ConstrainedModule):
     Riemannian optimiser, as in the paper); with ``"log_euclidean"`` it is stored as its
     logarithm, a plain parameter, since the log-Euclidean metric is Euclidean in that chart.
 
+    With ``variance=True`` the batch's Fréchet variance about :math:`G` is normalised too: each
+    centred matrix is scaled along its geodesic from the identity (a matrix power) so that the
+    output's variance about :math:`B` is a learned dispersion :math:`\nu^2`,
+
+    .. math::
+
+        \sigma^2 = \frac{1}{N} \sum_i d^2(G, X_i) = \frac{1}{N} \sum_i \|L_i\|_F^2, \qquad
+        Y_i = \mathrm{Exp}_B\Big(\Gamma_{I \to B} \frac{\nu}{\sqrt{\sigma^2 + \epsilon}}
+        L_i\Big),
+
+    with :math:`L_i = \log(G^{-1/2} X_i G^{-1/2})` (affine-invariant, so that
+    :math:`Y_i = B^{1/2} \exp(s L_i) B^{1/2}`) or :math:`L_i = \log X_i - \log G`
+    (log-Euclidean, :math:`Y_i = \exp(\log B + s L_i)`), :math:`s = \nu / \sqrt{\sigma^2 +
+    \epsilon}`. Then :math:`\frac{1}{N}\sum_i d^2(B, Y_i) = \nu^2 \sigma^2 / (\sigma^2 +
+    \epsilon)`, and :math:`B` stays the output's mean (the logarithms at the mean sum to zero,
+    scaled or not). :math:`\nu = \exp(\text{log\_dispersion})` is learned in log space (positive);
+    ``running_var`` follows the batch variances by :math:`\sigma^2_{\text{run}} \leftarrow
+    (1 - \eta) \sigma^2_{\text{run}} + \eta \sigma^2` and replaces :math:`\sigma^2` in
+    evaluation.
+
     Args:
         size: size n of the matrices.
         metric: ``"affine_invariant"`` or ``"log_euclidean"``. Default: ``"affine_invariant"``.
-        momentum: the step :math:`\eta \in (0, 1]` of the running mean. Default: ``0.1``.
+        momentum: the step :math:`\eta \in (0, 1]` of the running mean (and variance).
+            Default: ``0.1``.
+        variance: also normalise the batch's Fréchet variance to a learned dispersion
+            :math:`\nu^2` (Kobler et al. 2022). Default: ``False``.
+        eps: :math:`\epsilon \ge 0` added to the variance before its square root (only with
+            ``variance=True``). Default: ``1e-5``.
         karcher_kwargs: keyword arguments of :func:`~manifoldnn.manifolds.karcher_mean`
             (``max_iter``, ``tol``). Default: ``None``.
         validate: check the input's values (finite, symmetric, positive definite) in eager
@@ -408,6 +473,8 @@ class SPDBatchNorm(ConstrainedModule):
         >>> x = signals @ signals.mT / 10 + 0.1 * torch.eye(4)
         >>> SPDBatchNorm(4, metric="log_euclidean")(x).shape
         torch.Size([16, 4, 4])
+        >>> SPDBatchNorm(4, variance=True)(x).shape
+        torch.Size([16, 4, 4])
     """
 
     def __init__(
@@ -416,6 +483,8 @@ class SPDBatchNorm(ConstrainedModule):
         *,
         metric: str = "affine_invariant",
         momentum: float = 0.1,
+        variance: bool = False,
+        eps: float = 1e-5,
         karcher_kwargs: dict | None = None,
         validate: bool = True,
         device: torch.device | str | None = None,
@@ -425,6 +494,8 @@ class SPDBatchNorm(ConstrainedModule):
         self.size = check_positive_int(size, "size")
         self.metric = check_choice(metric, "metric", BATCH_NORM_METRICS)
         self.momentum = check_in_range(momentum, "momentum", 0.0, 1.0, low_open=True)
+        self.variance = check_bool(variance, "variance")
+        self.eps = check_nonnegative_float(eps, "eps")
         self.karcher_kwargs = dict(karcher_kwargs or {})
         self.validate = check_bool(validate, "validate")
         self.manifold = spd_manifold(metric)
@@ -436,15 +507,21 @@ class SPDBatchNorm(ConstrainedModule):
         else:
             self.log_bias = nn.Parameter(torch.zeros(size, size, **factory))
         self.register_buffer("running_mean", torch.eye(size, **factory))
+        if self.variance:
+            self.log_dispersion = nn.Parameter(torch.zeros((), **factory))
+            self.register_buffer("running_var", torch.ones((), **factory))
 
     def reset_parameters(self) -> None:
-        """Bias and running mean back to the identity."""
+        """Bias and running mean back to the identity (dispersion and running variance to 1)."""
         with torch.no_grad():
             if self.metric == "affine_invariant":
                 self.bias.copy_(eye_like(self.bias))
             else:
                 self.log_bias.zero_()
             self.running_mean.copy_(eye_like(self.running_mean))
+            if self.variance:
+                self.log_dispersion.zero_()
+                self.running_var.fill_(1.0)
 
     def _batch_mean(self, x: torch.Tensor) -> torch.Tensor:
         if self.metric == "log_euclidean":
@@ -464,15 +541,34 @@ class SPDBatchNorm(ConstrainedModule):
         else:
             mean = self.running_mean
         if self.metric == "log_euclidean":
-            logs = symmetric_functions(x, LOG)[0]
-            shift = sym(self.log_bias) - symmetric_functions(mean, LOG)[0]
-            out = symmetric_functions(logs + shift, EXP)[0]
+            logs = symmetric_functions(x, LOG)[0] - symmetric_functions(mean, LOG)[0]
+            if self.variance:
+                logs = self._scale_to_dispersion(logs)
+            out = symmetric_functions(logs + sym(self.log_bias), EXP)[0]
         else:
             inv_root = symmetric_functions(mean, INV_SQRT)[0]
             bias_root = symmetric_functions(self.bias, SQRT)[0]
-            transport = bias_root @ inv_root
-            out = sym(transport @ x @ transport.transpose(-1, -2))
+            if self.variance:
+                centred = sym(inv_root @ x @ inv_root)
+                logs = self._scale_to_dispersion(symmetric_functions(centred, LOG)[0])
+                out = sym(bias_root @ symmetric_functions(logs, EXP)[0] @ bias_root)
+            else:
+                transport = bias_root @ inv_root
+                out = sym(transport @ x @ transport.transpose(-1, -2))
         return out.reshape(shape)
 
+    def _scale_to_dispersion(self, logs: torch.Tensor) -> torch.Tensor:
+        r"""Logarithms at the mean ``(N, n, n)`` scaled by :math:`\nu / \sqrt{\sigma^2 +
+        \epsilon}`; in training the batch's variance also updates ``running_var``."""
+        if self.training:
+            # Frechet variance about the mean: d(G, X_i) = ||L_i||_F on both metrics
+            variance = logs.square().sum((-2, -1)).mean()
+            with torch.no_grad():
+                self.running_var.lerp_(variance.detach(), self.momentum)
+        else:
+            variance = self.running_var
+        return logs * (self.log_dispersion.exp() * torch.rsqrt(variance + self.eps))
+
     def extra_repr(self) -> str:
-        return f"size={self.size}, metric={self.metric!r}, momentum={self.momentum}"
+        extra = f", variance=True, eps={self.eps}" if self.variance else ""
+        return f"size={self.size}, metric={self.metric!r}, momentum={self.momentum}{extra}"

@@ -71,6 +71,7 @@ __all__ = [
     "LorentzGeometry",
     "geometry_for",
     "registered_geometries",
+    "GeometryModule",
 ]
 
 _REGISTRY: list[type[ManifoldGeometry]] = []
@@ -737,7 +738,25 @@ def _spd_adjoint(mean, points, w, rhs):
     return sym(inv_root @ solution @ inv_root)
 
 
-class SPDGeometry(ManifoldGeometry):
+class _SPDMatrixGeometry(ManifoldGeometry):
+    """What every SPD metric shares: square tokens and the congruence map ``W X W^T`` (SPDNet
+    BiMap, Huang & Van Gool 2017, eq. 1), which keeps SPD for W of full row rank."""
+
+    rank_preserving_map = True
+
+    def check_points(self, x, name):
+        super().check_points(x, name)
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
+
+    def map_points(self, weight, x, bias=None):
+        return sym(weight @ x.unsqueeze(-3) @ weight.transpose(-1, -2))
+
+    def expmap(self, x, u):
+        return self.manifold.expmap(x, u)
+
+
+class SPDGeometry(_SPDMatrixGeometry):
     r"""Symmetric positive-definite matrices ``(n, n)``.
 
     Distances: affine-invariant :math:`\|\log(Q^{-1/2} K Q^{-1/2})\|_F^2` (default; Pennec, Fillard
@@ -750,12 +769,6 @@ class SPDGeometry(ManifoldGeometry):
     manifold_type = geoopt.SymmetricPositiveDefinite
     distances = ("affine", "log_euclidean")
     sdpa_distances = frozenset({"log_euclidean"})
-    rank_preserving_map = True
-
-    def check_points(self, x, name):
-        super().check_points(x, name)
-        if x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
 
     def dist(self, x, y, distance=None):
         if self.check_distance(distance) == "log_euclidean":
@@ -806,10 +819,6 @@ class SPDGeometry(ManifoldGeometry):
 
     def aggregate(self, mean, point_shape):
         return sym_expm(_symmetric_from_upper(mean, point_shape[-1]))
-
-    def map_points(self, weight, x, bias=None):
-        y = weight @ x.unsqueeze(-3) @ weight.transpose(-1, -2)
-        return sym(y)
 
 
 class PoincareBallGeometry(ManifoldGeometry):
@@ -985,3 +994,25 @@ def geometry_for(manifold: geoopt.Manifold | ManifoldGeometry) -> ManifoldGeomet
     # most specific manifold type first (longest MRO), later registrations win ties
     best = max(reversed(matches), key=lambda cls: len(cls.manifold_type.__mro__))
     return best(manifold)
+
+
+class GeometryModule(torch.nn.Module):
+    """Base of the modules that work on one manifold: it resolves the ``manifold`` argument once.
+
+    Sets ``geometry`` (the :class:`ManifoldGeometry` of :func:`geometry_for`) and ``manifold``
+    (its geoopt manifold, a submodule), in that order.
+
+    Args:
+        manifold: a geoopt manifold or a :class:`ManifoldGeometry`.
+
+    Examples::
+
+        >>> from manifoldnn.manifolds import Grassmann
+        >>> GeometryModule(Grassmann()).geometry
+        GrassmannGeometry(Grassmann manifold)
+    """
+
+    def __init__(self, manifold: geoopt.Manifold | ManifoldGeometry) -> None:
+        super().__init__()
+        self.geometry = geometry_for(manifold)
+        self.manifold = self.geometry.manifold

@@ -202,6 +202,10 @@ class Lorentz(geoopt.Lorentz):
         True
     """
 
+    def __init__(self, k: float = 1.0, learnable: bool = False) -> None:
+        # geoopt's own signature, written out so that the documentation shows it
+        super().__init__(k=k, learnable=learnable)
+
     def _check_point_on_manifold(self, x, *, atol=1e-5, rtol=1e-5, dim=-1):
         k = self.k.to(x)
         square = minkowski_inner(x, x)

@@ -36,7 +36,7 @@ import torch
 from ..linalg import sym, sym_expm, sym_logm, symmetric_function_derivative, symmetric_functions
 from ..linalg.spectral import EXP, INV_SQRT, LOG, SQRT
 from ..validation import check_choice
-from .geometry import ManifoldGeometry
+from .geometry import _SPDMatrixGeometry
 
 __all__ = [
     "LogEuclideanSPD",
@@ -313,24 +313,6 @@ def spd_manifold(metric: str = "affine_invariant") -> geoopt.SymmetricPositiveDe
     """
     metric = check_choice(metric, "metric", tuple(SPD_METRICS))
     return SPD_METRICS[metric]()
-
-
-class _SPDMatrixGeometry(ManifoldGeometry):
-    """What every SPD metric shares: square tokens and the congruence map ``W X W^T`` (SPDNet
-    BiMap, Huang & Van Gool 2017, eq. 1), which keeps SPD for W of full row rank."""
-
-    rank_preserving_map = True
-
-    def check_points(self, x, name):
-        super().check_points(x, name)
-        if x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"{name}: SPD tokens must be square (..., n, n), got {tuple(x.shape)}")
-
-    def map_points(self, weight, x, bias=None):
-        return sym(weight @ x.unsqueeze(-3) @ weight.transpose(-1, -2))
-
-    def expmap(self, x, u):
-        return self.manifold.expmap(x, u)
 
 
 class _FlatChartGeometry(_SPDMatrixGeometry):

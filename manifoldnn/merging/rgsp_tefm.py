@@ -81,7 +81,8 @@ def rgsp_tefm_matrix(
       weights only.
 
     Args:
-        weight_a, weight_b: ``(m, n)`` weights of the two models.
+        weight_a: ``(m, n)`` weight of model A.
+        weight_b: ``(m, n)`` weight of model B.
         rank: r, ``1 <= r <= min(m, n)``.
         epsilon: entropic regularisation of GW. Default: 0.1.
         beta: the TOS temperature β. Default: 1.
@@ -175,10 +176,13 @@ def rgsp_tefm(
     B, and the notes' final formula equals :math:`W_B + (2\lambda - 1)(\tau_\text{proj} - D/2)`.
 
     Args:
-        model_a, model_b: modules or state dicts of one architecture.
+        model_a: module or state dict of model A.
+        model_b: module or state dict of model B, of the same architecture.
         rank: r for every selected weight.
         include: names or predicate of the parameters to merge. Default: all floating tensors.
-        epsilon, beta, eps: see :func:`rgsp_tefm_matrix`. Defaults: 0.1, 1, 1e-8.
+        epsilon: entropic regularisation of GW (:func:`rgsp_tefm_matrix`). Default: 0.1.
+        beta: the TOS temperature (:func:`rgsp_tefm_matrix`). Default: 1.
+        eps: the TFI denominator's ε (:func:`rgsp_tefm_matrix`). Default: 1e-8.
         return_info: also return ``{name: info}`` of every merged weight. Default: ``False``.
 
     Returns:

@@ -29,3 +29,6 @@ __all__ = [
     *rope.__all__,
     *spdnet.__all__,
 ]
+
+# rotary moved to manifoldnn.layers (issue 28); the old name warns for one release
+__getattr__ = rope.__getattr__

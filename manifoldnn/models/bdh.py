@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS, HyperConnections, deepnorm_scales
+from ..layers.positions import rotary
 from ..validation import check_bool, check_choice, check_positive_int
 from .linear_attention import MODES, causal_linear_attention, delta_rule
-from .rope import rotary
 from .sequence import (
     AutoregressiveSampling,
     check_generation,

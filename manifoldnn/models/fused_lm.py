@@ -24,13 +24,17 @@ The fusions, all at width c (``FUSIONS``):
 * ``"concat_linear"``: :math:`x_t = W [E a_t;\ E_1 b_{t-1,1}; \dots; E_K b_{t-1,K}] + w_0`, a
   learnt linear map from ``n + K V`` to c.
 
+The two streams share one time axis: frame t is one token of the Transformer, so the text token
+:math:`a_t` and the codec tokens :math:`b_{t-1}` it fuses are both at rotary position t (the
+time-aligned position of multimodal RoPE without a position id per stream).
+
 Sizes: batch ``B``, frames ``T``, text vocabulary ``num_text_tokens``, ``K`` codebooks of
 ``num_codes`` tokens, text width ``n``, codebook width ``V``, model width ``c``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -159,14 +163,18 @@ class FusedStreamLM(nn.Module):
         text_size: n, width of the text embedding for ``"direct_sum"`` / ``"concat_linear"``.
             Default: 32.
         code_size: V, width of each codebook embedding for those two. Default: 16.
-        rank_a, rank_b: retained sizes of the direct sum (lossy mode when ``dim < n + K V``;
-            default: all, which needs ``dim >= n + K V``).
+        rank_a: retained size of the text part of the direct sum (lossy mode when
+            ``dim < n + K V``). Default: ``None`` (all, which needs ``dim >= n + K V``).
+        rank_b: retained size of the codes' part of the direct sum. Default: ``None`` (all).
         parametrization: of the direct sum's frames (see
             :class:`~manifoldnn.layers.OrthogonalDirectSum`). Default: ``"stiefel"`` (train with
             a geoopt Riemannian optimiser).
-        num_layers, num_heads, mlp_ratio, dropout: of the Transformer blocks (:class:`GPTConfig`).
-            Default: 2, 4, 4, 0.0.
-        device, dtype: factory arguments. Default: ``None``.
+        num_layers: Transformer blocks (:class:`GPTConfig`). Default: ``2``.
+        num_heads: attention heads of a block. Default: ``4``.
+        mlp_ratio: hidden width of a block's MLP over ``dim``. Default: ``4``.
+        dropout: of the Transformer blocks. Default: ``0.0``.
+        device: of the parameters. Default: PyTorch's default.
+        dtype: of the parameters. Default: PyTorch's default.
 
     Shape:
         - ``text``: ``(B, T)`` ids in ``[0, num_text_tokens)``;
@@ -339,24 +347,24 @@ class FusedStreamLM(nn.Module):
 
     @torch.no_grad()
     def initialize_fusion(
-        self,
-        text: torch.Tensor,
-        codes: torch.Tensor,
-        method: Literal["random", "pca", "cca"] = "cca",
-        *,
-        regularization: float = 1e-3,
-        seed: int = 0,
+        self, text: torch.Tensor, codes: torch.Tensor, *args: Any, **kwargs: Any
     ) -> FusedStreamLM:
-        """Start the direct sum's frames from paired data (:meth:`OrthogonalDirectSum.initialize`
-        on the current embeddings of ``text (B, T)`` and the previous codes of ``codes (B, T, K)``);
-        returns ``self``."""
+        """Start the direct sum's frames from paired data: :meth:`OrthogonalDirectSum.initialize`
+        on the current embeddings of ``text (B, T)`` and the previous codes of ``codes (B, T, K)``;
+        returns ``self``.
+
+        Args:
+            text: ``(B, T)`` text token ids.
+            codes: ``(B, T, K)`` codes.
+            *args: the further arguments of :meth:`OrthogonalDirectSum.initialize` (``method``).
+            **kwargs: its keyword arguments (``method``, ``regularization``, ``seed``).
+        """
         if self.direct_sum is None:
             raise ValueError("initialize_fusion needs fusion='direct_sum'")
         a, b = self.features(text, codes)
-        self.direct_sum.initialize(
-            a.reshape(-1, self.text_size), b.reshape(-1, self.num_codebooks, self.code_size),
-            method=method, regularization=regularization, seed=seed,
-        )  # fmt: skip
+        text_features = a.reshape(-1, self.text_size)
+        code_features = b.reshape(-1, self.num_codebooks, self.code_size)
+        self.direct_sum.initialize(text_features, code_features, *args, **kwargs)
         return self
 
     @torch.no_grad()

@@ -1,9 +1,13 @@
-r"""A small pre-norm causal Transformer (GPT) with softmax or delta-rule attention, the baselines of BDH.
+r"""A small pre-norm causal Transformer (GPT) with softmax, latent or delta-rule attention, the
+baselines of BDH.
 
-``attention="softmax"`` uses :func:`torch.nn.functional.scaled_dot_product_attention` (causal) and a
-key/value cache for generation; ``attention="delta"`` replaces it with DeltaNet's error-driven linear
-attention (:func:`~manifoldnn.models.linear_attention.delta_rule`), a linear-time baseline whose
-generation state is constant in the context. Both use RoPE, so no position table bounds the length.
+``attention="softmax"`` is :class:`~manifoldnn.layers.CausalSelfAttention` (multi-head, or grouped-
+or multi-query with ``num_kv_heads``) and ``attention="latent"`` DeepSeek-V2's
+:class:`~manifoldnn.layers.MultiHeadLatentAttention`, both with a key/value cache for generation;
+``attention="delta"`` replaces them with DeltaNet's error-driven linear attention
+(:func:`~manifoldnn.models.linear_attention.delta_rule`), a linear-time baseline whose generation
+state is constant in the context. Positions: RoPE (optionally scaled for longer contexts), ALiBi
+or none (``position``); no position table bounds the length.
 
 Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``dim``, ``H`` = ``num_heads``, head width ``D / H``.
 """
@@ -16,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.causal_attention import AttentionCache, CausalSelfAttention, MultiHeadLatentAttention
 from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS, HyperConnections, deepnorm_scales
-from ..validation import check_bool, check_choice, check_positive_int
+from ..layers.positions import POSITIONS, ROPE_SCALINGS, RotaryPosition, position_for
+from ..validation import check_bool, check_choice, check_positive_float, check_positive_int
 from .linear_attention import MODES, delta_rule
-from .rope import rotary
 from .sequence import (
     AutoregressiveSampling,
     check_generation,
@@ -29,7 +34,7 @@ from .sequence import (
 
 __all__ = ["GPT", "GPTConfig"]
 
-ATTENTIONS = ("softmax", "delta")
+ATTENTIONS = ("softmax", "latent", "delta")
 RESIDUALS = ("prenorm", "postnorm", "deepnorm", "hyper")
 
 
@@ -45,9 +50,27 @@ class GPTConfig:
         num_heads: heads ``H`` (must divide ``D``; ``D / H`` even). Default: 4.
         mlp_ratio: hidden width of the MLP over ``D``. Default: 4.
         dropout: dropout on the residual branches. Default: 0.0.
-        attention: ``"softmax"`` (causal SDPA) or ``"delta"`` (delta rule). Default: ``"softmax"``.
+        attention: ``"softmax"`` (:class:`~manifoldnn.layers.CausalSelfAttention`), ``"latent"``
+            (:class:`~manifoldnn.layers.MultiHeadLatentAttention`) or ``"delta"`` (delta rule).
+            Default: ``"softmax"``.
         rope_theta: RoPE base. Default: 10000.
         chunk_size: chunk length of the delta rule's chunked form. Default: 64.
+        num_kv_heads: key/value heads of ``"softmax"`` (grouped-query attention; 1: multi-query).
+            Default: ``None`` (``num_heads``).
+        kv_rank: :math:`d_c` of ``"latent"``. Default: ``None`` (``4 * head_size``, DeepSeek-V2's
+            ratio).
+        rope_dim: :math:`d_h^R` of ``"latent"``. Default: ``None`` (``head_size / 2`` rounded
+            down to an even number, at least 2).
+        q_rank: query latent width of ``"latent"``. Default: ``None`` (no query compression).
+        position: ``"rope"``, ``"alibi"`` or ``"none"`` (``"rope"`` only for ``"delta"``).
+            Default: ``"rope"``.
+        rope_scaling: ``None``, ``"linear"``, ``"ntk"`` or ``"yarn"``
+            (:class:`~manifoldnn.layers.RotaryPosition`). Default: ``None``.
+        rope_factor: the context extension :math:`s` of ``rope_scaling``. Default: ``1.0``.
+        train_length: the training context, for ``"yarn"`` and ``log_length_scaling``.
+            Default: ``None``.
+        log_length_scaling: entropy-invariant :math:`\log n / \log L_{train}` scaling of the
+            logits (not for ``"delta"``). Default: ``False``.
         residual: how each block's two branches join the residual stream: ``"prenorm"``
             (:math:`x + G(\mathrm{LN}(x))`), ``"postnorm"`` (:math:`\mathrm{LN}(x + G(x))`),
             ``"deepnorm"`` (:math:`\mathrm{LN}(\alpha x + G(x))` with DeepNorm's :math:`\alpha`
@@ -69,6 +92,15 @@ class GPTConfig:
     attention: str = "softmax"
     rope_theta: float = 10_000.0
     chunk_size: int = 64
+    num_kv_heads: int | None = None
+    kv_rank: int | None = None
+    rope_dim: int | None = None
+    q_rank: int | None = None
+    position: str = "rope"
+    rope_scaling: str | None = None
+    rope_factor: float = 1.0
+    train_length: int | None = None
+    log_length_scaling: bool = False
     residual: str = "prenorm"
     num_streams: int = 4
     hc_constraint: str | None = "sinkhorn"
@@ -79,7 +111,8 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+        rotary_heads = self.position == "rope" and self.attention != "latent"
+        if self.dim % self.num_heads or (rotary_heads and (self.dim // self.num_heads) % 2):
             raise ValueError(
                 f"num_heads must divide dim into even head widths, got {self.dim}/{self.num_heads}"
             )
@@ -87,10 +120,73 @@ class GPTConfig:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_choice(self.position, "position", POSITIONS)
+        if not check_positive_float(self.rope_theta, "rope_theta") > 1.0:
+            raise ValueError(f"rope_theta must be > 1, got {self.rope_theta!r}")
+        if not check_positive_float(self.rope_factor, "rope_factor") >= 1.0:
+            raise ValueError(f"rope_factor must be >= 1 (L'/L), got {self.rope_factor!r}")
+        check_choice(self.rope_scaling, "rope_scaling", [None, *ROPE_SCALINGS])
+        if self.rope_scaling is not None and self.position != "rope":
+            raise ValueError(f"rope_scaling needs position='rope', got {self.position!r}")
+        if self.attention == "delta" and (self.position != "rope" or self.log_length_scaling):
+            raise ValueError("attention='delta' takes position='rope' and no log_length_scaling")
+        if self.num_kv_heads is not None and self.attention != "softmax":
+            raise ValueError("num_kv_heads belongs to attention='softmax'")
+        if self.attention != "latent" and (self.kv_rank, self.rope_dim, self.q_rank) != (None,) * 3:
+            raise ValueError("kv_rank, rope_dim and q_rank belong to attention='latent'")
+        # the layers check the remaining sizes and options with the same argument names
+        _make_attention(self, device="meta")
         check_choice(self.residual, "residual", RESIDUALS)
         check_positive_int(self.num_streams, "num_streams")
         check_choice(self.hc_constraint, "hc_constraint", tuple(RESIDUAL_CONSTRAINTS))
         check_bool(self.hc_dynamic, "hc_dynamic")
+
+
+def _rope(config: GPTConfig, width: int) -> RotaryPosition:
+    return RotaryPosition(
+        width, theta=config.rope_theta, scaling=config.rope_scaling, factor=config.rope_factor,
+        train_length=config.train_length,
+    )  # fmt: skip
+
+
+def _make_attention(config: GPTConfig, device=None, dtype=None) -> nn.Module:
+    """The attention layer of a block of ``config`` (``"softmax"`` or ``"latent"``; for
+    ``"delta"`` its rotary position)."""
+    head_size = config.dim // config.num_heads
+    options = {
+        "log_length_scaling": config.log_length_scaling, "train_length": config.train_length,
+        "device": device, "dtype": dtype,
+    }  # fmt: skip
+    if config.attention == "latent":
+        rope_dim = 2 * max(1, head_size // 4) if config.rope_dim is None else config.rope_dim
+        if config.position == "rope" and rope_dim > 0 and rope_dim % 2 == 0:
+            position = _rope(config, rope_dim)
+        else:
+            position = config.position
+        return MultiHeadLatentAttention(
+            config.dim, config.num_heads, position=position, q_rank=config.q_rank,
+            kv_rank=4 * head_size if config.kv_rank is None else config.kv_rank,
+            rope_dim=rope_dim, **options,
+        )  # fmt: skip
+    if config.position == "rope":
+        position = _rope(config, head_size)
+    else:
+        position = position_for(config.position, head_size, config.num_heads)
+    if config.attention == "delta":
+        return position
+    return CausalSelfAttention(
+        config.dim, config.num_heads, num_kv_heads=config.num_kv_heads, position=position,
+        **options,
+    )  # fmt: skip
+
+
+def _upgrade_state_dict(module, state_dict, prefix, *args) -> None:
+    # state dicts saved before the attention became a submodule (issue 28) hold
+    # blocks.i.qkv / blocks.i.proj; CausalSelfAttention has the same layout under blocks.i.attention
+    for name in ("qkv.weight", "proj.weight"):
+        old, new = prefix + name, prefix + "attention." + name
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
 
 
 class _Block(nn.Module):
@@ -99,13 +195,15 @@ class _Block(nn.Module):
         d = config.dim
         self.config = config
         self.norm1 = nn.LayerNorm(d, **factory)
-        self.qkv = nn.Linear(d, 3 * d, bias=False, **factory)
-        self.beta = (
-            nn.Linear(d, config.num_heads, bias=False, **factory)
-            if config.attention == "delta"
-            else None
-        )
-        self.proj = nn.Linear(d, d, bias=False, **factory)
+        if config.attention == "delta":
+            self.position = _make_attention(config, **factory)
+            self.qkv = nn.Linear(d, 3 * d, bias=False, **factory)
+            self.beta = nn.Linear(d, config.num_heads, bias=False, **factory)
+            self.proj = nn.Linear(d, d, bias=False, **factory)
+        else:
+            self.attention = _make_attention(config, **factory)
+            if isinstance(self.attention, CausalSelfAttention):
+                self.register_load_state_dict_pre_hook(_upgrade_state_dict)
         self.norm2 = nn.LayerNorm(d, **factory)
         self.fc = nn.Linear(d, config.mlp_ratio * d, bias=False, **factory)
         self.fc_out = nn.Linear(config.mlp_ratio * d, d, bias=False, **factory)
@@ -133,28 +231,16 @@ class _Block(nn.Module):
 
     def attend(self, x, mode, cache, start):
         config = self.config
+        if config.attention != "delta":  # the cache (an AttentionCache) knows its positions
+            return self.attention(x, cache)
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, config.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, start, config.rope_theta), rotary(k, start, config.rope_theta)
-        if config.attention == "delta":
-            q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
-            beta = torch.sigmoid(self.beta(x)).transpose(1, 2)
-            y, cache = delta_rule(
-                q, k, v, beta, mode=mode, chunk_size=config.chunk_size, state=cache,
-                return_state=True,
-            )  # fmt: skip
-        elif cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            # preallocated key/value cache: write this step's keys, attend to all positions so far;
-            # several tokens at once only from position 0 (the prompt), where the causal mask is exact
-            keys, values = cache
-            keys[:, :, start : start + length] = k
-            values[:, :, start : start + length] = v
-            stop = start + length
-            y = F.scaled_dot_product_attention(
-                q, keys[:, :, :stop], values[:, :, :stop], is_causal=length > 1 and start == 0
-            )
+        q, k = self.position.rotate(q, start), self.position.rotate(k, start)
+        q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
+        beta = torch.sigmoid(self.beta(x)).transpose(1, 2)
+        y, cache = delta_rule(
+            q, k, v, beta, mode=mode, chunk_size=config.chunk_size, state=cache, return_state=True,
+        )  # fmt: skip
         return self.proj(y.transpose(1, 2).reshape(batch, length, -1)), cache
 
     def forward(self, x, mode="chunked", cache=None, start=0):
@@ -236,12 +322,22 @@ class GPT(AutoregressiveSampling, nn.Module):
             # DeepNet's start: Xavier normal, gain beta for the FFN, value and output projections,
             # 1 for the query and key projections
             beta = deepnorm_scales(self.config.num_layers)[1]
+            dim = self.config.dim
             with torch.no_grad():
                 for block in self.blocks:
-                    query, key, value = block.qkv.weight.view(3, self.config.dim, -1)
-                    for weight, gain in ((query, 1.0), (key, 1.0), (value, beta)):
-                        nn.init.xavier_normal_(weight, gain=gain)
-                    for layer in (block.proj, block.fc, block.fc_out):
+                    attention = block if self.config.attention == "delta" else block.attention
+                    if hasattr(attention, "value_up"):  # latent attention: W^UV is the value map
+                        nn.init.xavier_normal_(attention.value_up.weight, gain=beta)
+                    else:  # rows: queries (dim), keys, values (as many as the keys)
+                        qkv = attention.qkv.weight
+                        kv = (qkv.shape[0] - dim) // 2
+                        for rows, gain in (
+                            ((0, dim), 1.0),
+                            ((dim, kv), 1.0),
+                            ((dim + kv, kv), beta),
+                        ):
+                            nn.init.xavier_normal_(qkv.narrow(0, *rows), gain=gain)
+                    for layer in (attention.proj, block.fc, block.fc_out):
                         nn.init.xavier_normal_(layer.weight, gain=beta)
 
     def _run(self, idx, mode, caches, start):
@@ -267,17 +363,12 @@ class GPT(AutoregressiveSampling, nn.Module):
         return self._run(idx, mode, None, 0)[0]
 
     def empty_cache(self, batch: int, max_length: int) -> list:
-        """Per-block generation state: a preallocated key/value cache for ``max_length`` tokens
-        (softmax) or ``None`` (the delta rule starts from a zero state)."""
+        """Per-block generation state: an :class:`~manifoldnn.layers.AttentionCache` for
+        ``max_length`` tokens (softmax, latent) or ``None`` (the delta rule starts from a zero
+        state)."""
         if self.config.attention == "delta":
             return [None] * self.config.num_layers
-        h = self.config.num_heads
-        shape = (batch, h, max_length, self.config.dim // h)
-        weight = self.embed.weight
-        return [
-            (weight.new_zeros(shape), weight.new_zeros(shape))
-            for _ in range(self.config.num_layers)
-        ]
+        return [block.attention.empty_cache(batch, max_length) for block in self.blocks]
 
     @torch.no_grad()
     def prefill(
@@ -291,7 +382,7 @@ class GPT(AutoregressiveSampling, nn.Module):
         )
         batch, length = idx.shape
         cache = self.empty_cache(batch, length + max_new_tokens)
-        if self.config.attention == "softmax":
+        if self.config.attention != "delta":
             logits, cache = self._run(idx, "chunked", cache, 0)
             return logits[:, -1], cache
         logits = None
@@ -303,6 +394,11 @@ class GPT(AutoregressiveSampling, nn.Module):
 
     @torch.no_grad()
     def step(self, token: torch.Tensor, cache: list, position: int) -> tuple[torch.Tensor, list]:
-        """One decoding step of the token ``(B, 1)`` at ``position``; returns ``(B, vocab)`` logits."""
+        """One decoding step of the token ``(B, 1)`` at ``position``; returns ``(B, vocab)`` logits.
+        With a key/value cache, ``position`` is the number of tokens it holds."""
+        if cache and isinstance(cache[0], AttentionCache) and cache[0].length != position:
+            raise ValueError(
+                f"position={position} does not follow the cache, which holds {cache[0].length} tokens"
+            )
         logits, cache = self._run(token, "recurrent", cache, position)
         return logits[:, -1], cache

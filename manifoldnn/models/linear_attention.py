@@ -110,7 +110,8 @@ def causal_linear_attention(
     ("Transformers are RNNs", eq. 16-18) without its denominator.
 
     Args:
-        q, k: queries and keys, ``(..., T, N)``.
+        q: queries, ``(..., T, N)``.
+        k: keys, ``(..., T, N)``.
         v: values, ``(..., T, D)``.
         log_decay: :math:`\log\lambda \le 0`, broadcastable to the leading dimensions (e.g. ``(H,)``
             for heads in the last leading dimension). Default: ``None`` (no decay, :math:`\lambda=1`).
@@ -207,7 +208,8 @@ def delta_rule(
     :math:`\ell_2`-normalised keys and :math:`\beta_t \in (0, 1)`; the function does not normalise.
 
     Args:
-        q, k: queries and keys, ``(..., T, N)``.
+        q: queries, ``(..., T, N)``.
+        k: keys, ``(..., T, N)``.
         v: values, ``(..., T, D)``.
         beta: write strengths, ``(..., T)``.
         strict: if ``True`` a token reads the state before its own write. Default: ``False``.

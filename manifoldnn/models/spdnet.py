@@ -10,6 +10,8 @@ Architecture::
       --BiMap(n_{L-1}, n_L)--> [SPDBatchNorm(n_L)] --> ReEig(eps) --> (B, n_L, n_L)
       --LogEig--> symmetric (B, n_L, n_L) --vectorise--> (B, n_L (n_L + 1) / 2) --Linear--> logits
 
+The last ReEig and the LogEig run as one layer, ``LogEig(eps)`` (one eigendecomposition).
+
 Every BiMap weight is a :class:`geoopt.ManifoldParameter` (and so is an affine-invariant batch
 norm's bias); train with :class:`geoopt.optim.RiemannianAdam` or ``RiemannianSGD``.
 """
@@ -33,7 +35,8 @@ class SPDNet(nn.Module):
     batch normalisation after each BiMap (Brooks et al. 2019).
 
     Each consecutive pair of ``layer_sizes`` is a block BiMap -> [SPDBatchNorm] -> ReEig; LogEig
-    then maps to symmetric matrices, whose isometric upper-triangle vectorisation
+    then maps to symmetric matrices (the last ReEig and LogEig fused as ``LogEig(eps)``, the
+    same function from one eigendecomposition), whose isometric upper-triangle vectorisation
     (:func:`manifoldnn.linalg.symmetric_vectorize`) feeds a linear layer.
 
     .. math::
@@ -49,6 +52,9 @@ class SPDNet(nn.Module):
             Default: ``False``.
         batch_norm_metric: the batch norm's metric, ``"affine_invariant"`` or ``"log_euclidean"``.
             Default: ``"affine_invariant"``.
+        batch_norm_variance: the batch norm also normalises the batch's Fréchet variance to a
+            learned dispersion (``SPDBatchNorm(variance=True)``, Kobler et al. 2022).
+            Default: ``False``.
         eps: ReEig's eigenvalue floor. Default: ``1e-4``.
         validate: check the input's values (finite, symmetric, positive definite) in eager
             forwards, once, at the first BiMap; the layers after it check shapes only.
@@ -78,6 +84,7 @@ class SPDNet(nn.Module):
         *,
         batch_norm: bool = False,
         batch_norm_metric: str = "affine_invariant",
+        batch_norm_variance: bool = False,
         eps: float = 1e-4,
         validate: bool = True,
         device: torch.device | str | None = None,
@@ -94,6 +101,7 @@ class SPDNet(nn.Module):
         self.layer_sizes = tuple(sizes)
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.batch_norm = check_bool(batch_norm, "batch_norm")
+        batch_norm_variance = check_bool(batch_norm_variance, "batch_norm_variance")
         eps = check_positive_float(eps, "eps")
         validate = check_bool(validate, "validate")
         factory = {"device": device, "dtype": dtype}
@@ -103,10 +111,18 @@ class SPDNet(nn.Module):
             blocks.append(BiMap(in_size, out_size, validate=validate and index == 0, **factory))
             if batch_norm:
                 blocks.append(
-                    SPDBatchNorm(out_size, metric=batch_norm_metric, validate=False, **factory)
+                    SPDBatchNorm(
+                        out_size,
+                        metric=batch_norm_metric,
+                        variance=batch_norm_variance,
+                        validate=False,
+                        **factory,
+                    )
                 )
-            blocks.append(ReEig(eps, validate=False))
-        blocks.append(LogEig(validate=False))
+            if index < len(sizes) - 2:
+                blocks.append(ReEig(eps, validate=False))
+        # the last ReEig and LogEig from one eigendecomposition: the same function
+        blocks.append(LogEig(eps, validate=False))
         self.features = nn.Sequential(*blocks)
         last = sizes[-1]
         self.classifier = nn.Linear(last * (last + 1) // 2, num_classes, **factory)

@@ -77,7 +77,8 @@ def cross_modal_recall(
     """Recall@k both ways: ``{"a2b_R@k": ..., "b2a_R@k": ...}`` (``names`` replace a and b).
 
     Args:
-        z_a, z_b: paired embeddings ``(N, d)``.
+        z_a: ``(N, d)`` embeddings of modality a.
+        z_b: ``(N, d)`` embeddings of modality b, paired with ``z_a`` row by row.
         ks: cut-offs. Default: ``(1, 10)``.
         names: the two modalities' short names. Default: ``("a", "b")``.
     """
@@ -140,8 +141,10 @@ def linear_probe_accuracy(
     relative), solved in float64.
 
     Args:
-        train_features, test_features: ``(N, d)``, ``(M, d)``.
-        train_labels, test_labels: integer ``(N,)``, ``(M,)`` in ``[0, num_classes)``.
+        train_features: ``(N, d)`` training features.
+        test_features: ``(M, d)`` test features.
+        train_labels: integer ``(N,)`` in ``[0, num_classes)``.
+        test_labels: integer ``(M,)`` in ``[0, num_classes)``.
         num_classes: number of classes.
         ridge: relative ridge :math:`\lambda`. Default: 1e-3.
     """

@@ -1,0 +1,196 @@
+"""Cache-efficient attention and positions that extrapolate, on the byte language model.
+
+The corpus and the training loop are those of ``examples/byte_lm.py`` (``pydoc_data.topics`` as
+UTF-8 bytes, 90% training, 10% validation; AdamW, the same batches for every model, a budget of CPU
+seconds each). Two measurements:
+
+- ``cache``: GPTs with multi-head (MHA), grouped-query (GQA, ``--groups`` key/value heads),
+  multi-query (MQA) and multi-head latent attention (MLA, ``kv_rank = 4 d_h``,
+  ``rope_dim = d_h / 2``): the numbers cached per token and layer, validation bits per byte, and
+  decoding tokens/s after a ``--decode-context`` prompt, with the cache (``GPT.step``) against
+  recomputing the whole prefix for every new token (one forward each);
+- ``extrapolation``: GPTs trained at ``--context`` tokens with RoPE, ALiBi and RoPE with the
+  entropy-invariant ``log n`` scaling, evaluated at ``--eval-lengths``; the RoPE model is also
+  evaluated with position interpolation, NTK-aware and YaRN scaling at ``s = L' / L`` (applied at
+  evaluation only, no fine-tuning).
+
+    python examples/attention_systems.py --seed 0 --out out/attention_systems \\
+        --json out/attention_systems.json
+
+One thread by default (``--threads``). It writes ``extrapolation.png`` (bits per byte against the
+evaluation length). Measured figures are in ``docs/results/attention_systems.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from byte_lm import bits_per_byte, load_corpus, split_corpus, train, training_options, windows
+from example_common import add_options, add_output_arguments, save_figure, write_json
+
+from manifoldnn.models import GPT, GPTConfig
+
+
+def cache_configs(args) -> dict[str, GPTConfig]:
+    sizes = {"num_layers": args.layers, "dim": args.dim, "num_heads": args.heads}
+    head_size = args.dim // args.heads
+    return {
+        "mha": GPTConfig(**sizes),
+        "gqa": GPTConfig(**sizes, num_kv_heads=args.groups),
+        "mqa": GPTConfig(**sizes, num_kv_heads=1),
+        "mla": GPTConfig(
+            **sizes, attention="latent", kv_rank=4 * head_size, rope_dim=head_size // 2
+        ),
+    }
+
+
+def decode_speed(model: GPT, prompt: torch.Tensor, new_tokens: int, recompute_tokens: int) -> dict:
+    """Decoding tokens/s (CPU seconds of this process) with the cache and by recomputation."""
+    model.eval()
+    clock = time.process_time
+    with torch.no_grad():
+        t0 = clock()
+        logits, cache = model.prefill(prompt, new_tokens)
+        t1 = clock()
+        for position in range(prompt.shape[1], prompt.shape[1] + new_tokens):
+            logits, cache = model.step(logits.argmax(-1, keepdim=True), cache, position)
+        t2 = clock()
+        sequence = prompt
+        for _ in range(recompute_tokens):
+            token = model(sequence)[:, -1:].argmax(-1)
+            sequence = torch.cat([sequence, token], 1)
+        t3 = clock()
+    cached, recomputed = new_tokens / (t2 - t1), recompute_tokens / (t3 - t2)
+    return {
+        "prefill_seconds": t1 - t0,
+        "cached_tokens_per_s": cached,
+        "recompute_tokens_per_s": recomputed,
+        "speedup": cached / recomputed,
+    }
+
+
+def evaluate_lengths(model: GPT, val_tokens, args) -> dict[str, float]:
+    return {
+        str(length): bits_per_byte(model, windows(val_tokens, length, args.eval_bytes), 1)
+        for length in args.eval_lengths
+    }
+
+
+def scaled(model: GPT, scaling: str, factor: float, train_length: int) -> GPT:
+    """The trained RoPE model with its rotary frequencies scaled by ``factor`` (no training)."""
+    config = GPTConfig(
+        **{
+            name: getattr(model.config, name)
+            for name in ("vocab_size", "num_layers", "dim", "num_heads", "mlp_ratio")
+        },
+        rope_scaling=scaling if factor > 1 else None,
+        rope_factor=factor,
+        train_length=train_length,
+    )
+    copy = GPT(config)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_output_arguments(parser, "attention_systems")
+    add_options(
+        parser,
+        {
+            **training_options(
+                budget=60.0,
+                context=(256, "training length L"),
+                evals=3,
+                eval_bytes=(32768, "validation bytes per evaluation length"),
+            ),
+            "layers": 4,
+            "dim": 128,
+            "heads": 8,
+            "groups": (4, "key/value heads of GQA"),
+            "decode_context": (2048, "prompt length of the decoding measurement"),
+            "decode_tokens": (32, "tokens decoded with the cache"),
+            "recompute_tokens": (4, "tokens decoded by recomputing the prefix"),
+        },
+    )
+    parser.add_argument("--eval-lengths", type=int, nargs="*", default=[256, 1024, 4096])
+    parser.add_argument("--parts", nargs="*", default=["cache", "extrapolation"])
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train_tokens, val_tokens = split_corpus(load_corpus())
+    eval_windows = windows(val_tokens, args.context, args.eval_bytes)
+    results = {}
+
+    if "cache" in args.parts:
+        prompt = val_tokens[: args.decode_context].unsqueeze(0)
+        for name, config in cache_configs(args).items():
+            torch.manual_seed(args.seed)
+            model = GPT(config)
+            history = train(model, train_tokens, eval_windows, args, args.seed, name)
+            row = {
+                "params": sum(p.numel() for p in model.parameters()),
+                "cache_per_token_and_layer": model.blocks[0].attention.cache_size_per_token,
+                "val_bpb": bits_per_byte(model, eval_windows, args.batch),
+                "train_tokens_per_s": history["tokens"] / history["seconds"],
+            }
+            row.update(decode_speed(model, prompt, args.decode_tokens, args.recompute_tokens))
+            results[name] = row
+            print(
+                f"{name:<4} params {row['params']:>8,}  cache/token/layer "
+                f"{row['cache_per_token_and_layer']:>4}  val bpb {row['val_bpb']:.3f}  decode "
+                f"{row['cached_tokens_per_s']:.1f} tok/s cached, "
+                f"{row['recompute_tokens_per_s']:.2f} recomputed ({row['speedup']:.0f}x) at "
+                f"{args.decode_context}"
+            )
+
+    if "extrapolation" in args.parts:
+        trained = {
+            "rope": {},
+            "alibi": {"position": "alibi"},
+            "rope_log_n": {"log_length_scaling": True, "train_length": args.context},
+        }
+        curves = {}
+        for name, options in trained.items():
+            config = GPTConfig(
+                num_layers=args.layers, dim=args.dim, num_heads=args.heads, **options
+            )
+            torch.manual_seed(args.seed)
+            model = GPT(config)
+            train(model, train_tokens, eval_windows, args, args.seed, name)
+            curves[name] = evaluate_lengths(model, val_tokens, args)
+            if name == "rope":
+                for scaling in ("linear", "ntk", "yarn"):
+                    curves[f"rope_{scaling}"] = {
+                        str(length): bits_per_byte(
+                            scaled(model, scaling, max(1.0, length / args.context), args.context),
+                            windows(val_tokens, length, args.eval_bytes),
+                            1,
+                        )
+                        for length in args.eval_lengths
+                    }
+        results["extrapolation"] = curves
+        print(f"{'position':<12}" + "".join(f"{length:>9}" for length in args.eval_lengths))
+        for name, curve in curves.items():
+            print(f"{name:<12}" + "".join(f"{curve[str(n)]:>9.3f}" for n in args.eval_lengths))
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, curve in curves.items():
+            ax.plot(args.eval_lengths, [curve[str(n)] for n in args.eval_lengths], "o-", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("evaluation length (bytes)")
+        ax.set_ylabel("validation bits per byte")
+        ax.legend()
+        save_figure(fig, args.out / "extrapolation.png", f"trained at {args.context} bytes")
+
+    payload = {"results": results, "args": vars(args)}
+    write_json(args.json, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+r"""Transformer-VQ: causal softmax attention in linear time over vector-quantised keys.
+
+Lingle 2023 ("Transformer-VQ: Linear-Time Transformers via Vector Quantization", ICLR 2024, Sec. 3).
+Each key is replaced by its nearest codeword :math:`\hat k_j = c_{z_j}` of a codebook
+:math:`C \in \mathbb{R}^{S \times D}`. Keys that share a code share their logit with every query,
+so the earlier keys of a query can be grouped by code:
+
+.. math::
+
+    \sum_{j} \exp(q_i^\top \hat k_j)\, v_j = \sum_{s=1}^{S} \exp(q_i^\top c_s)\, U_s,
+    \qquad U_s = \sum_{j:\, z_j = s} v_j, \quad N_s = \#\{j : z_j = s\},
+
+and the normaliser is the same sum with :math:`N_s` for :math:`U_s`. The attention is exactly
+softmax attention over the quantised keys, computed with a cache of :math:`S` value sums and
+counts (the compressive cache) instead of all earlier keys and values. Block form (training):
+the sequence is cut into blocks of ``block_size`` tokens; a block attends to its own keys exactly
+(causal mask) and to all earlier blocks through the cache, which it then joins, in
+:math:`O(T (S + L) D)` time and :math:`O(S D + L (S + L))` memory a block. Recurrent form (decoding): one token a step adds its value
+to :math:`U_{z_t}`, one to :math:`N_{z_t}`, and reads
+:math:`\mathrm{softmax}_s(q_t^\top c_s + \log N_s)` against the means :math:`U_s / N_s`, in
+:math:`O(S D)` time and constant memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..validation import (
+    check_choice,
+    check_in_range,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
+from ._token_heads import TokenHeads
+
+__all__ = ["TransformerVQAttention", "vector_quantize", "vq_attention"]
+
+MODES = ("block", "recurrent")
+
+
+def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Nearest codeword of every vector: :math:`z = \arg\min_s \|x - c_s\|^2` and :math:`c_z`.
+
+    No gradient flows through the assignment; :func:`vq_attention` passes the keys' gradient
+    straight through, :math:`\hat k = k + \mathrm{sg}(c_z - k)` (van den Oord et al. 2017).
+
+    Args:
+        x: vectors ``(..., T, D)``.
+        codebook: ``(..., S, D)``, broadcasting against ``x``'s leading dimensions.
+
+    Returns:
+        ``(codes, quantised)``: the codes ``(..., T)`` (int64) and the codewords ``(..., T, D)``.
+    """
+    with torch.no_grad():
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the minimiser
+        scores = x @ codebook.transpose(-1, -2) - 0.5 * codebook.pow(2).sum(-1).unsqueeze(-2)
+        codes = scores.argmax(-1)
+    lead = torch.broadcast_shapes(x.shape[:-2], codebook.shape[:-2])
+    book = codebook.expand(*lead, *codebook.shape[-2:])
+    index = (
+        codes.expand(*lead, codes.shape[-1])
+        .unsqueeze(-1)
+        .expand(*lead, codes.shape[-1], x.shape[-1])
+    )
+    return codes.expand(*lead, codes.shape[-1]), torch.gather(book, -2, index)
+
+
+def _accumulation(dtype: torch.dtype) -> torch.dtype:
+    """The cache's dtype: float32 or wider, so that counts stay exact in half precision."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _code_sums(codes, values, num_codes):
+    """``(sums (..., S, D_v), counts (..., S))`` of the values per code along the second-last
+    axis, in the accumulation dtype."""
+    values = values.to(_accumulation(values.dtype))
+    sums = values.new_zeros(*values.shape[:-2], num_codes, values.shape[-1])
+    sums = sums.scatter_add(-2, codes.unsqueeze(-1).expand_as(values), values)
+    ones = torch.ones_like(codes, dtype=values.dtype)
+    counts = values.new_zeros(*codes.shape[:-1], num_codes).scatter_add(-1, codes, ones)
+    return sums, counts
+
+
+def _read_cache(query, codebook, sums, counts, scale):
+    """softmax_s(q . c_s scale + log N_s) against the means U_s / N_s (codes with N_s = 0 out)."""
+    logits = (query @ codebook.transpose(-1, -2)) * scale + counts.log().unsqueeze(-2)
+    means = sums / counts.clamp_min(1).unsqueeze(-1)
+    return (torch.softmax(logits, dim=-1) @ means).to(query.dtype)
+
+
+def vq_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    codebook: torch.Tensor,
+    *,
+    block_size: int = 128,
+    mode: str = "block",
+    state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    r"""Causal softmax attention over keys quantised against ``codebook`` (Transformer-VQ).
+
+    .. math::
+
+        o_i = \frac{\sum_{j \le i} \exp(s\, q_i^\top \hat k_j)\, v_j}
+        {\sum_{j \le i} \exp(s\, q_i^\top \hat k_j)}, \qquad \hat k_j = c_{z_j},
+
+    equal to :func:`torch.nn.functional.scaled_dot_product_attention` with ``is_causal=True`` on the
+    quantised keys, computed in linear time through the compressive cache (module docstring;
+    Lingle 2023, Sec. 3). The keys' gradient passes straight through the quantisation from the
+    queries of their own block; the cache holds codewords, which carry none.
+
+    Args:
+        query: ``(..., T, D)``.
+        key: ``(..., T, D)``, quantised here.
+        value: ``(..., T, D_v)``.
+        codebook: ``(..., S, D)``, broadcasting against the leading dimensions (e.g. ``(H, S, D)``
+            for heads in the last leading dimension).
+        block_size: tokens a block in ``"block"`` mode; any ``T`` is accepted (the last block
+            may be shorter). Default: ``128``.
+        mode: ``"block"`` (parallel over blocks) or ``"recurrent"`` (one token at a time).
+            Default: ``"block"``.
+        state: the compressive cache after the tokens before this sequence, ``(value sums
+            (..., S, D_v), counts (..., S))`` in float32 or wider, as returned. Default: ``None`` (no earlier token).
+        scale: logit scale :math:`s`. Default: ``None`` (:math:`1/\sqrt{D}`).
+
+    Returns:
+        ``(output (..., T, D_v), state)``, the state after the last token.
+
+    Examples::
+
+        >>> q, k, v = torch.randn(3, 2, 4, 100, 16).unbind(0)
+        >>> out, (sums, counts) = vq_attention(q, k, v, torch.randn(4, 32, 16), block_size=25)
+        >>> out.shape, sums.shape, counts.shape
+        (torch.Size([2, 4, 100, 16]), torch.Size([2, 4, 32, 16]), torch.Size([2, 4, 32]))
+    """
+    check_positive_int(block_size, "block_size")
+    check_choice(mode, "mode", MODES)
+    if query.dim() < 2 or key.shape != query.shape or value.shape[:-1] != query.shape[:-1]:
+        raise ValueError(
+            f"query and key must have shape (..., T, D) and value (..., T, D_v), got "
+            f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    if codebook.dim() < 2 or codebook.shape[-1] != query.shape[-1]:
+        raise ValueError(
+            f"codebook must have shape (..., S, {query.shape[-1]}), got {tuple(codebook.shape)}"
+        )
+    scale = (
+        1 / math.sqrt(query.shape[-1]) if scale is None else check_positive_float(scale, "scale")
+    )
+    codes, quantised = vector_quantize(key, codebook)
+    return _quantised_attention(
+        query, key, quantised, value, codes, codebook, block_size, mode, state, scale
+    )
+
+
+def _quantised_attention(
+    query, key, quantised, value, codes, codebook, block_size, mode, state, scale
+):
+    keys = key + (quantised - key).detach()  # straight-through
+    lead = torch.broadcast_shapes(
+        query.shape[:-2], keys.shape[:-2], value.shape[:-2], codebook.shape[:-2]
+    )
+    num_codes, length = codebook.shape[-2], query.shape[-2]
+    if state is None:
+        accumulation = _accumulation(value.dtype)
+        state = (
+            value.new_zeros(*lead, num_codes, value.shape[-1], dtype=accumulation),
+            value.new_zeros(*lead, num_codes, dtype=accumulation),
+        )
+    elif not (
+        isinstance(state, tuple)
+        and len(state) == 2
+        and tuple(state[0].shape) == (*lead, num_codes, value.shape[-1])
+        and tuple(state[1].shape) == (*lead, num_codes)
+    ):
+        raise ValueError(
+            f"state must be (value sums {(*lead, num_codes, value.shape[-1])}, counts "
+            f"{(*lead, num_codes)}) for these inputs and codebook"
+        )
+    query, keys, value = (t.expand(*lead, *t.shape[-2:]) for t in (query, keys, value))
+    sums, counts = state
+    if mode == "recurrent":
+        outputs = []
+        for t in range(length):
+            step_sums, step_counts = _code_sums(
+                codes[..., t : t + 1], value[..., t : t + 1, :], num_codes
+            )
+            sums, counts = sums + step_sums, counts + step_counts
+            outputs.append(_read_cache(query[..., t : t + 1, :], codebook, sums, counts, scale))
+        out = torch.cat(outputs, -2) if outputs else value.new_zeros(*lead, 0, value.shape[-1])
+        return out, (sums, counts)
+    return _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale)
+
+
+def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale):
+    # block by block (the scan of Lingle 2023, Sec. 3.2): one softmax over the S codes (logit
+    # q.c_s + log N_s, value U_s / N_s, from the cache of the earlier blocks) and the block's own
+    # keys (causal), with a shared shift; then the block's values join the cache. The code logits
+    # of all queries are one product (C is not repeated per block).
+    num_codes = codebook.shape[-2]
+    size = min(block_size, max(query.shape[-2], 1))
+    causal = torch.ones(size, size, dtype=torch.bool, device=query.device).tril()
+    codes_logits = (query @ codebook.transpose(-1, -2)) * scale
+    outputs = []
+    # torch.split rather than slicing: one concatenation of the blocks' gradients in backward
+    for q, k, v, z, logits in zip(
+        *(t.split(size, dim=-2) for t in (query, keys, value, codes.unsqueeze(-1), codes_logits))
+    ):
+        n = q.shape[-2]
+        logits = logits + counts.log().unsqueeze(-2)  # codes not yet seen: -inf
+        local = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~causal[:n, :n], -math.inf)
+        shift = torch.maximum(logits.amax(-1), local.amax(-1)).detach().unsqueeze(-1)
+        codes_weights, local_weights = (logits - shift).exp(), (local - shift).exp()
+        means = sums / counts.clamp_min(1).unsqueeze(-1)
+        numerator = codes_weights @ means + local_weights @ v.to(local_weights.dtype)
+        denominator = codes_weights.sum(-1) + local_weights.sum(-1)
+        outputs.append((numerator / denominator.unsqueeze(-1)).to(value.dtype))
+        block_sums, block_counts = _code_sums(z.squeeze(-1), v, num_codes)
+        sums, counts = sums + block_sums, counts + block_counts
+    out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
+    return out, (sums, counts)
+
+
+class TransformerVQAttention(TokenHeads):
+    r"""Causal multi-head self-attention with vector-quantised keys, in linear time (Transformer-VQ).
+
+    Queries, keys and values come from one linear map of the tokens; each head quantises its keys
+    against its own codebook of ``codebook_size`` codewords and runs :func:`vq_attention` (block
+    form for sequences, the recurrent form for one token with a cache). The codebooks are buffers
+    learned by exponential-moving-average k-means (van den Oord et al. 2017, Appendix A.1; the
+    update of Lingle 2023, Sec. 3.3): in training mode every forward moves
+
+    .. math::
+
+        N_s \leftarrow \gamma N_s + (1 - \gamma) n_s, \quad
+        M_s \leftarrow \gamma M_s + (1 - \gamma) \sum_{j: z_j = s} k_j, \quad c_s = M_s / N_s,
+
+    after the attention is computed. The keys learn through the straight-through estimator and
+    the commitment loss :math:`\beta\, \overline{\|k_j - \mathrm{sg}(c_{z_j})\|^2}`, left in
+    ``commitment_loss`` after each forward for the training loop to add to its loss. The layer
+    has no position information of its own.
+
+    Args:
+        dim: token width.
+        num_heads: H.
+        head_size: per-head width D. Default: ``None`` (``dim // num_heads``).
+        codebook_size: S, codewords per head. Default: ``256``.
+        block_size: tokens a block of the block form. Default: ``128``.
+        commitment: :math:`\beta`, weight of the commitment loss. Default: ``1e-4``.
+        decay: :math:`\gamma` of the moving averages, in ``[0, 1)``. Default: ``0.99``.
+        bias: biases in the linear maps. Default: ``False``.
+        device: of the parameters and buffers. Default: PyTorch's default.
+        dtype: of the parameters and buffers. Default: PyTorch's default.
+
+    Shape:
+        ``x (B, T, dim)`` or ``(T, dim)`` -> output of the same shape, and the cache
+        ``(value sums (B, H, S, D), counts (B, H, S))`` after the last token (``B = 1`` unbatched).
+        Pass it back as ``cache`` to continue the sequence: feeding tokens one at a time with the
+        cache equals feeding the whole sequence.
+
+    Examples::
+
+        >>> layer = TransformerVQAttention(64, num_heads=4, codebook_size=32, block_size=16)
+        >>> y, cache = layer(torch.randn(2, 100, 64))
+        >>> y_next, cache = layer(torch.randn(2, 1, 64), cache)
+        >>> y.shape, y_next.shape, cache[0].shape
+        (torch.Size([2, 100, 64]), torch.Size([2, 1, 64]), torch.Size([2, 4, 32, 16]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_size: int | None = None,
+        *,
+        codebook_size: int = 256,
+        block_size: int = 128,
+        commitment: float = 1e-4,
+        decay: float = 0.99,
+        bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, num_heads, head_size, bias=bias, device=device, dtype=dtype)
+        check_positive_int(codebook_size, "codebook_size")
+        check_positive_int(block_size, "block_size")
+        check_nonnegative_float(commitment, "commitment")
+        check_in_range(decay, "decay", 0.0, 1.0, high_open=True)
+        self.codebook_size, self.block_size = codebook_size, block_size
+        self.commitment, self.decay = commitment, decay
+        codebook = torch.randn(num_heads, codebook_size, self.head_size, device=device, dtype=dtype)
+        self.register_buffer("codebook", codebook)
+        # moving averages as if every codeword had been assigned its own value once
+        self.register_buffer(
+            "ema_count", torch.ones(num_heads, codebook_size, device=device, dtype=dtype)
+        )
+        self.register_buffer("ema_sum", codebook.clone())
+        self.commitment_loss = torch.zeros((), device=device, dtype=dtype)
+
+    def attend(self, q, k, v, cache):
+        batch, heads, length, size = q.shape
+        if cache is not None:
+            self.check_cache(
+                cache,
+                {
+                    "value sums": (batch, heads, self.codebook_size, size),
+                    "counts": (batch, heads, self.codebook_size),
+                },
+            )
+        # a copy: the moving-average update below writes the buffer in place
+        codebook = self.codebook.clone() if self.training else self.codebook
+        mode = "recurrent" if length == 1 else "block"
+        codes, quantised = vector_quantize(k, codebook)
+        out, cache = _quantised_attention(
+            q, k, quantised, v, codes, codebook, self.block_size, mode, cache, size**-0.5
+        )
+        self.commitment_loss = self.commitment * (k - quantised).pow(2).sum(-1).mean()
+        if self.training:
+            self._update_codebook(codes, k)
+        return out, cache
+
+    @torch.no_grad()
+    def _update_codebook(self, codes: torch.Tensor, keys: torch.Tensor) -> None:
+        heads = self.num_heads
+        codes = codes.transpose(0, 1).reshape(heads, -1)
+        keys = keys.detach().transpose(0, 1).reshape(heads, -1, self.head_size)
+        sums, counts = _code_sums(codes, keys.to(self.ema_sum.dtype), self.codebook_size)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        tiny = torch.finfo(self.ema_count.dtype).tiny
+        self.codebook.copy_(self.ema_sum / self.ema_count.clamp_min(tiny).unsqueeze(-1))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, codebook_size={self.codebook_size}, "
+            f"block_size={self.block_size}, commitment={self.commitment}, decay={self.decay}"
+        )
