@@ -47,8 +47,15 @@ from pathlib import Path
 
 import geoopt
 import torch
-import torch.nn.functional as F
-from byte_lm import load_corpus, split_corpus
+from byte_lm import (
+    bits_per_byte,
+    cosine_decay,
+    load_corpus,
+    sample_batch,
+    split_corpus,
+    train_step,
+    windows,
+)
 from example_common import add_options, add_output_arguments, save_figure, write_json
 from tqdm import tqdm
 
@@ -143,20 +150,6 @@ def residual_gain(model: GPT, method: str, batch: torch.Tensor) -> tuple:
     return float(composite_gain(stacked).max()), spectral
 
 
-def bits_per_byte(model, windows: torch.Tensor, batch: int) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(windows), batch):
-            chunk = windows[start : start + batch]
-            logits = model(chunk[:, :-1])
-            loss = F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum")
-            total += float(loss)
-            count += chunk[:, 1:].numel()
-    model.train()
-    return total / count / math.log(2.0)
-
-
 def count_spikes(losses: list[float], window: int = 25, factor: float = 1.2) -> int:
     """Steps whose loss exceeds ``factor`` times the median of the ``window`` before them."""
     return sum(
@@ -174,26 +167,17 @@ def train(method, depth, seed, train_tokens, eval_windows, args, bar) -> dict:
     losses, grad_norms, seconds = [], [], 0.0
     warmup = max(1, args.steps // 20)
     for step in range(args.steps):
-        scale = (
-            (step + 1) / warmup
-            if step < warmup
-            else 0.1 + 0.45 * (1.0 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
-        )
+        if step < warmup:
+            scale = (step + 1) / warmup
+        else:
+            scale = cosine_decay((step - warmup) / (args.steps - warmup))
         for group in optimizer.param_groups:
             group["lr"] = args.lr * scale
-        starts = torch.randint(
-            0, len(train_tokens) - args.context - 1, (args.batch,), generator=generator
-        )
-        batch = torch.stack([train_tokens[s : s + args.context + 1] for s in starts.tolist()])
+        batch = sample_batch(train_tokens, args.context, args.batch, generator)
         t0 = time.process_time()
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss, norm = train_step(model, optimizer, batch)
         seconds += time.process_time() - t0
-        losses.append(float(loss.detach()) / math.log(2.0))
+        losses.append(float(loss) / math.log(2.0))
         grad_norms.append(float(norm))
         bar.update(1)
     finite = all(math.isfinite(x) for x in losses)
@@ -328,9 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = [run for path in args.combine for run in json.loads(path.read_text())["runs"]]
     else:
         train_tokens, val_tokens = split_corpus(load_corpus())
-        window = args.context + 1
-        count = min(args.eval_bytes, len(val_tokens)) // window
-        eval_windows = val_tokens[: count * window].view(count, window)
+        eval_windows = windows(val_tokens, args.context, args.eval_bytes)
         seeds = range(args.seed, args.seed + args.seeds)
         total = len(args.depths) * len(args.methods) * len(seeds) * args.steps
         runs = []
