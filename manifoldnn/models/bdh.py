@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS, HyperConnections, deepnorm_scales
+from ..layers.hyper_connections import HyperConnections, deepnorm_scales
 from ..layers.positions import rotary
-from ..validation import check_bool, check_choice, check_positive_int
+from ..validation import check_positive_ints
 from .linear_attention import MODES, causal_linear_attention, delta_rule
 from .sequence import (
     AutoregressiveSampling,
     check_generation,
+    check_residual_options,
     check_token_ids,
     renamed_config_fields,
 )
@@ -31,7 +32,6 @@ from .sequence import (
 __all__ = ["BDH", "BDHConfig"]
 
 STATE_UPDATES = ("hebbian", "delta")
-RESIDUALS = ("postnorm", "prenorm", "deepnorm", "hyper")
 
 
 @renamed_config_fields(
@@ -85,10 +85,14 @@ class BDHConfig:
     hc_dynamic: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "num_layers", "dim", "num_heads", "num_neurons", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(
+            vocab_size=self.vocab_size,
+            num_layers=self.num_layers,
+            dim=self.dim,
+            num_heads=self.num_heads,
+            num_neurons=self.num_neurons,
+            chunk_size=self.chunk_size,
+        )
         if self.num_neurons % 2:
             raise ValueError(
                 f"num_neurons must be even (RoPE rotates pairs), got {self.num_neurons}"
@@ -105,10 +109,7 @@ class BDHConfig:
             raise ValueError("decay applies to state_update='hebbian' only")
         if self.rope_theta <= 1.0:
             raise ValueError(f"rope_theta must be > 1, got {self.rope_theta}")
-        check_choice(self.residual, "residual", RESIDUALS)
-        check_positive_int(self.num_streams, "num_streams")
-        check_choice(self.hc_constraint, "hc_constraint", tuple(RESIDUAL_CONSTRAINTS))
-        check_bool(self.hc_dynamic, "hc_dynamic")
+        check_residual_options(self)
 
 
 class _BDHLayer(nn.Module):

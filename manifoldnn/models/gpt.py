@@ -21,13 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.causal_attention import AttentionCache, CausalSelfAttention, MultiHeadLatentAttention
-from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS, HyperConnections, deepnorm_scales
+from ..layers.hyper_connections import HyperConnections, deepnorm_scales
 from ..layers.positions import POSITIONS, ROPE_SCALINGS, RotaryPosition, position_for
-from ..validation import check_bool, check_choice, check_positive_float, check_positive_int
+from ..validation import check_choice, check_positive_float, check_positive_ints
 from .linear_attention import MODES, delta_rule
 from .sequence import (
     AutoregressiveSampling,
     check_generation,
+    check_residual_options,
     check_token_ids,
     renamed_config_fields,
 )
@@ -35,7 +36,6 @@ from .sequence import (
 __all__ = ["GPT", "GPTConfig"]
 
 ATTENTIONS = ("softmax", "latent", "delta")
-RESIDUALS = ("prenorm", "postnorm", "deepnorm", "hyper")
 
 
 @renamed_config_fields(n_layer="num_layers", n_embd="dim", n_head="num_heads")
@@ -107,10 +107,14 @@ class GPTConfig:
     hc_dynamic: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "num_layers", "dim", "num_heads", "mlp_ratio", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(
+            vocab_size=self.vocab_size,
+            num_layers=self.num_layers,
+            dim=self.dim,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            chunk_size=self.chunk_size,
+        )
         rotary_heads = self.position == "rope" and self.attention != "latent"
         if self.dim % self.num_heads or (rotary_heads and (self.dim // self.num_heads) % 2):
             raise ValueError(
@@ -136,10 +140,7 @@ class GPTConfig:
             raise ValueError("kv_rank, rope_dim and q_rank belong to attention='latent'")
         # the layers check the remaining sizes and options with the same argument names
         _make_attention(self, device="meta")
-        check_choice(self.residual, "residual", RESIDUALS)
-        check_positive_int(self.num_streams, "num_streams")
-        check_choice(self.hc_constraint, "hc_constraint", tuple(RESIDUAL_CONSTRAINTS))
-        check_bool(self.hc_dynamic, "hc_dynamic")
+        check_residual_options(self)
 
 
 def _rope(config: GPTConfig, width: int) -> RotaryPosition:

@@ -1,6 +1,6 @@
 r"""What the sequence models (:class:`~manifoldnn.models.BDH`, :class:`~manifoldnn.models.GPT`)
-share: token-id checks, the sampling loop of ``generate``, and the deprecation path of renamed
-configuration fields."""
+share: token-id checks, the sampling loop of ``generate``, the residual-scheme options of their
+configurations, and the deprecation path of renamed configuration fields."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import dataclasses
 
 import torch
 
-from ..validation import renamed_arguments, warn_renamed
+from ..layers.hyper_connections import RESIDUAL_CONSTRAINTS
+from ..validation import (
+    check_bool,
+    check_choice,
+    check_positive_int,
+    renamed_arguments,
+    warn_renamed,
+)
 
 __all__ = [
     "AutoregressiveSampling",
@@ -17,7 +24,21 @@ __all__ = [
     "sample_continuation",
     "sample_next",
     "renamed_config_fields",
+    "RESIDUALS",
+    "check_residual_options",
 ]
+
+#: The residual schemes of the sequence models' ``residual`` option.
+RESIDUALS = ("prenorm", "postnorm", "deepnorm", "hyper")
+
+
+def check_residual_options(config) -> None:
+    """Check a configuration's ``residual``, ``num_streams``, ``hc_constraint`` and
+    ``hc_dynamic`` (:class:`~manifoldnn.layers.HyperConnections`), each error naming its field."""
+    check_choice(config.residual, "residual", RESIDUALS)
+    check_positive_int(config.num_streams, "num_streams")
+    check_choice(config.hc_constraint, "hc_constraint", tuple(RESIDUAL_CONSTRAINTS))
+    check_bool(config.hc_dynamic, "hc_dynamic")
 
 
 def renamed_config_fields(**renames: str):
