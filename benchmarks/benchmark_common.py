@@ -26,7 +26,7 @@ for folder in (ROOT, ROOT / "examples"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from example_common import add_options, write_json  # noqa: E402
+from example_common import add_options, write_json, write_report  # noqa: E402
 
 __all__ = [
     "add_benchmark_arguments",
@@ -58,15 +58,6 @@ def add_benchmark_arguments(
             "--json", type=Path, default=None, help='write {"results": {...}} and the settings here'
         )
     return parser
-
-
-def write_report(args: argparse.Namespace, results: dict, start: float) -> dict:
-    """The report ``{"results": results, "config": vars(args), "seconds": ...}`` (the seconds since
-    ``start``, a ``time.perf_counter()`` reading), written to ``args.json`` (nothing when it is
-    ``None``) and returned."""
-    report = {"results": results, "config": vars(args), "seconds": time.perf_counter() - start}
-    write_json(args.json, report)
-    return report
 
 
 def synchronize() -> None:

@@ -34,7 +34,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from example_common import add_options, add_output_arguments, save_figure, write_json
+from example_common import (
+    add_options,
+    add_output_arguments,
+    save_figure,
+    write_report,
+)
 from tqdm import tqdm
 
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
@@ -75,10 +80,14 @@ TRAINING_OPTIONS: dict[str, object] = {
 }
 
 
-def training_options(**defaults) -> dict[str, object]:
-    """:data:`TRAINING_OPTIONS` with other defaults: a value replaces an option's default and keeps
-    its help text, a pair ``(default, help)`` replaces both."""
-    table = dict(TRAINING_OPTIONS)
+def training_options(*names: str, **defaults) -> dict[str, object]:
+    """:data:`TRAINING_OPTIONS` (or only the options ``names``) with other defaults: a value
+    replaces an option's default and keeps its help text, a pair ``(default, help)`` replaces
+    both."""
+    unknown = set(names) - set(TRAINING_OPTIONS)
+    if unknown:
+        raise TypeError(f"training_options: unknown options {sorted(unknown)}")
+    table = {name: TRAINING_OPTIONS[name] for name in names or TRAINING_OPTIONS}
     for name, value in defaults.items():
         if name not in table:
             raise TypeError(f"training_options: unknown option {name!r}")
@@ -398,22 +407,13 @@ def main(argv: list[str] | None = None) -> dict:
     (args.out / "sample.txt").write_text("\n".join(samples))
     plot(histories, args.out)
 
-    report = {
-        "results": results,
-        "generation": generation,
-        "curves": {
-            name: {"train": h["curve"][:: max(1, len(h["curve"]) // 200)], "val": h["val_curve"]}
-            for name, h in histories.items()
-        },  # fmt: skip
-        "settings": {
-            key: str(value) if isinstance(value, Path) else value
-            for key, value in vars(args).items()
-        },
-        "seconds": time.perf_counter() - start,
+    curves = {
+        name: {"train": h["curve"][:: max(1, len(h["curve"]) // 200)], "val": h["val_curve"]}
+        for name, h in histories.items()
     }
+    report = write_report(args, results, start, generation=generation, curves=curves)
     print(f"\nwrote {args.out / 'loss_curves.png'} and {args.out / 'sample.txt'}; "
           f"{report['seconds']:.0f} s in all")  # fmt: skip
-    write_json(args.json, report)
     return report
 
 

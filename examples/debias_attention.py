@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from example_common import add_output_arguments, save_figure, write_json
+from example_common import add_output_arguments, run_settings, save_figure, write_json
 
 from manifoldnn.datasets import (
     load_gender_words,
@@ -280,7 +280,7 @@ def main(argv=None) -> dict:
             "simlex_pairs": n_simlex,
             "wordsim_pairs": n_wordsim,
         },
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": run_settings(args),
     }
     write_json(args.json, payload)
     return payload

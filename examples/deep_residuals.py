@@ -54,9 +54,16 @@ from byte_lm import (
     sample_batch,
     split_corpus,
     train_step,
+    training_options,
     windows,
 )
-from example_common import add_options, add_output_arguments, save_figure, write_json
+from example_common import (
+    add_options,
+    add_output_arguments,
+    save_figure,
+    write_json,
+    write_report,
+)
 from tqdm import tqdm
 
 from manifoldnn.layers import HyperConnections, composite_gain
@@ -288,15 +295,12 @@ def main(argv: list[str] | None = None) -> dict:
     add_options(
         parser,
         {
-            "threads": 1,
+            **training_options("threads", "context", "batch", "lr", context=64),
             "steps": (100, "training steps per run (equal tokens: steps x batch x context)"),
             "seeds": (1, "seeds per method and depth, from --seed on"),
-            "context": 64,
-            "batch": 8,
-            "lr": 2e-3,
             "dim": 64,
             "streams": (4, "residual streams of the hyper-connection methods"),
-            "eval_bytes": 8192,
+            **training_options("eval_bytes", eval_bytes=8192),
         },
     )
     parser.add_argument("--depths", type=int, nargs="+", default=[12, 24, 48])
@@ -329,20 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = summarise(runs)
     print_table(results)
     plot(runs, results, args.out)
-    report = {
-        "results": results,
-        "runs": runs,
-        "settings": {
-            key: [str(v) for v in value]
-            if isinstance(value, list)
-            else (str(value) if isinstance(value, Path) else value)
-            for key, value in vars(args).items()
-        },  # fmt: skip
-        "seconds": time.perf_counter() - start,
-    }
+    report = write_report(args, results, start, runs=runs)
     print(f"\nwrote {args.out / 'loss_curves.png'} and {args.out / 'composite_gain.png'}; "
           f"{report['seconds']:.0f} s in all")  # fmt: skip
-    write_json(args.json, report)
     return report
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,3 +91,31 @@ def write_json(path: str | Path | None, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The parsed options as the JSON report records them: paths (alone or in a list) as
+    strings, so that the returned report equals the written one."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        return value
+
+    return {key: plain(value) for key, value in vars(args).items()}
+
+
+def write_report(args: argparse.Namespace, results: dict, start: float, **extra: object) -> dict:
+    """The report ``{"results": results, **extra, "config": run_settings(args), "seconds": ...}``
+    (the seconds since ``start``, a ``time.perf_counter()`` reading), written to ``args.json``
+    (nothing when it is ``None``) and returned."""
+    report = {
+        "results": results,
+        **extra,
+        "config": run_settings(args),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(args.json, report)
+    return report

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from example_common import add_output_arguments, write_json
+from example_common import add_output_arguments, run_settings, write_json
 from torch import nn
 from tqdm import tqdm
 
@@ -430,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "results": {m: {k: float(np.mean(v)) for k, v in overall[m].items()} for m in methods},
         "settings": details,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": run_settings(args),
         "seconds": elapsed,
     }
     write_json(args.json, payload)

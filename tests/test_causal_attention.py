@@ -370,25 +370,26 @@ def test_cache_errors_name_the_argument():
         mla(x, mla.empty_cache(2, 2))
 
 
-def test_gpt_config_errors_and_step_position():
-    with pytest.raises(ValueError, match="num_kv_heads"):
-        GPTConfig(dim=32, num_heads=4, num_kv_heads=3)
-    with pytest.raises(ValueError, match="rope_dim"):
-        GPTConfig(dim=32, num_heads=4, attention="latent", rope_dim=3)
-    with pytest.raises(ValueError, match="kv_rank"):
-        GPTConfig(dim=32, num_heads=4, kv_rank=8)
-    with pytest.raises(ValueError, match="rope_scaling"):
-        GPTConfig(rope_scaling="ntk", position="alibi")
-    with pytest.raises(ValueError, match="rope_scaling"):
-        GPTConfig(rope_scaling="cubic")
-    with pytest.raises(ValueError, match="position"):
-        GPTConfig(attention="delta", position="alibi")
-    with pytest.raises(ValueError, match="train_length"):
-        GPTConfig(rope_scaling="yarn", rope_factor=2.0)
-    with pytest.raises(ValueError, match="rope_factor"):
-        GPTConfig(rope_scaling="linear", rope_factor=0.5)
-    with pytest.raises(ValueError, match="rope_theta"):
-        GPTConfig(rope_theta=1.0)
+GPT_CONFIG_ERRORS = {
+    "num_kv_heads": dict(dim=32, num_heads=4, num_kv_heads=3),
+    "rope_dim": dict(dim=32, num_heads=4, attention="latent", rope_dim=3),
+    "kv_rank": dict(dim=32, num_heads=4, kv_rank=8),
+    "rope_scaling": dict(rope_scaling="ntk", position="alibi"),
+    "rope_scaling-unknown": dict(rope_scaling="cubic"),
+    "position": dict(attention="delta", position="alibi"),
+    "train_length": dict(rope_scaling="yarn", rope_factor=2.0),
+    "rope_factor": dict(rope_scaling="linear", rope_factor=0.5),
+    "rope_theta": dict(rope_theta=1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(GPT_CONFIG_ERRORS))
+def test_gpt_config_errors_name_the_argument(name):
+    with pytest.raises(ValueError, match=name.split("-")[0]):
+        GPTConfig(**GPT_CONFIG_ERRORS[name])
+
+
+def test_gpt_step_position_must_follow_the_cache():
     model = GPT(GPTConfig(num_layers=1, dim=16, num_heads=2))
     logits, cache = model.prefill(torch.zeros(1, 3, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="position=5"):

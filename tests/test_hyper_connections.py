@@ -288,9 +288,18 @@ def test_bad_input_names_the_argument():
         HyperConnections(8, 4, nn.Linear(8, 6))(torch.randn(3, 4, 8))
     with pytest.raises(ValueError, match="streams"):
         HyperConnections(8, 4, branch)(torch.randn(3, 8))
-    with pytest.raises(ValueError, match="residual"):
-        GPTConfig(residual="sandwich")
-    with pytest.raises(ValueError, match="hc_constraint"):
-        GPTConfig(residual="hyper", hc_constraint="simplex")
-    with pytest.raises(ValueError, match="num_streams"):
-        BDHConfig(residual="hyper", num_streams=0)
+
+
+@pytest.mark.parametrize("config", [GPTConfig, BDHConfig])
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        (dict(residual="sandwich"), "residual"),
+        (dict(residual="hyper", hc_constraint="simplex"), "hc_constraint"),
+        (dict(residual="hyper", num_streams=0), "num_streams"),
+        (dict(residual="hyper", hc_dynamic=1), "hc_dynamic"),
+    ],
+)
+def test_residual_options_name_the_field(config, options, name):
+    with pytest.raises(ValueError, match=name):
+        config(**options)
