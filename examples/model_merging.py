@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 import torch
-from example_common import add_output_arguments, run_settings, write_json
+from example_common import add_output_arguments, write_report
 from torch import nn
 from tqdm import tqdm
 
@@ -426,13 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
     elapsed = time.perf_counter() - began
     print(f"\n{len(configs)} runs in {elapsed:.1f} s")
     _plot(details, methods, args.out / "merging.png")
-    payload = {
-        "results": {m: {k: float(np.mean(v)) for k, v in overall[m].items()} for m in methods},
-        "settings": details,
-        "config": run_settings(args),
-        "seconds": elapsed,
-    }
-    write_json(args.json, payload)
+    results = {m: {k: float(np.mean(v)) for k, v in overall[m].items()} for m in methods}
+    payload = write_report(args, results, began, settings=details)
     return payload
 
 
