@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_positive_ints
 
 
 class TokenHeads(nn.Module):
@@ -25,8 +25,7 @@ class TokenHeads(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_positive_int(dim, "dim")
-        check_positive_int(num_heads, "num_heads")
+        check_positive_ints(dim=dim, num_heads=num_heads)
         if head_size is None:
             if dim % num_heads:
                 raise ValueError(

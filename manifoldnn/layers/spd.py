@@ -39,6 +39,7 @@ from ..validation import (
     check_nonnegative_float,
     check_positive_float,
     check_positive_int,
+    check_positive_ints,
 )
 
 __all__ = ["BiMap", "ReEig", "LogEig", "ExpEig", "CovPool", "SPDBatchNorm"]
@@ -149,8 +150,8 @@ class BiMap(ConstrainedModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_size = check_positive_int(in_size, "in_size")
-        self.out_size = check_positive_int(out_size, "out_size")
+        check_positive_ints(in_size=in_size, out_size=out_size)
+        self.in_size, self.out_size = in_size, out_size
         self.validate = check_bool(validate, "validate")
         if out_size > in_size:
             raise ValueError(
