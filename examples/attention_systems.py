@@ -23,12 +23,15 @@ evaluation length). Measured figures are in ``docs/results/attention_systems.md`
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 from byte_lm import bits_per_byte, load_corpus, split_corpus, train, training_options, windows
-from example_common import add_options, add_output_arguments, save_figure, write_json
+from example_common import (
+    example_parser,
+    save_figure,
+    write_json,
+)
 
 from manifoldnn.models import GPT, GPTConfig
 
@@ -95,10 +98,9 @@ def scaled(model: GPT, scaling: str, factor: float, train_length: int) -> GPT:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_output_arguments(parser, "attention_systems")
-    add_options(
-        parser,
+    parser = example_parser(
+        __doc__,
+        "attention_systems",
         {
             **training_options(
                 budget=60.0,

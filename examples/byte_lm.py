@@ -25,7 +25,6 @@ model from a validation prompt). Measured figures are in ``docs/sequence_models.
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
 import resource
@@ -35,8 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from example_common import (
-    add_options,
-    add_output_arguments,
+    example_parser,
     save_figure,
     write_report,
 )
@@ -303,10 +301,9 @@ def plot(histories, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_output_arguments(parser, "byte_lm")
-    add_options(
-        parser,
+    parser = example_parser(
+        __doc__,
+        "byte_lm",
         {
             **training_options(),
             "chunk_size": 64,

@@ -32,13 +32,12 @@ figures are in ``docs/results.md``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from example_common import add_output_arguments, save_figure, write_report
+from example_common import example_parser, save_figure, write_report
 
 from manifoldnn.datasets import (
     load_gender_words,
@@ -134,8 +133,7 @@ def evaluate(name, out, eval_words, weights, ctx) -> dict[str, float]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_output_arguments(parser, "debias_attention")
+    parser = example_parser(__doc__, "debias_attention")
     parser.add_argument("--keys", type=int, default=10000, help="vocabulary size (most frequent)")
     parser.add_argument("--tau", type=float, default=0.2, help="attention temperature")
     parser.add_argument(

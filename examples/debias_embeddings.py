@@ -32,7 +32,6 @@ one curve per method over its strength) goes to ``--out``; measured figures: ``d
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from example_common import (
     add_options,
-    add_output_arguments,
+    example_parser,
     save_figure,
     write_report,
 )
@@ -180,8 +179,7 @@ def evaluate(out: np.ndarray, ctx: Context, data: dict, args) -> dict[str, float
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_output_arguments(parser, "debias_embeddings")
+    parser = example_parser(__doc__, "debias_embeddings")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help="registry names")
     add_options(
         parser,

@@ -38,7 +38,6 @@ It writes ``loss_curves.png`` (training bits per byte against steps, one panel p
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -58,8 +57,7 @@ from byte_lm import (
     windows,
 )
 from example_common import (
-    add_options,
-    add_output_arguments,
+    example_parser,
     save_figure,
     write_json,
     write_report,
@@ -290,10 +288,9 @@ def plot(runs: list[dict], results: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_output_arguments(parser, "deep_residuals")
-    add_options(
-        parser,
+    parser = example_parser(
+        __doc__,
+        "deep_residuals",
         {
             **training_options("threads", "context", "batch", "lr", context=64),
             "steps": (100, "training steps per run (equal tokens: steps x batch x context)"),

@@ -35,6 +35,21 @@ def add_output_arguments(
     return parser
 
 
+def example_parser(
+    doc: str | None,
+    name: str,
+    options: dict[str, object] | None = None,
+    *,
+    seed_help: str = "random seed",
+) -> argparse.ArgumentParser:
+    """The argument parser of an example: its docstring's first line as the description,
+    :func:`add_output_arguments` (``--seed``, ``--out``, ``--json``) and the ``options`` table
+    (:func:`add_options`)."""
+    description = (doc or "").strip().splitlines()[0] if doc else None
+    parser = add_output_arguments(argparse.ArgumentParser(description=description), name, seed_help)
+    return add_options(parser, options or {})
+
+
 def add_options(
     parser: argparse.ArgumentParser, options: dict[str, object]
 ) -> argparse.ArgumentParser:

@@ -38,7 +38,12 @@ import time
 import geoopt
 import numpy as np
 import torch
-from example_common import add_options, add_output_arguments, save_figure, write_json
+from example_common import (
+    add_options,
+    example_parser,
+    save_figure,
+    write_json,
+)
 from torch import nn
 from tqdm import tqdm
 
@@ -304,8 +309,7 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_output_arguments(parser, "grassmann_classification")
+    parser = example_parser(__doc__, "grassmann_classification")
     parser.add_argument("--p", type=int, default=2, help="subspace dimension")
     parser.add_argument("--delays", type=int, default=1, help="delay-embedding depth of the frames")
     parser.add_argument("--dims", type=int, nargs="+", default=[20], help="FRMap output sizes")

@@ -27,14 +27,18 @@ regression on the Euclidean one (accuracies in the JSON under ``"classification"
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import time
 
 import geoopt
 import numpy as np
 import torch
-from example_common import add_output_arguments, keyword_options, save_figure, write_json
+from example_common import (
+    example_parser,
+    keyword_options,
+    save_figure,
+    write_json,
+)
 
 from manifoldnn.datasets import balanced_tree, load_wordnet_nouns, transitive_closure
 from manifoldnn.embedding import HierarchyEmbedding, reconstruction_scores
@@ -126,8 +130,7 @@ def classify(models, edges, root, seed) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_output_arguments(parser, "hyperbolic_wordnet")
+    parser = example_parser(__doc__, "hyperbolic_wordnet")
     parser.add_argument("--root", default="mammal.n.01", help='a noun synset, or "all"')
     parser.add_argument("--tree", default=None, help="DEPTH,BRANCHING: a balanced tree instead")
     parser.add_argument("--wordnet", default=None, help="directory of data.noun and index.noun")

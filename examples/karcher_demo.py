@@ -22,14 +22,13 @@ table under ``"results"``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import geoopt
 import numpy as np
 import scipy.linalg
 import torch
-from example_common import add_output_arguments, save_figure, write_json
+from example_common import example_parser, save_figure, write_json
 from tqdm import tqdm
 
 from manifoldnn.manifolds import Grassmann, karcher_mean
@@ -49,8 +48,7 @@ def _noisy_subspaces(manifold, sets, points, n, p, spread, generator):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_output_arguments(parser, "karcher_demo")
+    parser = example_parser(__doc__, "karcher_demo")
     parser.add_argument("--sets", type=int, default=64)
     parser.add_argument("--points", type=int, default=50)
     args = parser.parse_args(argv)

@@ -26,12 +26,11 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
-from example_common import add_output_arguments, write_report
+from example_common import example_parser, write_report
 from torch import nn
 from tqdm import tqdm
 
@@ -368,8 +367,9 @@ def run_config(setting, seed, lr, args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_output_arguments(parser, "model_merging", "first seed; seeds are seed..seed+n-1")
+    parser = example_parser(
+        __doc__, "model_merging", seed_help="first seed; seeds are seed..seed+n-1"
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--settings", nargs="+", default=["digits", "mfeat"])
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])

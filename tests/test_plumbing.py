@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import benchmark_common as benchmarks_common
@@ -87,3 +88,26 @@ def test_save_figure_writes_and_closes(tmp_path):
     assert (tmp_path / "f.png").stat().st_size > 0
     assert fig._suptitle.get_text() == "title"
     assert not plt.fignum_exists(fig.number)
+
+
+def test_example_parser_description_outputs_and_options():
+    parser = examples_common.example_parser(
+        "First line.\n\nMore text.", "demo", {"lr": (0.1, "learning rate")}, seed_help="the seed"
+    )
+    assert parser.description == "First line."
+    args = parser.parse_args(["--lr", "0.5"])
+    assert (args.seed, args.lr, args.json) == (0, 0.5, None)
+    assert args.out == Path("out") / "demo"
+    assert "the seed" in parser.format_help()
+
+
+def test_write_report_records_settings_and_seconds(tmp_path):
+    parser = examples_common.example_parser(None, "demo")
+    args = parser.parse_args(["--json", str(tmp_path / "r.json"), "--out", str(tmp_path)])
+    start = time.perf_counter()
+    report = examples_common.write_report(args, {"m": {"acc": 1.0}}, start, extra=[1])
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["results"] == report["results"] == {"m": {"acc": 1.0}}
+    assert saved["extra"] == [1] and saved["config"]["out"] == str(tmp_path)
+    assert report["config"] == saved["config"]  # paths as strings in both
+    assert 0 <= saved["seconds"] == report["seconds"]
