@@ -27,7 +27,7 @@ INLP and LEACE bring k-means near chance and the linear probe down, while the RB
 and the neighbourhoods keep most of it. ``fair`` (refitted RBF bias functions, natural-gradient
 steps on the sphere) brings k-means lowest and the nonlinear probes a little below LEACE's at the
 same SimLex / WordSim, far from removing them. ``tradeoff.png`` (nonlinear probe accuracy against SimLex,
-one curve per method over its strength) goes to ``--out``; measured figures: ``docs/debiasing.md``.
+one curve per method over its strength) goes to ``--out``; measured figures: ``docs/results/debias_embeddings.md``.
 """
 
 from __future__ import annotations
@@ -132,8 +132,7 @@ METHODS: dict[str, Method] = {
         quick_strengths=(2,),
     ),
     "leace": Method(lambda ctx, s: LEACE()),
-    # strength = rounds; float32 (float64 takes 4 times as long and moves words by the same
-    # median displacement to 0.004 rad: docs/fair_transform.md)
+    # strength = rounds; computed in float32 (dtype=torch.float64 is the slower alternative)
     "fair": Method(
         lambda ctx, s: FairMetricDebias(rounds=int(s), random_state=ctx.seed, dtype=torch.float32),
         strengths=(5, 10, 20, 35),

@@ -25,7 +25,7 @@ both baselines (k-means about 0.96, spectral about 0.97), in several minutes on 
 ``--restarts 1 --self-label-epochs 0`` is faster and less stable. ``--out`` receives the trained
 networks (``model.pt``, ``model_restart{r}.pt``), a t-SNE of the fused subspaces (``tsne.png``) and
 the confusion matrix (``confusion_matrix.png``); ``--json`` writes ``{"results": {method: {"acc",
-"nmi", "ari", "purity"}}, ...}``. Measured figures: ``docs/multiview_clustering.md``.
+"nmi", "ari", "purity"}}, ...}``. Measured figures: ``docs/results/multiview_clustering.md``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import torch
 
 __all__ = ["TOLERANCES", "tolerance", "HALF_DTYPES"]
 
-#: the half-precision dtypes, which manifoldnn evaluates in float32 (see docs/precision.md)
+#: the half-precision dtypes, which manifoldnn evaluates in float32 (see docs/concepts.md, "Precision")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 #: the four floating formats, in the order :func:`_per_dtype` takes their values
