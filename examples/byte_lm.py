@@ -150,11 +150,14 @@ def cosine_decay(progress: float) -> float:
 
 def train_step(model, optimizer, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the next-token cross-entropy of ``batch`` ``(B, T + 1)``, gradients
-    clipped to norm 1; returns the loss (nats, detached) and the gradient norm before clipping."""
+    clipped to norm 1 (the model's ``auxiliary_loss()`` added where it has one); returns the
+    next-token loss (nats, detached) and the gradient norm before clipping."""
     logits = model(batch[:, :-1])
     loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+    # Transformer-VQ's commitment loss (GPT.auxiliary_loss; zero for the other attentions)
+    auxiliary = model.auxiliary_loss() if hasattr(model, "auxiliary_loss") else 0.0
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss + auxiliary).backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     return loss.detach(), norm

@@ -1,12 +1,16 @@
-r"""A small pre-norm causal Transformer (GPT) with softmax, latent or delta-rule attention, the
-baselines of BDH.
+r"""A small pre-norm causal Transformer (GPT) with softmax, latent, delta-rule or linear-time
+approximations of softmax attention, the baselines of BDH.
 
 ``attention="softmax"`` is :class:`~manifoldnn.layers.CausalSelfAttention` (multi-head, or grouped-
 or multi-query with ``num_kv_heads``) and ``attention="latent"`` DeepSeek-V2's
 :class:`~manifoldnn.layers.MultiHeadLatentAttention`, both with a key/value cache for generation;
 ``attention="delta"`` replaces them with DeltaNet's error-driven linear attention
 (:func:`~manifoldnn.models.linear_attention.delta_rule`), a linear-time baseline whose generation
-state is constant in the context. Positions: RoPE (optionally scaled for longer contexts), ALiBi
+state is constant in the context. ``attention="vq"`` (Transformer-VQ), ``"favor"``,
+``"favor++"`` (positive random features) and ``"relu2"`` (squared-ReLU weights, GAU) are
+:class:`~manifoldnn.layers.TransformerVQAttention`, :class:`~manifoldnn.layers.RandomFeatureAttention`
+and :class:`~manifoldnn.layers.ReLUSquaredAttention`; they have no positions of their own (the
+causal mask is their only order information, ``position="none"``). Positions: RoPE (optionally scaled for longer contexts), ALiBi
 or none (``position``); no position table bounds the length.
 
 Sizes: ``B`` batch, ``T`` tokens, ``D`` = ``dim``, ``H`` = ``num_heads``, head width ``D / H``.
@@ -23,6 +27,9 @@ from torch import nn
 from ..layers.causal_attention import AttentionCache, CausalSelfAttention, MultiHeadLatentAttention
 from ..layers.hyper_connections import HyperConnections, deepnorm_scales
 from ..layers.positions import POSITIONS, ROPE_SCALINGS, RotaryPosition, position_for
+from ..layers.random_feature_attention import RandomFeatureAttention
+from ..layers.relu_squared import ReLUSquaredAttention
+from ..layers.transformer_vq import TransformerVQAttention
 from ..validation import check_choice, check_positive_float, check_positive_ints
 from .linear_attention import MODES, delta_rule
 from .sequence import (
@@ -35,7 +42,9 @@ from .sequence import (
 
 __all__ = ["GPT", "GPTConfig"]
 
-ATTENTIONS = ("softmax", "latent", "delta")
+ATTENTIONS = ("softmax", "latent", "delta", "vq", "favor", "favor++", "relu2")
+#: the linear-time approximations of softmax attention (and ReLU²), without positions of their own
+UNPOSITIONED = ("vq", "favor", "favor++", "relu2")
 
 
 @renamed_config_fields(n_layer="num_layers", n_embd="dim", n_head="num_heads")
@@ -51,10 +60,18 @@ class GPTConfig:
         mlp_ratio: hidden width of the MLP over ``D``. Default: 4.
         dropout: dropout on the residual branches. Default: 0.0.
         attention: ``"softmax"`` (:class:`~manifoldnn.layers.CausalSelfAttention`), ``"latent"``
-            (:class:`~manifoldnn.layers.MultiHeadLatentAttention`) or ``"delta"`` (delta rule).
-            Default: ``"softmax"``.
+            (:class:`~manifoldnn.layers.MultiHeadLatentAttention`), ``"delta"`` (delta rule),
+            ``"vq"`` (:class:`~manifoldnn.layers.TransformerVQAttention`), ``"favor"`` or
+            ``"favor++"`` (:class:`~manifoldnn.layers.RandomFeatureAttention` with FAVOR+'s or
+            FAVOR++'s features) or ``"relu2"`` (:class:`~manifoldnn.layers.ReLUSquaredAttention`).
+            The last four have no positions (``position="none"``); ``"vq"`` leaves a commitment
+            loss that the training loop adds (:meth:`GPT.auxiliary_loss`). Default: ``"softmax"``.
         rope_theta: RoPE base. Default: 10000.
-        chunk_size: chunk length of the delta rule's chunked form. Default: 64.
+        chunk_size: chunk length of the delta rule's chunked form, of the causal prefix sums of
+            ``"favor"`` / ``"favor++"`` and of the blocks of ``"vq"``. Default: 64.
+        codebook_size: codewords per head of ``"vq"``. Default: ``None`` (256).
+        num_features: random features per head of ``"favor"`` / ``"favor++"``. Default:
+            ``None`` (256).
         num_kv_heads: key/value heads of ``"softmax"`` (grouped-query attention; 1: multi-query).
             Default: ``None`` (``num_heads``).
         kv_rank: :math:`d_c` of ``"latent"``. Default: ``None`` (``4 * head_size``, DeepSeek-V2's
@@ -92,6 +109,8 @@ class GPTConfig:
     attention: str = "softmax"
     rope_theta: float = 10_000.0
     chunk_size: int = 64
+    codebook_size: int | None = None
+    num_features: int | None = None
     num_kv_heads: int | None = None
     kv_rank: int | None = None
     rope_dim: int | None = None
@@ -134,6 +153,15 @@ class GPTConfig:
             raise ValueError(f"rope_scaling needs position='rope', got {self.position!r}")
         if self.attention == "delta" and (self.position != "rope" or self.log_length_scaling):
             raise ValueError("attention='delta' takes position='rope' and no log_length_scaling")
+        if self.attention in UNPOSITIONED and (self.position != "none" or self.log_length_scaling):
+            raise ValueError(
+                f"attention={self.attention!r} has no positions of its own: it takes "
+                f"position='none' and no log_length_scaling, got position={self.position!r}"
+            )
+        if self.codebook_size is not None and self.attention != "vq":
+            raise ValueError("codebook_size belongs to attention='vq'")
+        if self.num_features is not None and self.attention not in ("favor", "favor++"):
+            raise ValueError("num_features belongs to attention='favor' or 'favor++'")
         if self.num_kv_heads is not None and self.attention != "softmax":
             raise ValueError("num_kv_heads belongs to attention='softmax'")
         if self.attention != "latent" and (self.kv_rank, self.rope_dim, self.q_rank) != (None,) * 3:
@@ -151,9 +179,22 @@ def _rope(config: GPTConfig, width: int) -> RotaryPosition:
 
 
 def _make_attention(config: GPTConfig, device=None, dtype=None) -> nn.Module:
-    """The attention layer of a block of ``config`` (``"softmax"`` or ``"latent"``; for
-    ``"delta"`` its rotary position)."""
+    """The attention layer of a block of ``config`` (for ``"delta"`` its rotary position)."""
     head_size = config.dim // config.num_heads
+    factory = {"device": device, "dtype": dtype}
+    if config.attention == "vq":
+        return TransformerVQAttention(
+            config.dim, config.num_heads, block_size=config.chunk_size,
+            codebook_size=256 if config.codebook_size is None else config.codebook_size, **factory,
+        )  # fmt: skip
+    if config.attention in ("favor", "favor++"):
+        return RandomFeatureAttention(
+            config.dim, config.num_heads, chunk_size=config.chunk_size,
+            estimator="favor+" if config.attention == "favor" else "favor++",
+            num_features=256 if config.num_features is None else config.num_features, **factory,
+        )  # fmt: skip
+    if config.attention == "relu2":
+        return ReLUSquaredAttention(config.dim, config.num_heads, **factory)
     options = {
         "log_length_scaling": config.log_length_scaling, "train_length": config.train_length,
         "device": device, "dtype": dtype,
@@ -315,7 +356,7 @@ class GPT(AutoregressiveSampling, nn.Module):
                 # residual output projections scaled by 1 / sqrt(2 L) as in GPT-2
                 scale = (
                     (2 * self.config.num_layers) ** -0.5
-                    if name.endswith(("proj.weight", "fc_out.weight"))
+                    if name.endswith(("proj.weight", "fc_out.weight", "attention.out.weight"))
                     else 1.0
                 )
                 nn.init.normal_(weight, std=0.02 * scale)
@@ -338,7 +379,8 @@ class GPT(AutoregressiveSampling, nn.Module):
                             ((dim + kv, kv), beta),
                         ):
                             nn.init.xavier_normal_(qkv.narrow(0, *rows), gain=gain)
-                    for layer in (attention.proj, block.fc, block.fc_out):
+                    output = attention.out if hasattr(attention, "out") else attention.proj
+                    for layer in (output, block.fc, block.fc_out):
                         nn.init.xavier_normal_(layer.weight, gain=beta)
 
     def _run(self, idx, mode, caches, start):
@@ -365,11 +407,26 @@ class GPT(AutoregressiveSampling, nn.Module):
 
     def empty_cache(self, batch: int, max_length: int) -> list:
         """Per-block generation state: an :class:`~manifoldnn.layers.AttentionCache` for
-        ``max_length`` tokens (softmax, latent) or ``None`` (the delta rule starts from a zero
-        state)."""
-        if self.config.attention == "delta":
+        ``max_length`` tokens (softmax, latent) or ``None`` (the delta rule and the layers of
+        ``"vq"``, ``"favor"``, ``"favor++"`` and ``"relu2"`` start from no state and return
+        theirs: value sums and counts per code, prefix sums of features, or the keys and
+        values)."""
+        if self.config.attention == "delta" or self.config.attention in UNPOSITIONED:
             return [None] * self.config.num_layers
         return [block.attention.empty_cache(batch, max_length) for block in self.blocks]
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        r"""The sum over the blocks of Transformer-VQ's commitment losses
+        :math:`\beta\, \overline{\|k - \mathrm{sg}(c_z)\|^2}` of the last forward (``"vq"``;
+        zero for the other attentions). A training loop adds it to the next-token loss, so that
+        the keys move towards their codewords: ``loss = cross_entropy + model.auxiliary_loss()``.
+        """
+        losses = [
+            block.attention.commitment_loss
+            for block in self.blocks
+            if isinstance(getattr(block, "attention", None), TransformerVQAttention)
+        ]
+        return sum(losses, self.embed.weight.new_zeros(()))
 
     @torch.no_grad()
     def prefill(
