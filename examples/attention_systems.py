@@ -12,7 +12,15 @@ seconds each). Two measurements:
 - ``extrapolation``: GPTs trained at ``--context`` tokens with RoPE, ALiBi and RoPE with the
   entropy-invariant ``log n`` scaling, evaluated at ``--eval-lengths``; the RoPE model is also
   evaluated with position interpolation, NTK-aware and YaRN scaling at ``s = L' / L`` (applied at
-  evaluation only, no fine-tuning).
+  evaluation only, no fine-tuning);
+- ``linear``: linear-time approximations of softmax attention against softmax (SDPA): GPTs with
+  Transformer-VQ (``--codebook`` codewords a head), FAVOR+, FAVOR++ (``--features`` random
+  features a head), ReLU² (GAU) and the delta rule, and BDH with as many parameters (its neurons
+  per head chosen to match), trained on the same ``--linear-tokens`` tokens in steps of
+  ``--step-tokens`` tokens at each of ``--linear-lengths`` (the batch is ``step_tokens / L``
+  windows): validation bits per byte at the training length and training tokens/s. The
+  estimators' relative error against exact softmax over temperatures is
+  ``benchmarks/softmax_approximations.py``.
 
     python examples/attention_systems.py --seed 0 --out out/attention_systems \\
         --json out/attention_systems.json
@@ -26,14 +34,24 @@ from __future__ import annotations
 import time
 
 import torch
-from byte_lm import bits_per_byte, load_corpus, split_corpus, train, training_options, windows
+from byte_lm import (
+    bits_per_byte,
+    cosine_decay,
+    load_corpus,
+    sample_batch,
+    split_corpus,
+    train,
+    train_step,
+    training_options,
+    windows,
+)
 from example_common import (
     example_parser,
     save_figure,
     write_json,
 )
 
-from manifoldnn.models import GPT, GPTConfig
+from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
 
 
 def cache_configs(args) -> dict[str, GPTConfig]:
@@ -47,6 +65,60 @@ def cache_configs(args) -> dict[str, GPTConfig]:
             **sizes, attention="latent", kv_rank=4 * head_size, rope_dim=head_size // 2
         ),
     }
+
+
+def linear_models(args) -> dict[str, torch.nn.Module]:
+    """Softmax (SDPA), the linear-time approximations, the delta rule and BDH at about the same
+    parameter count (BDH's neurons per head solve its linear count for the GPT's)."""
+    sizes = {"num_layers": args.layers, "dim": args.dim, "num_heads": args.heads}
+    unpositioned = {"position": "none", "chunk_size": args.linear_chunk}
+    configs = {
+        "softmax": GPTConfig(**sizes),
+        "vq": GPTConfig(**sizes, attention="vq", codebook_size=args.codebook, **unpositioned),
+        "favor+": GPTConfig(**sizes, attention="favor", num_features=args.features, **unpositioned),
+        "favor++": GPTConfig(
+            **sizes, attention="favor++", num_features=args.features, **unpositioned
+        ),
+        "relu2": GPTConfig(**sizes, attention="relu2", position="none"),
+        "delta": GPTConfig(**sizes, attention="delta", chunk_size=args.linear_chunk),
+    }
+    models = {name: GPT(config) for name, config in configs.items()}
+    target = sum(p.numel() for p in models["softmax"].parameters())
+
+    def bdh(neurons: int) -> BDH:
+        return BDH(
+            BDHConfig(
+                num_layers=args.layers, dim=args.dim, num_heads=args.heads,
+                num_neurons=neurons, dropout=0.0, chunk_size=args.linear_chunk,
+            )
+        )  # fmt: skip
+
+    two, four = (sum(p.numel() for p in bdh(n).parameters()) for n in (2, 4))
+    # the count is linear in the neurons per head, which RoPE wants even: steps of two
+    models["bdh"] = bdh(2 + 2 * max(0, round((target - two) / (four - two))))
+    return models
+
+
+def train_tokens_budget(model, train_tokens, length: int, args) -> dict:
+    """Train on ``args.linear_tokens`` tokens in steps of ``args.step_tokens`` at ``length`` (the
+    same batches for every model, warm-up then cosine decay); CPU seconds of the steps only."""
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
+    batch = max(1, args.step_tokens // length)
+    steps = max(1, args.linear_tokens // (batch * length))
+    seconds = 0.0
+    model.train()
+    for step in range(steps):
+        fraction = step / steps
+        scale = fraction / 0.05 if fraction < 0.05 else cosine_decay((fraction - 0.05) / 0.95)
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * max(scale, 0.02)
+        windows_ = sample_batch(train_tokens, length, batch, generator)
+        t0 = time.process_time()
+        train_step(model, optimizer, windows_)
+        seconds += time.process_time() - t0
+    return {"tokens": steps * batch * length, "steps": steps, "seconds": seconds}
 
 
 def decode_speed(model: GPT, prompt: torch.Tensor, new_tokens: int, recompute_tokens: int) -> dict:
@@ -119,6 +191,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--eval-lengths", type=int, nargs="*", default=[256, 1024, 4096])
     parser.add_argument("--parts", nargs="*", default=["cache", "extrapolation"])
+    parser.add_argument("--linear-lengths", type=int, nargs="*", default=[1024, 4096])
+    parser.add_argument("--linear-tokens", type=int, default=131072, help="training tokens")
+    parser.add_argument("--step-tokens", type=int, default=4096, help="tokens per step")
+    parser.add_argument("--linear-chunk", type=int, default=64, help="chunk/block length")
+    parser.add_argument("--codebook", type=int, default=64, help="Transformer-VQ codewords")
+    parser.add_argument("--features", type=int, default=64, help="FAVOR random features")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
@@ -188,6 +266,25 @@ def main(argv: list[str] | None = None) -> dict:
         ax.set_ylabel("validation bits per byte")
         ax.legend()
         save_figure(fig, args.out / "extrapolation.png", f"trained at {args.context} bytes")
+
+    if "linear" in args.parts:
+        table = {}
+        for length in args.linear_lengths:
+            val = windows(val_tokens, length, max(args.eval_bytes, length + 1))
+            for name, model in linear_models(args).items():
+                history = train_tokens_budget(model, train_tokens, length, args)
+                row = {
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "val_bpb": bits_per_byte(model, val, 1),
+                    "train_tokens": history["tokens"],
+                    "train_tokens_per_s": history["tokens"] / history["seconds"],
+                }
+                table.setdefault(name, {})[str(length)] = row
+                print(
+                    f"{name:<8} L={length:<6} params {row['params']:>8,}  val bpb "
+                    f"{row['val_bpb']:.3f}  train {row['train_tokens_per_s']:,.0f} tok/s"
+                )
+        results["linear"] = table
 
     payload = {"results": results, "args": vars(args)}
     write_json(args.json, payload)

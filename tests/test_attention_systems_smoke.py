@@ -14,9 +14,19 @@ def test_example_runs_on_tiny_settings(tmp_path):
     argv += ["--evals", "1", "--layers", "1", "--dim", "16", "--heads", "4", "--groups", "2"]
     argv += ["--decode-context", "24", "--decode-tokens", "2", "--recompute-tokens", "1"]
     argv += ["--eval-lengths", "16", "48", "--out", str(tmp_path), "--json", str(out)]
+    argv += ["--parts", "cache", "extrapolation", "linear", "--linear-lengths", "16", "48"]
+    argv += ["--linear-tokens", "96", "--step-tokens", "48", "--codebook", "8", "--features", "8"]
+    argv += ["--linear-chunk", "8"]
     report = attention_systems.main(argv)
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"mha", "gqa", "mqa", "mla", "extrapolation"}
+    assert set(results) == {"mha", "gqa", "mqa", "mla", "extrapolation", "linear"}
+    linear = results["linear"]
+    assert set(linear) == {"softmax", "vq", "favor+", "favor++", "relu2", "delta", "bdh"}
+    for rows in linear.values():
+        assert set(rows) == {"16", "48"}
+        # the same training tokens for every model at a length
+        assert [rows[n]["train_tokens"] for n in ("16", "48")] == [96, 96]
+        assert all(row["val_bpb"] > 0 and row["train_tokens_per_s"] > 0 for row in rows.values())
     head_size = 16 // 4
     expected = {"mha": 2 * 4 * head_size, "gqa": 2 * 2 * head_size, "mqa": 2 * head_size}
     expected["mla"] = 4 * head_size + head_size // 2

@@ -311,7 +311,9 @@ class GPT(AutoregressiveSampling, nn.Module):
 
     the attention being causal softmax attention
     :math:`\mathrm{softmax}(QK^\top/\sqrt{d} + M)V` through
-    :func:`~torch.nn.functional.scaled_dot_product_attention`, or the delta rule. The input embedding
+    :func:`~torch.nn.functional.scaled_dot_product_attention`, the delta rule, or a linear-time
+    approximation of it (``config.attention``; :meth:`auxiliary_loss` holds Transformer-VQ's
+    commitment losses for the training loop). The input embedding
     and the output projection share their weights. ``config.residual`` replaces the pre-norm
     residual by post-norm, DeepNorm (Wang et al. 2022) or hyper-connections over
     ``config.num_streams`` streams (Zhu et al. 2025; mHC, DeepSeek 2025), the streams summed before
@@ -433,8 +435,9 @@ class GPT(AutoregressiveSampling, nn.Module):
         self, idx: torch.Tensor, max_new_tokens: int = 0, prefill_segment: int = 1024
     ) -> tuple[torch.Tensor, list]:
         """Read a prompt ``(B, T)``; return the last logits ``(B, vocab)`` and the generation state:
-        a key/value cache with room for ``max_new_tokens`` more tokens (softmax, the prompt read in
-        one causal call) or the delta rule's state (read in chunked segments)."""
+        a key/value cache with room for ``max_new_tokens`` more tokens (softmax, latent; the prompt
+        read in one causal call), the state of ``"vq"``, ``"favor"``, ``"favor++"`` or
+        ``"relu2"`` (one call) or the delta rule's state (read in chunked segments)."""
         idx = check_generation(
             idx, self.config.vocab_size, max_new_tokens, 1.0, None, prefill_segment
         )
