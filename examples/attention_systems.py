@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--linear-tokens", type=int, default=131072, help="training tokens")
     parser.add_argument("--step-tokens", type=int, default=4096, help="tokens per step")
     parser.add_argument("--linear-chunk", type=int, default=64, help="chunk/block length")
+    parser.add_argument(
+        "--linear-models", nargs="*", default=None, help="a subset of the linear part's models"
+    )
     parser.add_argument("--codebook", type=int, default=64, help="Transformer-VQ codewords")
     parser.add_argument("--features", type=int, default=64, help="FAVOR random features")
     args = parser.parse_args(argv)
@@ -272,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
         for length in args.linear_lengths:
             val = windows(val_tokens, length, max(args.eval_bytes, length + 1))
             for name, model in linear_models(args).items():
+                if args.linear_models is not None and name not in args.linear_models:
+                    continue
                 history = train_tokens_budget(model, train_tokens, length, args)
                 row = {
                     "params": sum(p.numel() for p in model.parameters()),
