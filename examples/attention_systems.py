@@ -45,11 +45,7 @@ from byte_lm import (
     training_options,
     windows,
 )
-from example_common import (
-    example_parser,
-    save_figure,
-    write_json,
-)
+from example_common import example_parser, save_figure, write_report
 
 from manifoldnn.models import BDH, GPT, BDHConfig, GPTConfig
 
@@ -201,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--codebook", type=int, default=64, help="Transformer-VQ codewords")
     parser.add_argument("--features", type=int, default=64, help="FAVOR random features")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -291,9 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
         results["linear"] = table
 
-    payload = {"results": results, "args": vars(args)}
-    write_json(args.json, payload)
-    return payload
+    return write_report(args, results, start)
 
 
 if __name__ == "__main__":
