@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.fusion import OrthogonalDirectSum
+from ..layers.transformer_vq import vector_quantize
 from ..validation import (
     check_positive_int,
     check_positive_ints,
@@ -125,14 +126,13 @@ class ResidualVectorQuantizer:
                 f"frames must have shape (..., d={codebooks.shape[-1]}), got {tuple(x.shape)}"
             )
         codebooks = codebooks.to(x.device)
-        residual = x.to(codebooks.dtype)
+        residual = x.to(codebooks.dtype).reshape(-1, x.shape[-1])  # (frames, d)
         ids = []
         for centres in codebooks:
-            distances = (centres * centres).sum(-1) - 2.0 * residual @ centres.T
-            index = distances.argmin(-1)
+            index, quantised = vector_quantize(residual, centres)
             ids.append(index)
-            residual = residual - centres[index]
-        return torch.stack(ids, dim=-1)
+            residual = residual - quantised
+        return torch.stack(ids, dim=-1).reshape(*x.shape[:-1], len(ids))
 
     def contributions(self, ids: torch.Tensor) -> torch.Tensor:
         """Per-stage code vectors ``(..., K, d)`` of token ids ``(..., K)`` (they sum to x_hat)."""
