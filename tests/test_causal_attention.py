@@ -217,11 +217,15 @@ def test_matches_the_written_out_attention(options):
 def test_mla_matches_the_equations():
     """MLA's training form against Sec. 2.1 of DeepSeek-V2 written out with the layer's maps."""
     attention = make("mla").eval()
+    with torch.no_grad():
+        attention.kv_norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(2, 9, DIM, dtype=torch.float64)
     h, d, r, c = HEADS, DIM // HEADS, 4, 12
     q = attention.query(x).unflatten(-1, (h, d + r)).transpose(1, 2)
     q_content, q_rope = q.split((d, r), -1)
     latent, k_rope = attention.kv_down(x).split((c, r), -1)
+    rms = latent.pow(2).mean(-1, keepdim=True).add(torch.finfo(x.dtype).eps).rsqrt()
+    latent = latent * rms * attention.kv_norm.weight  # RMSNorm, Sec. 3.1.2
     k_content = attention.key_up(latent).unflatten(-1, (h, d)).transpose(1, 2)
     v = attention.value_up(latent).unflatten(-1, (h, d)).transpose(1, 2)
     q_rope, k_rope = rotary(q_rope), rotary(k_rope)[:, None].expand(-1, h, -1, -1)

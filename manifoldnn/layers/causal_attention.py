@@ -360,7 +360,10 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
             \frac{[q^C_{t,i}; q^R_{t,i}]^\top [k^C_{j,i}; k^R_j]}{\sqrt{d_h + d_h^R}}\Big)
             v^C_{j,i},\qquad u_t = W^O [o_{t,1}; \dots; o_{t,n_h}]
 
-    (without ``q_rank`` the queries come from :math:`h_t` directly). The cache holds
+    (without ``q_rank`` the queries come from :math:`h_t` directly). As in the released model
+    (Sec. 3.1.2: "additional RMS Norm layers after the compressed latent vectors"),
+    ``latent_norm`` applies an RMSNorm to :math:`c^{KV}_t` (and to :math:`c^Q_t`) before the
+    up-projections; the cache then holds the normalised latent. The cache holds
     :math:`[c^{KV}_t; k^R_t]`, :math:`d_c + d_h^R` numbers per token. With a cache the keys and
     values are never rebuilt from the latent: :math:`W^{UK}` is absorbed into the query,
     :math:`q^C_{t,i}{}^\top W^{UK}_i c_j = (W^{UK}_i{}^\top q^C_{t,i})^\top c_j`, so all heads
@@ -375,6 +378,8 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
         head_size: :math:`d_h`. Default: ``None`` (``dim / num_heads``).
         q_rank: :math:`d_c'`, the width of the query latent; ``None`` maps :math:`h_t` to the
             queries directly. Default: ``None``.
+        latent_norm: an RMSNorm (with a gain) on the latents :math:`c^{KV}_t` and
+            :math:`c^Q_t`. Default: ``True``.
         position: ``"rope"``, ``"alibi"``, ``"none"`` or a :class:`~manifoldnn.layers.Position`
             for ``rope_dim`` (the rotary part) and ``num_heads``. Default: ``"rope"``.
         log_length_scaling: multiply the logits of query ``t`` by
@@ -406,6 +411,7 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
         rope_dim: int,
         head_size: int | None = None,
         q_rank: int | None = None,
+        latent_norm: bool = True,
         position: str | Position = "rope",
         log_length_scaling: bool = False,
         train_length: int | None = None,
@@ -433,13 +439,15 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
         query_width = num_heads * (head_size + rope_dim)
         if q_rank is None:
             self.query = nn.Linear(dim, query_width, bias=bias, **factory)
-        else:  # W^DQ, then [W^UQ; W^QR]
+        else:  # W^DQ, the latent's norm, then [W^UQ; W^QR]
             self.query = nn.Sequential(
                 nn.Linear(dim, q_rank, bias=bias, **factory),
+                nn.RMSNorm(q_rank, **factory) if latent_norm else nn.Identity(),
                 nn.Linear(q_rank, query_width, bias=bias, **factory),
             )
         # [W^DKV; W^KR]: the latent and the rotary key in one map
         self.kv_down = nn.Linear(dim, kv_rank + rope_dim, bias=bias, **factory)
+        self.kv_norm = nn.RMSNorm(kv_rank, **factory) if latent_norm else nn.Identity()
         self.key_up = nn.Linear(kv_rank, num_heads * head_size, bias=bias, **factory)
         self.value_up = nn.Linear(kv_rank, num_heads * head_size, bias=bias, **factory)
         self.proj = nn.Linear(num_heads * head_size, dim, bias=bias, **factory)
@@ -465,6 +473,7 @@ class MultiHeadLatentAttention(_CausalAttentionBase):
         q = self.query(x).view(batch, length, h, d + r).transpose(1, 2)
         q_content, q_rope = q.split((d, r), dim=-1)
         latent, k_rope = self.kv_down(x).unsqueeze(1).split((c, r), dim=-1)  # (B, 1, T, .)
+        latent = self.kv_norm(latent)
         q_rope, k_rope = self.position.rotate(q_rope, start), self.position.rotate(k_rope, start)
         scale = self._query_scale(length, start, x.device, q.dtype)
         dropout = self.dropout if self.training else 0.0
