@@ -48,6 +48,23 @@ def test_block_form_is_softmax_attention_over_quantised_keys(block_size, device)
     torch.testing.assert_close(sums, one_hot.transpose(-1, -2) @ v, rtol=tol, atol=tol)
 
 
+def test_block_form_gradients(device):
+    """gradcheck of the block form in the query, the values and the state it starts from (the keys'
+    gradient is straight-through, tested below)."""
+    q, k, v, codebook = inputs(device, length=11, heads=2, size=4, codes=5)
+    _, state = vq_attention(q, k, v, codebook, block_size=4)
+    sums, counts = state[0].clone().requires_grad_(), state[1]
+
+    def f(query, value, sums):
+        out, (new_sums, _) = vq_attention(
+            query, k, value, codebook, block_size=4, state=(sums, counts)
+        )
+        return out, new_sums
+
+    args = (q.requires_grad_(), v.requires_grad_(), sums)
+    assert torch.autograd.gradcheck(f, args)
+
+
 def test_recurrent_form_equals_block_form(device):
     q, k, v, codebook = inputs(device)
     block, block_state = vq_attention(q, k, v, codebook, block_size=6)

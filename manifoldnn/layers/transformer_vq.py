@@ -14,8 +14,10 @@ and the normaliser is the same sum with :math:`N_s` for :math:`U_s`. The attenti
 softmax attention over the quantised keys, computed with a cache of :math:`S` value sums and
 counts (the compressive cache) instead of all earlier keys and values. Block form (training):
 the sequence is cut into blocks of ``block_size`` tokens; a block attends to its own keys exactly
-(causal mask) and to all earlier blocks through the cache, which it then joins, in
-:math:`O(T (S + L) D)` time and :math:`O(S D + L (S + L))` memory a block. Recurrent form (decoding): one token a step adds its value
+(causal mask) and to all earlier blocks through the cache, whose state before each block is an
+exclusive prefix sum of the blocks' code sums, so all blocks run at once, in
+:math:`O(T (S + L) D)` time and :math:`O(T (S + L) + (T / L) S D)` memory.
+Recurrent form (decoding): one token a step adds its value
 to :math:`U_{z_t}`, one to :math:`N_{z_t}`, and reads
 :math:`\mathrm{softmax}_s(q_t^\top c_s + \log N_s)` against the means :math:`U_s / N_s`, in
 :math:`O(S D)` time and constant memory.
@@ -198,32 +200,45 @@ def _quantised_attention(
 
 
 def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale):
-    # block by block (the scan of Lingle 2023, Sec. 3.2): one softmax over the S codes (logit
-    # q.c_s + log N_s, value U_s / N_s, from the cache of the earlier blocks) and the block's own
-    # keys (causal), with a shared shift; then the block's values join the cache. The code logits
-    # of all queries are one product (C is not repeated per block).
-    num_codes = codebook.shape[-2]
-    size = min(block_size, max(query.shape[-2], 1))
+    # All blocks at once (Lingle 2023, Sec. 3.2): the cache a block reads is the state before the
+    # sequence plus the code sums of the earlier blocks, an exclusive prefix sum over blocks. Each
+    # block takes one softmax over the S codes (logit q.c_s + log N_s, value U_s / N_s) and its
+    # own keys (causal), with a shared shift.
+    num_codes, length = codebook.shape[-2], query.shape[-2]
+    size = min(block_size, max(length, 1))
+    blocks = -(-length // size)
+    pad = blocks * size - length
+    accumulation = sums.dtype
+    # one-hot codes (zero rows for the padding), the per-block sums as one batched product
+    one_hot = torch.nn.functional.one_hot(codes, num_codes).to(accumulation)
+    if pad:
+        query, keys, value, one_hot = (
+            torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (query, keys, value, one_hot)
+        )
+    q, k, v, z = (t.unflatten(-2, (blocks, size)) for t in (query, keys, value, one_hot))
+    block_sums = z.transpose(-1, -2) @ v.to(accumulation)  # (..., blocks, S, D_v)
+    block_counts = z.sum(-2)  # (..., blocks, S)
+    before_sums = torch.cat(
+        (torch.zeros_like(block_sums[..., :1, :, :]), block_sums[..., :-1, :, :]), -3
+    )
+    before_counts = torch.cat(
+        (torch.zeros_like(block_counts[..., :1, :]), block_counts[..., :-1, :]), -2
+    )
+    cache_sums = sums.unsqueeze(-3) + before_sums.cumsum(-3)
+    cache_counts = counts.unsqueeze(-2) + before_counts.cumsum(-2)
     causal = torch.ones(size, size, dtype=torch.bool, device=query.device).tril()
-    codes_logits = (query @ codebook.transpose(-1, -2)) * scale
-    outputs = []
-    # torch.split rather than slicing: one concatenation of the blocks' gradients in backward
-    for q, k, v, z, logits in zip(
-        *(t.split(size, dim=-2) for t in (query, keys, value, codes.unsqueeze(-1), codes_logits))
-    ):
-        n = q.shape[-2]
-        logits = logits + counts.log().unsqueeze(-2)  # codes not yet seen: -inf
-        local = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~causal[:n, :n], -math.inf)
-        shift = torch.maximum(logits.amax(-1), local.amax(-1)).detach().unsqueeze(-1)
-        codes_weights, local_weights = (logits - shift).exp(), (local - shift).exp()
-        means = sums / counts.clamp_min(1).unsqueeze(-1)
-        numerator = codes_weights @ means + local_weights @ v.to(local_weights.dtype)
-        denominator = codes_weights.sum(-1) + local_weights.sum(-1)
-        outputs.append((numerator / denominator.unsqueeze(-1)).to(value.dtype))
-        block_sums, block_counts = _code_sums(z.squeeze(-1), v, num_codes)
-        sums, counts = sums + block_sums, counts + block_counts
-    out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
-    return out, (sums, counts)
+    # codes not yet seen: log 0 = -inf
+    logits = (q @ codebook.unsqueeze(-3).transpose(-1, -2)) * scale + cache_counts.log().unsqueeze(
+        -2
+    )
+    local = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~causal, -math.inf)
+    shift = torch.maximum(logits.amax(-1), local.amax(-1)).detach().unsqueeze(-1)
+    codes_weights, local_weights = (logits - shift).exp(), (local - shift).exp()
+    means = cache_sums / cache_counts.clamp_min(1).unsqueeze(-1)
+    numerator = codes_weights @ means + local_weights @ v.to(local_weights.dtype)
+    denominator = codes_weights.sum(-1) + local_weights.sum(-1)
+    out = (numerator / denominator.unsqueeze(-1)).to(value.dtype).flatten(-3, -2)
+    return out[..., :length, :], (sums + block_sums.sum(-3), counts + block_counts.sum(-2))
 
 
 class TransformerVQAttention(TokenHeads):
