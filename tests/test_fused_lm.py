@@ -38,6 +38,7 @@ CONFIGS = [
     ("direct_sum", 12, {"rank_a": 4, "rank_b": 6}),
     ("summed", C_EXACT, {}),
     ("concat_linear", C_EXACT, {}),
+    ("summed", C_EXACT, {"position": "alibi", "num_kv_heads": 1}),
 ]
 
 
@@ -165,6 +166,10 @@ def test_value_errors() -> None:
         FusedStreamLM(P, K, N, 16, fusion="summed", rank_a=2)
     with pytest.raises(ValueError, match="exact mode"):
         FusedStreamLM(P, K, N, 12, fusion="direct_sum", text_size=n, code_size=V)
+    with pytest.raises(ValueError, match="position"):
+        FusedStreamLM(P, K, N, 16, fusion="summed", position="absolute")
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        FusedStreamLM(P, K, N, 16, fusion="summed", num_heads=4, num_kv_heads=3)
     model = make("summed")
     text, codes = batch()
     with pytest.raises(ValueError, match=r"codes must have shape \(B, T, K\)"):

@@ -173,6 +173,10 @@ class FusedStreamLM(nn.Module):
         num_heads: attention heads of a block. Default: ``4``.
         mlp_ratio: hidden width of a block's MLP over ``dim``. Default: ``4``.
         dropout: of the Transformer blocks. Default: ``0.0``.
+        position: the blocks' positions, ``"rope"``, ``"alibi"`` or ``"none"``
+            (:class:`GPTConfig`); frame t is at position t for both streams. Default: ``"rope"``.
+        num_kv_heads: key/value heads of the blocks' attention (grouped-query attention;
+            :class:`GPTConfig`). Default: ``None`` (``num_heads``).
         device: of the parameters. Default: PyTorch's default.
         dtype: of the parameters. Default: PyTorch's default.
 
@@ -214,6 +218,8 @@ class FusedStreamLM(nn.Module):
         num_heads: int = 4,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        position: str = "rope",
+        num_kv_heads: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -252,7 +258,7 @@ class FusedStreamLM(nn.Module):
                 self.concat_map = nn.Linear(text_size + num_codebooks * code_size, dim, **factory)
         config = GPTConfig(
             vocab_size=1, num_layers=num_layers, dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            dropout=dropout,
+            dropout=dropout, position=position, num_kv_heads=num_kv_heads,
         )  # fmt: skip
         self.config = config
         self.blocks = nn.ModuleList(_Block(config, factory) for _ in range(num_layers))
