@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -134,3 +135,20 @@ def write_report(args: argparse.Namespace, results: dict, start: float, **extra:
     }
     write_json(args.json, report)
     return report
+
+
+def mean_over_seeds(runs: list[dict]) -> dict:
+    """The results of several seeds as one: the mean of every number that differs between the
+    runs, with its sample standard deviation beside it as ``"<key>_std"``; values equal in every
+    run (sizes, counts) are kept as they are. The runs must have the same keys."""
+    merged: dict = {}
+    for key, first in runs[0].items():
+        values = [run[key] for run in runs]
+        if isinstance(first, dict):
+            merged[key] = mean_over_seeds(values)
+        elif all(value == first for value in values) or not isinstance(first, int | float):
+            merged[key] = first
+        else:
+            merged[key] = statistics.fmean(values)
+            merged[f"{key}_std"] = statistics.stdev(values)
+    return merged

@@ -111,3 +111,15 @@ def test_write_report_records_settings_and_seconds(tmp_path):
     assert saved["extra"] == [1] and saved["config"]["out"] == str(tmp_path)
     assert report["config"] == saved["config"]  # paths as strings in both
     assert 0 <= saved["seconds"] == report["seconds"]
+
+
+def test_mean_over_seeds_means_differing_numbers_and_keeps_the_rest():
+    runs = [
+        {"a": {"bpb": 2.0, "params": 10, "name": "x"}, "curve": {"256": 1.0}},
+        {"a": {"bpb": 4.0, "params": 10, "name": "x"}, "curve": {"256": 3.0}},
+    ]
+    merged = examples_common.mean_over_seeds(runs)
+    assert merged == {
+        "a": {"bpb": 3.0, "bpb_std": pytest.approx(2**0.5), "params": 10, "name": "x"},
+        "curve": {"256": 2.0, "256_std": pytest.approx(2**0.5)},
+    }
