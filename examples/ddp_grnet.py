@@ -21,7 +21,8 @@ the largest parameter difference, saves the DDP model to ``--out`` and the table
 What to expect: in float64 (``--dtype float64``) the DDP and single-process parameters agree to
 rounding; in float32 (the default) the rounding differences between the shard means and the
 full-batch mean are amplified by Adam's normalised steps, so the parameters drift apart over many
-steps while the test accuracies stay the same. Measured figures are in ``docs/results.md``.
+steps while the test accuracies stay the same. Measured figures are in
+``docs/results/ddp_grnet.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import datetime
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import geoopt
@@ -49,8 +49,6 @@ from manifoldnn.models import GrNet
 # a rank that waits longer than this for the others fails instead of hanging (gloo's default is
 # 30 minutes)
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=5)
-
-ModelFactory = Callable[[], nn.Module]
 
 
 def free_port() -> int:
@@ -91,59 +89,6 @@ def shard(batch: tuple[torch.Tensor, torch.Tensor], rank: int, world_size: int):
     return inputs[rank * size : (rank + 1) * size], labels[rank * size : (rank + 1) * size]
 
 
-def ddp_worker(
-    rank: int,
-    world_size: int,
-    init_method: str,
-    model_factory: ModelFactory,
-    initial_state: dict[str, torch.Tensor],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    lr: float,
-    out_dir: str,
-) -> None:
-    """Train a DDP replica on this rank's shards and save its final state to ``out_dir/rank{r}.pt``."""
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=init_method,
-        rank=rank,
-        world_size=world_size,
-        timeout=PROCESS_GROUP_TIMEOUT,
-    )
-    try:
-        model = model_factory()
-        model.load_state_dict(initial_state)
-        replica = DistributedDataParallel(model)
-        optimizer = make_optimizer(replica, lr)
-        local = [shard(batch, rank, world_size) for batch in batches]
-        losses = train_steps(replica, optimizer, local)
-        torch.save(
-            {"state_dict": model.state_dict(), "losses": losses}, Path(out_dir) / f"rank{rank}.pt"
-        )
-    finally:
-        dist.destroy_process_group()
-
-
-def spawn_training(
-    model_factory: ModelFactory,
-    initial_state: dict[str, torch.Tensor],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    lr: float,
-    out_dir: str | Path,
-    world_size: int = 2,
-) -> list[dict]:
-    """Run :func:`ddp_worker` in ``world_size`` spawned CPU processes (gloo, 127.0.0.1, a free port)
-    and return each rank's ``{"state_dict", "losses"}``.  ``model_factory`` must be picklable."""
-    init_method = f"tcp://127.0.0.1:{free_port()}"
-    mp.spawn(
-        ddp_worker,
-        args=(world_size, init_method, model_factory, initial_state, batches, lr, str(out_dir)),
-        nprocs=world_size,
-        join=True,
-    )
-    return [torch.load(Path(out_dir) / f"rank{rank}.pt") for rank in range(world_size)]
-
-
 class GrNetFactory:
     """Picklable model factory for spawned processes: ``GrNetFactory(**kwargs)()`` is
     ``GrNet(**kwargs)`` converted to ``dtype``.  The default is the GrNet of
@@ -168,9 +113,9 @@ def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[
 
 def _torchrun_main(args: argparse.Namespace) -> None:
     try:  # the data pipeline of the classification example, imported as the tests import it
-        from examples.grassmann_classification import accuracy, load_data, standardise
+        from examples.grassmann_classification import load_data, standardise
     except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-        from grassmann_classification import accuracy, load_data, standardise
+        from grassmann_classification import load_data, standardise
     from tqdm import tqdm
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -200,51 +145,63 @@ def _torchrun_main(args: argparse.Namespace) -> None:
         global_losses = torch.tensor(ddp_losses, dtype=torch.float64)
         dist.all_reduce(global_losses)  # mean of the shard losses = loss on the global batch
         global_losses /= world_size
-        if rank != 0:
-            return
-        # Baseline in the same run: one process, the same initial weights and global batches.
-        single = GrNetFactory(dtype)()
-        single.load_state_dict(initial_state)
-        start = time.perf_counter()
-        pairs = ((bases[i], labels[i]) for i in batches)
-        single_losses = train_steps(
-            single, make_optimizer(single, args.lr), tqdm(pairs, "1 process", len(batches))
-        )
-        single_seconds = time.perf_counter() - start
-        difference = max(
-            (a - b).abs().max().item()
-            for a, b in zip(model.state_dict().values(), single.state_dict().values())
-        )
-        results = {
-            f"ddp_{world_size}_processes": {
-                "accuracy": accuracy(model, bases_test, labels_test),
-                "final_loss": global_losses[-1].item(),
-                "seconds": ddp_seconds,
-            },
-            "single_process": {
-                "accuracy": accuracy(single, bases_test, labels_test),
-                "final_loss": single_losses[-1],
-                "seconds": single_seconds,
-            },
-        }
-        print(
-            f"\nJapaneseVowels, GrNet, {args.steps} steps of {args.batch_size} (seed {args.seed})"
-        )
-        print(f"{'method':<20}{'test accuracy':>14}{'final loss':>12}{'seconds':>9}")
-        for name, row in results.items():
-            print(
-                f"{name:<20}{row['accuracy']:>14.4f}{row['final_loss']:>12.4f}{row['seconds']:>9.1f}"
-            )
-        print(f"max |parameter difference| DDP vs 1 process: {difference:.2e}")
-        args.out.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"state_dict": model.state_dict(), "args": vars(args)}, args.out / "grnet_ddp.pt"
-        )
-        report = {"results": results, "max_parameter_difference": difference,
-                  "world_size": world_size, "steps": args.steps}  # fmt: skip
-        write_json(args.json, report)
+        if rank == 0:
+            _baseline_and_report(args, model, initial_state, bases, labels, bases_test,
+                                 labels_test, batches, dtype, global_losses, ddp_seconds,
+                                 world_size)  # fmt: skip
+        # every rank leaves together: a rank that tears its process group down while another
+        # still runs can leave that one hanging in its own teardown
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _baseline_and_report(
+    args, model, initial_state, bases, labels, bases_test, labels_test, batches, dtype,
+    global_losses, ddp_seconds, world_size,
+) -> None:  # fmt: skip
+    """Rank 0, after the DDP run: the one-process baseline, the table and the report."""
+    from tqdm import tqdm
+
+    try:
+        from examples.grassmann_classification import accuracy
+    except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
+        from grassmann_classification import accuracy
+    # Baseline in the same run: one process, the same initial weights and global batches.
+    single = GrNetFactory(dtype)()
+    single.load_state_dict(initial_state)
+    start = time.perf_counter()
+    pairs = ((bases[i], labels[i]) for i in batches)
+    single_losses = train_steps(
+        single, make_optimizer(single, args.lr), tqdm(pairs, "1 process", len(batches))
+    )
+    single_seconds = time.perf_counter() - start
+    difference = max(
+        (a - b).abs().max().item()
+        for a, b in zip(model.state_dict().values(), single.state_dict().values())
+    )
+    results = {
+        f"ddp_{world_size}_processes": {
+            "accuracy": accuracy(model, bases_test, labels_test),
+            "final_loss": global_losses[-1].item(),
+            "seconds": ddp_seconds,
+        },
+        "single_process": {
+            "accuracy": accuracy(single, bases_test, labels_test),
+            "final_loss": single_losses[-1],
+            "seconds": single_seconds,
+        },
+    }
+    print(f"\nJapaneseVowels, GrNet, {args.steps} steps of {args.batch_size} (seed {args.seed})")
+    print(f"{'method':<20}{'test accuracy':>14}{'final loss':>12}{'seconds':>9}")
+    for name, row in results.items():
+        print(f"{name:<20}{row['accuracy']:>14.4f}{row['final_loss']:>12.4f}{row['seconds']:>9.1f}")
+    print(f"max |parameter difference| DDP vs 1 process: {difference:.2e}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "args": vars(args)}, args.out / "grnet_ddp.pt")
+    report = {"results": results, "max_parameter_difference": difference,
+              "world_size": world_size, "steps": args.steps}  # fmt: skip
+    write_json(args.json, report)
 
 
 def _spawn_worker(rank: int, world_size: int, port: int, args: argparse.Namespace) -> None:
