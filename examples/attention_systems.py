@@ -16,7 +16,8 @@ Three measurements, each repeated for ``--seeds`` seeds (means, with standard de
   entropy-invariant ``log n`` scaling, evaluated at ``--eval-lengths``; the RoPE model is also
   evaluated with position interpolation, NTK-aware and YaRN scaling at ``s = L' / L`` (applied at
   evaluation only, no fine-tuning);
-- ``linear``: linear-time approximations of softmax attention against softmax (SDPA): GPTs with
+- ``linear``: linear-time approximations of softmax attention against softmax (SDPA, with RoPE
+  and, as ``softmax_nope``, without positions like the approximations): GPTs with
   Transformer-VQ (``--codebook`` codewords a head), FAVOR+, FAVOR++ (``--features`` random
   features a head), ReLU² (GAU) and the delta rule, and BDH with as many parameters (its neurons
   per head chosen to match), trained on the same ``--linear-tokens`` tokens in steps of
@@ -77,8 +78,9 @@ def cache_configs(args) -> dict[str, GPTConfig]:
 
 
 def linear_models(args) -> dict[str, torch.nn.Module]:
-    """Softmax (SDPA), the linear-time approximations, the delta rule and BDH at about the same
-    parameter count (BDH's neurons per head solve its linear count for the GPT's)."""
+    """Softmax (SDPA, with RoPE and without positions), the linear-time approximations, the delta
+    rule and BDH at about the same parameter count (BDH's neurons per head solve its linear count
+    for the GPT's)."""
     sizes = {"num_layers": args.layers, "dim": args.dim, "num_heads": args.heads}
     unpositioned = {"position": "none", "chunk_size": args.linear_chunk}
     configs = {
@@ -105,6 +107,8 @@ def linear_models(args) -> dict[str, torch.nn.Module]:
     two, four = (sum(p.numel() for p in bdh(n).parameters()) for n in (2, 4))
     # the count is linear in the neurons per head, which RoPE wants even: steps of two
     models["bdh"] = bdh(2 + 2 * max(0, round((target - two) / (four - two))))
+    # built last: the models above draw their initial weights as they did before it was added
+    models["softmax_nope"] = GPT(GPTConfig(**sizes, position="none"))
     return models
 
 

@@ -22,7 +22,16 @@ def test_example_runs_on_tiny_settings(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"mha", "gqa", "mqa", "mla", "mla_quarter", "extrapolation", "linear"}
     linear = results["linear"]
-    assert set(linear) == {"softmax", "vq", "favor+", "favor++", "relu2", "delta", "bdh"}
+    assert set(linear) == {
+        "softmax",
+        "softmax_nope",
+        "vq",
+        "favor+",
+        "favor++",
+        "relu2",
+        "delta",
+        "bdh",
+    }
     for rows in linear.values():
         assert set(rows) == {"16", "48"}
         # the same training tokens for every model at a length
