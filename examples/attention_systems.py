@@ -18,7 +18,8 @@ Three measurements, each repeated for ``--seeds`` seeds (means, with standard de
   evaluation only, no fine-tuning);
 - ``linear``: linear-time approximations of softmax attention against softmax (SDPA, with RoPE
   and, as ``softmax_nope``, without positions like the approximations): GPTs with
-  Transformer-VQ (``--codebook`` codewords a head), FAVOR+, FAVOR++ (``--features`` random
+  Transformer-VQ (``--codebook`` codewords a head; ``vq_rope`` with rotary positions over the
+  last ``--linear-chunk`` keys), FAVOR+, FAVOR++ (``--features`` random
   features a head), ReLU² (GAU) and the delta rule, and BDH with as many parameters (its neurons
   per head chosen to match), trained on the same ``--linear-tokens`` tokens in steps of
   ``--step-tokens`` tokens at each of ``--linear-lengths`` (the batch is ``step_tokens / L``
@@ -109,6 +110,11 @@ def linear_models(args) -> dict[str, torch.nn.Module]:
     models["bdh"] = bdh(2 + 2 * max(0, round((target - two) / (four - two))))
     # built last: the models above draw their initial weights as they did before it was added
     models["softmax_nope"] = GPT(GPTConfig(**sizes, position="none"))
+    models["vq_rope"] = GPT(
+        GPTConfig(
+            **sizes, attention="vq", codebook_size=args.codebook, chunk_size=args.linear_chunk
+        )
+    )
     return models
 
 

@@ -26,6 +26,7 @@ def test_example_runs_on_tiny_settings(tmp_path):
         "softmax",
         "softmax_nope",
         "vq",
+        "vq_rope",
         "favor+",
         "favor++",
         "relu2",

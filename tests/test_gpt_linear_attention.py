@@ -19,18 +19,19 @@ from manifoldnn.models import GPT, GPTConfig
 EPS64 = torch.finfo(torch.float64).eps
 OPTIONS = {
     "vq": {"codebook_size": 8},
+    "vq_rope": {"codebook_size": 8, "position": "rope"},
     "favor": {"num_features": 16},
     "favor++": {"num_features": 16},
     "relu2": {},
 }
 
 
-def make(attention: str, device="cpu") -> GPT:
+def make(name: str, device="cpu") -> GPT:
     torch.manual_seed(0)
+    options = {"position": "none", **OPTIONS[name]}
     config = GPTConfig(
-        num_layers=2, dim=16, num_heads=4, attention=attention, position="none", chunk_size=4,
-        **OPTIONS[attention],
-    )  # fmt: skip
+        num_layers=2, dim=16, num_heads=4, attention=name.split("_")[0], chunk_size=4, **options
+    )
     model = GPT(config, device=device, dtype=torch.float64)
     # a few training forwards move Transformer-VQ's codebook and FAVOR++'s running statistic
     model.train()
@@ -102,7 +103,9 @@ def test_commitment_loss_reaches_the_auxiliary_loss():
 
 
 CONFIG_ERRORS = {
-    "position": dict(attention="vq"),
+    "position": dict(attention="vq", position="alibi"),
+    "position-favor": dict(attention="favor"),
+    "rope_scaling": dict(attention="vq", rope_scaling="ntk", rope_factor=2.0, train_length=8),
     "log_length_scaling": dict(
         attention="favor", position="none", log_length_scaling=True, train_length=8
     ),

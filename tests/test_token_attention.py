@@ -27,9 +27,10 @@ def make(kind, device, dtype=F64):
     torch.manual_seed(0)
     if kind == "relu2":
         return ReLUSquaredAttention(16, 2, device=device, dtype=dtype).eval()
-    if kind == "vq":
+    if kind in ("vq", "vq_rope"):
+        position = {"position": "rope", "window": 3} if kind == "vq_rope" else {}
         return TransformerVQAttention(
-            16, 2, codebook_size=8, block_size=4, device=device, dtype=dtype
+            16, 2, codebook_size=8, block_size=4, device=device, dtype=dtype, **position
         ).eval()
     return RandomFeatureAttention(
         16, 2, estimator=kind, num_features=12, chunk_size=4, device=device, dtype=dtype
@@ -38,7 +39,7 @@ def make(kind, device, dtype=F64):
 
 KINDS = ["favor+", "favor++", "relu2"]
 # with Transformer-VQ (tests/test_transformer_vq.py tests its cache)
-ALL_KINDS = [*KINDS, "vq"]
+ALL_KINDS = [*KINDS, "vq", "vq_rope"]
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
@@ -145,6 +146,15 @@ def test_bad_arguments_name_themselves():
             attention(torch.randn(3, 1, 16), cache)  # another batch
         with pytest.raises(ValueError, match="x must"):
             attention(torch.randn(2, 1, 8))
+    with pytest.raises(ValueError, match="window"):
+        TransformerVQAttention(16, 2, block_size=4, position="rope", window=5)
+    with pytest.raises(ValueError, match="window"):
+        TransformerVQAttention(16, 2, block_size=4, window=2)  # no positions, no window
+    with pytest.raises(ValueError, match="position"):
+        TransformerVQAttention(16, 2, position="alibi")
+    rope, plain = make("vq_rope", "cpu", torch.float32), make("vq", "cpu", torch.float32)
+    with pytest.raises(ValueError, match="cache"):  # a cache without the recent tokens
+        rope(torch.randn(2, 1, 16), plain(torch.randn(2, 5, 16))[1])
     other = RandomFeatureAttention(16, 2, num_features=6).eval()
     _, cache = other(torch.randn(2, 5, 16))
     with pytest.raises(ValueError, match="cache"):
@@ -167,7 +177,7 @@ def test_compiles_without_graph_breaks(kind):
         )
 
 
-@pytest.mark.parametrize("kind", ["favor++", "vq"])
+@pytest.mark.parametrize("kind", ["favor++", "vq", "vq_rope"])
 def test_training_mode_compiles_without_graph_breaks(kind):
     # the buffers written in training mode (FAVOR++'s running rho, the codebooks' moving
     # averages) and the commitment loss left on the module trace into one graph

@@ -5,10 +5,12 @@ tested with the other token-attention layers (tests/test_token_attention.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from manifoldnn.layers import TransformerVQAttention, vector_quantize, vq_attention
+from manifoldnn.layers import TransformerVQAttention, rotary, vector_quantize, vq_attention
 
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
@@ -189,3 +191,78 @@ def test_half_precision_keeps_an_exact_cache(device):
     y, (sums, counts) = vq(x)
     assert y.dtype == torch.bfloat16 and sums.dtype == counts.dtype == torch.float32
     assert torch.equal(counts.sum(-1), torch.full((1, 2), 300.0, device=device))
+
+
+# ---------------------------------------------------------------- rotary positions in a window
+def windowed_reference(q, k, v, codebook, window, theta=10_000.0):
+    """The definition written out densely: rotary logits for 0 <= i - j < W, content logits for
+    older keys, causal softmax over all T keys."""
+    _, k_hat = vector_quantize(k, codebook)
+    scale = q.shape[-1] ** -0.5
+    content = q @ k_hat.transpose(-1, -2) * scale
+    rotated = rotary(q, 0, theta) @ rotary(k_hat, 0, theta).transpose(-1, -2) * scale
+    steps = torch.arange(q.shape[-2], device=q.device)
+    distance = steps[:, None] - steps[None, :]
+    logits = torch.where(distance < window, rotated, content).masked_fill(distance < 0, -math.inf)
+    return torch.softmax(logits, -1) @ v
+
+
+@pytest.mark.parametrize(("block_size", "window"), [(1, 1), (5, 3), (8, 8), (16, 5), (50, 20)])
+def test_windowed_block_form_is_its_definition(block_size, window, device):
+    q, k, v, codebook = inputs(device)
+    out, state = vq_attention(q, k, v, codebook, block_size=block_size, window=window)
+    tol = rounding(37)
+    expected = windowed_reference(q, k, v, codebook, window)
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+    # the state: every token but the last block_size in the cache, those kept exactly
+    kept = min(block_size, 37)
+    assert torch.equal(state[1].sum(-1), torch.full((2, 3), 37.0 - kept, dtype=F64, device=device))
+    assert torch.equal(state[2][..., -kept:], vector_quantize(k, codebook)[0][..., -kept:])
+
+
+def test_windowed_recurrent_form_and_continuation_equal_the_definition(device):
+    q, k, v, codebook = inputs(device)
+    expected = windowed_reference(q, k, v, codebook, 6)
+    tol = rounding(37)
+    recurrent, recurrent_state = vq_attention(
+        q, k, v, codebook, block_size=8, window=6, mode="recurrent"
+    )
+    torch.testing.assert_close(recurrent, expected, rtol=tol, atol=tol)
+    # two chunks in block form, the state carried between them
+    first, state = vq_attention(
+        q[..., :13, :], k[..., :13, :], v[..., :13, :], codebook, block_size=8, window=6
+    )
+    second, block_state = vq_attention(
+        q[..., 13:, :],
+        k[..., 13:, :],
+        v[..., 13:, :],
+        codebook,
+        block_size=8,
+        window=6,
+        state=state,
+    )
+    torch.testing.assert_close(torch.cat([first, second], -2), expected, rtol=tol, atol=tol)
+    for a, b in zip(recurrent_state, block_state):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_windowed_block_form_gradients(device):
+    q, k, v, codebook = inputs(device, length=11, heads=2, size=4, codes=5)
+
+    def f(query, value):
+        return vq_attention(query, k, value, codebook, block_size=4, window=3)[0]
+
+    assert torch.autograd.gradcheck(f, (q.requires_grad_(), v.requires_grad_()))
+
+
+def test_window_errors_name_the_argument():
+    q, k, v, codebook = inputs("cpu", length=5)
+    with pytest.raises(ValueError, match="window"):
+        vq_attention(q, k, v, codebook, block_size=4, window=5)
+    with pytest.raises(ValueError, match="window"):
+        vq_attention(q, k, v, codebook, block_size=4, window=-1)
+    with pytest.raises(ValueError, match="even"):
+        vq_attention(q[..., :3], k[..., :3], v, codebook[..., :3], block_size=4, window=2)
+    _, state = vq_attention(q, k, v, codebook, block_size=4)  # a state without the window part
+    with pytest.raises(ValueError, match="state must be"):
+        vq_attention(q, k, v, codebook, block_size=4, window=2, state=state)

@@ -37,6 +37,7 @@ from ..validation import (
     check_positive_int,
 )
 from ._token_heads import TokenHeads
+from .positions import rotary
 
 __all__ = ["TransformerVQAttention", "vector_quantize", "vq_attention"]
 
@@ -60,14 +61,17 @@ def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tens
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the minimiser
         scores = x @ codebook.transpose(-1, -2) - 0.5 * codebook.pow(2).sum(-1).unsqueeze(-2)
         codes = scores.argmax(-1)
-    lead = torch.broadcast_shapes(x.shape[:-2], codebook.shape[:-2])
+    return _codewords(codes, codebook)
+
+
+def _codewords(codes: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, c_z)`` broadcast to the common leading dimensions: the codewords ``(..., T, D)``
+    of ``codes (..., T)`` (code ``-1``, no token, reads codeword 0; callers mask it)."""
+    lead = torch.broadcast_shapes(codes.shape[:-1], codebook.shape[:-2])
+    codes = codes.expand(*lead, codes.shape[-1])
     book = codebook.expand(*lead, *codebook.shape[-2:])
-    index = (
-        codes.expand(*lead, codes.shape[-1])
-        .unsqueeze(-1)
-        .expand(*lead, codes.shape[-1], x.shape[-1])
-    )
-    return codes.expand(*lead, codes.shape[-1]), torch.gather(book, -2, index)
+    index = codes.clamp_min(0).unsqueeze(-1).expand(*codes.shape, book.shape[-1])
+    return codes, torch.gather(book, -2, index)
 
 
 def _accumulation(dtype: torch.dtype) -> torch.dtype:
@@ -101,9 +105,11 @@ def vq_attention(
     *,
     block_size: int = 128,
     mode: str = "block",
-    state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    state: tuple[torch.Tensor, ...] | None = None,
     scale: float | None = None,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    window: int = 0,
+    theta: float = 10_000.0,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     r"""Causal softmax attention over keys quantised against ``codebook`` (Transformer-VQ).
 
     .. math::
@@ -116,6 +122,20 @@ def vq_attention(
     Lingle 2023, Sec. 3). The keys' gradient passes straight through the quantisation from the
     queries of their own block; the cache holds codewords, which carry none.
 
+    With ``window`` :math:`W > 0` the last :math:`W` keys of each query carry rotary positions
+    (RoPE, :func:`~manifoldnn.layers.rotary` with base ``theta``) and the older ones do not:
+
+    .. math::
+
+        \ell_{ij} = s\, \mathrm{RoPE}_i(q_i)^\top \mathrm{RoPE}_j(\hat k_j) \ (0 \le i - j < W),
+        \qquad \ell_{ij} = s\, q_i^\top \hat k_j \ (i - j \ge W),
+
+    in the place of the Transformer-XL relative terms that Lingle 2023 adds over the current and
+    the previous block (its code's ``VQAttention``). Each block then attends exactly to itself and
+    to the previous block and through the compressive cache to the blocks before; ``W`` must not
+    exceed ``block_size``, and the state also keeps the codes and values of the last
+    ``block_size`` tokens.
+
     Args:
         query: ``(..., T, D)``.
         key: ``(..., T, D)``, quantised here.
@@ -127,8 +147,12 @@ def vq_attention(
         mode: ``"block"`` (parallel over blocks) or ``"recurrent"`` (one token at a time).
             Default: ``"block"``.
         state: the compressive cache after the tokens before this sequence, ``(value sums
-            (..., S, D_v), counts (..., S))`` in float32 or wider, as returned. Default: ``None`` (no earlier token).
+            (..., S, D_v), counts (..., S))`` in float32 or wider, as returned; with ``window``
+            also ``(codes (..., block_size), values (..., block_size, D_v))`` of the last
+            ``block_size`` tokens (code ``-1``: no token). Default: ``None`` (no earlier token).
         scale: logit scale :math:`s`. Default: ``None`` (:math:`1/\sqrt{D}`).
+        window: :math:`W`, the recent keys with rotary positions; ``0`` for none. Default: ``0``.
+        theta: base of the rotary frequencies. Default: ``10000``.
 
     Returns:
         ``(output (..., T, D_v), state)``, the state after the last token.
@@ -142,6 +166,7 @@ def vq_attention(
     """
     check_positive_int(block_size, "block_size")
     check_choice(mode, "mode", MODES)
+    check_window(window, block_size, query.shape[-1])
     if query.dim() < 2 or key.shape != query.shape or value.shape[:-1] != query.shape[:-1]:
         raise ValueError(
             f"query and key must have shape (..., T, D) and value (..., T, D_v), got "
@@ -156,35 +181,60 @@ def vq_attention(
     )
     codes, quantised = vector_quantize(key, codebook)
     return _quantised_attention(
-        query, key, quantised, value, codes, codebook, block_size, mode, state, scale
-    )
+        query, key, quantised, value, codes, codebook, block_size, mode, state, scale, window,
+        theta,
+    )  # fmt: skip
+
+
+def check_window(window: int, block_size: int, head_size: int) -> None:
+    """``window`` must be an int in ``[0, block_size]``; with positions, ``head_size`` even."""
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= block_size:
+        raise ValueError(f"window must be an int in [0, block_size={block_size}], got {window!r}")
+    if window and head_size % 2:
+        raise ValueError(f"window needs an even head size (RoPE rotates pairs), got {head_size}")
+
+
+def state_shapes(lead, num_codes, value_size, block_size, window) -> dict[str, tuple]:
+    """The shapes of the state of :func:`vq_attention`, by name."""
+    shapes = {"value sums": (*lead, num_codes, value_size), "counts": (*lead, num_codes)}
+    if window:
+        shapes |= {"codes": (*lead, block_size), "values": (*lead, block_size, value_size)}
+    return shapes
 
 
 def _quantised_attention(
-    query, key, quantised, value, codes, codebook, block_size, mode, state, scale
-):
+    query, key, quantised, value, codes, codebook, block_size, mode, state, scale, window=0,
+    theta=10_000.0,
+):  # fmt: skip
     keys = key + (quantised - key).detach()  # straight-through
     lead = torch.broadcast_shapes(
         query.shape[:-2], keys.shape[:-2], value.shape[:-2], codebook.shape[:-2]
     )
     num_codes, length = codebook.shape[-2], query.shape[-2]
+    shapes = state_shapes(lead, num_codes, value.shape[-1], block_size, window)
     if state is None:
         accumulation = _accumulation(value.dtype)
         state = (
             value.new_zeros(*lead, num_codes, value.shape[-1], dtype=accumulation),
             value.new_zeros(*lead, num_codes, dtype=accumulation),
         )
+        if window:
+            state += (
+                torch.full((*lead, block_size), -1, dtype=torch.long, device=value.device),
+                value.new_zeros(*lead, block_size, value.shape[-1]),
+            )
     elif not (
         isinstance(state, tuple)
-        and len(state) == 2
-        and tuple(state[0].shape) == (*lead, num_codes, value.shape[-1])
-        and tuple(state[1].shape) == (*lead, num_codes)
+        and len(state) == len(shapes)
+        and all(tuple(t.shape) == shape for t, shape in zip(state, shapes.values()))
     ):
-        raise ValueError(
-            f"state must be (value sums {(*lead, num_codes, value.shape[-1])}, counts "
-            f"{(*lead, num_codes)}) for these inputs and codebook"
-        )
+        described = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"state must be ({described}) for these inputs and codebook")
     query, keys, value = (t.expand(*lead, *t.shape[-2:]) for t in (query, keys, value))
+    codes = codes.expand(*lead, length)
+    if window:
+        step = _windowed_recurrent if mode == "recurrent" else _windowed_blocks
+        return step(query, keys, value, codes, codebook, state, block_size, scale, window, theta)
     sums, counts = state
     if mode == "recurrent":
         outputs = []
@@ -241,6 +291,102 @@ def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, sc
     return out[..., :length, :], (sums + block_sums.sum(-3), counts + block_counts.sum(-2))
 
 
+def _window_logits(query, keys, query_start, scale, window, theta):
+    """``(content, distance-selected)`` logits of queries at positions ``query_start + i``
+    against recent keys at positions ``j``: rotary within ``window``, content beyond."""
+    content = (query @ keys.transpose(-1, -2)) * scale
+    rotated = (rotary(query, query_start, theta) @ rotary(keys, 0, theta).transpose(-1, -2)) * scale
+    i = torch.arange(query.shape[-2], device=query.device)[:, None] + query_start
+    distance = i - torch.arange(keys.shape[-2], device=query.device)[None, :]
+    logits = torch.where(distance < window, rotated, content)
+    return logits.masked_fill(distance < 0, -math.inf)
+
+
+def _attend_cache_and_recent(query, codebook, sums, counts, recent_logits, recent_values, scale):
+    """One softmax over the codes of the compressive cache and the recent keys."""
+    logits = (query @ codebook.transpose(-1, -2)) * scale + counts.log().unsqueeze(-2)
+    shift = torch.maximum(logits.amax(-1), recent_logits.amax(-1)).detach().unsqueeze(-1)
+    codes_weights, recent_weights = (logits - shift).exp(), (recent_logits - shift).exp()
+    means = sums / counts.clamp_min(1).unsqueeze(-1)
+    numerator = codes_weights @ means + recent_weights @ recent_values.to(recent_weights.dtype)
+    return numerator / (codes_weights.sum(-1) + recent_weights.sum(-1)).unsqueeze(-1)
+
+
+def _windowed_blocks(query, keys, value, codes, codebook, state, block_size, scale, window, theta):
+    # The state's last block_size tokens are block -1; block b attends exactly to blocks b - 1 and
+    # b (positions 0 .. 2L - 1, the queries at L .. 2L - 1) and through the cache to the blocks
+    # before b - 1 (an exclusive prefix sum of the blocks' code sums).
+    sums, counts, recent_codes, recent_values = state
+    num_codes, length, size = codebook.shape[-2], query.shape[-2], block_size
+    blocks = -(-length // size)
+    pad = blocks * size - length
+    accumulation = sums.dtype
+    pad_codes = torch.full_like(codes[..., :1], -1).expand(*codes.shape[:-1], pad)
+    all_codes = torch.cat((recent_codes, codes, pad_codes), -1)  # (..., (blocks + 1) L)
+    valid = all_codes >= 0
+    _, recent_keys = _codewords(recent_codes, codebook)
+    pad_rows = torch.nn.functional.pad
+    all_keys = torch.cat((recent_keys.to(keys.dtype), pad_rows(keys, (0, 0, 0, pad))), -2)
+    all_values = torch.cat((recent_values.to(value.dtype), pad_rows(value, (0, 0, 0, pad))), -2)
+    one_hot = torch.nn.functional.one_hot(all_codes.clamp_min(0), num_codes).to(accumulation)
+    one_hot = one_hot * valid.unsqueeze(-1)
+    z, k, v = (t.unflatten(-2, (blocks + 1, size)) for t in (one_hot, all_keys, all_values))
+    block_sums = z.transpose(-1, -2) @ v.to(accumulation)  # (..., blocks + 1, S, D_v)
+    block_counts = z.sum(-2)
+    zeros_sums = torch.zeros_like(block_sums[..., :1, :, :])
+    zeros_counts = torch.zeros_like(block_counts[..., :1, :])
+    cache_sums = sums.unsqueeze(-3) + torch.cat(
+        (zeros_sums, block_sums[..., :-2, :, :]), -3
+    ).cumsum(-3)
+    cache_counts = counts.unsqueeze(-2) + torch.cat(
+        (zeros_counts, block_counts[..., :-2, :]), -2
+    ).cumsum(-2)
+    q = pad_rows(query, (0, 0, 0, pad)).unflatten(-2, (blocks, size))
+    recent_k = torch.cat((k[..., :-1, :, :], k[..., 1:, :, :]), -2)  # (..., blocks, 2L, D)
+    recent_v = torch.cat((v[..., :-1, :, :], v[..., 1:, :, :]), -2)
+    recent_valid = valid.unflatten(-1, (blocks + 1, size))
+    recent_valid = torch.cat((recent_valid[..., :-1, :], recent_valid[..., 1:, :]), -1)
+    logits = _window_logits(q, recent_k, size, scale, window, theta)
+    logits = logits.masked_fill(~recent_valid.unsqueeze(-2), -math.inf)
+    book = codebook.unsqueeze(-3)
+    out = _attend_cache_and_recent(q, book, cache_sums, cache_counts, logits, recent_v, scale)
+    out = out.to(value.dtype).flatten(-3, -2)[..., :length, :]
+    # the new state: the last L tokens kept exactly, every token before them in the cache
+    before = (torch.arange(all_codes.shape[-1], device=query.device) < length).to(accumulation)
+    older = one_hot * before.unsqueeze(-1)
+    new_sums = sums + older.transpose(-1, -2) @ all_values.to(accumulation)
+    new_counts = counts + older.sum(-2)
+    keep = slice(length, length + size)
+    return out, (new_sums, new_counts, all_codes[..., keep], all_values[..., keep, :])
+
+
+def _windowed_recurrent(query, keys, value, codes, codebook, state, block_size, scale, window,
+                        theta):  # fmt: skip
+    # one token at a time: the token leaving the last block_size joins the cache, the new one
+    # joins the recent tokens (positions 0 .. L - 1, the query at L - 1)
+    sums, counts, recent_codes, recent_values = state
+    num_codes = codebook.shape[-2]
+    accumulation = sums.dtype
+    outputs = []
+    for t in range(query.shape[-2]):
+        leaving, leaving_value = recent_codes[..., :1], recent_values[..., :1, :]
+        one_hot = torch.nn.functional.one_hot(leaving.clamp_min(0), num_codes).to(accumulation)
+        one_hot = one_hot * (leaving >= 0).unsqueeze(-1)
+        sums = sums + one_hot.transpose(-1, -2) @ leaving_value.to(accumulation)
+        counts = counts + one_hot.sum(-2)
+        recent_codes = torch.cat((recent_codes[..., 1:], codes[..., t : t + 1]), -1)
+        recent_values = torch.cat((recent_values[..., 1:, :], value[..., t : t + 1, :]), -2)
+        _, recent_keys = _codewords(recent_codes, codebook)
+        q = query[..., t : t + 1, :]
+        logits = _window_logits(q, recent_keys.to(q.dtype), block_size - 1, scale, window, theta)
+        logits = logits.masked_fill(~(recent_codes >= 0).unsqueeze(-2), -math.inf)
+        outputs.append(
+            _attend_cache_and_recent(q, codebook, sums, counts, logits, recent_values, scale)
+        )
+    out = torch.cat(outputs, -2).to(value.dtype)
+    return out, (sums, counts, recent_codes, recent_values)
+
+
 class TransformerVQAttention(TokenHeads):
     r"""Causal multi-head self-attention with vector-quantised keys, in linear time (Transformer-VQ).
 
@@ -257,8 +403,10 @@ class TransformerVQAttention(TokenHeads):
 
     after the attention is computed. The keys learn through the straight-through estimator and
     the commitment loss :math:`\beta\, \overline{\|k_j - \mathrm{sg}(c_{z_j})\|^2}`, left in
-    ``commitment_loss`` after each forward for the training loop to add to its loss. The layer
-    has no position information of its own.
+    ``commitment_loss`` after each forward for the training loop to add to its loss. With
+    ``position="rope"`` the last ``window`` keys of each query carry rotary positions
+    (:func:`vq_attention`'s ``window``); with ``"none"`` the layer has no position information
+    of its own.
 
     Args:
         dim: token width.
@@ -268,13 +416,20 @@ class TransformerVQAttention(TokenHeads):
         block_size: tokens a block of the block form. Default: ``128``.
         commitment: :math:`\beta`, weight of the commitment loss. Default: ``1e-4``.
         decay: :math:`\gamma` of the moving averages, in ``[0, 1)``. Default: ``0.99``.
+        position: ``"none"`` or ``"rope"`` (rotary positions over the last ``window`` keys).
+            Default: ``"none"``.
+        window: the keys of a query with rotary positions, at most ``block_size``; only with
+            ``position="rope"``. Default: ``None`` (``block_size``).
+        theta: base of the rotary frequencies. Default: ``10000``.
         bias: biases in the linear maps. Default: ``False``.
         device: of the parameters and buffers. Default: PyTorch's default.
         dtype: of the parameters and buffers. Default: PyTorch's default.
 
     Shape:
         ``x (B, T, dim)`` or ``(T, dim)`` -> output of the same shape, and the cache
-        ``(value sums (B, H, S, D), counts (B, H, S))`` after the last token (``B = 1`` unbatched).
+        ``(value sums (B, H, S, D), counts (B, H, S))`` after the last token (``B = 1`` unbatched;
+        with ``position="rope"`` also the codes ``(B, H, block_size)`` and values
+        ``(B, H, block_size, D)`` of the last ``block_size`` tokens).
         Pass it back as ``cache`` to continue the sequence: feeding tokens one at a time with the
         cache equals feeding the whole sequence.
 
@@ -297,6 +452,9 @@ class TransformerVQAttention(TokenHeads):
         block_size: int = 128,
         commitment: float = 1e-4,
         decay: float = 0.99,
+        position: str = "none",
+        window: int | None = None,
+        theta: float = 10_000.0,
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -304,6 +462,15 @@ class TransformerVQAttention(TokenHeads):
         super().__init__(dim, num_heads, head_size, bias=bias, device=device, dtype=dtype)
         check_positive_int(codebook_size, "codebook_size")
         check_positive_int(block_size, "block_size")
+        check_choice(position, "position", ("none", "rope"))
+        if position == "none" and window is not None:
+            raise ValueError("window belongs to position='rope'")
+        window = 0 if position == "none" else block_size if window is None else window
+        check_window(window, block_size, self.head_size)
+        if window == 0 and position == "rope":
+            raise ValueError("window must be positive with position='rope'")
+        self.position, self.window = position, window
+        self.theta = check_positive_float(theta, "theta")
         check_nonnegative_float(commitment, "commitment")
         check_in_range(decay, "decay", 0.0, 1.0, high_open=True)
         self.codebook_size, self.block_size = codebook_size, block_size
@@ -320,20 +487,18 @@ class TransformerVQAttention(TokenHeads):
     def attend(self, q, k, v, cache):
         batch, heads, length, size = q.shape
         if cache is not None:
+            lead = (batch, heads)
             self.check_cache(
-                cache,
-                {
-                    "value sums": (batch, heads, self.codebook_size, size),
-                    "counts": (batch, heads, self.codebook_size),
-                },
+                cache, state_shapes(lead, self.codebook_size, size, self.block_size, self.window)
             )
         # a copy: the moving-average update below writes the buffer in place
         codebook = self.codebook.clone() if self.training else self.codebook
         mode = "recurrent" if length == 1 else "block"
         codes, quantised = vector_quantize(k, codebook)
         out, cache = _quantised_attention(
-            q, k, quantised, v, codes, codebook, self.block_size, mode, cache, size**-0.5
-        )
+            q, k, quantised, v, codes, codebook, self.block_size, mode, cache, size**-0.5,
+            self.window, self.theta,
+        )  # fmt: skip
         self.commitment_loss = self.commitment * (k - quantised).pow(2).sum(-1).mean()
         if self.training:
             self._update_codebook(codes, k)
@@ -354,4 +519,5 @@ class TransformerVQAttention(TokenHeads):
         return (
             f"{super().extra_repr()}, codebook_size={self.codebook_size}, "
             f"block_size={self.block_size}, commitment={self.commitment}, decay={self.decay}"
+            + (f", position='rope', window={self.window}" if self.window else "")
         )

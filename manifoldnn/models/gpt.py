@@ -44,7 +44,9 @@ __all__ = ["GPT", "GPTConfig"]
 
 ATTENTIONS = ("softmax", "latent", "delta", "vq", "favor", "favor++", "relu2")
 #: the linear-time approximations of softmax attention (and ReLU²), without positions of their own
-UNPOSITIONED = ("vq", "favor", "favor++", "relu2")
+UNPOSITIONED = ("favor", "favor++", "relu2")
+# the attentions whose layers start from no state and return their own (no AttentionCache)
+OWN_STATE = ("delta", "vq", *UNPOSITIONED)
 
 
 @renamed_config_fields(n_layer="num_layers", n_embd="dim", n_head="num_heads")
@@ -64,8 +66,10 @@ class GPTConfig:
             ``"vq"`` (:class:`~manifoldnn.layers.TransformerVQAttention`), ``"favor"`` or
             ``"favor++"`` (:class:`~manifoldnn.layers.RandomFeatureAttention` with FAVOR+'s or
             FAVOR++'s features) or ``"relu2"`` (:class:`~manifoldnn.layers.ReLUSquaredAttention`).
-            The last four have no positions (``position="none"``); ``"vq"`` leaves a commitment
-            loss that the training loop adds (:meth:`GPT.auxiliary_loss`). Default: ``"softmax"``.
+            ``"favor"``, ``"favor++"`` and ``"relu2"`` have no positions (``position="none"``);
+            ``"vq"`` takes ``"none"`` or ``"rope"`` (rotary positions over the last
+            ``chunk_size`` keys of each query) and leaves a commitment loss that the training
+            loop adds (:meth:`GPT.auxiliary_loss`). Default: ``"softmax"``.
         rope_theta: RoPE base. Default: 10000.
         chunk_size: chunk length of the delta rule's chunked form, of the causal prefix sums of
             ``"favor"`` / ``"favor++"`` and of the blocks of ``"vq"``. Default: 64.
@@ -79,8 +83,8 @@ class GPTConfig:
         rope_dim: :math:`d_h^R` of ``"latent"``. Default: ``None`` (``head_size / 2`` rounded
             down to an even number, at least 2).
         q_rank: query latent width of ``"latent"``. Default: ``None`` (no query compression).
-        position: ``"rope"``, ``"alibi"`` or ``"none"`` (``"rope"`` only for ``"delta"``).
-            Default: ``"rope"``.
+        position: ``"rope"``, ``"alibi"`` or ``"none"`` (``"delta"`` takes ``"rope"``,
+            ``"vq"`` ``"none"`` or ``"rope"``). Default: ``"rope"``.
         rope_scaling: ``None``, ``"linear"``, ``"ntk"`` or ``"yarn"``
             (:class:`~manifoldnn.layers.RotaryPosition`). Default: ``None``.
         rope_factor: the context extension :math:`s` of ``rope_scaling``. Default: ``1.0``.
@@ -153,6 +157,14 @@ class GPTConfig:
             raise ValueError(f"rope_scaling needs position='rope', got {self.position!r}")
         if self.attention == "delta" and (self.position != "rope" or self.log_length_scaling):
             raise ValueError("attention='delta' takes position='rope' and no log_length_scaling")
+        if self.attention == "vq" and (
+            self.position not in ("none", "rope") or self.log_length_scaling or self.rope_scaling
+        ):
+            raise ValueError(
+                "attention='vq' takes position='none' or 'rope' (rotary positions over the last "
+                "chunk_size keys), no rope_scaling and no log_length_scaling, got "
+                f"position={self.position!r}"
+            )
         if self.attention in UNPOSITIONED and (self.position != "none" or self.log_length_scaling):
             raise ValueError(
                 f"attention={self.attention!r} has no positions of its own: it takes "
@@ -185,7 +197,8 @@ def _make_attention(config: GPTConfig, device=None, dtype=None) -> nn.Module:
     if config.attention == "vq":
         return TransformerVQAttention(
             config.dim, config.num_heads, block_size=config.chunk_size,
-            codebook_size=256 if config.codebook_size is None else config.codebook_size, **factory,
+            codebook_size=256 if config.codebook_size is None else config.codebook_size,
+            position=config.position, theta=config.rope_theta, **factory,
         )  # fmt: skip
     if config.attention in ("favor", "favor++"):
         return RandomFeatureAttention(
@@ -413,7 +426,7 @@ class GPT(AutoregressiveSampling, nn.Module):
         ``"vq"``, ``"favor"``, ``"favor++"`` and ``"relu2"`` start from no state and return
         theirs: value sums and counts per code, prefix sums of features, or the keys and
         values)."""
-        if self.config.attention == "delta" or self.config.attention in UNPOSITIONED:
+        if self.config.attention in OWN_STATE:
             return [None] * self.config.num_layers
         return [block.attention.empty_cache(batch, max_length) for block in self.blocks]
 
