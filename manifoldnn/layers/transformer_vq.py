@@ -15,8 +15,8 @@ softmax attention over the quantised keys, computed with a cache of :math:`S` va
 counts (the compressive cache) instead of all earlier keys and values. Block form (training):
 the sequence is cut into blocks of ``block_size`` tokens; a block attends to its own keys exactly
 (causal mask) and to all earlier blocks through the cache, whose state before each block is an
-exclusive prefix sum of the blocks' code sums, so all blocks run at once, in
-:math:`O(T (S + L) D)` time and :math:`O(T (S + L) + (T / L) S D)` memory.
+exclusive prefix sum of the blocks' code sums, so that groups of blocks run at once, in
+:math:`O(T (S + L) D)` time.
 Recurrent form (decoding): one token a step adds its value
 to :math:`U_{z_t}`, one to :math:`N_{z_t}`, and reads
 :math:`\mathrm{softmax}_s(q_t^\top c_s + \log N_s)` against the means :math:`U_s / N_s`, in
@@ -79,15 +79,29 @@ def _accumulation(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _code_sums(codes, values, num_codes):
+def _code_sums(codes, values, num_codes, weights=None):
     """``(sums (..., S, D_v), counts (..., S))`` of the values per code along the second-last
-    axis, in the accumulation dtype."""
+    axis, in the accumulation dtype; ``weights (..., T)`` (0 or 1) leave tokens out."""
     values = values.to(_accumulation(values.dtype))
+    ones = torch.ones_like(codes, dtype=values.dtype)
+    if weights is not None:
+        ones = weights.to(values.dtype).expand_as(codes)
+        values = values * ones.unsqueeze(-1)
     sums = values.new_zeros(*values.shape[:-2], num_codes, values.shape[-1])
     sums = sums.scatter_add(-2, codes.unsqueeze(-1).expand_as(values), values)
-    ones = torch.ones_like(codes, dtype=values.dtype)
     counts = values.new_zeros(*codes.shape[:-1], num_codes).scatter_add(-1, codes, ones)
     return sums, counts
+
+
+def _exclusive_prefix(block_sums, block_counts, count: int):
+    """The sums and counts of the blocks before each of the first ``count`` blocks."""
+    sums = torch.cat(
+        (torch.zeros_like(block_sums[..., :1, :, :]), block_sums[..., : count - 1, :, :]), -3
+    )
+    counts = torch.cat(
+        (torch.zeros_like(block_counts[..., :1, :]), block_counts[..., : count - 1, :]), -2
+    )
+    return sums.cumsum(-3), counts.cumsum(-2)
 
 
 def _read_cache(query, codebook, sums, counts, scale):
@@ -249,33 +263,51 @@ def _quantised_attention(
     return _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale)
 
 
+#: logits a group of blocks of :func:`vq_attention` holds at once per head (its blocks' ``L (S + L)``)
+_GROUP_LOGITS = 2**16
+
+
 def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale):
-    # All blocks at once (Lingle 2023, Sec. 3.2): the cache a block reads is the state before the
-    # sequence plus the code sums of the earlier blocks, an exclusive prefix sum over blocks. Each
+    # Groups of blocks one after another (the scan of Lingle 2023, Sec. 3.2), the blocks of a
+    # group at once: bounded memory, few steps. torch.split rather than slicing: one
+    # concatenation of the groups' gradients in backward.
+    length = query.shape[-2]
+    size = min(block_size, max(length, 1))
+    group = size * max(1, _GROUP_LOGITS // (size * (codebook.shape[-2] + size)))
+    outputs = []
+    for q, k, v, z in zip(
+        *(t.split(group, dim=-2) for t in (query, keys, value, codes.unsqueeze(-1)))
+    ):
+        out, (sums, counts) = _vq_block_group(
+            q, k, v, z.squeeze(-1), codebook, sums, counts, size, scale
+        )
+        outputs.append(out)
+    out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
+    return out, (sums, counts)
+
+
+def _vq_block_group(query, keys, value, codes, codebook, sums, counts, size, scale):
+    # The blocks of a group at once: the cache a block reads is the state before the group plus
+    # the code sums of the group's earlier blocks, an exclusive prefix sum over blocks. Each
     # block takes one softmax over the S codes (logit q.c_s + log N_s, value U_s / N_s) and its
     # own keys (causal), with a shared shift.
     num_codes, length = codebook.shape[-2], query.shape[-2]
-    size = min(block_size, max(length, 1))
     blocks = -(-length // size)
     pad = blocks * size - length
-    accumulation = sums.dtype
-    # one-hot codes (zero rows for the padding), the per-block sums as one batched product
-    one_hot = torch.nn.functional.one_hot(codes, num_codes).to(accumulation)
-    if pad:
-        query, keys, value, one_hot = (
-            torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (query, keys, value, one_hot)
+    valid = None
+    if pad:  # padding at the end: no code counts it
+        valid = torch.arange(blocks * size, device=query.device) < length
+        query, keys, value = (
+            torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (query, keys, value)
         )
-    q, k, v, z = (t.unflatten(-2, (blocks, size)) for t in (query, keys, value, one_hot))
-    block_sums = z.transpose(-1, -2) @ v.to(accumulation)  # (..., blocks, S, D_v)
-    block_counts = z.sum(-2)  # (..., blocks, S)
-    before_sums = torch.cat(
-        (torch.zeros_like(block_sums[..., :1, :, :]), block_sums[..., :-1, :, :]), -3
-    )
-    before_counts = torch.cat(
-        (torch.zeros_like(block_counts[..., :1, :]), block_counts[..., :-1, :]), -2
-    )
-    cache_sums = sums.unsqueeze(-3) + before_sums.cumsum(-3)
-    cache_counts = counts.unsqueeze(-2) + before_counts.cumsum(-2)
+        codes = torch.nn.functional.pad(codes, (0, pad))
+        valid = valid.unflatten(-1, (blocks, size))
+    q, k, v = (t.unflatten(-2, (blocks, size)) for t in (query, keys, value))
+    # the per-block code sums by scatter (O(T D_v)), then their exclusive prefix sums
+    block_sums, block_counts = _code_sums(codes.unflatten(-1, (blocks, size)), v, num_codes, valid)
+    before_sums, before_counts = _exclusive_prefix(block_sums, block_counts, blocks)
+    cache_sums = sums.unsqueeze(-3) + before_sums
+    cache_counts = counts.unsqueeze(-2) + before_counts
     causal = torch.ones(size, size, dtype=torch.bool, device=query.device).tril()
     # codes not yet seen: log 0 = -inf
     logits = (q @ codebook.unsqueeze(-3).transpose(-1, -2)) * scale + cache_counts.log().unsqueeze(
@@ -320,7 +352,6 @@ def _windowed_blocks(query, keys, value, codes, codebook, state, block_size, sca
     num_codes, length, size = codebook.shape[-2], query.shape[-2], block_size
     blocks = -(-length // size)
     pad = blocks * size - length
-    accumulation = sums.dtype
     pad_codes = torch.full_like(codes[..., :1], -1).expand(*codes.shape[:-1], pad)
     all_codes = torch.cat((recent_codes, codes, pad_codes), -1)  # (..., (blocks + 1) L)
     valid = all_codes >= 0
@@ -328,34 +359,29 @@ def _windowed_blocks(query, keys, value, codes, codebook, state, block_size, sca
     pad_rows = torch.nn.functional.pad
     all_keys = torch.cat((recent_keys.to(keys.dtype), pad_rows(keys, (0, 0, 0, pad))), -2)
     all_values = torch.cat((recent_values.to(value.dtype), pad_rows(value, (0, 0, 0, pad))), -2)
-    one_hot = torch.nn.functional.one_hot(all_codes.clamp_min(0), num_codes).to(accumulation)
-    one_hot = one_hot * valid.unsqueeze(-1)
-    z, k, v = (t.unflatten(-2, (blocks + 1, size)) for t in (one_hot, all_keys, all_values))
-    block_sums = z.transpose(-1, -2) @ v.to(accumulation)  # (..., blocks + 1, S, D_v)
-    block_counts = z.sum(-2)
-    zeros_sums = torch.zeros_like(block_sums[..., :1, :, :])
-    zeros_counts = torch.zeros_like(block_counts[..., :1, :])
-    cache_sums = sums.unsqueeze(-3) + torch.cat(
-        (zeros_sums, block_sums[..., :-2, :, :]), -3
-    ).cumsum(-3)
-    cache_counts = counts.unsqueeze(-2) + torch.cat(
-        (zeros_counts, block_counts[..., :-2, :]), -2
-    ).cumsum(-2)
+    k, v = (t.unflatten(-2, (blocks + 1, size)) for t in (all_keys, all_values))
+    block_codes = all_codes.clamp_min(0).unflatten(-1, (blocks + 1, size))
+    block_valid = valid.unflatten(-1, (blocks + 1, size))
+    block_sums, block_counts = _code_sums(block_codes, v, num_codes, block_valid)
+    # block b (block b + 1 here, after the state's) reads the blocks before block b - 1
+    before_sums, before_counts = _exclusive_prefix(block_sums, block_counts, blocks)
+    cache_sums, cache_counts = (
+        sums.unsqueeze(-3) + before_sums,
+        counts.unsqueeze(-2) + before_counts,
+    )
     q = pad_rows(query, (0, 0, 0, pad)).unflatten(-2, (blocks, size))
     recent_k = torch.cat((k[..., :-1, :, :], k[..., 1:, :, :]), -2)  # (..., blocks, 2L, D)
     recent_v = torch.cat((v[..., :-1, :, :], v[..., 1:, :, :]), -2)
-    recent_valid = valid.unflatten(-1, (blocks + 1, size))
-    recent_valid = torch.cat((recent_valid[..., :-1, :], recent_valid[..., 1:, :]), -1)
+    recent_valid = torch.cat((block_valid[..., :-1, :], block_valid[..., 1:, :]), -1)
     logits = _window_logits(q, recent_k, size, scale, window, theta)
     logits = logits.masked_fill(~recent_valid.unsqueeze(-2), -math.inf)
     book = codebook.unsqueeze(-3)
     out = _attend_cache_and_recent(q, book, cache_sums, cache_counts, logits, recent_v, scale)
     out = out.to(value.dtype).flatten(-3, -2)[..., :length, :]
     # the new state: the last L tokens kept exactly, every token before them in the cache
-    before = (torch.arange(all_codes.shape[-1], device=query.device) < length).to(accumulation)
-    older = one_hot * before.unsqueeze(-1)
-    new_sums = sums + older.transpose(-1, -2) @ all_values.to(accumulation)
-    new_counts = counts + older.sum(-2)
+    older = valid & (torch.arange(all_codes.shape[-1], device=query.device) < length)
+    older_sums, older_counts = _code_sums(all_codes.clamp_min(0), all_values, num_codes, older)
+    new_sums, new_counts = sums + older_sums, counts + older_counts
     keep = slice(length, length + size)
     return out, (new_sums, new_counts, all_codes[..., keep], all_values[..., keep, :])
 
@@ -366,14 +392,13 @@ def _windowed_recurrent(query, keys, value, codes, codebook, state, block_size, 
     # joins the recent tokens (positions 0 .. L - 1, the query at L - 1)
     sums, counts, recent_codes, recent_values = state
     num_codes = codebook.shape[-2]
-    accumulation = sums.dtype
     outputs = []
     for t in range(query.shape[-2]):
         leaving, leaving_value = recent_codes[..., :1], recent_values[..., :1, :]
-        one_hot = torch.nn.functional.one_hot(leaving.clamp_min(0), num_codes).to(accumulation)
-        one_hot = one_hot * (leaving >= 0).unsqueeze(-1)
-        sums = sums + one_hot.transpose(-1, -2) @ leaving_value.to(accumulation)
-        counts = counts + one_hot.sum(-2)
+        step_sums, step_counts = _code_sums(
+            leaving.clamp_min(0), leaving_value, num_codes, leaving >= 0
+        )
+        sums, counts = sums + step_sums, counts + step_counts
         recent_codes = torch.cat((recent_codes[..., 1:], codes[..., t : t + 1]), -1)
         recent_values = torch.cat((recent_values[..., 1:, :], value[..., t : t + 1, :]), -2)
         _, recent_keys = _codewords(recent_codes, codebook)
