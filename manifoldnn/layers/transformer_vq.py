@@ -95,13 +95,14 @@ def _code_sums(codes, values, num_codes, weights=None):
 
 def _exclusive_prefix(block_sums, block_counts, count: int):
     """The sums and counts of the blocks before each of the first ``count`` blocks."""
+    earlier = max(count - 1, 0)
     sums = torch.cat(
-        (torch.zeros_like(block_sums[..., :1, :, :]), block_sums[..., : count - 1, :, :]), -3
+        (torch.zeros_like(block_sums[..., :1, :, :]), block_sums[..., :earlier, :, :]), -3
     )
     counts = torch.cat(
-        (torch.zeros_like(block_counts[..., :1, :]), block_counts[..., : count - 1, :]), -2
+        (torch.zeros_like(block_counts[..., :1, :]), block_counts[..., :earlier, :]), -2
     )
-    return sums.cumsum(-3), counts.cumsum(-2)
+    return sums.cumsum(-3)[..., :count, :, :], counts.cumsum(-2)[..., :count, :]
 
 
 def _read_cache(query, codebook, sums, counts, scale):
@@ -309,18 +310,11 @@ def _vq_block_group(query, keys, value, codes, codebook, sums, counts, size, sca
     cache_sums = sums.unsqueeze(-3) + before_sums
     cache_counts = counts.unsqueeze(-2) + before_counts
     causal = torch.ones(size, size, dtype=torch.bool, device=query.device).tril()
-    # codes not yet seen: log 0 = -inf
-    logits = (q @ codebook.unsqueeze(-3).transpose(-1, -2)) * scale + cache_counts.log().unsqueeze(
-        -2
-    )
     local = ((q @ k.transpose(-1, -2)) * scale).masked_fill(~causal, -math.inf)
-    shift = torch.maximum(logits.amax(-1), local.amax(-1)).detach().unsqueeze(-1)
-    codes_weights, local_weights = (logits - shift).exp(), (local - shift).exp()
-    means = cache_sums / cache_counts.clamp_min(1).unsqueeze(-1)
-    numerator = codes_weights @ means + local_weights @ v.to(local_weights.dtype)
-    denominator = codes_weights.sum(-1) + local_weights.sum(-1)
-    out = (numerator / denominator.unsqueeze(-1)).to(value.dtype).flatten(-3, -2)
-    return out[..., :length, :], (sums + block_sums.sum(-3), counts + block_counts.sum(-2))
+    book = codebook.unsqueeze(-3)
+    out = _attend_cache_and_recent(q, book, cache_sums, cache_counts, local, v, scale)
+    out = out.to(value.dtype).flatten(-3, -2)[..., :length, :]
+    return out, (sums + block_sums.sum(-3), counts + block_counts.sum(-2))
 
 
 def _window_logits(query, keys, query_start, scale, window, theta):
@@ -335,7 +329,9 @@ def _window_logits(query, keys, query_start, scale, window, theta):
 
 
 def _attend_cache_and_recent(query, codebook, sums, counts, recent_logits, recent_values, scale):
-    """One softmax over the codes of the compressive cache and the recent keys."""
+    """One softmax over the codes of the compressive cache (logit ``q.c_s + log N_s``, value the
+    mean ``U_s / N_s``; codes not yet seen: ``log 0 = -inf``) and the recent keys (their logits
+    given), with one shift."""
     logits = (query @ codebook.transpose(-1, -2)) * scale + counts.log().unsqueeze(-2)
     shift = torch.maximum(logits.amax(-1), recent_logits.amax(-1)).detach().unsqueeze(-1)
     codes_weights, recent_weights = (logits - shift).exp(), (recent_logits - shift).exp()
@@ -408,8 +404,8 @@ def _windowed_recurrent(query, keys, value, codes, codebook, state, block_size, 
         outputs.append(
             _attend_cache_and_recent(q, codebook, sums, counts, logits, recent_values, scale)
         )
-    out = torch.cat(outputs, -2).to(value.dtype)
-    return out, (sums, counts, recent_codes, recent_values)
+    out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
+    return out.to(value.dtype), (sums, counts, recent_codes, recent_values)
 
 
 class TransformerVQAttention(TokenHeads):
