@@ -41,9 +41,9 @@ import time
 import torch
 from byte_lm import (
     bits_per_byte,
-    cosine_decay,
     load_corpus,
     sample_batch,
+    set_learning_rate,
     split_corpus,
     train_step,
     training_options,
@@ -129,10 +129,7 @@ def train_on_tokens(model, train_tokens, length: int, batch: int, tokens: int, a
     seconds = 0.0
     model.train()
     for step in tqdm(range(steps), desc=label, leave=False):
-        fraction = step / steps
-        scale = fraction / 0.05 if fraction < 0.05 else cosine_decay((fraction - 0.05) / 0.95)
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * max(scale, 0.02)
+        set_learning_rate(optimizer, args.lr, step / steps)
         windows_ = sample_batch(train_tokens, length, batch, generator)
         t0 = time.process_time()
         train_step(model, optimizer, windows_)

@@ -148,6 +148,14 @@ def cosine_decay(progress: float) -> float:
     return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
 
 
+def set_learning_rate(optimizer, lr: float, fraction: float) -> None:
+    """The schedule of :func:`train`: a linear warm-up over the first 5% of training, then
+    :func:`cosine_decay`, never below 2% of ``lr``; ``fraction`` is the part of training done."""
+    scale = fraction / 0.05 if fraction < 0.05 else cosine_decay((fraction - 0.05) / 0.95)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * max(scale, 0.02)
+
+
 def train_step(model, optimizer, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the next-token cross-entropy of ``batch`` ``(B, T + 1)``, gradients
     clipped to norm 1 (the model's ``auxiliary_loss()`` added where it has one); returns the
@@ -178,11 +186,7 @@ def train(model, train_tokens, eval_windows, args, seed: int, label: str) -> dic
     bar = tqdm(total=round(args.budget), desc=label, unit="s", leave=False)
     model.train()
     while trained < args.budget:
-        # linear warm-up over the first 5% of the budget, then cosine decay to 10% of the rate
-        fraction = trained / args.budget
-        scale = fraction / 0.05 if fraction < 0.05 else cosine_decay((fraction - 0.05) / 0.95)
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * max(scale, 0.02)
+        set_learning_rate(optimizer, args.lr, trained / args.budget)
         batch = sample_batch(train_tokens, args.context, args.batch, generator)
         t0 = time.process_time()
         loss, _ = train_step(model, optimizer, batch)
