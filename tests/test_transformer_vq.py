@@ -51,10 +51,10 @@ def test_block_form_is_softmax_attention_over_quantised_keys(block_size, device)
 
 
 def test_block_form_over_many_blocks_and_a_large_codebook(device):
-    """Long sequences with large codebooks run in several groups of blocks; still softmax
-    attention over the quantised keys."""
+    """Long sequences with large codebooks run in several groups of blocks (one block a group
+    here), the state carried between them; still their definitions."""
     q, k, v, _ = inputs(device, length=700, heads=1, size=4)
-    codebook = torch.randn(1, 512, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    codebook = torch.randn(1, 1024, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
     codebook = codebook.to(device)
     _, quantised = vector_quantize(k, codebook)
     exact = torch.nn.functional.scaled_dot_product_attention(q, quantised, v, is_causal=True)
@@ -62,6 +62,10 @@ def test_block_form_over_many_blocks_and_a_large_codebook(device):
     tol = rounding(700)
     torch.testing.assert_close(out, exact, rtol=tol, atol=tol)
     assert torch.equal(counts.sum(-1), torch.full((2, 1), 700.0, dtype=F64, device=device))
+    out, state = vq_attention(q, k, v, codebook, block_size=128, window=50)
+    expected = windowed_reference(q, k, v, codebook, 50)
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+    assert torch.equal(state[1].sum(-1), torch.full((2, 1), 700.0 - 128, dtype=F64, device=device))
 
 
 def test_block_form_gradients(device):

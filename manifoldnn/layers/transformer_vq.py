@@ -181,7 +181,7 @@ def vq_attention(
     """
     check_positive_int(block_size, "block_size")
     check_choice(mode, "mode", MODES)
-    check_window(window, block_size, query.shape[-1])
+    _check_window(window, block_size, query.shape[-1])
     if query.dim() < 2 or key.shape != query.shape or value.shape[:-1] != query.shape[:-1]:
         raise ValueError(
             f"query and key must have shape (..., T, D) and value (..., T, D_v), got "
@@ -201,7 +201,7 @@ def vq_attention(
     )  # fmt: skip
 
 
-def check_window(window: int, block_size: int, head_size: int) -> None:
+def _check_window(window: int, block_size: int, head_size: int) -> None:
     """``window`` must be an int in ``[0, block_size]``; with positions, ``head_size`` even."""
     if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= block_size:
         raise ValueError(f"window must be an int in [0, block_size={block_size}], got {window!r}")
@@ -209,7 +209,7 @@ def check_window(window: int, block_size: int, head_size: int) -> None:
         raise ValueError(f"window needs an even head size (RoPE rotates pairs), got {head_size}")
 
 
-def state_shapes(lead, num_codes, value_size, block_size, window) -> dict[str, tuple]:
+def _state_shapes(lead, num_codes, value_size, block_size, window) -> dict[str, tuple]:
     """The shapes of the state of :func:`vq_attention`, by name."""
     shapes = {"value sums": (*lead, num_codes, value_size), "counts": (*lead, num_codes)}
     if window:
@@ -226,7 +226,7 @@ def _quantised_attention(
         query.shape[:-2], keys.shape[:-2], value.shape[:-2], codebook.shape[:-2]
     )
     num_codes, length = codebook.shape[-2], query.shape[-2]
-    shapes = state_shapes(lead, num_codes, value.shape[-1], block_size, window)
+    shapes = _state_shapes(lead, num_codes, value.shape[-1], block_size, window)
     if state is None:
         accumulation = _accumulation(value.dtype)
         state = (
@@ -247,9 +247,14 @@ def _quantised_attention(
         raise ValueError(f"state must be ({described}) for these inputs and codebook")
     query, keys, value = (t.expand(*lead, *t.shape[-2:]) for t in (query, keys, value))
     codes = codes.expand(*lead, length)
-    if window:
-        step = _windowed_recurrent if mode == "recurrent" else _windowed_blocks
-        return step(query, keys, value, codes, codebook, state, block_size, scale, window, theta)
+    tokens = (query, keys, value, codes)
+    if window and mode == "recurrent":
+        return _windowed_recurrent(*tokens, state, codebook, block_size, scale, window, theta)
+    if window:  # a block reads its own keys and the previous block's: L (S + 2 L) logits
+        group = _group_tokens(block_size, num_codes + 2 * block_size)
+        return _in_groups(
+            _windowed_blocks, *tokens, state, group, codebook, block_size, scale, window, theta
+        )
     sums, counts = state
     if mode == "recurrent":
         outputs = []
@@ -261,37 +266,40 @@ def _quantised_attention(
             outputs.append(_read_cache(query[..., t : t + 1, :], codebook, sums, counts, scale))
         out = torch.cat(outputs, -2) if outputs else value.new_zeros(*lead, 0, value.shape[-1])
         return out, (sums, counts)
-    return _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale)
-
-
-#: logits a group of blocks of :func:`vq_attention` holds at once per head (its blocks' ``L (S + L)``)
-_GROUP_LOGITS = 2**16
-
-
-def _vq_blocks(query, keys, value, codes, codebook, sums, counts, block_size, scale):
-    # Groups of blocks one after another (the scan of Lingle 2023, Sec. 3.2), the blocks of a
-    # group at once: bounded memory, few steps. torch.split rather than slicing: one
-    # concatenation of the groups' gradients in backward.
-    length = query.shape[-2]
     size = min(block_size, max(length, 1))
-    group = size * max(1, _GROUP_LOGITS // (size * (codebook.shape[-2] + size)))
+    group = _group_tokens(size, num_codes + size)  # a block's logits: L (S + L)
+    return _in_groups(_vq_block_group, *tokens, state, group, codebook, size, scale)
+
+
+#: logits a group of blocks of :func:`vq_attention` holds at once per head
+_GROUP_LOGITS = 2**18
+
+
+def _group_tokens(block_size: int, keys_per_query: int) -> int:
+    """Tokens of a group: whole blocks, as many as keep their logits within ``_GROUP_LOGITS``."""
+    return block_size * max(1, _GROUP_LOGITS // (block_size * keys_per_query))
+
+
+def _in_groups(block_form, query, keys, value, codes, state, group, *args):
+    """A block form over consecutive groups of ``group`` tokens, one after another, the state
+    carried from group to group (bounded memory, few steps); within a group all its blocks at
+    once. torch.split rather than slicing: one concatenation of the groups' gradients in
+    backward."""
     outputs = []
-    for q, k, v, z in zip(
-        *(t.split(group, dim=-2) for t in (query, keys, value, codes.unsqueeze(-1)))
-    ):
-        out, (sums, counts) = _vq_block_group(
-            q, k, v, z.squeeze(-1), codebook, sums, counts, size, scale
-        )
+    pieces = (t.split(group, dim=-2) for t in (query, keys, value, codes.unsqueeze(-1)))
+    for q, k, v, z in zip(*pieces):
+        out, state = block_form(q, k, v, z.squeeze(-1), state, *args)
         outputs.append(out)
     out = torch.cat(outputs, -2) if outputs else value.new_zeros(*query.shape[:-1], value.shape[-1])
-    return out, (sums, counts)
+    return out, state
 
 
-def _vq_block_group(query, keys, value, codes, codebook, sums, counts, size, scale):
-    # The blocks of a group at once: the cache a block reads is the state before the group plus
-    # the code sums of the group's earlier blocks, an exclusive prefix sum over blocks. Each
-    # block takes one softmax over the S codes (logit q.c_s + log N_s, value U_s / N_s) and its
-    # own keys (causal), with a shared shift.
+def _vq_block_group(query, keys, value, codes, state, codebook, size, scale):
+    # The blocks of a group at once (the scan of Lingle 2023, Sec. 3.2): the cache a block reads
+    # is the state before the group plus the code sums of the group's earlier blocks, an
+    # exclusive prefix sum over blocks. Each block takes one softmax over the S codes (logit
+    # q.c_s + log N_s, value U_s / N_s) and its own keys (causal), with a shared shift.
+    sums, counts = state
     num_codes, length = codebook.shape[-2], query.shape[-2]
     blocks = -(-length // size)
     pad = blocks * size - length
@@ -340,7 +348,7 @@ def _attend_cache_and_recent(query, codebook, sums, counts, recent_logits, recen
     return numerator / (codes_weights.sum(-1) + recent_weights.sum(-1)).unsqueeze(-1)
 
 
-def _windowed_blocks(query, keys, value, codes, codebook, state, block_size, scale, window, theta):
+def _windowed_blocks(query, keys, value, codes, state, codebook, block_size, scale, window, theta):
     # The state's last block_size tokens are block -1; block b attends exactly to blocks b - 1 and
     # b (positions 0 .. 2L - 1, the queries at L .. 2L - 1) and through the cache to the blocks
     # before b - 1 (an exclusive prefix sum of the blocks' code sums).
@@ -382,7 +390,7 @@ def _windowed_blocks(query, keys, value, codes, codebook, state, block_size, sca
     return out, (new_sums, new_counts, all_codes[..., keep], all_values[..., keep, :])
 
 
-def _windowed_recurrent(query, keys, value, codes, codebook, state, block_size, scale, window,
+def _windowed_recurrent(query, keys, value, codes, state, codebook, block_size, scale, window,
                         theta):  # fmt: skip
     # one token at a time: the token leaving the last block_size joins the cache, the new one
     # joins the recent tokens (positions 0 .. L - 1, the query at L - 1)
@@ -487,7 +495,7 @@ class TransformerVQAttention(TokenHeads):
         if position == "none" and window is not None:
             raise ValueError("window belongs to position='rope'")
         window = 0 if position == "none" else block_size if window is None else window
-        check_window(window, block_size, self.head_size)
+        _check_window(window, block_size, self.head_size)
         if window == 0 and position == "rope":
             raise ValueError("window must be positive with position='rope'")
         self.position, self.window = position, window
@@ -510,7 +518,7 @@ class TransformerVQAttention(TokenHeads):
         if cache is not None:
             lead = (batch, heads)
             self.check_cache(
-                cache, state_shapes(lead, self.codebook_size, size, self.block_size, self.window)
+                cache, _state_shapes(lead, self.codebook_size, size, self.block_size, self.window)
             )
         # a copy: the moving-average update below writes the buffer in place
         codebook = self.codebook.clone() if self.training else self.codebook
