@@ -113,9 +113,9 @@ def _global_batches(count: int, steps: int, batch_size: int, seed: int) -> list[
 
 def _torchrun_main(args: argparse.Namespace) -> None:
     try:  # the data pipeline of the classification example, imported as the tests import it
-        from examples.grassmann_classification import load_data, standardise
+        from examples.grassmann_classification import accuracy, load_data, standardise
     except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-        from grassmann_classification import load_data, standardise
+        from grassmann_classification import accuracy, load_data, standardise
     from tqdm import tqdm
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -145,63 +145,53 @@ def _torchrun_main(args: argparse.Namespace) -> None:
         global_losses = torch.tensor(ddp_losses, dtype=torch.float64)
         dist.all_reduce(global_losses)  # mean of the shard losses = loss on the global batch
         global_losses /= world_size
-        if rank == 0:
-            _baseline_and_report(args, model, initial_state, bases, labels, bases_test,
-                                 labels_test, batches, dtype, global_losses, ddp_seconds,
-                                 world_size)  # fmt: skip
+        if rank == 0:  # the baseline, the table and the report
+            # Baseline in the same run: one process, the same initial weights and global batches.
+            single = GrNetFactory(dtype)()
+            single.load_state_dict(initial_state)
+            start = time.perf_counter()
+            pairs = ((bases[i], labels[i]) for i in batches)
+            single_losses = train_steps(
+                single, make_optimizer(single, args.lr), tqdm(pairs, "1 process", len(batches))
+            )
+            single_seconds = time.perf_counter() - start
+            difference = max(
+                (a - b).abs().max().item()
+                for a, b in zip(model.state_dict().values(), single.state_dict().values())
+            )
+            results = {
+                f"ddp_{world_size}_processes": {
+                    "accuracy": accuracy(model, bases_test, labels_test),
+                    "final_loss": global_losses[-1].item(),
+                    "seconds": ddp_seconds,
+                },
+                "single_process": {
+                    "accuracy": accuracy(single, bases_test, labels_test),
+                    "final_loss": single_losses[-1],
+                    "seconds": single_seconds,
+                },
+            }
+            print(
+                f"\nJapaneseVowels, GrNet, {args.steps} steps of {args.batch_size} (seed {args.seed})"
+            )
+            print(f"{'method':<20}{'test accuracy':>14}{'final loss':>12}{'seconds':>9}")
+            for name, row in results.items():
+                print(
+                    f"{name:<20}{row['accuracy']:>14.4f}{row['final_loss']:>12.4f}{row['seconds']:>9.1f}"
+                )
+            print(f"max |parameter difference| DDP vs 1 process: {difference:.2e}")
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {"state_dict": model.state_dict(), "args": vars(args)}, args.out / "grnet_ddp.pt"
+            )
+            report = {"results": results, "max_parameter_difference": difference,
+                      "world_size": world_size, "steps": args.steps}  # fmt: skip
+            write_json(args.json, report)
         # every rank leaves together: a rank that tears its process group down while another
         # still runs can leave that one hanging in its own teardown
         dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _baseline_and_report(
-    args, model, initial_state, bases, labels, bases_test, labels_test, batches, dtype,
-    global_losses, ddp_seconds, world_size,
-) -> None:  # fmt: skip
-    """Rank 0, after the DDP run: the one-process baseline, the table and the report."""
-    from tqdm import tqdm
-
-    try:
-        from examples.grassmann_classification import accuracy
-    except ModuleNotFoundError:  # run as a script: examples/ is sys.path[0]
-        from grassmann_classification import accuracy
-    # Baseline in the same run: one process, the same initial weights and global batches.
-    single = GrNetFactory(dtype)()
-    single.load_state_dict(initial_state)
-    start = time.perf_counter()
-    pairs = ((bases[i], labels[i]) for i in batches)
-    single_losses = train_steps(
-        single, make_optimizer(single, args.lr), tqdm(pairs, "1 process", len(batches))
-    )
-    single_seconds = time.perf_counter() - start
-    difference = max(
-        (a - b).abs().max().item()
-        for a, b in zip(model.state_dict().values(), single.state_dict().values())
-    )
-    results = {
-        f"ddp_{world_size}_processes": {
-            "accuracy": accuracy(model, bases_test, labels_test),
-            "final_loss": global_losses[-1].item(),
-            "seconds": ddp_seconds,
-        },
-        "single_process": {
-            "accuracy": accuracy(single, bases_test, labels_test),
-            "final_loss": single_losses[-1],
-            "seconds": single_seconds,
-        },
-    }
-    print(f"\nJapaneseVowels, GrNet, {args.steps} steps of {args.batch_size} (seed {args.seed})")
-    print(f"{'method':<20}{'test accuracy':>14}{'final loss':>12}{'seconds':>9}")
-    for name, row in results.items():
-        print(f"{name:<20}{row['accuracy']:>14.4f}{row['final_loss']:>12.4f}{row['seconds']:>9.1f}")
-    print(f"max |parameter difference| DDP vs 1 process: {difference:.2e}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "args": vars(args)}, args.out / "grnet_ddp.pt")
-    report = {"results": results, "max_parameter_difference": difference,
-              "world_size": world_size, "steps": args.steps}  # fmt: skip
-    write_json(args.json, report)
 
 
 def _spawn_worker(rank: int, world_size: int, port: int, args: argparse.Namespace) -> None:
