@@ -30,8 +30,9 @@ Three measurements, each repeated for ``--seeds`` seeds (means, with standard de
     python examples/attention_systems.py --seed 0 --out out/attention_systems \\
         --json out/attention_systems.json
 
-One thread by default (``--threads``); speeds are CPU seconds of this process. It writes ``extrapolation.png`` (bits per byte against the
-evaluation length). Measured figures are in ``docs/results/attention_systems.md``.
+One thread by default (``--threads``); speeds are CPU seconds of this process. It writes
+``extrapolation.png`` (bits per byte against the evaluation length). Measured figures are in
+``docs/results/attention_systems.md``.
 """
 
 from __future__ import annotations
